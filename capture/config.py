@@ -1,0 +1,95 @@
+"""Capture options as one validated, frozen object (no torch import here)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dsocr.errors import BadInputError
+
+INF_TOKEN = "inf"
+DEFAULT_PROMPT = "<image>\n<|grounding|>Convert the document to markdown."
+DEFAULT_MAX_NEW_TOKENS = "inf"
+DEFAULT_FIRST_STEPS = 8
+DEFAULT_WINDOW_STEPS = 4
+DEFAULT_WINDOW_EVERY = 64
+DEFAULT_FULL_CHUNK_STEPS = 64
+
+
+class ProfileMode(str, enum.Enum):
+    """How much of each image torch.profiler records."""
+
+    sampled = "sampled"
+    full = "full"
+    off = "off"
+
+
+class Device(str, enum.Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class DType(str, enum.Enum):
+    bf16 = "bf16"
+    fp16 = "fp16"
+    fp32 = "fp32"
+
+
+def parse_max_new_tokens(text: str | int | None) -> int | None:
+    """``inf`` (any case) -> None (until EOS, bounded by the model); else an integer >= 1."""
+    if text is None:
+        return None
+    raw = str(text).strip()
+    if raw.lower() == INF_TOKEN:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadInputError(f"--max-new-tokens must be an integer >= 1 or 'inf', got {raw!r}") from None
+    if value < 1:
+        raise BadInputError(f"--max-new-tokens must be an integer >= 1 or 'inf', got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class SamplingSchedule:
+    """Which decode steps sampled mode traces: the first steps, then a window every so many."""
+
+    first_steps: int = DEFAULT_FIRST_STEPS
+    window_steps: int = DEFAULT_WINDOW_STEPS
+    window_every: int = DEFAULT_WINDOW_EVERY
+
+    def __post_init__(self) -> None:
+        if self.first_steps < 0:
+            raise BadInputError(f"--first-steps must be >= 0, got {self.first_steps}")
+        if self.window_steps < 1:
+            raise BadInputError(f"--window-steps must be >= 1, got {self.window_steps}")
+        if self.window_every <= self.window_steps:
+            raise BadInputError(
+                f"--window-every ({self.window_every}) must be larger than --window-steps ({self.window_steps})"
+            )
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    """Everything `dsocr capture` was asked to do, resolved and validated."""
+
+    images: tuple[str, ...]
+    out: Path
+    model: Path | None = None
+    device: Device = Device.cpu
+    dtype: DType | None = None  # None: bf16 on cuda, fp32 on cpu
+    prompt: str = DEFAULT_PROMPT
+    max_new_tokens: int | None = None
+    profile: ProfileMode = ProfileMode.sampled
+    sampling: SamplingSchedule = field(default_factory=SamplingSchedule)
+    full_chunk_steps: int = DEFAULT_FULL_CHUNK_STEPS
+    resume: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if "<image>" not in self.prompt:
+            raise BadInputError(f"--prompt must contain the <image> placeholder, got {self.prompt!r}")
+        if self.full_chunk_steps < 1:
+            raise BadInputError(f"--full-chunk-steps must be >= 1, got {self.full_chunk_steps}")

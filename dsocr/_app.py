@@ -1,0 +1,46 @@
+"""The typer application and the one place where DsocrError becomes an ``Error:`` line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from dsocr.errors import DsocrError
+
+EXIT_ERROR = 1
+
+
+class _ErrorsAtTheEdge(TyperGroup):
+    """Turns any DsocrError raised by a command into one line on stderr and exit status 1."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DsocrError as exc:
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(EXIT_ERROR) from None
+
+
+app = typer.Typer(
+    cls=_ErrorsAtTheEdge,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Profile DeepSeek-OCR inference (capture), then analyze and render from Parquet alone.",
+)
+
+RunDirArg = Annotated[
+    Path,
+    typer.Argument(help="Run directory written by `dsocr capture` or `dsocr import`.", show_default=False),
+]
+
+
+@app.callback()
+def _root() -> None:
+    """Keep dsocr a group of commands even while only one is registered."""
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]

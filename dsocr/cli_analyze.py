@@ -1,0 +1,1 @@
+"""`dsocr analyze` and `dsocr export-trace` (registered on import)."""

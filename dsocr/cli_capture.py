@@ -1,0 +1,101 @@
+"""`dsocr capture`: parse options, build a CaptureConfig, call capture.runner.run."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from capture.config import (
+    DEFAULT_FIRST_STEPS,
+    DEFAULT_FULL_CHUNK_STEPS,
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_PROMPT,
+    DEFAULT_WINDOW_EVERY,
+    DEFAULT_WINDOW_STEPS,
+    CaptureConfig,
+    Device,
+    DType,
+    ProfileMode,
+    SamplingSchedule,
+    parse_max_new_tokens,
+)
+from dsocr._app import app
+from dsocr.errors import MissingExtraError
+
+RUNS_ROOT = Path("runs")
+INSTALL_HINT = "dsocr capture needs torch, transformers and nvtx: pip install -e '.[capture]' (with torch==2.13.0)"
+
+
+def _default_out() -> Path:
+    return RUNS_ROOT / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+@app.command()
+def capture(
+    images: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Image files, folders (searched recursively) or text files listing paths. "
+            "Default: sample pages drawn by dsocr.",
+            show_default=False,
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run directory. Default: runs/<timestamp>.", show_default=False)
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Local DeepSeek-OCR-2 model folder. Default: the embedded tiny model.", show_default=False),
+    ] = None,
+    device: Annotated[Device, typer.Option(help="Where the model runs.")] = Device.cpu,
+    dtype: Annotated[
+        DType | None, typer.Option(help="Weights and activations. Default: bf16 on cuda, fp32 on cpu.")
+    ] = None,
+    prompt: Annotated[str, typer.Option(help="Prompt; must contain <image>.")] = DEFAULT_PROMPT,
+    max_new_tokens: Annotated[
+        str,
+        typer.Option(
+            "--max-new-tokens", help="Integer >= 1, or 'inf': until EOS, bounded by the model's context."
+        ),
+    ] = DEFAULT_MAX_NEW_TOKENS,
+    profile: Annotated[ProfileMode, typer.Option(help="What torch.profiler records.")] = ProfileMode.sampled,
+    first_steps: Annotated[
+        int, typer.Option(help="Sampled mode: decode steps traced right after prefill.")
+    ] = DEFAULT_FIRST_STEPS,
+    window_steps: Annotated[int, typer.Option(help="Sampled mode: decode steps per later window.")] = (
+        DEFAULT_WINDOW_STEPS
+    ),
+    window_every: Annotated[int, typer.Option(help="Sampled mode: one window every this many steps.")] = (
+        DEFAULT_WINDOW_EVERY
+    ),
+    full_chunk_steps: Annotated[
+        int, typer.Option(help="Full mode: decode steps per flush of events to Parquet.")
+    ] = DEFAULT_FULL_CHUNK_STEPS,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a run in --out; skip images already done.")] = (
+        False
+    ),
+    seed: Annotated[int, typer.Option(help="Seed of the embedded model's random weights.")] = 0,
+) -> None:
+    """Run DeepSeek-OCR on images under torch.profiler; write outputs and traces to Parquet."""
+    config = CaptureConfig(
+        images=tuple(images or ()),
+        out=out or _default_out(),
+        model=model,
+        device=device,
+        dtype=dtype,
+        prompt=prompt,
+        max_new_tokens=parse_max_new_tokens(max_new_tokens),
+        profile=profile,
+        sampling=SamplingSchedule(first_steps=first_steps, window_steps=window_steps, window_every=window_every),
+        full_chunk_steps=full_chunk_steps,
+        resume=resume,
+        seed=seed,
+    )
+    try:
+        from capture.runner import run
+    except ImportError as exc:
+        raise MissingExtraError(f"{INSTALL_HINT} ({exc.name} is missing)") from None
+    run(config)

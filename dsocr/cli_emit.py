@@ -1,0 +1,1 @@
+"""`dsocr emit` and `dsocr import` (registered on import)."""

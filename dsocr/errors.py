@@ -1,0 +1,25 @@
+"""The exceptions dsocr raises on bad input; the CLI turns each into one ``Error:`` line."""
+
+
+class DsocrError(Exception):
+    """Base of every expected failure: bad input, a bad run directory, a missing model."""
+
+
+class BadInputError(DsocrError):
+    """An argument, option or input file the user gave cannot be used."""
+
+
+class SchemaMismatchError(DsocrError):
+    """An artifact is not the dsocr table, or not the schema version, this reader expects."""
+
+
+class RunDirError(DsocrError):
+    """A run directory is missing, incomplete, or belongs to a different run."""
+
+
+class ModelLoadError(DsocrError):
+    """A model folder does not exist or does not hold a supported DeepSeek-OCR model."""
+
+
+class MissingExtraError(DsocrError):
+    """A command needs an optional dependency group that is not installed."""

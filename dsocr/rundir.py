@@ -1,0 +1,175 @@
+"""The run-directory contract: where each artifact lives, and atomic readers and writers.
+
+Layout of ``runs/x`` (documented in docs/run-format.md)::
+
+    run.json                 run metadata, status and resolved configuration
+    capture.log              log of the capture
+    predictions.parquet      one row per image (written when a run finishes)
+    predictions.parts/       one Parquet file per finished image while a run is in progress
+    trace/                   torch.profiler events, one Parquet file per image and flush chunk
+    analysis/                written by ``dsocr analyze``
+    viz/<md5>/               written by ``dsocr emit``
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from dsocr import schema
+from dsocr.errors import RunDirError, SchemaMismatchError
+
+RUN_JSON = "run.json"
+CAPTURE_LOG = "capture.log"
+PREDICTIONS_FILE = "predictions.parquet"
+PREDICTIONS_PARTS_DIR = "predictions.parts"
+TRACE_DIR = "trace"
+ANALYSIS_DIR = "analysis"
+VIZ_DIR = "viz"
+PREDICTIONS_JSONL = "predictions.jsonl"
+
+RUN_STATUS_RUNNING = "running"
+RUN_STATUS_COMPLETE = "complete"
+RUN_STATUS_INTERRUPTED = "interrupted"
+
+PARQUET_COMPRESSION = "zstd"
+
+
+def path_md5(image_path: str | os.PathLike[str]) -> str:
+    """md5 hex digest of the absolute, resolved path string: the image's viz folder name."""
+    return hashlib.md5(str(Path(image_path).resolve()).encode("utf-8")).hexdigest()
+
+
+def _temp_beside(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    return Path(temp_name)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``path``, then rename it over ``path``."""
+    temp = _temp_beside(path)
+    try:
+        temp.write_bytes(data)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write UTF-8 JSON (non-ASCII kept, newline-terminated) atomically."""
+    text = json.dumps(payload, ensure_ascii=False, indent=2, sort_keys=False) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_table_atomic(table: pa.Table, path: Path) -> None:
+    """Write a Parquet file atomically (temp file, then rename), zstd-compressed."""
+    temp = _temp_beside(path)
+    try:
+        pq.write_table(table, temp, compression=PARQUET_COMPRESSION)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def read_run_json(run_dir: Path) -> dict[str, Any]:
+    """Read and version-check ``run.json``."""
+    path = run_dir / RUN_JSON
+    if not path.is_file():
+        raise RunDirError(f"{run_dir}: not a dsocr run directory (no {RUN_JSON})")
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"{path}: unreadable ({exc})") from exc
+    if payload.get("schema_version") != schema.SCHEMA_VERSION:
+        raise SchemaMismatchError(
+            f"{path}: schema version {payload.get('schema_version')!r}, "
+            f"this dsocr reads version {schema.SCHEMA_VERSION}"
+        )
+    return payload
+
+
+def rows_to_table(rows: Iterable[dict[str, Any]], table_schema: pa.Schema) -> pa.Table:
+    """Build a table of ``table_schema`` from row dicts; absent keys become nulls."""
+    rows = list(rows)
+    columns = {name: [row.get(name) for row in rows] for name in table_schema.names}
+    return pa.Table.from_pydict(columns, schema=table_schema)
+
+
+def read_checked(path: Path, expected: str) -> pa.Table:
+    """Read one dsocr Parquet file and check its table name and schema version."""
+    try:
+        file_schema = pq.read_schema(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise RunDirError(f"{path}: unreadable Parquet ({exc})") from exc
+    schema.check_table(file_schema, expected, source=str(path))
+    return pq.read_table(path).select(schema.SCHEMAS[expected].names)
+
+
+def write_prediction_part(run_dir: Path, row: dict[str, Any]) -> Path:
+    """Record one finished image as its own part file, so a crash loses no finished image."""
+    rank = row.get("rank") or 0
+    path = run_dir / PREDICTIONS_PARTS_DIR / f"rank{rank:03d}-image{row['image_index']:07d}.parquet"
+    write_table_atomic(rows_to_table([row], schema.PREDICTIONS), path)
+    return path
+
+
+def read_predictions(run_dir: Path) -> pa.Table:
+    """All prediction rows of a run, finished file and in-progress parts together, sorted by image.
+
+    A part written after the finished file (a resumed run) replaces that image's row.
+    """
+    tables = []
+    main_file = run_dir / PREDICTIONS_FILE
+    if main_file.is_file():
+        tables.append(read_checked(main_file, "predictions"))
+    parts_dir = run_dir / PREDICTIONS_PARTS_DIR
+    if parts_dir.is_dir():
+        tables.extend(read_checked(part, "predictions") for part in sorted(parts_dir.glob("*.parquet")))
+    if not tables:
+        return schema.PREDICTIONS.empty_table()
+    combined = pa.concat_tables(tables)
+    # Keep the last row per image_index: later tables (parts) win over the finished file.
+    indices = combined.column("image_index").to_pylist()
+    last_position = {image_index: position for position, image_index in enumerate(indices)}
+    keep = sorted(last_position.values(), key=lambda position: indices[position])
+    return combined.take(pa.array(keep, type=pa.int64()))
+
+
+def finalize_predictions(run_dir: Path) -> pa.Table:
+    """Merge the parts into ``predictions.parquet`` atomically, then remove the parts."""
+    table = read_predictions(run_dir)
+    write_table_atomic(table, run_dir / PREDICTIONS_FILE)
+    parts_dir = run_dir / PREDICTIONS_PARTS_DIR
+    if parts_dir.is_dir():
+        for part in parts_dir.glob("*.parquet"):
+            part.unlink()
+        parts_dir.rmdir()
+    return table
+
+
+def trace_files(run_dir: Path) -> list[Path]:
+    """The trace Parquet files of a run (empty when the run has no trace)."""
+    trace_dir = run_dir / TRACE_DIR
+    return sorted(trace_dir.rglob("*.parquet")) if trace_dir.is_dir() else []
+
+
+def read_trace(run_dir: Path, columns: list[str] | None = None) -> pa.Table:
+    """Read the whole trace of a run as one table, schema-checked (columns: a subset to read)."""
+    files = trace_files(run_dir)
+    if not files:
+        return schema.TRACE.empty_table() if columns is None else schema.TRACE.empty_table().select(columns)
+    for path in files:
+        schema.check_table(pq.read_schema(path), "trace", source=str(path))
+    dataset = ds.dataset([str(path) for path in files], format="parquet", schema=schema.TRACE)
+    return dataset.to_table(columns=columns)

@@ -1,0 +1,138 @@
+"""Every Parquet schema of a run directory, in one place, with its version.
+
+Each file written by dsocr carries ``dsocr.table`` and ``dsocr.schema_version`` in its
+Parquet key-value metadata; readers call :func:`check_table` and refuse anything else.
+The column meanings are documented in ``docs/run-format.md``.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from dsocr.errors import SchemaMismatchError
+
+#: Bumped whenever a column is removed, renamed or changes meaning. Adding a nullable
+#: column at the end does not bump it.
+SCHEMA_VERSION = 1
+
+TABLE_KEY = b"dsocr.table"
+VERSION_KEY = b"dsocr.schema_version"
+
+STOP_REASONS = ("eos", "max_new_tokens", "model_limit", "fallback_ceiling", "error")
+STAGES = ("vision", "prefill", "prefill_text", "decode")
+RANGE_STAGES = ("image", "vision", "prefill", "decode", "decode_step")
+
+
+def _versioned(name: str, fields: list[pa.Field]) -> pa.Schema:
+    return pa.schema(fields, metadata={TABLE_KEY: name.encode(), VERSION_KEY: str(SCHEMA_VERSION).encode()})
+
+
+_DICT_STRING = pa.dictionary(pa.int32(), pa.string())
+
+#: One row per image of a capture (or an import).
+PREDICTIONS = _versioned(
+    "predictions",
+    [
+        pa.field("image_index", pa.int32(), nullable=False),
+        pa.field("image_path", pa.string(), nullable=False),
+        pa.field("image_md5", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error", pa.string()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("prompt", pa.string()),
+        pa.field("text_raw", pa.string()),
+        pa.field("prompt_tokens", pa.int32()),
+        pa.field("image_tokens", pa.int32()),
+        pa.field("generated_tokens", pa.int32()),
+        pa.field("max_new_tokens_requested", pa.int32()),
+        pa.field("max_new_tokens_resolved", pa.int32()),
+        pa.field("stop_reason", pa.string()),
+        pa.field("vision_ms", pa.float64()),
+        pa.field("prefill_ms", pa.float64()),
+        pa.field("decode_ms", pa.float64()),
+        pa.field("decode_step_ms", pa.list_(pa.float64())),
+        pa.field("timing_clock", pa.string()),
+        pa.field("profile_mode", pa.string()),
+        pa.field("trace_events", pa.int64()),
+        pa.field("rank", pa.int32()),
+        pa.field("started_unix_ns", pa.int64()),
+    ],
+)
+
+#: One row per complete ('X') event of a torch.profiler (Kineto) trace.
+TRACE = _versioned(
+    "trace",
+    [
+        pa.field("image_index", pa.int32(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False),
+        pa.field("chunk", pa.int32(), nullable=False),
+        pa.field("cat", _DICT_STRING, nullable=False),
+        pa.field("name", _DICT_STRING, nullable=False),
+        pa.field("ts_ns", pa.int64(), nullable=False),
+        pa.field("dur_ns", pa.int64(), nullable=False),
+        pa.field("pid", pa.int64()),
+        pa.field("tid", pa.int64()),
+        pa.field("device", pa.int32()),
+        pa.field("stream", pa.int32()),
+        pa.field("correlation", pa.int64()),
+        pa.field("external_id", pa.int64()),
+        pa.field("range_stage", _DICT_STRING),
+        pa.field("range_step", pa.int32()),
+    ],
+)
+
+#: One row per image and stage, written by ``dsocr analyze``.
+TIMINGS = _versioned(
+    "timings",
+    [
+        pa.field("image_index", pa.int32(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("cpu_ms", pa.float64()),
+        pa.field("gpu_busy_ms", pa.float64()),
+        pa.field("gpu_span_ms", pa.float64()),
+        pa.field("kernel_count", pa.int64()),
+        pa.field("reference_ms", pa.float64()),
+        pa.field("reference_rel_diff", pa.float64()),
+        pa.field("steps_traced", pa.int32()),
+        pa.field("steps_total", pa.int32()),
+    ],
+)
+
+#: Top kernels and operators per stage, written by ``dsocr analyze``.
+KERNELS = _versioned(
+    "kernels",
+    [
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("calls", pa.int64(), nullable=False),
+        pa.field("total_ms", pa.float64(), nullable=False),
+        pa.field("mean_us", pa.float64(), nullable=False),
+        pa.field("share", pa.float64(), nullable=False),
+    ],
+)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "predictions": PREDICTIONS,
+    "trace": TRACE,
+    "timings": TIMINGS,
+    "kernels": KERNELS,
+}
+
+
+def check_table(schema: pa.Schema, expected: str, *, source: str) -> None:
+    """Raise SchemaMismatchError unless ``schema`` is dsocr's ``expected`` table at this version."""
+    metadata = schema.metadata or {}
+    table = metadata.get(TABLE_KEY, b"").decode()
+    version = metadata.get(VERSION_KEY, b"").decode()
+    if table != expected:
+        raise SchemaMismatchError(f"{source}: not a dsocr {expected} table (found {table or 'no dsocr metadata'})")
+    if version != str(SCHEMA_VERSION):
+        raise SchemaMismatchError(
+            f"{source}: {expected} schema version {version or '?'}, this dsocr reads version {SCHEMA_VERSION}"
+        )
+    missing = [name for name in SCHEMAS[expected].names if name not in schema.names]
+    if missing:
+        raise SchemaMismatchError(f"{source}: {expected} table lacks columns {', '.join(missing)}")
