@@ -87,9 +87,12 @@ class CaptureConfig:
     full_chunk_steps: int = DEFAULT_FULL_CHUNK_STEPS
     resume: bool = False
     seed: int = 0
+    warmup_tokens: int = 0
 
     def __post_init__(self) -> None:
         if "<image>" not in self.prompt:
             raise BadInputError(f"--prompt must contain the <image> placeholder, got {self.prompt!r}")
+        if self.warmup_tokens < 0:
+            raise BadInputError(f"--warmup-tokens must be >= 0, got {self.warmup_tokens}")
         if self.full_chunk_steps < 1:
             raise BadInputError(f"--full-chunk-steps must be >= 1, got {self.full_chunk_steps}")

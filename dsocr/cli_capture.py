@@ -78,6 +78,10 @@ def capture(
         False
     ),
     seed: Annotated[int, typer.Option(help="Seed of the embedded model's random weights.")] = 0,
+    warmup_tokens: Annotated[
+        int,
+        typer.Option(help="Before the first image, one unrecorded generate of this many tokens (0: none)."),
+    ] = 0,
 ) -> None:
     """Run DeepSeek-OCR on images under torch.profiler; write outputs and traces to Parquet."""
     config = CaptureConfig(
@@ -93,6 +97,7 @@ def capture(
         full_chunk_steps=full_chunk_steps,
         resume=resume,
         seed=seed,
+        warmup_tokens=warmup_tokens,
     )
     try:
         from capture.runner import run

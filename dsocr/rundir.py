@@ -42,6 +42,17 @@ RUN_STATUS_COMPLETE = "complete"
 RUN_STATUS_INTERRUPTED = "interrupted"
 
 PARQUET_COMPRESSION = "zstd"
+FILE_MODE = 0o666
+
+
+def _current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+# mkstemp creates 0600 files; published artifacts get the mode a plain open() would give.
+_PUBLISHED_MODE = FILE_MODE & ~_current_umask()
 
 
 def path_md5(image_path: str | os.PathLike[str]) -> str:
@@ -52,6 +63,7 @@ def path_md5(image_path: str | os.PathLike[str]) -> str:
 def _temp_beside(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(handle, _PUBLISHED_MODE)
     os.close(handle)
     return Path(temp_name)
 

@@ -57,6 +57,8 @@ PREDICTIONS = _versioned(
         pa.field("trace_events", pa.int64()),
         pa.field("rank", pa.int32()),
         pa.field("started_unix_ns", pa.int64()),
+        pa.field("profiler_step_ms", pa.float64()),
+        pa.field("trace_json_bytes", pa.int64()),
     ],
 )
 

@@ -1,0 +1,70 @@
+"""Find the images a capture should read, and open one safely."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from dsocr.errors import BadInputError, DsocrError
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+LIST_SUFFIXES = frozenset({".txt", ".lst"})
+#: Larger images are refused before decoding: a page scan at 600 dpi is about 35 MP.
+MAX_IMAGE_PIXELS = 64_000_000
+
+
+class ImageReadError(DsocrError):
+    """One image cannot be used; the run records it as a failed row and goes on."""
+
+
+def _from_list_file(list_file: Path) -> list[Path]:
+    paths = []
+    for line in list_file.read_text(encoding="utf-8").splitlines():
+        entry = line.strip()
+        if entry and not entry.startswith("#"):
+            path = Path(entry).expanduser()
+            paths.append(path if path.is_absolute() else list_file.parent / path)
+    return paths
+
+
+def discover_images(arguments: tuple[str, ...]) -> list[Path]:
+    """Absolute paths, in order, without duplicates: files, folders (recursive) and list files.
+
+    A named path that does not exist is kept: it becomes a failed row, not a silent skip.
+    """
+    found: list[Path] = []
+    for argument in arguments:
+        path = Path(argument).expanduser()
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
+        elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
+            found.extend(_from_list_file(path))
+        else:
+            found.append(path)
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    if not unique:
+        raise BadInputError(f"no images found in {', '.join(arguments)}")
+    return unique
+
+
+def load_image(path: Path) -> Image.Image:
+    """The image as RGB, EXIF orientation applied (DeepSeek-OCR's boxes refer to that image)."""
+    try:
+        with Image.open(path) as opened:
+            width, height = opened.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise ImageReadError(
+                    f"{path}: {width}x{height} is {width * height / 1e6:.0f} MP, over the "
+                    f"{MAX_IMAGE_PIXELS / 1e6:.0f} MP limit (MAX_IMAGE_PIXELS)"
+                )
+            opened.load()
+            return ImageOps.exif_transpose(opened).convert("RGB")
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageReadError(f"{path}: is a directory") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageReadError(f"{path}: unreadable image ({exc})") from None

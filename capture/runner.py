@@ -1,0 +1,222 @@
+"""`dsocr capture` as a handful of named steps: prepare the run, load, profile each image, finish."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from capture.config import CaptureConfig
+from capture.images import ImageReadError, discover_images
+from capture.models import LoadedModel, load_model
+from capture.profile_image import failed_row, profile_image, warm_up
+from capture.run_record import (
+    WarningCollector,
+    check_resumable,
+    finish_record,
+    start_record,
+    write_record,
+)
+from capture.tracing import ImageTrace, TraceWriter
+from dsocr.errors import BadInputError, DsocrError
+from dsocr.rundir import (
+    CAPTURE_LOG,
+    RUN_STATUS_COMPLETE,
+    RUN_STATUS_INTERRUPTED,
+    TRACE_DIR,
+    finalize_predictions,
+    read_predictions,
+    write_prediction_part,
+)
+from dsocr.samples import write_sample_images
+
+log = logging.getLogger("capture")
+
+SAMPLES_DIR = "samples"
+RANK = 0
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class CaptureInterrupted(DsocrError):
+    """The user stopped the capture; finished images are kept and --resume continues."""
+
+
+@dataclass
+class _Pending:
+    """Rows whose trace conversions are still running; a row is written only once they finish."""
+
+    items: list[tuple[dict[str, Any], ImageTrace]] = field(default_factory=list)
+
+    def write_finished(self, run_dir: Path, *, wait: bool) -> list[dict[str, Any]]:
+        written, still = [], []
+        for row, image_trace in self.items:
+            if wait or image_trace.done():
+                if image_trace.futures:
+                    row["trace_events"] = image_trace.event_count()
+                    row["trace_json_bytes"] = image_trace.json_bytes
+                write_prediction_part(run_dir, row)
+                written.append(row)
+            else:
+                still.append((row, image_trace))
+        self.items = still
+        return written
+
+
+@contextmanager
+def _logging_to(run_dir: Path, warnings: list[str], console: Console) -> Iterator[None]:
+    file_handler = logging.FileHandler(run_dir / CAPTURE_LOG, encoding="utf-8")
+    file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    console_handler = logging.StreamHandler(console.file)
+    console_handler.setLevel(logging.WARNING)
+    console_handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    handlers = [file_handler, console_handler, WarningCollector(warnings)]
+    log.setLevel(logging.INFO)
+    for handler in handlers:
+        log.addHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            log.removeHandler(handler)
+        file_handler.close()
+
+
+def _image_list(config: CaptureConfig, run_dir: Path, previous: dict[str, Any] | None) -> list[Path]:
+    if previous is not None and previous.get("image_paths"):
+        return [Path(path) for path in previous["image_paths"]]
+    if not config.images:
+        return write_sample_images(run_dir / SAMPLES_DIR)
+    return discover_images(config.images)
+
+
+def _done_indices(run_dir: Path) -> set[int]:
+    table = read_predictions(run_dir)
+    return {row["image_index"] for row in table.select(["image_index", "status"]).to_pylist() if row["status"] == "ok"}
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]capture[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[last]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def _tokens_per_second(row: dict[str, Any]) -> str:
+    steps = len(row.get("decode_step_ms") or [])
+    if not steps or not row.get("decode_ms"):
+        return row.get("error") or ""
+    return f"{row['generated_tokens']} tok, {steps / row['decode_ms'] * 1000:.1f} tok/s decode"
+
+
+def _profile_all(
+    config: CaptureConfig, loaded: LoadedModel, run_dir: Path, images: list[Path], console: Console
+) -> list[dict[str, Any]]:
+    done = _done_indices(run_dir)
+    todo = [(index, path) for index, path in enumerate(images) if index not in done]
+    if done:
+        log.info("resuming: %d of %d images already done", len(done), len(images))
+    if config.warmup_tokens and todo:
+        log.info("warm-up: %d tokens on %s", config.warmup_tokens, todo[0][1])
+        try:
+            warm_up(loaded, todo[0][1], config.prompt, config.warmup_tokens)
+        except (ImageReadError, BadInputError) as exc:
+            log.warning("warm-up skipped: %s", exc)
+    tracer = TraceWriter(config, run_dir, loaded.device, RANK)
+    pending = _Pending()
+    rows: list[dict[str, Any]] = []
+    warned: set[str] = set()
+    try:
+        with _progress(console) as progress:
+            task = progress.add_task("capture", total=len(images), completed=len(done), last="")
+            for image_index, image_path in todo:
+                tracer.discard_image(image_index)
+                try:
+                    row, image_trace, cap = profile_image(
+                        config=config, loaded=loaded, tracer=tracer, image_index=image_index,
+                        image_path=image_path, rank=RANK,
+                    )  # fmt: skip
+                    if cap.warning and cap.warning not in warned:
+                        warned.add(cap.warning)
+                        log.warning(cap.warning)
+                except (ImageReadError, BadInputError) as exc:
+                    log.error("image %d: %s", image_index, exc)
+                    tracer.discard_image(image_index)
+                    row, image_trace = failed_row(config, image_index, image_path, str(exc), RANK), ImageTrace(image_index)
+                except torch.cuda.OutOfMemoryError:
+                    torch.cuda.empty_cache()
+                    message = f"{image_path}: CUDA out of memory"
+                    log.error("image %d: %s", image_index, message)
+                    tracer.discard_image(image_index)
+                    row, image_trace = failed_row(config, image_index, image_path, message, RANK), ImageTrace(image_index)
+                pending.items.append((row, image_trace))
+                rows.extend(pending.write_finished(run_dir, wait=False))
+                progress.update(task, advance=1, last=_tokens_per_second(row))
+        rows.extend(pending.write_finished(run_dir, wait=True))
+    finally:
+        tracer.close()
+    pending_json = run_dir / TRACE_DIR / ".pending"
+    if pending_json.is_dir() and not any(pending_json.iterdir()):
+        pending_json.rmdir()
+    return rows
+
+
+def _summary(rows: list[dict[str, Any]], run_dir: Path, loaded: LoadedModel) -> Table:
+    ok = [row for row in rows if row["status"] == "ok"]
+    table = Table(title=f"dsocr capture: {loaded.model_id} on {loaded.device}", show_header=False)
+    table.add_row("images", f"{len(ok)} ok, {len(rows) - len(ok)} failed (this session)")
+    if ok:
+        steps = [ms for row in ok for ms in row["decode_step_ms"]]
+        table.add_row("generated tokens", str(sum(row["generated_tokens"] for row in ok)))
+        table.add_row("prefill ms (median)", f"{statistics.median(row['prefill_ms'] for row in ok):.1f}")
+        if steps:
+            table.add_row("decode ms/token (median)", f"{statistics.median(steps):.2f}")
+        stops = sorted({row["stop_reason"] for row in ok})
+        table.add_row("stop reasons", ", ".join(stops))
+        events = [row["trace_events"] for row in ok if row.get("trace_events") is not None]
+        table.add_row("trace events", str(sum(events)) if events else "none (profile off)")
+    table.add_row("run directory", str(run_dir))
+    return table
+
+
+def run(config: CaptureConfig, *, console: Console | None = None) -> Path:
+    """Capture every image of ``config`` into ``config.out``; return the run directory."""
+    console = console or Console(stderr=True)
+    run_dir = config.out
+    previous = check_resumable(run_dir, config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    warnings: list[str] = list(previous.get("warnings", [])) if previous else []
+    with _logging_to(run_dir, warnings, console):
+        images = _image_list(config, run_dir, previous)
+        loaded = load_model(config)
+        log.info("model %s: %s", loaded.model_id, loaded.describe())
+        record = start_record(config, loaded, images, previous)
+        record["warnings"] = warnings
+        record["image_paths"] = [str(path) for path in images]
+        write_record(run_dir, record)
+        loop_start = time.perf_counter()
+        try:
+            rows = _profile_all(config, loaded, run_dir, images, console)
+        except KeyboardInterrupt:
+            write_record(run_dir, {**record, "status": RUN_STATUS_INTERRUPTED})
+            raise CaptureInterrupted(f"interrupted; finished images are kept, continue with --resume --out {run_dir}")
+        table = finalize_predictions(run_dir)
+        statuses = table.column("status").to_pylist()
+        ok = statuses.count("ok")
+        capture_seconds = time.perf_counter() - loop_start
+        write_record(run_dir, finish_record(record, RUN_STATUS_COMPLETE, ok, len(statuses) - ok, capture_seconds))
+    Console().print(_summary(rows, run_dir, loaded))
+    return run_dir

@@ -1,0 +1,80 @@
+"""Chrome-trace JSON chunk -> trace Parquet. Runs in a worker process, off the GPU's critical path.
+
+Imports neither torch nor transformers, so a spawned worker starts in a fraction of a second.
+The profiler's C++ exporter writes the JSON (fast); parsing it here costs a few microseconds per
+event, paid on another core while the model keeps decoding.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from dsocr import schema
+from dsocr.rundir import write_table_atomic
+
+NS_PER_US = 1000
+COMPLETE_EVENT = "X"
+RANGE_PREFIX = "dsocr."
+STEP_SEPARATOR = "#"
+
+
+def _optional_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _range_fields(name: str) -> tuple[str | None, int | None]:
+    if not name.startswith(RANGE_PREFIX):
+        return None, None
+    stage, _, step = name[len(RANGE_PREFIX) :].partition(STEP_SEPARATOR)
+    return stage, (int(step) if step.isdigit() else None)
+
+
+def events_to_table(trace: dict[str, Any], *, image_index: int, rank: int, chunk: int) -> pa.Table:
+    """The complete ('X') events of one chrome trace as a TRACE table (absolute ns times)."""
+    base_ns = int(trace.get("baseTimeNanoseconds", 0))
+    columns: dict[str, list[Any]] = {name: [] for name in schema.TRACE.names}
+    for event in trace.get("traceEvents", ()):
+        if event.get("ph") != COMPLETE_EVENT:
+            continue
+        args = event.get("args") or {}
+        name = str(event.get("name", ""))
+        stage, step = _range_fields(name)
+        columns["cat"].append(str(event.get("cat", "")))
+        columns["name"].append(name)
+        columns["ts_ns"].append(base_ns + round(float(event["ts"]) * NS_PER_US))
+        columns["dur_ns"].append(round(float(event.get("dur", 0)) * NS_PER_US))
+        columns["pid"].append(_optional_int(event.get("pid")))
+        columns["tid"].append(_optional_int(event.get("tid")))
+        columns["device"].append(_optional_int(args.get("device")))
+        columns["stream"].append(_optional_int(args.get("stream")))
+        columns["correlation"].append(_optional_int(args.get("correlation")))
+        columns["external_id"].append(_optional_int(args.get("External id")))
+        columns["range_stage"].append(stage)
+        columns["range_step"].append(step)
+    count = len(columns["cat"])
+    columns["image_index"] = [image_index] * count
+    columns["rank"] = [rank] * count
+    columns["chunk"] = [chunk] * count
+    arrays = []
+    for field in schema.TRACE:
+        values = columns[field.name]
+        if pa.types.is_dictionary(field.type):
+            arrays.append(pa.array(values, type=pa.string()).dictionary_encode())
+        else:
+            arrays.append(pa.array(values, type=field.type))
+    return pa.Table.from_arrays(arrays, schema=schema.TRACE)
+
+
+def convert_chunk(json_path: str, parquet_path: str, image_index: int, rank: int, chunk: int) -> int:
+    """Convert one exported chunk to Parquet atomically, delete the JSON, return the event count."""
+    with open(json_path, encoding="utf-8") as handle:
+        trace = json.load(handle)
+    table = events_to_table(trace, image_index=image_index, rank=rank, chunk=chunk)
+    write_table_atomic(table, Path(parquet_path))
+    os.unlink(json_path)
+    return table.num_rows
