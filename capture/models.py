@@ -127,7 +127,9 @@ def load_random_weights(config_path: Path, *, device: str, dtype: torch.dtype, s
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{config_path}: not a readable JSON architecture config ({exc})") from None
     if config_dict.get("model_type") != OCR2_MODEL_TYPE:
-        raise ModelLoadError(f"{config_path}: model_type must be {OCR2_MODEL_TYPE!r}, got {config_dict.get('model_type')!r}")
+        raise ModelLoadError(
+            f"{config_path}: model_type must be {OCR2_MODEL_TYPE!r}, got {config_dict.get('model_type')!r}"
+        )
     tokenizer = build_tokenizer()
     text = dict(config_dict.get("text_config", {}))
     # Random-weight models speak dsocr's tokenizer: its ids replace the checkpoint's.
@@ -143,8 +145,10 @@ def load_random_weights(config_path: Path, *, device: str, dtype: torch.dtype, s
     )
     torch_device = _check_device(device)
     torch.manual_seed(seed)
+    # Building on the target device skips a multi-GB host copy for full-size configs.
     with torch.device(torch_device):
         model = DeepseekOcr2ForConditionalGeneration._from_config(config, dtype=dtype)
+    model.to(torch_device)
     processor = DeepseekOcr2Processor(image_processor=DeepseekOcr2ImageProcessorPil(), tokenizer=tokenizer)
     model_id = EMBEDDED_MODEL_ID if config_path == EMBEDDED_CONFIG else f"random-weights:{config_path.name}"
     return _finish(model, processor, torch_device, model_id, "random-weights")

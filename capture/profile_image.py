@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,13 @@ from capture.models import LoadedModel, decode_text, encode, image_token_count
 from capture.timeline import ImageTimeline
 from capture.tracing import ImageTrace, TraceWriter
 from dsocr.rundir import path_md5
+
+KIB_PER_MIB = 1024
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KIB_PER_MIB
 
 
 def failed_row(config: CaptureConfig, image_index: int, image_path: Path, error: str, rank: int) -> dict[str, Any]:
@@ -36,9 +44,7 @@ def failed_row(config: CaptureConfig, image_index: int, image_path: Path, error:
     }
 
 
-def _generate(
-    loaded: LoadedModel, inputs: dict[str, Any], cap: TokenCap, timeline: ImageTimeline
-) -> torch.LongTensor:
+def _generate(loaded: LoadedModel, inputs: dict[str, Any], cap: TokenCap, timeline: ImageTimeline) -> torch.LongTensor:
     hooks = [
         loaded.vision_module.register_forward_pre_hook(timeline.on_vision_forward),
         loaded.text_module.register_forward_pre_hook(timeline.on_text_forward),
@@ -132,6 +138,6 @@ def profile_image(
         "rank": rank,
         "started_unix_ns": started_unix_ns,
         "profiler_step_ms": times.profiler_step_ms,
+        "peak_rss_mib": peak_rss_mib(),
     }
     return row, image_trace, cap
-

@@ -79,7 +79,9 @@ def check_resumable(run_dir: Path, config: CaptureConfig) -> dict[str, Any] | No
     wanted = config_record(config)
     differing = [key for key in _FINGERPRINT_KEYS if previous.get("config", {}).get(key) != wanted[key]]
     if differing:
-        raise RunDirError(f"--out {run_dir} holds a different run (differs in {', '.join(differing)}); use another --out")
+        raise RunDirError(
+            f"--out {run_dir} holds a different run (differs in {', '.join(differing)}); use another --out"
+        )
     return previous
 
 
@@ -114,9 +116,7 @@ def write_record(run_dir: Path, record: dict[str, Any]) -> None:
     write_json_atomic(run_dir / RUN_JSON, record)
 
 
-def finish_record(
-    record: dict[str, Any], status: str, ok: int, failed: int, capture_seconds: float
-) -> dict[str, Any]:
+def finish_record(record: dict[str, Any], status: str, ok: int, failed: int, capture_seconds: float) -> dict[str, Any]:
     """run.json content at the end of a capture (capture_seconds: this session's image loop)."""
     return {
         **record,

@@ -155,13 +155,19 @@ def _profile_all(
                 except (ImageReadError, BadInputError) as exc:
                     log.error("image %d: %s", image_index, exc)
                     tracer.discard_image(image_index)
-                    row, image_trace = failed_row(config, image_index, image_path, str(exc), RANK), ImageTrace(image_index)
+                    row, image_trace = (
+                        failed_row(config, image_index, image_path, str(exc), RANK),
+                        ImageTrace(image_index),
+                    )
                 except torch.cuda.OutOfMemoryError:
                     torch.cuda.empty_cache()
                     message = f"{image_path}: CUDA out of memory"
                     log.error("image %d: %s", image_index, message)
                     tracer.discard_image(image_index)
-                    row, image_trace = failed_row(config, image_index, image_path, message, RANK), ImageTrace(image_index)
+                    row, image_trace = (
+                        failed_row(config, image_index, image_path, message, RANK),
+                        ImageTrace(image_index),
+                    )
                 pending.items.append((row, image_trace))
                 rows.extend(pending.write_finished(run_dir, wait=False))
                 progress.update(task, advance=1, last=_tokens_per_second(row))
@@ -192,8 +198,11 @@ def _summary(rows: list[dict[str, Any]], run_dir: Path, loaded: LoadedModel) -> 
     return table
 
 
-def run(config: CaptureConfig, *, console: Console | None = None) -> Path:
-    """Capture every image of ``config`` into ``config.out``; return the run directory."""
+def run(config: CaptureConfig, *, console: Console | None = None, loaded: LoadedModel | None = None) -> Path:
+    """Capture every image of ``config`` into ``config.out``; return the run directory.
+
+    ``loaded``: a model already loaded for this config (library use: load once, capture many).
+    """
     console = console or Console(stderr=True)
     run_dir = config.out
     previous = check_resumable(run_dir, config)
@@ -201,7 +210,7 @@ def run(config: CaptureConfig, *, console: Console | None = None) -> Path:
     warnings: list[str] = list(previous.get("warnings", [])) if previous else []
     with _logging_to(run_dir, warnings, console):
         images = _image_list(config, run_dir, previous)
-        loaded = load_model(config)
+        loaded = loaded or load_model(config)
         log.info("model %s: %s", loaded.model_id, loaded.describe())
         record = start_record(config, loaded, images, previous)
         record["warnings"] = warnings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import os
 import warnings
@@ -102,12 +103,13 @@ class TraceWriter:
             json_path.parent.mkdir(parents=True, exist_ok=True)
             profiler.export_chrome_trace(str(json_path))
             image_trace.json_bytes += json_path.stat().st_size
+            # Each cycle's results sit in reference cycles until a full collection; an inf
+            # capture on the H200 (110 cycles, one image) reached 9.5 GB RSS before this.
+            gc.collect()
             parquet_path = trace_part_path(self._run_dir, self._rank, image_index, chunk)
             parquet_path.parent.mkdir(parents=True, exist_ok=True)
             assert self._pool is not None
-            future = self._pool.submit(
-                convert_chunk, str(json_path), str(parquet_path), image_index, self._rank, chunk
-            )
+            future = self._pool.submit(convert_chunk, str(json_path), str(parquet_path), image_index, self._rank, chunk)
             image_trace.futures.append(future)
 
         with warnings.catch_warnings():
@@ -119,6 +121,10 @@ class TraceWriter:
             yield profiler.step, image_trace
         finally:
             profiler.stop()
+            # The profiler keeps its last cycle's results in reference cycles; collect them now,
+            # so host memory stays flat over thousands of images.
+            del profiler
+            gc.collect()
 
     def discard_image(self, image_index: int) -> None:
         """Remove every trace file of an image, so an image that is run again starts clean.

@@ -1,1 +1,60 @@
-"""`dsocr analyze` and `dsocr export-trace` (registered on import)."""
+"""`dsocr analyze` and `dsocr export-trace` (registered on import): parse options, call one function."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from analyze.kernels import DEFAULT_TOP
+from dsocr._app import JsonOption, RunDirArg, app
+from dsocr.errors import BadInputError
+
+
+
+
+@app.command()
+def analyze(
+    run_dir: RunDirArg,
+    top: Annotated[int, typer.Option(help="Kernels and operators kept per stage and kind.")] = DEFAULT_TOP,
+    as_json: JsonOption = False,
+) -> None:
+    """Per-image and per-stage timings (CPU, GPU busy, GPU span), latency and top kernels, from
+    the run's Parquet alone; writes analysis/timings.parquet, kernels.parquet and summary.json."""
+    if top < 1:
+        raise BadInputError(f"--top {top}: must be at least 1")
+    from analyze.report import print_report
+    from analyze.runner import analyze_run
+
+    analysis = analyze_run(run_dir, top=top)
+    if as_json:
+        typer.echo(json.dumps(analysis.summary, ensure_ascii=False, indent=2))
+        return
+    console = Console()
+    print_report(analysis.summary, console)
+    console.print(f"wrote {analysis.output_dir}/", highlight=False)
+
+
+@app.command("export-trace")
+def export_trace(
+    run_dir: RunDirArg,
+    image: Annotated[
+        int | None, typer.Option("--image", help="Export this image only. Default: the whole run.", show_default=False)
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="JSON file. Default: analysis/export/trace[-image<N>].json.", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """Write the run's trace (or one image's) as Chrome trace JSON for Perfetto or HTA."""
+    if image is not None and image < 0:
+        raise BadInputError(f"--image {image}: must be a non-negative image index")
+    from analyze.chrome import export_trace as write_chrome_trace
+
+    path, events = write_chrome_trace(run_dir, image=image, output=out)
+    typer.echo(f"wrote {events} events to {path}")

@@ -57,9 +57,7 @@ def capture(
     prompt: Annotated[str, typer.Option(help="Prompt; must contain <image>.")] = DEFAULT_PROMPT,
     max_new_tokens: Annotated[
         str,
-        typer.Option(
-            "--max-new-tokens", help="Integer >= 1, or 'inf': until EOS, bounded by the model's context."
-        ),
+        typer.Option("--max-new-tokens", help="Integer >= 1, or 'inf': until EOS, bounded by the model's context."),
     ] = DEFAULT_MAX_NEW_TOKENS,
     profile: Annotated[ProfileMode, typer.Option(help="What torch.profiler records.")] = ProfileMode.sampled,
     first_steps: Annotated[

@@ -1,1 +1,68 @@
-"""`dsocr emit` and `dsocr import` (registered on import)."""
+"""`dsocr emit` and `dsocr import` (registered on import): parse options, call one emit function."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dsocr._app import JsonOption, RunDirArg, app
+from dsocr.rundir import VIZ_DIR
+from emit import EmitFailedError, EmitOptions, RenderStyle, import_outputs, render_run
+from emit.importer import DEFAULT_MODEL_ID
+from emit.options import DEFAULT_LINE_WIDTH, DEFAULT_QUALITY
+
+
+@app.command()
+def emit(
+    run_dir: RunDirArg,
+    viz_dir: Annotated[
+        Path, typer.Option("--viz-dir", help="Root of the per-image folders, relative to the run unless absolute.")
+    ] = Path(VIZ_DIR),
+    line_width: Annotated[
+        int, typer.Option("--line-width", help="Box outline width in pixels (titles get twice it).")
+    ] = DEFAULT_LINE_WIDTH,
+    no_labels: Annotated[bool, typer.Option("--no-labels", help="Draw boxes without their label tags.")] = False,
+    quality: Annotated[int, typer.Option("--quality", help="JPEG quality, 1..95.")] = DEFAULT_QUALITY,
+    crops: Annotated[
+        bool, typer.Option("--crops", help="Also write each 'image' region, cut from the source, as images/N.jpg.")
+    ] = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", help="Render only this image (md5 or path); repeatable.", show_default=False),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Render again images whose outputs are newer than the predictions.")
+    ] = False,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", "-j", help="Worker processes. Default: all cores.", show_default=False)
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Draw each prediction's boxes into viz/<md5>/ (result_with_boxes.jpg, info.json) and
+    write predictions.jsonl, from the run's Parquet alone: no model, no GPU, no torch."""
+    style = RenderStyle(line_width=line_width, labels=not no_labels, quality=quality, crops=crops)
+    options = EmitOptions(viz_dir=viz_dir, style=style, only=tuple(only or ()), force=force, jobs=jobs)
+    summary = render_run(run_dir, options)
+    typer.echo(json.dumps(summary.as_json(), ensure_ascii=False, indent=2) if as_json else summary.line())
+    if summary.failures:
+        raise EmitFailedError(summary.failure_message())
+
+
+@app.command("import")
+def import_(
+    outputs: Annotated[
+        Path,
+        typer.Argument(
+            help="JSON Lines file: one object per image with 'image' and 'text_raw' (or 'text').",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create (new or empty).")],
+    model_id: Annotated[str, typer.Option("--model-id", help="Model id recorded in run.json.")] = DEFAULT_MODEL_ID,
+) -> None:
+    """Turn DeepSeek-OCR outputs produced elsewhere into a run directory that emit and analyze read."""
+    summary = import_outputs(outputs, out, model_id=model_id)
+    typer.echo(summary.line())

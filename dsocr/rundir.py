@@ -125,7 +125,13 @@ def read_checked(path: Path, expected: str) -> pa.Table:
     except (OSError, pa.ArrowInvalid) as exc:
         raise RunDirError(f"{path}: unreadable Parquet ({exc})") from exc
     schema.check_table(file_schema, expected, source=str(path))
-    return pq.read_table(path).select(schema.SCHEMAS[expected].names)
+    table = pq.read_table(path)
+    expected_schema = schema.SCHEMAS[expected]
+    columns = [
+        table.column(field.name) if field.name in table.column_names else pa.nulls(table.num_rows, field.type)
+        for field in expected_schema
+    ]
+    return pa.Table.from_arrays(columns, schema=expected_schema)
 
 
 def write_prediction_part(run_dir: Path, row: dict[str, Any]) -> Path:

@@ -59,6 +59,7 @@ PREDICTIONS = _versioned(
         pa.field("started_unix_ns", pa.int64()),
         pa.field("profiler_step_ms", pa.float64()),
         pa.field("trace_json_bytes", pa.int64()),
+        pa.field("peak_rss_mib", pa.float64()),
     ],
 )
 
@@ -99,6 +100,8 @@ TIMINGS = _versioned(
         pa.field("reference_rel_diff", pa.float64()),
         pa.field("steps_traced", pa.int32()),
         pa.field("steps_total", pa.int32()),
+        # Which measured column reference_rel_diff compares: "gpu_span_ms" or "cpu_ms".
+        pa.field("check_measure", pa.string()),
     ],
 )
 
@@ -135,6 +138,7 @@ def check_table(schema: pa.Schema, expected: str, *, source: str) -> None:
         raise SchemaMismatchError(
             f"{source}: {expected} schema version {version or '?'}, this dsocr reads version {SCHEMA_VERSION}"
         )
-    missing = [name for name in SCHEMAS[expected].names if name not in schema.names]
+    # Nullable columns may be missing: they were added later within this version (readers fill nulls).
+    missing = [field.name for field in SCHEMAS[expected] if not field.nullable and field.name not in schema.names]
     if missing:
         raise SchemaMismatchError(f"{source}: {expected} table lacks columns {', '.join(missing)}")

@@ -1,1 +1,22 @@
-"""Stage 3: per-image result_with_boxes.jpg and info.json from the Parquet alone (no torch)."""
+"""Stage 3: per-image result_with_boxes.jpg and info.json from the Parquet alone (no torch).
+
+Public API: :func:`render_run` (``dsocr emit``), :func:`import_outputs` (``dsocr import``),
+:func:`parse_grounding` (DeepSeek-OCR output to blocks, boxes and clean text).
+"""
+
+from emit.grounding import Grounding, parse_grounding
+from emit.importer import ImportSummary, import_outputs
+from emit.options import EmitOptions, RenderStyle
+from emit.runner import EmitFailedError, EmitSummary, render_run
+
+__all__ = [
+    "EmitFailedError",
+    "EmitOptions",
+    "EmitSummary",
+    "Grounding",
+    "ImportSummary",
+    "RenderStyle",
+    "import_outputs",
+    "parse_grounding",
+    "render_run",
+]

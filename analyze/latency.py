@@ -1,0 +1,105 @@
+"""Per image: TTFT, per-token decode latency (mean, p50, p90, p99, max), tokens/s, token counts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from analyze.categories import MS_PER_S, NS_PER_MS, RANGE_DECODE_STEP, RANGE_PREFILL
+from analyze.keys import image_key
+from analyze.reference import ok_predictions
+from analyze.stats import MEDIAN, P90, P99, grouped_quantiles
+
+SOURCE_TRACE = "trace"
+SOURCE_REFERENCE = "reference"
+
+LATENCY = pa.schema(
+    [
+        pa.field("image_index", pa.int32()),
+        pa.field("rank", pa.int32()),
+        pa.field("source", pa.string()),
+        pa.field("ttft_ms", pa.float64()),
+        pa.field("tpot_mean_ms", pa.float64()),
+        pa.field("tpot_p50_ms", pa.float64()),
+        pa.field("tpot_p90_ms", pa.float64()),
+        pa.field("tpot_p99_ms", pa.float64()),
+        pa.field("tpot_max_ms", pa.float64()),
+        pa.field("decode_tokens_per_s", pa.float64()),
+        pa.field("steps", pa.int32()),
+        pa.field("prompt_tokens", pa.int32()),
+        pa.field("generated_tokens", pa.int32()),
+        pa.field("stop_reason", pa.string()),
+    ]
+)
+
+
+def _step_stats(keys: np.ndarray, step_ms: np.ndarray) -> dict[int, dict[str, float | int]]:
+    unique, quantiles = grouped_quantiles(keys, step_ms, (MEDIAN, P90, P99))
+    if unique.size == 0:
+        return {}
+    inverse = np.searchsorted(unique, keys)
+    sums = np.bincount(inverse, weights=step_ms, minlength=unique.size)
+    counts = np.bincount(inverse, minlength=unique.size)
+    maxima = np.full(unique.size, -np.inf)
+    np.maximum.at(maxima, inverse, step_ms)
+    return {
+        int(key): {
+            "tpot_mean_ms": float(total / count),
+            "tpot_p50_ms": float(q[0]),
+            "tpot_p90_ms": float(q[1]),
+            "tpot_p99_ms": float(q[2]),
+            "tpot_max_ms": float(peak),
+            "decode_tokens_per_s": float(count / total * MS_PER_S) if total > 0 else None,
+            "steps": int(count),
+        }
+        for key, q, total, count, peak in zip(unique, quantiles, sums, counts, maxima, strict=True)
+    }
+
+
+def _from_trace(ranges: pa.Table) -> tuple[dict[int, float], dict[int, dict]]:
+    prefill = ranges.filter(pc.equal(ranges["stage"], RANGE_PREFILL))
+    ttft = dict(
+        zip(
+            image_key(prefill).tolist(),
+            (pc.subtract(prefill["end_ns"], prefill["start_ns"]).to_numpy() / NS_PER_MS).tolist(),
+            strict=True,
+        )
+    )
+    steps = ranges.filter(pc.equal(ranges["stage"], RANGE_DECODE_STEP))
+    step_ms = pc.subtract(steps["end_ns"], steps["start_ns"]).to_numpy() / NS_PER_MS
+    return ttft, _step_stats(image_key(steps), step_ms)
+
+
+def _from_reference(ok: pa.Table) -> dict[int, dict]:
+    lists = ok["decode_step_ms"].combine_chunks()
+    parents = pc.list_parent_indices(lists).to_numpy()
+    values = pc.list_flatten(lists).fill_null(np.nan).to_numpy(zero_copy_only=False)
+    keys = image_key(ok)[parents] if parents.size else np.zeros(0, dtype=np.int64)
+    present = ~np.isnan(values)
+    return _step_stats(keys[present], values[present])
+
+
+def latency_table(predictions: pa.Table, ranges: pa.Table) -> pa.Table:
+    """One row per processed image (LATENCY). Figures come from the trace's ranges where the
+    image has them, else from the reference clock (``source`` says which)."""
+    ok = ok_predictions(predictions)
+    ttft, traced = _from_trace(ranges)
+    reference = _from_reference(ok)
+    rows = []
+    for key, row in zip(image_key(ok).tolist(), ok.to_pylist(), strict=True):
+        in_trace = key in ttft
+        stats = traced.get(key, {}) if in_trace else reference.get(key, {})
+        rows.append(
+            {
+                "image_index": row["image_index"],
+                "rank": row["rank"] or 0,
+                "source": SOURCE_TRACE if in_trace else SOURCE_REFERENCE,
+                "ttft_ms": ttft[key] if in_trace else row["prefill_ms"],
+                **stats,
+                "prompt_tokens": row["prompt_tokens"],
+                "generated_tokens": row["generated_tokens"],
+                "stop_reason": row["stop_reason"],
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=LATENCY)

@@ -1,0 +1,93 @@
+"""dsocr's own ranges: one row per vision, prefill and decode step range, checked and keyed.
+
+Ranges cut by a flush window (the profiler ended its cycle while the range was open, and
+wrote the cycle's end as the range's end) and repeated ranges are counted, then left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from analyze.categories import RANGE_DECODE_STEP, RANGE_PREFILL, RANGE_VISION
+from analyze.load import CHUNK_KEYS, IMAGE_KEYS
+
+#: Stages whose ranges attribute work: vision and prefill (one per image), decode steps.
+ATTRIBUTING_STAGES = (RANGE_VISION, RANGE_PREFILL, RANGE_DECODE_STEP)
+LANE_KEYS = ["rank", "image_index", "pid", "tid"]
+
+
+@dataclass(frozen=True)
+class Ranges:
+    """Clean ranges (columns rank, image_index, pid, tid, chunk, stage, step, start_ns, end_ns, lane)
+    and the counts of what was left out."""
+
+    table: pa.Table
+    cut_by_flush: int
+    duplicates: int
+    #: (rank, image_index, pid, tid) of each lane id: the threads that own dsocr ranges.
+    lanes: pa.Table
+
+
+def _stage_rows(ranges: pa.Table) -> pa.Table:
+    stage = ranges["range_stage"].cast(pa.string())
+    keep = pc.is_in(stage, value_set=pa.array(ATTRIBUTING_STAGES))
+    table = ranges.filter(keep)
+    return pa.table(
+        {
+            "rank": table["rank"],
+            "image_index": table["image_index"],
+            "pid": table["pid"],
+            "tid": table["tid"],
+            "chunk": table["chunk"],
+            "stage": table["range_stage"].cast(pa.string()),
+            "step": table["range_step"],
+            "start_ns": table["ts_ns"],
+            "end_ns": pc.add(table["ts_ns"], table["dur_ns"]),
+        }
+    )
+
+
+def _mark_cut(table: pa.Table, chunks: pa.Table) -> pa.Array:
+    """True where a range is the last CPU event of its flush chunk to end: the cycle closed it."""
+    windows = chunks.select([*CHUNK_KEYS, "last_end_ns"])
+    joined = table.append_column("row", pa.array(np.arange(table.num_rows))).join(windows, CHUNK_KEYS)
+    joined = joined.sort_by("row")
+    return pc.fill_null(pc.greater_equal(joined["end_ns"], joined["last_end_ns"]), False)
+
+
+def _first_of_each(table: pa.Table, keys: list[str]) -> tuple[pa.Table, int]:
+    """Keep the earliest range per key (a stage once per image, a step once); count the rest."""
+    if table.num_rows == 0:
+        return table, 0
+    table = table.sort_by([(key, "ascending") for key in keys] + [("start_ns", "ascending")])
+    first = np.zeros(table.num_rows, dtype=bool)
+    first[0] = True
+    for key in keys:
+        column = table[key]
+        if pa.types.is_integer(column.type):
+            column = column.fill_null(-1)
+        values = column.to_numpy()
+        first[1:] |= values[1:] != values[:-1]
+    return table.filter(pa.array(first)), int(table.num_rows - first.sum())
+
+
+def _with_lanes(table: pa.Table) -> tuple[pa.Table, pa.Table]:
+    lanes = table.group_by(LANE_KEYS).aggregate([]).sort_by([(key, "ascending") for key in LANE_KEYS])
+    lanes = lanes.append_column("lane", pa.array(np.arange(lanes.num_rows, dtype=np.int64)))
+    return table.join(lanes, LANE_KEYS), lanes
+
+
+def clean_ranges(raw: pa.Table, chunks: pa.Table) -> Ranges:
+    """dsocr's vision, prefill and decode-step ranges, one per image and step, with lane ids."""
+    table = _stage_rows(raw)
+    cut = _mark_cut(table, chunks) if table.num_rows else pa.array([], type=pa.bool_())
+    cut_count = int(pc.sum(cut).as_py() or 0)
+    table = table.filter(pc.invert(cut))
+    table, duplicates = _first_of_each(table, [*IMAGE_KEYS, "stage", "step"])
+    table, lanes = _with_lanes(table)
+    table = table.sort_by([("lane", "ascending"), ("start_ns", "ascending")])
+    return Ranges(table=table, cut_by_flush=cut_count, duplicates=duplicates, lanes=lanes)

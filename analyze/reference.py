@@ -1,0 +1,118 @@
+"""The capture's independent clock (PREDICTIONS) per image and stage, and the check against it.
+
+Like is compared with like: on ``cuda_event`` runs the GPU span of a stage, on
+``perf_counter`` runs its CPU time; the decode reference covers only the traced steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from analyze.categories import (
+    CLOCK_CUDA_EVENT,
+    RANGE_DECODE_STEP,
+    STAGE_DECODE,
+    STAGE_PREFILL,
+    STAGE_PREFILL_TEXT,
+    STAGE_VISION,
+    STAGES,
+)
+from analyze.keys import image_key
+from dsocr import schema
+
+STATUS_OK = "ok"
+MEASURE_GPU_SPAN = "gpu_span_ms"
+MEASURE_CPU = "cpu_ms"
+
+
+def ok_predictions(predictions: pa.Table) -> pa.Table:
+    """The prediction rows of images that were processed."""
+    return predictions.filter(pc.equal(predictions["status"], STATUS_OK))
+
+
+def traced_step_reference(predictions: pa.Table, ranges: pa.Table) -> dict[int, float]:
+    """Per image key: the sum of decode_step_ms over the steps that are in the trace."""
+    steps = ranges.filter(pc.equal(ranges["stage"], RANGE_DECODE_STEP))
+    if steps.num_rows == 0 or predictions.num_rows == 0:
+        return {}
+    lists = predictions["decode_step_ms"].combine_chunks()
+    offsets = lists.offsets.to_numpy()
+    flat = lists.values.fill_null(np.nan).to_numpy(zero_copy_only=False)
+    prediction_keys = image_key(predictions)
+    order = np.argsort(prediction_keys)
+    step_keys = image_key(steps)
+    slot = np.clip(np.searchsorted(prediction_keys[order], step_keys), 0, order.size - 1)
+    row = order[slot]
+    step_numbers = steps["step"].fill_null(0).to_numpy().astype(np.int64)
+    position = offsets[row] + step_numbers - 1
+    known = (prediction_keys[row] == step_keys) & (step_numbers >= 1) & (position < offsets[row + 1])
+    unique, inverse = np.unique(step_keys[known], return_inverse=True)
+    sums = np.zeros(unique.size)
+    np.add.at(sums, inverse, flat[position[known]])
+    return dict(zip(unique.tolist(), sums.tolist(), strict=True))
+
+
+def _reference(row: dict[str, Any], stage: str, traced_decode: float | None, has_trace: bool) -> float | None:
+    vision, prefill = row["vision_ms"], row["prefill_ms"]
+    if stage == STAGE_VISION:
+        return vision
+    if stage == STAGE_PREFILL:
+        return prefill
+    if stage == STAGE_PREFILL_TEXT:
+        return None if vision is None or prefill is None else prefill - vision
+    return traced_decode if has_trace else row["decode_ms"]
+
+
+def _relative(measured: float | None, reference: float | None) -> float | None:
+    if measured is None or reference is None or reference == 0:
+        return None
+    return (measured - reference) / reference
+
+
+def timings_table(predictions: pa.Table, measured: pa.Table, ranges: pa.Table, *, has_trace: bool) -> pa.Table:
+    """TIMINGS: one row per processed image and stage, measured figures beside the reference."""
+    ok = ok_predictions(predictions)
+    traced = traced_step_reference(ok, ranges)
+    by_image = {(row["rank"], row["image_index"], row["stage"]): row for row in measured.to_pylist()}
+    columns = (
+        "image_index",
+        "rank",
+        "generated_tokens",
+        "vision_ms",
+        "prefill_ms",
+        "decode_ms",
+        "timing_clock",
+    )
+    rows = []
+    for prediction in ok.select(list(columns)).to_pylist():
+        rank = prediction["rank"] or 0
+        key = (rank << 32) | prediction["image_index"]
+        for stage in STAGES:
+            found = by_image.get((rank, prediction["image_index"], stage), {})
+            measure = None
+            if found:
+                gpu = prediction["timing_clock"] == CLOCK_CUDA_EVENT and found.get("gpu_span_ms") is not None
+                measure = MEASURE_GPU_SPAN if gpu else MEASURE_CPU
+            reference = _reference(prediction, stage, traced.get(key), has_trace and bool(found))
+            generated = prediction["generated_tokens"]
+            rows.append(
+                {
+                    "image_index": prediction["image_index"],
+                    "rank": rank,
+                    "stage": stage,
+                    "cpu_ms": found.get("cpu_ms"),
+                    "gpu_busy_ms": found.get("gpu_busy_ms"),
+                    "gpu_span_ms": found.get("gpu_span_ms"),
+                    "kernel_count": found.get("kernel_count"),
+                    "reference_ms": reference,
+                    "reference_rel_diff": _relative(found.get(measure) if measure else None, reference),
+                    "steps_traced": found.get("steps_traced") if stage == STAGE_DECODE else None,
+                    "steps_total": max(generated - 1, 0) if stage == STAGE_DECODE and generated else None,
+                    "check_measure": measure if reference is not None else None,
+                }
+            )
+    return pa.Table.from_pylist(rows, schema=schema.TIMINGS)

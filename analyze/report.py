@@ -1,0 +1,164 @@
+"""Rich tables for ``dsocr analyze``: the only module that prints (the CLI passes a Console)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from analyze.categories import KIND_CPU_OPERATOR, KIND_KERNEL, STAGES
+
+DASH = "–"
+TOP_SHOWN = 5
+PERCENT = 100
+NAME_WIDTH = 36
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return DASH if value is None else f"{value:,.{digits}f}"
+
+
+def _short(value: float | None) -> str:
+    """A duration in few characters: 1 decimal from 100 up, 3 below 1."""
+    if value is None:
+        return DASH
+    if abs(value) >= 100:
+        return f"{value:.1f}"
+    return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3f}"
+
+
+def _pair(figure: dict[str, float | None]) -> str:
+    return f"{_short(figure['median'])}/{_short(figure['p90'])}"
+
+
+def _pct(value: float | None) -> str:
+    return DASH if value is None else f"{value * PERCENT:+.2f}%"
+
+
+def _share(value: float | None) -> str:
+    return DASH if value is None else f"{value * PERCENT:.1f}%"
+
+
+_MEASURE_LABEL = {"gpu_span_ms": "GPU span vs CUDA events", "cpu_ms": "CPU time vs perf_counter"}
+
+
+def _check_caption(summary: dict[str, Any]) -> str | None:
+    measures = sorted(str(summary["stages"][stage]["check"]["measure"]) for stage in STAGES)
+    labels = sorted({_MEASURE_LABEL.get(measure, measure) for measure in measures if measure != "None"})
+    return f"check: median relative difference, {', '.join(labels)}" if labels else None
+
+
+def _stage_table(summary: dict[str, Any]) -> Table:
+    """Stages as columns, figures as rows (fits 80 columns); cells are median/p90 across images."""
+    trace = summary["trace"]
+    present, device = trace["present"], trace["device_time"]
+    table = Table(
+        title="per stage: ms, median/p90 across images",
+        caption=_check_caption(summary) if present else None,
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("")
+    for stage in STAGES:
+        table.add_column(stage, justify="right")
+    stages = [summary["stages"][stage] for stage in STAGES]
+    table.add_row("images", *[str(figures["images"]) for figures in stages])
+    rows = [("CPU", "cpu_ms")] if present else []
+    if device:
+        rows += [("GPU busy", "gpu_busy_ms"), ("GPU span", "gpu_span_ms")]
+    rows.append(("reference", "reference_ms"))
+    for label, name in rows:
+        table.add_row(label, *[_pair(figures[name]) for figures in stages])
+    if device:
+        table.add_row("kernels", *[_num(figures["kernel_count"]["median"], 0) for figures in stages])
+    if present:
+        table.add_row("check", *[_pct(figures["check"]["rel_diff"]["median"]) for figures in stages])
+    return table
+
+
+def _latency_table(summary: dict[str, Any]) -> Table:
+    latency = summary["latency"]
+    table = Table(title="latency per image: median/p90 across images", box=box.SIMPLE_HEAD)
+    table.add_column("figure")
+    table.add_column("median", justify="right")
+    table.add_column("p90", justify="right")
+    rows = [
+        ("TTFT ms", "ttft_ms"),
+        ("TPOT mean ms", "tpot_mean_ms"),
+        ("TPOT p50 ms", "tpot_p50_ms"),
+        ("TPOT p99 ms", "tpot_p99_ms"),
+        ("decode tokens/s", "decode_tokens_per_s"),
+    ]
+    for label, name in rows:
+        table.add_row(label, _num(latency[name]["median"]), _num(latency[name]["p90"]))
+    idle = summary["stages"]["decode"].get("gpu_idle_share", {})
+    if summary["trace"]["device_time"]:
+        table.add_row("decode GPU idle share", _share(idle.get("median")), _share(idle.get("p90")))
+    return table
+
+
+def _top_table(summary: dict[str, Any]) -> Table | None:
+    kind = KIND_KERNEL if summary["trace"]["device_time"] else KIND_CPU_OPERATOR
+    rows = [row for row in summary["top"] if row["kind"] == kind]
+    if not rows:
+        return None
+    label = "GPU time" if kind == KIND_KERNEL else "CPU self time"
+    title = f"top {kind.replace('_', ' ')}s per stage ({label}, all images)"
+    table = Table(title=title, box=box.SIMPLE_HEAD)
+    table.add_column("stage", no_wrap=True)
+    table.add_column("name", overflow="ellipsis", no_wrap=True, max_width=NAME_WIDTH)
+    table.add_column("calls", justify="right")
+    table.add_column("total ms", justify="right")
+    table.add_column("mean µs", justify="right")
+    table.add_column("share", justify="right")
+    for stage in STAGES:
+        for row in [row for row in rows if row["stage"] == stage][:TOP_SHOWN]:
+            table.add_row(
+                stage, row["name"], str(row["calls"]), _num(row["total_ms"]), _num(row["mean_us"], 1), _share(row["share"])
+            )
+    return table
+
+
+def coverage_lines(summary: dict[str, Any]) -> list[str]:
+    """Plain sentences about what the trace could not see (always printed, never dropped)."""
+    trace, coverage = summary["trace"], summary["coverage"]
+    if not trace["present"]:
+        return [f"trace missing: {trace['missing_reason']}; figures are the capture's reference timings"]
+    lines = []
+    if not trace["device_time"]:
+        lines.append("no device time: the trace has no GPU activity (CPU-only); GPU columns are omitted")
+    lines.append(
+        f"decode steps traced: {coverage['steps_traced']} of {coverage['steps_total']}"
+        f" ({coverage['steps_not_traced']} not traced); flush chunks {coverage['flush_chunks']},"
+        f" gaps between them {coverage['flush_gaps']}"
+    )
+    if coverage["images_ok"] > coverage["images_with_trace"]:
+        lines.append(f"images without trace: {coverage['images_ok'] - coverage['images_with_trace']}")
+    if coverage["images_failed"]:
+        lines.append(f"failed images (not analyzed): {coverage['images_failed']}")
+    if coverage["ranges_cut_by_flush"] or coverage["duplicate_ranges"]:
+        lines.append(
+            f"ranges left out: {coverage['ranges_cut_by_flush']} cut by a flush window,"
+            f" {coverage['duplicate_ranges']} repeated"
+        )
+    if trace["device_time"]:
+        lines.append(
+            f"GPU activities: {coverage['gpu_ops']}; launched outside any dsocr range:"
+            f" {coverage['gpu_ops_outside_ranges']} ({_num(coverage['gpu_ops_outside_ranges_ms'])} ms);"
+            f" with no launch call in the trace: {coverage['gpu_ops_without_launch']};"
+            f" ranges with no device work: {coverage['ranges_without_device_work']}"
+        )
+    return lines
+
+
+def print_report(summary: dict[str, Any], console: Console) -> None:
+    """Print the stage, latency and top tables and the coverage notes."""
+    console.print(f"[bold]dsocr analyze[/] {summary['run_dir']}")
+    console.print(_stage_table(summary))
+    console.print(_latency_table(summary))
+    top = _top_table(summary)
+    if top is not None:
+        console.print(top)
+    for line in coverage_lines(summary):
+        console.print(line, highlight=False)

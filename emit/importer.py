@@ -1,0 +1,216 @@
+"""``dsocr import``: DeepSeek-OCR outputs produced elsewhere (vLLM, the vendor's script) to a run.
+
+Input is JSON Lines, one object per image::
+
+    {"image": "pages/p1.png", "text_raw": "<|ref|>title<|/ref|>...", "timings_ms": {"decode": 812.5}}
+
+``image`` is required (relative paths are relative to the JSONL file's folder); exactly one of
+``text_raw`` or ``text`` (the model output, special tokens kept), unless ``error`` says the
+image failed. Optional: ``timings_ms`` (``vision``, ``prefill``, ``decode``), ``prompt``,
+``prompt_tokens``, ``generated_tokens``, ``stop_reason``. Other keys are ignored.
+The result is a run directory (run.json and predictions.parquet) that emit and analyze read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from dsocr import __version__, schema
+from dsocr.errors import BadInputError, RunDirError
+from dsocr.rundir import (
+    PREDICTIONS_FILE,
+    RUN_JSON,
+    RUN_STATUS_COMPLETE,
+    path_md5,
+    rows_to_table,
+    write_json_atomic,
+    write_table_atomic,
+)
+
+RUN_KIND = "import"
+DEFAULT_MODEL_ID = "unknown"
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"
+STOP_ERROR = "error"
+TIMING_STAGES = ("vision", "prefill", "decode")
+INTEGER_KEYS = ("prompt_tokens", "generated_tokens")
+TEXT_KEYS = ("text_raw", "text")
+# EXIF orientations that swap width and height (rotations by 90 or 270 degrees).
+_EXIF_ORIENTATION_TAG = 0x0112
+_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    """What one import wrote."""
+
+    run_dir: Path
+    images: int
+    failed: int
+    unreadable: list[str]
+    seconds: float
+
+    def line(self) -> str:
+        """One line for the CLI."""
+        text = f"import: {self.images} images -> {self.run_dir} in {self.seconds:.1f} s"
+        if self.failed:
+            text += f"; {self.failed} recorded as failed"
+        if self.unreadable:
+            text += f"; {len(self.unreadable)} image files unreadable now (emit will report them)"
+        return text
+
+
+def _image_size(path: Path) -> tuple[int, int] | None:
+    """Width and height after EXIF orientation, read from the header; None when unreadable."""
+    try:
+        with Image.open(path) as opened:
+            width, height = opened.size
+            orientation = opened.getexif().get(_EXIF_ORIENTATION_TAG)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+    return (height, width) if orientation in _SWAPPING_ORIENTATIONS else (width, height)
+
+
+def _text(entry: dict[str, Any], where: str) -> str | None:
+    given = [key for key in TEXT_KEYS if key in entry]
+    if len(given) > 1:
+        raise BadInputError(f"{where}: give text_raw or text, not both")
+    if not given:
+        if entry.get("error") is None:
+            raise BadInputError(f"{where}: no text_raw or text (and no error)")
+        return None
+    value = entry[given[0]]
+    if not isinstance(value, str):
+        raise BadInputError(f"{where}: {given[0]} must be a string")
+    return value
+
+
+def _timings(entry: dict[str, Any], where: str) -> dict[str, float | None]:
+    timings = entry.get("timings_ms") or {}
+    if not isinstance(timings, dict):
+        raise BadInputError(f"{where}: timings_ms must be an object")
+    unknown = sorted(set(timings) - set(TIMING_STAGES))
+    if unknown:
+        raise BadInputError(
+            f"{where}: timings_ms has unknown stages {', '.join(unknown)} (known: vision, prefill, decode)"
+        )
+    values: dict[str, float | None] = {}
+    for stage in TIMING_STAGES:
+        value = timings.get(stage)
+        valid = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+        if value is not None and not valid:
+            raise BadInputError(f"{where}: timings_ms.{stage} must be a number >= 0, not {value!r}")
+        values[f"{stage}_ms"] = None if value is None else float(value)
+    return values
+
+
+def _optional(entry: dict[str, Any], where: str) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key in INTEGER_KEYS:
+        value = entry.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise BadInputError(f"{where}: {key} must be an integer >= 0, not {value!r}")
+        values[key] = value
+    prompt = entry.get("prompt")
+    if prompt is not None and not isinstance(prompt, str):
+        raise BadInputError(f"{where}: prompt must be a string")
+    stop_reason = entry.get("stop_reason")
+    if stop_reason is not None and stop_reason not in schema.STOP_REASONS:
+        raise BadInputError(f"{where}: stop_reason {stop_reason!r} is not one of {', '.join(schema.STOP_REASONS)}")
+    error = entry.get("error")
+    if error is not None and not isinstance(error, str):
+        raise BadInputError(f"{where}: error must be a string")
+    return {**values, "prompt": prompt, "stop_reason": stop_reason, "error": error}
+
+
+def _image_path(entry: dict[str, Any], base: Path, where: str) -> Path:
+    image = entry.get("image")
+    if not isinstance(image, str) or not image:
+        raise BadInputError(f"{where}: 'image' (a path) is required")
+    path = Path(image).expanduser()
+    return (path if path.is_absolute() else base / path).resolve()
+
+
+def _row(entry: Any, index: int, base: Path, where: str) -> dict[str, Any]:
+    """The prediction row of one JSONL object."""
+    if not isinstance(entry, dict):
+        raise BadInputError(f"{where}: expected a JSON object")
+    path = _image_path(entry, base, where)
+    optional = _optional(entry, where)
+    failed = optional["error"] is not None
+    size = _image_size(path)
+    return {
+        "image_index": index,
+        "image_path": str(path),
+        "image_md5": path_md5(path),
+        "status": STATUS_FAILED if failed else STATUS_OK,
+        "text_raw": _text(entry, where),
+        "width": None if size is None else size[0],
+        "height": None if size is None else size[1],
+        **optional,
+        "stop_reason": STOP_ERROR if failed else optional["stop_reason"],
+        **_timings(entry, where),
+    }
+
+
+def read_outputs(jsonl: Path) -> list[dict[str, Any]]:
+    """Prediction rows from an outputs JSONL file; BadInputError naming the line of any problem."""
+    try:
+        lines = jsonl.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"{jsonl}: unreadable ({exc})") from exc
+    base = jsonl.resolve().parent
+    rows: list[dict[str, Any]] = []
+    first_line: dict[str, int] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{jsonl}:{number}"
+        try:
+            entry = json.loads(line)
+        except ValueError as exc:
+            raise BadInputError(f"{where}: not JSON ({exc})") from None
+        row = _row(entry, len(rows), base, where)
+        if row["image_path"] in first_line:
+            raise BadInputError(f"{where}: image {row['image_path']} already on line {first_line[row['image_path']]}")
+        first_line[row["image_path"]] = number
+        rows.append(row)
+    if not rows:
+        raise BadInputError(f"{jsonl}: no outputs (one JSON object per line expected)")
+    return rows
+
+
+def _run_record(jsonl: Path, model_id: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    failed = sum(row["status"] != STATUS_OK for row in rows)
+    return {
+        "schema_version": schema.SCHEMA_VERSION,
+        "kind": RUN_KIND,
+        "dsocr_version": __version__,
+        "status": RUN_STATUS_COMPLETE,
+        "model": {"id": model_id},
+        "source": str(jsonl.resolve()),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "images": {"total": len(rows), "ok": len(rows) - failed, "failed": failed},
+    }
+
+
+def import_outputs(jsonl: Path, out: Path, *, model_id: str = DEFAULT_MODEL_ID) -> ImportSummary:
+    """Write run directory ``out`` from the outputs in ``jsonl``; ``out`` must be new or empty."""
+    started = time.perf_counter()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise RunDirError(f"--out {out} exists and is not an empty folder")
+    rows = read_outputs(jsonl)
+    write_table_atomic(rows_to_table(rows, schema.PREDICTIONS), out / PREDICTIONS_FILE)
+    # run.json last: a run directory whose run.json says complete has all its files.
+    write_json_atomic(out / RUN_JSON, _run_record(jsonl, model_id, rows))
+    unreadable = [row["image_path"] for row in rows if row["width"] is None and row["status"] == STATUS_OK]
+    failed = sum(row["status"] != STATUS_OK for row in rows)
+    return ImportSummary(out, len(rows), failed, unreadable, time.perf_counter() - started)

@@ -1,0 +1,114 @@
+"""The JSON emit writes: each image's ``info.json`` and each line of ``predictions.jsonl``.
+
+Both are documented field by field in docs/run-format.md; a change there is a change here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dsocr.schema import SCHEMA_VERSION
+from emit.grounding import Grounding
+from emit.options import RenderStyle
+from emit.render import PlacedBox
+from emit.timings import StageTimings
+
+INFO_FILE = "info.json"
+RESULT_IMAGE = "result_with_boxes.jpg"
+CROPS_DIR = "images"
+
+# Values of predictions.jsonl's emit_status.
+EMIT_RENDERED = "rendered"
+EMIT_UP_TO_DATE = "up_to_date"
+EMIT_FAILED = "failed"
+EMIT_NOT_SELECTED = "not_selected"  # left out by --only
+EMIT_CAPTURE_FAILED = "capture_failed"  # the model produced nothing to draw
+
+
+def _tokens(row: Mapping[str, Any]) -> dict[str, int | None]:
+    return {
+        "prompt": row.get("prompt_tokens"),
+        "image": row.get("image_tokens"),
+        "generated": row.get("generated_tokens"),
+    }
+
+
+def _box_entry(grounding: Grounding, box: PlacedBox, norm: list[int | float], crop: str | None) -> dict[str, Any]:
+    return {
+        "label": box.label,
+        "block": box.block,
+        "box": list(box.pixels),
+        "box_norm": norm,
+        "text": grounding.blocks[box.block].text,
+        "crop": crop,
+    }
+
+
+def build_info(
+    *,
+    row: Mapping[str, Any],
+    source_image: str,
+    size: tuple[int, int],
+    grounding: Grounding,
+    placed: list[PlacedBox],
+    crops: Mapping[int, str],
+    timings: StageTimings,
+    model_id: str,
+    style: RenderStyle,
+    warnings: tuple[str, ...],
+) -> dict[str, Any]:
+    """info.json of one rendered image. ``crops`` maps a box's position in ``placed`` to its file."""
+    norms = [box.as_list() for block in grounding.blocks for box in block.boxes]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "source_image": source_image,
+        "result_image": RESULT_IMAGE,
+        "image_index": row["image_index"],
+        "image_md5": row["image_md5"],
+        "model_id": model_id,
+        "width": size[0],
+        "height": size[1],
+        "text_raw": row.get("text_raw"),
+        "text_clean": grounding.text_clean,
+        "tokens": _tokens(row),
+        "stop_reason": row.get("stop_reason"),
+        "timings_ms": timings.ms,
+        "timings_source": timings.source,
+        "boxes": [
+            _box_entry(grounding, box, norm, crops.get(position))
+            for position, (box, norm) in enumerate(zip(placed, norms, strict=True))
+        ],
+        "warnings": list(warnings),
+        "render": style.as_json(),
+    }
+
+
+def prediction_record(
+    *,
+    row: Mapping[str, Any],
+    grounding: Grounding | None,
+    timings: StageTimings,
+    viz: str | None,
+    emit_status: str,
+    emit_error: str | None,
+) -> dict[str, Any]:
+    """One line of predictions.jsonl (``grounding`` None: a row without output, or one that a
+    worker parses and renders, which fills in text_clean and boxes)."""
+    return {
+        "image_index": row["image_index"],
+        "image_path": row["image_path"],
+        "image_md5": row["image_md5"],
+        "status": row["status"],
+        "error": row.get("error"),
+        "text_raw": row.get("text_raw"),
+        "text_clean": None if grounding is None else grounding.text_clean,
+        "boxes": None if grounding is None else grounding.box_count,
+        "tokens": _tokens(row),
+        "stop_reason": row.get("stop_reason"),
+        "timings_ms": timings.ms,
+        "timings_source": timings.source,
+        "viz": viz,
+        "emit_status": emit_status,
+        "emit_error": emit_error,
+    }

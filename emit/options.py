@@ -1,0 +1,62 @@
+"""What ``dsocr emit`` may be asked: validated, frozen option objects."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dsocr.errors import BadInputError
+from dsocr.rundir import VIZ_DIR
+
+DEFAULT_LINE_WIDTH = 2  # the vendor's outline width; titles get TITLE_WIDTH_FACTOR times it
+MAX_LINE_WIDTH = 64
+DEFAULT_QUALITY = 90  # JPEG quality; above the vendor's 75 so small print stays legible
+MIN_QUALITY = 1
+MAX_QUALITY = 95  # Pillow's documented ceiling: above it files grow with no visible gain
+
+
+@dataclass(frozen=True)
+class RenderStyle:
+    """How a page is drawn and saved. Recorded in info.json; a change makes outputs stale."""
+
+    line_width: int = DEFAULT_LINE_WIDTH
+    labels: bool = True
+    quality: int = DEFAULT_QUALITY
+    crops: bool = False
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.line_width <= MAX_LINE_WIDTH:
+            raise BadInputError(f"--line-width {self.line_width}: must be 1..{MAX_LINE_WIDTH}")
+        if not MIN_QUALITY <= self.quality <= MAX_QUALITY:
+            raise BadInputError(f"--quality {self.quality}: must be {MIN_QUALITY}..{MAX_QUALITY}")
+
+    def as_json(self) -> dict[str, Any]:
+        """The style as info.json's ``render`` object."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EmitOptions:
+    """Options of :func:`emit.render_run`.
+
+    viz_dir: root of the per-image folders, relative to the run unless absolute (default ``viz``).
+    only: image md5s or paths to render (default: all). force: re-render up-to-date images.
+    jobs: worker processes (default: os.cpu_count()).
+    """
+
+    viz_dir: Path = Path(VIZ_DIR)
+    style: RenderStyle = field(default_factory=RenderStyle)
+    only: tuple[str, ...] = ()
+    force: bool = False
+    jobs: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.jobs is not None and self.jobs < 1:
+            raise BadInputError(f"--jobs {self.jobs}: must be at least 1")
+
+    @property
+    def worker_count(self) -> int:
+        """Worker processes to use at most."""
+        return self.jobs or os.cpu_count() or 1

@@ -1,0 +1,71 @@
+"""Which prediction rows emit renders: --only selection, safe folder names, up-to-date checks."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from dsocr.errors import BadInputError
+from dsocr.rundir import PREDICTIONS_FILE, PREDICTIONS_PARTS_DIR, path_md5
+from emit.info import INFO_FILE, RESULT_IMAGE
+from emit.options import RenderStyle
+from emit.timings import timings_path
+
+_MD5_HEX = re.compile(r"[0-9a-f]{32}")
+
+
+def is_md5(value: str) -> bool:
+    """True for a lowercase md5 hex digest: the only folder names emit writes under viz/."""
+    return _MD5_HEX.fullmatch(value) is not None
+
+
+def select_md5s(only: tuple[str, ...], rows: Iterable[tuple[str, str]]) -> set[str] | None:
+    """The image md5s picked by ``--only`` values (md5s or image paths); None when not given.
+
+    ``rows`` are ``(image_md5, image_path)`` pairs of the run. A value that names no image of
+    the run is a BadInputError, so that a typo is not a silent no-op.
+    """
+    if not only:
+        return None
+    by_path = {}
+    known = set()
+    for image_md5, image_path in rows:
+        known.add(image_md5)
+        by_path[image_path] = image_md5
+    selected = set()
+    for value in only:
+        if value in known:
+            selected.add(value)
+        elif value in by_path:
+            selected.add(by_path[value])
+        elif path_md5(value) in known:
+            selected.add(path_md5(value))
+        else:
+            raise BadInputError(f"--only {value}: no image of this run has that md5 or path")
+    return selected
+
+
+def _mtime_ns(path: Path) -> int:
+    return path.stat().st_mtime_ns if path.is_file() else 0
+
+
+def inputs_mtime_ns(run_dir: Path) -> int:
+    """When emit's inputs last changed: predictions (file and parts) and analyze's timings."""
+    parts_dir = run_dir / PREDICTIONS_PARTS_DIR
+    parts = list(parts_dir.glob("*.parquet")) if parts_dir.is_dir() else []
+    return max(_mtime_ns(path) for path in [run_dir / PREDICTIONS_FILE, timings_path(run_dir), *parts])
+
+
+def is_up_to_date(out_dir: Path, inputs_ns: int, style: RenderStyle) -> bool:
+    """True when the folder's outputs are newer than the inputs and drawn in ``style``."""
+    info_path = out_dir / INFO_FILE
+    image_path = out_dir / RESULT_IMAGE
+    if min(_mtime_ns(info_path), _mtime_ns(image_path)) <= inputs_ns:
+        return False
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # unreadable: render it again
+    return isinstance(info, dict) and info.get("render") == style.as_json()

@@ -1,0 +1,161 @@
+"""Draw grounding boxes the way DeepSeek-OCR's own script does, deterministically.
+
+Per box: a translucent fill, an opaque outline (thicker for ``title``) and the label on a
+white tag above the box, in the block's colour. The vendor picks colours at random; here the
+colour is a hash of the label and the block index, so two renders are byte-identical.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+from dataclasses import dataclass
+
+from PIL import Image, ImageDraw, ImageFont
+
+from emit.grounding import Grounding
+from emit.options import RenderStyle
+
+RGB = tuple[int, int, int]
+PixelBox = tuple[int, int, int, int]
+
+TITLE_LABEL = "title"
+IMAGE_LABEL = "image"
+TITLE_WIDTH_FACTOR = 2  # vendor: 4 px outlines for titles, 2 px for everything else
+FILL_ALPHA = 20  # vendor's fill opacity, out of 255
+# Vendor colour ranges (red and green below 200, blue below 255): dark enough to read on white.
+COLOUR_LIMITS = (200, 200, 255)
+TAG_FILL = (255, 255, 255)
+TAG_PADDING_PX = 2
+# Label size grows with the page so tags stay readable on large scans; never below the
+# vendor's default-font size.
+LABEL_FONT_MIN_PX = 15
+LABEL_FONT_PAGE_FRACTION = 1 / 80
+LABEL_MAX_CHARS = 40
+# Blending costs time in proportion to the area filled. A sane page covers itself about once;
+# a model stuck in a loop may stack a thousand full-page boxes (seconds of blending), so past
+# this many page areas the remaining boxes get their outline only.
+FILL_BUDGET_PAGES = 4
+JPEG_FORMAT = "JPEG"
+
+
+@dataclass(frozen=True)
+class PlacedBox:
+    """A box in pixels of the image it is drawn on, with its block's label, index and colour."""
+
+    block: int
+    label: str
+    pixels: PixelBox
+    colour: RGB
+
+
+def block_colour(label: str, index: int) -> RGB:
+    """The colour of block ``index`` labelled ``label``: a hash, identical on every run."""
+    digest = hashlib.md5(f"{index}\x00{label}".encode()).digest()
+    red, green, blue = (digest[channel] % limit for channel, limit in enumerate(COLOUR_LIMITS))
+    return red, green, blue
+
+
+def place_boxes(grounding: Grounding, width: int, height: int) -> list[PlacedBox]:
+    """Every kept box of ``grounding`` in pixels of a ``width`` x ``height`` image, in order."""
+    return [
+        PlacedBox(block.index, block.label, box.to_pixels(width, height), block_colour(block.label, block.index))
+        for block in grounding.blocks
+        for box in block.boxes
+    ]
+
+
+@functools.lru_cache(maxsize=8)
+def label_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's bundled font at ``size`` px (loaded once per process and size)."""
+    return ImageFont.load_default(size=size)
+
+
+def label_font_size(width: int, height: int) -> int:
+    """The label font size for a page of ``width`` x ``height``."""
+    return max(LABEL_FONT_MIN_PX, round(min(width, height) * LABEL_FONT_PAGE_FRACTION))
+
+
+def tag_text(label: str) -> str:
+    """A label as drawn: first line only, printable characters, at most LABEL_MAX_CHARS."""
+    first_line = label.splitlines()[0] if label else ""
+    printable = "".join(char if char.isprintable() else "?" for char in first_line)
+    return printable[:LABEL_MAX_CHARS]
+
+
+def outline_width(label: str, style: RenderStyle) -> int:
+    """Outline width of a box: TITLE_WIDTH_FACTOR times the style's width for titles."""
+    return style.line_width * TITLE_WIDTH_FACTOR if label == TITLE_LABEL else style.line_width
+
+
+def _area(pixels: PixelBox) -> int:
+    x1, y1, x2, y2 = pixels
+    return (x2 - x1 + 1) * (y2 - y1 + 1)
+
+
+def draw_boxes(image: Image.Image, placed: list[PlacedBox], style: RenderStyle) -> int:
+    """Draw ``placed`` onto the RGB ``image`` in place: fills, then outlines, then labels.
+
+    Labels go last so that no other box's outline crosses them. Returns how many boxes got no
+    fill because the fills already covered FILL_BUDGET_PAGES page areas.
+    """
+    # An "RGBA" draw on an RGB image blends each fill into the pixels it covers, which
+    # costs only the box areas instead of a full-page overlay and composite.
+    blend = ImageDraw.Draw(image, "RGBA")
+    budget = FILL_BUDGET_PAGES * image.width * image.height
+    unfilled = 0
+    for box in placed:
+        budget -= _area(box.pixels)
+        if budget < 0:
+            unfilled += 1
+            continue
+        blend.rectangle(box.pixels, fill=(*box.colour, FILL_ALPHA))
+    draw = ImageDraw.Draw(image)
+    for box in placed:
+        draw.rectangle(box.pixels, outline=box.colour, width=outline_width(box.label, style))
+    if style.labels:
+        _draw_labels(draw, placed, label_font(label_font_size(*image.size)))
+    return unfilled
+
+
+def _draw_labels(draw: ImageDraw.ImageDraw, placed: list[PlacedBox], font: ImageFont.ImageFont) -> None:
+    for box in placed:
+        text = tag_text(box.label)
+        if not text:
+            continue
+        x1, y1 = box.pixels[0], box.pixels[1]
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        # Above the box like the vendor's, but pushed down inside the page at the top edge.
+        origin = (x1, max(0, y1 - bottom - TAG_PADDING_PX))
+        draw.rectangle(
+            (
+                origin[0] + left - TAG_PADDING_PX,
+                origin[1] + top - TAG_PADDING_PX,
+                origin[0] + right + TAG_PADDING_PX,
+                origin[1] + bottom + TAG_PADDING_PX,
+            ),
+            fill=TAG_FILL,
+        )
+        draw.text(origin, text, fill=box.colour, font=font)
+
+
+def image_crops(image: Image.Image, placed: list[PlacedBox]) -> list[tuple[int, Image.Image | None]]:
+    """``(position, crop)`` for each box labelled ``image``, cut from ``image`` as it is now.
+
+    ``position`` is the box's position in ``placed``; the crop is None for an empty box.
+    """
+    crops: list[tuple[int, Image.Image | None]] = []
+    for position, box in enumerate(placed):
+        if box.label != IMAGE_LABEL:
+            continue
+        x1, y1, x2, y2 = box.pixels
+        crops.append((position, image.crop(box.pixels) if x2 > x1 and y2 > y1 else None))
+    return crops
+
+
+def encode_jpeg(image: Image.Image, quality: int) -> bytes:
+    """``image`` as JPEG bytes (deterministic for equal pixels and quality)."""
+    buffer = io.BytesIO()
+    image.save(buffer, JPEG_FORMAT, quality=quality)
+    return buffer.getvalue()

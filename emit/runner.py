@@ -1,0 +1,279 @@
+"""``dsocr emit``: every prediction row of a run to its viz folder and predictions.jsonl.
+
+Reads the run's Parquet alone: no model, no GPU, no torch. Rows are planned in the parent
+process (cheap: text only); images are decoded, drawn and encoded in worker processes, a few
+at a time, so memory stays flat however large the run.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from dsocr.errors import DsocrError, RunDirError
+from dsocr.rundir import PREDICTIONS_JSONL, read_predictions, read_run_json, write_bytes_atomic
+from emit.grounding import parse_grounding
+from emit.info import (
+    EMIT_CAPTURE_FAILED,
+    EMIT_FAILED,
+    EMIT_NOT_SELECTED,
+    EMIT_RENDERED,
+    EMIT_UP_TO_DATE,
+    INFO_FILE,
+    prediction_record,
+)
+from emit.options import EmitOptions
+from emit.plan import inputs_mtime_ns, is_md5, is_up_to_date, select_md5s
+from emit.timings import AnalysisTimings, load_analysis_timings, stage_timings
+from emit.worker import RenderJob, RenderOutcome, render_image, render_images
+
+#: The prediction columns emit reads (decode_step_ms, the largest, is not among them).
+COLUMNS = [
+    "image_index",
+    "image_path",
+    "image_md5",
+    "status",
+    "error",
+    "width",
+    "height",
+    "text_raw",
+    "prompt_tokens",
+    "image_tokens",
+    "generated_tokens",
+    "stop_reason",
+    "vision_ms",
+    "prefill_ms",
+    "decode_ms",
+]
+STATUS_OK = "ok"
+UNKNOWN_MODEL = "unknown"
+BATCH_ROWS = 256  # rows converted to Python at a time
+IMAGES_PER_TASK = 2  # small tasks keep workers evenly busy; each image costs far more than IPC
+TASKS_IN_FLIGHT_PER_WORKER = 2
+# Workers start clean ("spawn"): nothing of the parent (threads, open files) leaks into them.
+POOL_START_METHOD = "spawn"
+
+
+class EmitFailedError(DsocrError):
+    """Some images could not be rendered (the others were)."""
+
+
+@dataclass
+class EmitSummary:
+    """What one emit did, for the CLI's summary line and --json."""
+
+    run_dir: Path
+    viz_root: Path
+    jsonl: Path
+    total: int = 0
+    rendered: int = 0
+    up_to_date: int = 0
+    not_selected: int = 0
+    capture_failed: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        """One line: the counts that are not zero, where the outputs are, and the time."""
+        parts = [f"{self.rendered} rendered"]
+        optional = [
+            (self.up_to_date, "up to date (--force renders them again)"),
+            (len(self.failures), "failed"),
+            (self.capture_failed, "not rendered (capture failed)"),
+            (self.not_selected, "not selected"),
+        ]
+        parts += [f"{count} {what}" for count, what in optional if count]
+        return f"emit: {', '.join(parts)} of {self.total} images -> {self.viz_root} in {self.seconds:.1f} s"
+
+    def failure_message(self) -> str:
+        """The one-line error when some images failed."""
+        error = self.failures[0][1]
+        return (
+            f"{len(self.failures)} of {self.total} images could not be rendered (first: {error}); "
+            f"each is listed in {self.jsonl}"
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """The summary as JSON (paths as strings)."""
+        return {
+            "run_dir": str(self.run_dir),
+            "viz_root": str(self.viz_root),
+            "predictions_jsonl": str(self.jsonl),
+            "total": self.total,
+            "rendered": self.rendered,
+            "up_to_date": self.up_to_date,
+            "failed": len(self.failures),
+            "capture_failed": self.capture_failed,
+            "not_selected": self.not_selected,
+            "failures": [{"image_path": path, "error": error} for path, error in self.failures],
+            "seconds": self.seconds,
+        }
+
+
+@dataclass(frozen=True)
+class _RunContext:
+    """What planning a row needs to know about the run and the options."""
+
+    viz_root: Path
+    model_id: str
+    imported: bool
+    analysis: AnalysisTimings
+    inputs_ns: int
+    selected: set[str] | None
+    options: EmitOptions
+    viz_link: str
+
+
+def _viz_root_link(run_dir: Path, viz_root: Path) -> str:
+    """The viz root as predictions.jsonl names folders: relative to the run when inside it."""
+    run, root = run_dir.resolve(), viz_root.resolve()
+    return os.path.relpath(root, run) if root.is_relative_to(run) else str(viz_root.absolute())
+
+
+def _plan_row(context: _RunContext, row: dict[str, Any]) -> tuple[dict[str, Any], RenderJob | None]:
+    """The predictions.jsonl record of a row, and its render job when it is to be rendered.
+
+    Rows not rendered are parsed here (text only); a rendered row's worker parses it and
+    fills in its record's text_clean and boxes.
+    """
+    timings = stage_timings(row, context.analysis, imported=context.imported)
+    out_dir = context.viz_root / row["image_md5"]
+    link = f"{context.viz_link}/{row['image_md5']}"
+    job = None
+    viz: str | None = None
+    error = None
+    if row["status"] != STATUS_OK:
+        status = EMIT_CAPTURE_FAILED
+    elif not is_md5(row["image_md5"]):
+        # The folder name comes from the Parquet: anything but a digest could point elsewhere.
+        status, error = EMIT_FAILED, f"image_md5 {row['image_md5']!r} is not an md5 digest: not rendered"
+    elif context.selected is not None and row["image_md5"] not in context.selected:
+        status = EMIT_NOT_SELECTED
+        viz = link if (out_dir / INFO_FILE).is_file() else None
+    elif not context.options.force and is_up_to_date(out_dir, context.inputs_ns, context.options.style):
+        status, viz = EMIT_UP_TO_DATE, link
+    else:
+        status, viz = EMIT_RENDERED, link
+        job = RenderJob(row, timings, context.model_id, out_dir, context.options.style)
+    has_text = row["status"] == STATUS_OK or row.get("text_raw") is not None
+    grounding = parse_grounding(row.get("text_raw") or "") if has_text and job is None else None
+    record = prediction_record(
+        row=row, grounding=grounding, timings=timings, viz=viz, emit_status=status, emit_error=error
+    )
+    return record, job
+
+
+def _chunks(jobs: list[RenderJob], size: int) -> Iterator[list[RenderJob]]:
+    for start in range(0, len(jobs), size):
+        yield jobs[start : start + size]
+
+
+def _run_jobs(jobs: list[RenderJob], workers: int) -> Iterator[RenderOutcome]:
+    """Outcomes of ``jobs`` (in completion order), in this process or in a pool of ``workers``."""
+    if workers <= 1:
+        yield from map(render_image, jobs)
+        return
+    context = multiprocessing.get_context(POOL_START_METHOD)
+    limit = workers * TASKS_IN_FLIGHT_PER_WORKER
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        pending: set[Future[list[RenderOutcome]]] = set()
+        for chunk in _chunks(jobs, IMAGES_PER_TASK):
+            if len(pending) >= limit:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield from future.result()
+            pending.add(pool.submit(render_images, chunk))
+        for future in pending:
+            yield from future.result()
+
+
+def _context(run_dir: Path, run: dict[str, Any], options: EmitOptions, md5_paths: list[tuple[str, str]]) -> _RunContext:
+    model = run.get("model") if isinstance(run.get("model"), dict) else {}
+    viz_root = run_dir / options.viz_dir
+    return _RunContext(
+        viz_root=viz_root,
+        model_id=str(model.get("id") or UNKNOWN_MODEL),
+        imported=run.get("kind") == "import",
+        analysis=load_analysis_timings(run_dir),
+        inputs_ns=inputs_mtime_ns(run_dir),
+        selected=select_md5s(options.only, md5_paths),
+        options=options,
+        viz_link=_viz_root_link(run_dir, viz_root),
+    )
+
+
+def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def _plan_rows(context: _RunContext, table: pa.Table) -> tuple[dict[int, dict[str, Any]], list[RenderJob]]:
+    """Every row's predictions.jsonl record (by image_index) and the jobs of the rows to render."""
+    records: dict[int, dict[str, Any]] = {}
+    jobs: list[RenderJob] = []
+    for batch in table.to_batches(max_chunksize=BATCH_ROWS):
+        for row in batch.to_pylist():
+            records[row["image_index"]], job = _plan_row(context, row)
+            if job is not None:
+                jobs.append(job)
+    return records, jobs
+
+
+def _record_outcome(record: dict[str, Any], outcome: RenderOutcome) -> None:
+    record.update(text_clean=outcome.text_clean, boxes=outcome.boxes)
+    if outcome.error is not None:
+        record.update(viz=None, emit_status=EMIT_FAILED, emit_error=outcome.error)
+
+
+def render_run(run_dir: Path, options: EmitOptions) -> EmitSummary:
+    """Render every prediction of ``run_dir`` into ``viz/<md5>/`` and write predictions.jsonl.
+
+    Failures of single images are in the summary (and predictions.jsonl), never raised;
+    a missing or unreadable run directory raises a DsocrError.
+    """
+    started = time.perf_counter()
+    run = read_run_json(run_dir)
+    table = read_predictions(run_dir).select(COLUMNS)
+    if table.num_rows == 0:
+        raise RunDirError(f"{run_dir}: no predictions to emit")
+    md5_paths = list(zip(table.column("image_md5").to_pylist(), table.column("image_path").to_pylist(), strict=True))
+    context = _context(run_dir, run, options, md5_paths)
+    try:
+        context.viz_root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"--viz-dir {context.viz_root}: cannot create it ({exc.strerror or exc})") from None
+    records, jobs = _plan_rows(context, table)
+    for outcome in _run_jobs(jobs, min(options.worker_count, len(jobs))):
+        _record_outcome(records[outcome.image_index], outcome)
+    summary = EmitSummary(run_dir, context.viz_root, run_dir / PREDICTIONS_JSONL, total=table.num_rows)
+    for record in records.values():
+        _count(summary, record)
+    try:
+        _write_jsonl(summary.jsonl, list(records.values()))
+    except OSError as exc:
+        raise RunDirError(f"{summary.jsonl}: cannot write it ({exc.strerror or exc})") from None
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _count(summary: EmitSummary, record: dict[str, Any]) -> None:
+    status = record["emit_status"]
+    if status == EMIT_FAILED:
+        summary.failures.append((record["image_path"], record["emit_error"]))
+    elif status == EMIT_RENDERED:
+        summary.rendered += 1
+    elif status == EMIT_UP_TO_DATE:
+        summary.up_to_date += 1
+    elif status == EMIT_NOT_SELECTED:
+        summary.not_selected += 1
+    else:
+        summary.capture_failed += 1

@@ -1,0 +1,163 @@
+"""Render one image: read its source, draw its boxes, write its folder. Runs in worker processes.
+
+Everything a worker needs travels in a picklable :class:`RenderJob`; a worker returns a small
+:class:`RenderOutcome`, so the parent never holds decoded images.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageOps
+
+from dsocr.rundir import write_bytes_atomic, write_json_atomic
+from emit._warnings import WarningList
+from emit.grounding import Grounding, parse_grounding
+from emit.info import CROPS_DIR, INFO_FILE, RESULT_IMAGE, build_info
+from emit.options import RenderStyle
+from emit.render import PlacedBox, draw_boxes, encode_jpeg, image_crops, place_boxes
+from emit.timings import StageTimings
+
+# Pillow reports an unreadable file with any of these, depending on the format and the damage
+# (SyntaxError and EOFError come from its decoders, DecompressionBombError from huge images).
+_IMAGE_ERRORS = (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError)
+_CROP_NAME = re.compile(r"\d+\.jpg")
+_RGB = "RGB"
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    """One image to render: its prediction row, resolved timings, and where to write."""
+
+    row: dict[str, Any]
+    timings: StageTimings
+    model_id: str
+    out_dir: Path
+    style: RenderStyle
+
+
+@dataclass(frozen=True)
+class RenderOutcome:
+    """What happened to one image (error is None when its folder was written), and the parse
+    facts predictions.jsonl needs, so that the parent never parses a rendered row itself."""
+
+    image_index: int
+    error: str | None
+    text_clean: str
+    boxes: int
+
+
+def source_path(recorded: str) -> Path:
+    """The absolute source path of a prediction row (capture records absolute paths already)."""
+    path = Path(recorded)
+    return path if path.is_absolute() else path.resolve()
+
+
+def open_source(path: Path) -> Image.Image:
+    """The source image as RGB, EXIF orientation applied: DeepSeek-OCR's boxes refer to that image."""
+    with Image.open(path) as opened:
+        opened.load()
+        ImageOps.exif_transpose(opened, in_place=True)
+        return opened if opened.mode == _RGB else opened.convert(_RGB)
+
+
+def _size_warning(row: dict[str, Any], size: tuple[int, int]) -> list[str]:
+    recorded = (row.get("width"), row.get("height"))
+    if None in recorded or recorded == size:
+        return []
+    return [f"source image is {size[0]}x{size[1]} now, {recorded[0]}x{recorded[1]} when the model read it"]
+
+
+def remove_outputs(out_dir: Path) -> None:
+    """Remove the files emit writes in an image folder (and nothing else)."""
+    for name in (INFO_FILE, RESULT_IMAGE):
+        (out_dir / name).unlink(missing_ok=True)
+    crops_dir = out_dir / CROPS_DIR
+    if crops_dir.is_dir():
+        for crop in crops_dir.iterdir():
+            if _CROP_NAME.fullmatch(crop.name):
+                crop.unlink()
+
+
+def _write_crops(
+    image: Image.Image, placed: list[PlacedBox], out_dir: Path, quality: int, warnings: WarningList
+) -> dict[int, str]:
+    """Write each ``image`` box's crop as images/N.jpg (N counts image boxes, like the vendor's)."""
+    written: dict[int, str] = {}
+    for number, (position, crop) in enumerate(image_crops(image, placed)):
+        if crop is None:
+            warnings.add(f"image box {placed[position].pixels} is empty: no crop")
+            continue
+        relative = f"{CROPS_DIR}/{number}.jpg"
+        write_bytes_atomic(out_dir / relative, encode_jpeg(crop, quality))
+        written[position] = relative
+    return written
+
+
+def render_image(job: RenderJob) -> RenderOutcome:
+    """Render one image's folder: result_with_boxes.jpg, info.json and, with crops, images/N.jpg.
+
+    A missing or unreadable source, or a failed write, is this image's error; the folder is
+    then left without outputs, so that nothing stale stands beside the new predictions.
+    """
+    row = job.row
+    text_raw = row.get("text_raw")
+    grounding = parse_grounding(text_raw or "")
+    source = source_path(row["image_path"])
+    try:
+        image = open_source(source)
+    except _IMAGE_ERRORS as exc:
+        return _failed(job, grounding, f"cannot read source image {source}: {_reason(exc)}")
+    warnings = WarningList()
+    if text_raw is None:
+        warnings.add("the prediction has no text_raw: nothing to draw")
+    warnings.extend(_size_warning(row, image.size))
+    warnings.extend(grounding.warnings)
+    placed = place_boxes(grounding, *image.size)
+    try:
+        remove_outputs(job.out_dir)
+        crops = _write_crops(image, placed, job.out_dir, job.style.quality, warnings) if job.style.crops else {}
+        unfilled = draw_boxes(image, placed, job.style)
+        if unfilled:
+            warnings.add(f"{unfilled} boxes drawn without fill: the fills already covered the page many times")
+        info = build_info(
+            row=row,
+            source_image=str(source),
+            size=image.size,
+            grounding=grounding,
+            placed=placed,
+            crops=crops,
+            timings=job.timings,
+            model_id=job.model_id,
+            style=job.style,
+            warnings=warnings.as_tuple(),
+        )
+        # The image first, info.json last: a folder with an info.json is a complete render.
+        write_bytes_atomic(job.out_dir / RESULT_IMAGE, encode_jpeg(image, job.style.quality))
+        write_json_atomic(job.out_dir / INFO_FILE, info)
+    except OSError as exc:
+        return _failed(job, grounding, f"cannot write {job.out_dir}: {_reason(exc)}")
+    return RenderOutcome(row["image_index"], None, grounding.text_clean, grounding.box_count)
+
+
+def _reason(exc: BaseException) -> str:
+    """The error without the path repeated (OSError's str() names the file again)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _failed(job: RenderJob, grounding: Grounding, error: str) -> RenderOutcome:
+    try:
+        remove_outputs(job.out_dir)
+    except OSError as exc:
+        error = f"{error}; and cannot clear {job.out_dir}: {_reason(exc)}"
+    return RenderOutcome(job.row["image_index"], error, grounding.text_clean, grounding.box_count)
+
+
+def render_images(jobs: list[RenderJob]) -> list[RenderOutcome]:
+    """Render several images in order (one task of the process pool)."""
+    return [render_image(job) for job in jobs]

@@ -1,0 +1,140 @@
+"""The vectorized interval, self-time and quantile kernels against plain loops."""
+
+from __future__ import annotations
+
+import statistics
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from analyze.cpu_self import self_time_ns
+from analyze.intervals import NOT_FOUND, locate, union_by_group
+from analyze.stats import grouped_quantiles
+
+BIG = 1_795_900_000_000_000_000  # absolute ns, as in real traces
+
+intervals = st.lists(
+    st.tuples(st.integers(0, 3), st.integers(-200, 200), st.integers(0, 60)), min_size=0, max_size=40
+)
+
+
+def _plain_union(pairs: list[tuple[int, int]]) -> int:
+    total, current = 0, None
+    for start, end in sorted(pairs):
+        if current is None or start > current[1]:
+            if current is not None:
+                total += current[1] - current[0]
+            current = [start, end]
+        else:
+            current[1] = max(current[1], end)
+    return total + (current[1] - current[0] if current else 0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(intervals)
+def test_union_by_group_matches_a_plain_merge(rows: list[tuple[int, int, int]]) -> None:
+    keys = np.array([k for k, _, _ in rows], dtype=np.int64)
+    starts = np.array([BIG + s for _, s, _ in rows], dtype=np.int64)
+    ends = starts + np.array([d for _, _, d in rows], dtype=np.int64)
+    union = union_by_group(keys, starts, ends)
+    expected_keys = sorted(set(keys.tolist()))
+    assert union.keys.tolist() == expected_keys
+    for key, busy, first, last, count in zip(
+        union.keys, union.busy_ns, union.first_start_ns, union.last_end_ns, union.count, strict=True
+    ):
+        pairs = [(int(s), int(e)) for k, s, e in zip(keys, starts, ends, strict=True) if k == key]
+        assert busy == _plain_union(pairs)
+        assert first == min(s for s, _ in pairs)
+        assert last == max(e for _, e in pairs)
+        assert count == len(pairs)
+
+
+def test_union_counts_overlap_on_two_streams_once() -> None:
+    union = union_by_group(np.array([1, 1, 1, 2]), np.array([0, 5, 20, 0]), np.array([10, 12, 30, 4]))
+    assert union.busy_ns.tolist() == [22, 4]
+    assert (union.last_end_ns - union.first_start_ns).tolist() == [30, 4]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 2), st.integers(0, 100), st.integers(1, 30)), max_size=12),
+    st.lists(st.tuples(st.integers(-1, 3), st.integers(-10, 140)), max_size=30),
+)
+def test_locate_matches_a_plain_scan(raw_ranges: list[tuple[int, int, int]], points: list[tuple[int, int]]) -> None:
+    # Keep ranges of one lane disjoint, as locate requires: drop any that overlaps an earlier one.
+    ranges: list[tuple[int, int, int]] = []
+    for lane, start, length in raw_ranges:
+        if all(l != lane or start + length <= s or e <= start for l, s, e in ranges):
+            ranges.append((lane, start, start + length))
+    found = locate(
+        np.array([lane for lane, _ in points], dtype=np.int64),
+        np.array([BIG + t for _, t in points], dtype=np.int64),
+        np.array([lane for lane, _, _ in ranges], dtype=np.int64),
+        np.array([BIG + s for _, s, _ in ranges], dtype=np.int64),
+        np.array([BIG + e for _, _, e in ranges], dtype=np.int64),
+    )
+    for (lane, t), got in zip(points, found, strict=True):
+        matches = [i for i, (l, s, e) in enumerate(ranges) if l == lane and s <= t < e]
+        assert got == (matches[0] if matches else NOT_FOUND)
+
+
+def _plain_self_times(ops: list[tuple[int, int, int]]) -> list[int]:
+    """Stack walk per lane: each op's duration minus its direct children's."""
+    result = [d for _, _, d in ops]
+    order = sorted(range(len(ops)), key=lambda i: (ops[i][0], ops[i][1], -ops[i][2]))
+    stack: list[int] = []
+    lane = None
+    for i in order:
+        op_lane, start, duration = ops[i]
+        if duration == 0:
+            continue
+        if op_lane != lane:
+            stack, lane = [], op_lane
+        while stack and ops[stack[-1]][1] + ops[stack[-1]][2] <= start:
+            stack.pop()
+        if stack:
+            result[stack[-1]] -= duration
+        stack.append(i)
+    return result
+
+
+def _nested_ops(depths: list[int]) -> list[tuple[int, int, int]]:
+    """Well-nested call trees: a chain ``depth`` deep, each level with one leaf after its child."""
+    ops = []
+    for tree, depth in enumerate(depths):
+        base = tree * 10_000
+        for level in range(depth):
+            ops.append((tree % 2, base + 10 * level, 1000 - 20 * level))
+            ops.append((tree % 2, base + 1000 - 10 * level - 8, 5))
+    return ops
+
+
+@given(st.lists(st.integers(1, 6), min_size=1, max_size=5))
+def test_self_time_matches_a_stack_walk(sizes: list[int]) -> None:
+    ops = _nested_ops(sizes)
+    got = self_time_ns(
+        np.array([l for l, _, _ in ops]), np.array([BIG + s for _, s, _ in ops]), np.array([d for _, _, d in ops])
+    )
+    assert got.tolist() == _plain_self_times(ops)
+
+
+def test_self_time_of_a_small_stack() -> None:
+    # linear [0,100) > addmm [10,60) > launch [20,30); then mm [70,90); zero-length op inside.
+    lanes = np.array([0, 0, 0, 0, 0])
+    starts = np.array([0, 10, 20, 70, 75])
+    durations = np.array([100, 50, 10, 20, 0])
+    assert self_time_ns(lanes, starts, durations).tolist() == [30, 40, 10, 20, 0]
+
+
+def test_grouped_quantiles_match_statistics() -> None:
+    rng = np.random.default_rng(3)
+    keys = rng.integers(0, 4, 200)
+    values = rng.exponential(2.0, 200)
+    unique, result = grouped_quantiles(keys, values, (0.5, 0.9, 0.99))
+    for key, row in zip(unique, result, strict=True):
+        group = sorted(values[keys == key])
+        cuts = statistics.quantiles(group, n=100, method="inclusive")
+        assert row[0] == statistics.median(group)
+        assert abs(row[1] - cuts[89]) < 1e-9
+        assert abs(row[2] - cuts[98]) < 1e-9
