@@ -58,20 +58,21 @@ def _microseconds(ns: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def _field(label: str, values: pa.ChunkedArray) -> pa.ChunkedArray:
-    """``"label":value`` where the value is present, null elsewhere."""
-    return pc.binary_join_element_wise(f'"{label}":', pc.cast(values, pa.string()), "")
+    """``,"label":value`` where the value is present, an empty string elsewhere."""
+    return pc.fill_null(pc.binary_join_element_wise(f',"{label}":', pc.cast(values, pa.string()), ""), "")
 
 
 def _records(table: pa.Table, base_ns: int) -> pa.ChunkedArray:
     """One JSON object per event, each followed by ``,\\n``."""
-    args = pc.binary_join_element_wise(
+    # (binary_join_element_wise's null_handling="skip" drops rows on chunked input: pyarrow 26.)
+    fields = pc.binary_join_element_wise(
         _field("External id", table["external_id"]),
         _field("correlation", table["correlation"]),
         _field("device", table["device"]),
         _field("stream", table["stream"]),
-        ",",
-        null_handling="skip",
+        "",
     )
+    args = pc.replace_substring_regex(fields, pattern="^,", replacement="")
     pieces = [
         '{"ph":"X","cat":',
         _escaped(table["cat"]),
@@ -111,9 +112,12 @@ def _selection(run_dir: Path, image: int | None) -> tuple[list[Path], pc.Express
         schema.check_table(pq.read_schema(path), "trace", source=str(path))
     if image is None:
         return files, None
-    images = set(ds.dataset([str(p) for p in files], schema=schema.TRACE).to_table(columns=["image_index"])[
-        "image_index"
-    ].unique().to_pylist())
+    images = set(
+        ds.dataset([str(p) for p in files], schema=schema.TRACE)
+        .to_table(columns=["image_index"])["image_index"]
+        .unique()
+        .to_pylist()
+    )
     if image not in images:
         known = ", ".join(map(str, sorted(images)))
         raise BadInputError(f"--image {image}: no trace for that image in {run_dir} (traced images: {known})")
@@ -151,9 +155,7 @@ def export_trace(run_dir: Path, *, image: int | None = None, output: Path | None
     rundir.read_run_json(run_dir)
     files, where = _selection(run_dir, image)
     output = output or default_output(run_dir, image)
-    scan = ds.dataset([str(p) for p in files], schema=schema.TRACE).to_table(
-        columns=["ts_ns", "rank"], filter=where
-    )
+    scan = ds.dataset([str(p) for p in files], schema=schema.TRACE).to_table(columns=["ts_ns", "rank"], filter=where)
     base_ns = int(pc.min(scan["ts_ns"]).as_py() or 0)
     ranks = scan["rank"].unique().to_pylist()
     rank = ranks[0] if len(ranks) == 1 else None

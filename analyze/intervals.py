@@ -114,3 +114,46 @@ def locate(
     inside[inside] &= point_ns[candidates][inside] < ends[found[inside]]
     result[candidates[inside]] = order[found[inside]]
     return result
+
+
+def running_max_before(
+    keys: np.ndarray, order_ns: np.ndarray, values: np.ndarray, query_keys: np.ndarray, query_ns: np.ndarray
+) -> np.ndarray:
+    """For each query: the largest ``value`` among items of the same key with ``order < query``.
+
+    ``np.iinfo(int64).min`` where there is none. Used for "when is the GPU free at CPU time t":
+    the latest end among the GPU activities launched before t.
+    """
+    none = np.iinfo(np.int64).min
+    keys = np.asarray(keys, dtype=np.int64)
+    query_keys = np.asarray(query_keys, dtype=np.int64)
+    query_ns = np.asarray(query_ns, dtype=np.int64)
+    result = np.full(query_ns.size, none, dtype=np.int64)
+    if keys.size == 0 or query_ns.size == 0:
+        return result
+    order = np.lexsort((order_ns, keys))
+    k = keys[order]
+    t = np.asarray(order_ns, dtype=np.int64)[order]
+    v = np.asarray(values, dtype=np.int64)[order]
+    first = _segment_starts(k)
+    sizes = np.diff(np.append(first, k.size))
+    # Per-key running maximum without leaking across keys: lift each key above the previous one.
+    low = np.minimum.reduceat(v, first)
+    lifted = v - np.repeat(low, sizes)
+    lift = np.concatenate(([0], np.cumsum(np.maximum.reduceat(lifted, first) + 1)[:-1]))
+    running = np.maximum.accumulate(lifted + np.repeat(lift, sizes)) - np.repeat(lift - low, sizes)
+    # The last item of the query's key ordered strictly before the query time.
+    key_pos = np.searchsorted(k[first], query_keys)
+    known = key_pos < first.size
+    known[known] &= k[first][key_pos[known]] == query_keys[known]
+    rows = np.flatnonzero(known)
+    pos = key_pos[rows]
+    base = t[first][pos]
+    extent = np.maximum.reduceat(t - np.repeat(t[first], sizes), first)
+    offset = np.concatenate(([0], np.cumsum(extent + 2)[:-1])) + 1
+    virtual = t - np.repeat(t[first] - offset, sizes)
+    query_virtual = np.clip(query_ns[rows] - base, -1, extent[pos] + 1) + offset[pos]
+    found = np.searchsorted(virtual, query_virtual, side="left") - 1
+    inside = found >= first[pos]
+    result[rows[inside]] = running[found[inside]]
+    return result

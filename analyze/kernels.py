@@ -69,7 +69,9 @@ def top_gpu(work: pa.Table, *, top: int = DEFAULT_TOP) -> list[pa.Table]:
     return tables
 
 
-def top_cpu(ops: pa.Table, self_ns: np.ndarray, stage_cpu_ns: dict[str, float], *, top: int = DEFAULT_TOP) -> list[pa.Table]:
+def top_cpu(
+    ops: pa.Table, self_ns: np.ndarray, stage_cpu_ns: dict[str, float], *, top: int = DEFAULT_TOP
+) -> list[pa.Table]:
     """Top cpu_ops per stage by CPU self time (ops: placed cpu_ops, same order as ``self_ns``)."""
     if ops.num_rows == 0:
         return []
@@ -79,7 +81,9 @@ def top_cpu(ops: pa.Table, self_ns: np.ndarray, stage_cpu_ns: dict[str, float], 
         if not mask.any():
             continue
         tables.append(
-            _top(names.filter(pa.array(mask)), self_ns[mask], stage, KIND_CPU_OPERATOR, stage_cpu_ns.get(stage, 0.0), top)
+            _top(
+                names.filter(pa.array(mask)), self_ns[mask], stage, KIND_CPU_OPERATOR, stage_cpu_ns.get(stage, 0.0), top
+            )
         )
     return tables
 

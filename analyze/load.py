@@ -88,6 +88,8 @@ def load_trace(run_dir: Path) -> TraceTables:
         gpu_ops=gpu_ops.select(
             [*CHUNK_KEYS, "cat", "name", "ts_ns", "dur_ns", "correlation", "external_id"]
         ).unify_dictionaries(),
-        cpu_ops=cpu_ops.select([*CHUNK_KEYS, "name", "ts_ns", "dur_ns", "pid", "tid", "external_id"]).unify_dictionaries(),
+        cpu_ops=cpu_ops.select(
+            [*CHUNK_KEYS, "name", "ts_ns", "dur_ns", "pid", "tid", "external_id"]
+        ).unify_dictionaries(),
         chunks=_chunk_windows(table),
     )

@@ -1,7 +1,8 @@
 """The capture's independent clock (PREDICTIONS) per image and stage, and the check against it.
 
-Like is compared with like: on ``cuda_event`` runs the GPU span of a stage, on
-``perf_counter`` runs its CPU time; the decode reference covers only the traced steps.
+Like is compared with like: on ``cuda_event`` runs the stage's ranges projected onto the GPU
+stream (``gpu_range_ms``, what a pair of CUDA events measures), on ``perf_counter`` runs their
+CPU time; the decode reference covers only the traced steps.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from analyze.keys import image_key
 from dsocr import schema
 
 STATUS_OK = "ok"
-MEASURE_GPU_SPAN = "gpu_span_ms"
+MEASURE_GPU_RANGE = "gpu_range_ms"
 MEASURE_CPU = "cpu_ms"
 
 
@@ -95,8 +96,8 @@ def timings_table(predictions: pa.Table, measured: pa.Table, ranges: pa.Table, *
             found = by_image.get((rank, prediction["image_index"], stage), {})
             measure = None
             if found:
-                gpu = prediction["timing_clock"] == CLOCK_CUDA_EVENT and found.get("gpu_span_ms") is not None
-                measure = MEASURE_GPU_SPAN if gpu else MEASURE_CPU
+                gpu = prediction["timing_clock"] == CLOCK_CUDA_EVENT and found.get("gpu_range_ms") is not None
+                measure = MEASURE_GPU_RANGE if gpu else MEASURE_CPU
             reference = _reference(prediction, stage, traced.get(key), has_trace and bool(found))
             generated = prediction["generated_tokens"]
             rows.append(
@@ -113,6 +114,7 @@ def timings_table(predictions: pa.Table, measured: pa.Table, ranges: pa.Table, *
                     "steps_traced": found.get("steps_traced") if stage == STAGE_DECODE else None,
                     "steps_total": max(generated - 1, 0) if stage == STAGE_DECODE and generated else None,
                     "check_measure": measure if reference is not None else None,
+                    "gpu_range_ms": found.get("gpu_range_ms"),
                 }
             )
     return pa.Table.from_pylist(rows, schema=schema.TIMINGS)

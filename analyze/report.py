@@ -41,7 +41,7 @@ def _share(value: float | None) -> str:
     return DASH if value is None else f"{value * PERCENT:.1f}%"
 
 
-_MEASURE_LABEL = {"gpu_span_ms": "GPU span vs CUDA events", "cpu_ms": "CPU time vs perf_counter"}
+_MEASURE_LABEL = {"gpu_range_ms": "GPU range vs CUDA events", "cpu_ms": "CPU vs perf_counter"}
 
 
 def _check_caption(summary: dict[str, Any]) -> str | None:
@@ -66,7 +66,7 @@ def _stage_table(summary: dict[str, Any]) -> Table:
     table.add_row("images", *[str(figures["images"]) for figures in stages])
     rows = [("CPU", "cpu_ms")] if present else []
     if device:
-        rows += [("GPU busy", "gpu_busy_ms"), ("GPU span", "gpu_span_ms")]
+        rows += [("GPU busy", "gpu_busy_ms"), ("GPU span", "gpu_span_ms"), ("GPU range", "gpu_range_ms")]
     rows.append(("reference", "reference_ms"))
     for label, name in rows:
         table.add_row(label, *[_pair(figures[name]) for figures in stages])
@@ -115,7 +115,12 @@ def _top_table(summary: dict[str, Any]) -> Table | None:
     for stage in STAGES:
         for row in [row for row in rows if row["stage"] == stage][:TOP_SHOWN]:
             table.add_row(
-                stage, row["name"], str(row["calls"]), _num(row["total_ms"]), _num(row["mean_us"], 1), _share(row["share"])
+                stage,
+                row["name"],
+                str(row["calls"]),
+                _num(row["total_ms"]),
+                _num(row["mean_us"], 1),
+                _share(row["share"]),
             )
     return table
 

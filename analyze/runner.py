@@ -13,8 +13,8 @@ import pyarrow.compute as pc
 from analyze.attribution import GpuWork, attribute_gpu_ops, operator_names, place
 from analyze.categories import NS_PER_MS, RANGE_DECODE_STEP, RANGE_PREFILL, RANGE_VISION
 from analyze.cpu_self import self_time_ns
-from analyze.keys import image_key, step_key
 from analyze.kernels import DEFAULT_TOP, kernels_table, top_cpu, top_gpu
+from analyze.keys import image_key, step_key
 from analyze.latency import latency_table
 from analyze.load import TraceTables, load_trace
 from analyze.ranges import LANE_KEYS, Ranges, clean_ranges
@@ -135,8 +135,11 @@ def analyze_run(run_dir: Path, *, top: int = DEFAULT_TOP, write: bool = True) ->
     if has_trace:
         ranges, gpu, measured, kernels = _analyze_trace(trace, top=top)
     else:
-        ranges, gpu, measured, kernels = clean_ranges(trace.ranges, trace.chunks), None, MEASURED.empty_table(), (
-            kernels_table([])
+        ranges, gpu, measured, kernels = (
+            clean_ranges(trace.ranges, trace.chunks),
+            None,
+            MEASURED.empty_table(),
+            (kernels_table([])),
         )
     timings = timings_table(predictions, measured, ranges.table, has_trace=has_trace)
     latency = latency_table(predictions, ranges.table)

@@ -17,7 +17,7 @@ from analyze.categories import (
     STAGE_VISION,
     STAGES,
 )
-from analyze.intervals import union_by_group
+from analyze.intervals import running_max_before, union_by_group
 from analyze.keys import image_key, split_image_key, step_key
 
 MEASURED = pa.schema(
@@ -30,6 +30,7 @@ MEASURED = pa.schema(
         pa.field("gpu_span_ms", pa.float64()),
         pa.field("kernel_count", pa.int64()),
         pa.field("steps_traced", pa.int32()),
+        pa.field("gpu_range_ms", pa.float64()),
     ]
 )
 
@@ -56,14 +57,15 @@ def _cpu_by_image(ranges: pa.Table) -> dict[str, dict[int, tuple[float, int | No
     for range_stage, stage_name in ((RANGE_VISION, STAGE_VISION), (RANGE_PREFILL, STAGE_PREFILL)):
         mask = stage == range_stage
         result[stage_name] = {
-            int(k): (float(d) / NS_PER_MS, None)
-            for k, d in zip(keys[mask], durations.to_numpy()[mask], strict=True)
+            int(k): (float(d) / NS_PER_MS, None) for k, d in zip(keys[mask], durations.to_numpy()[mask], strict=True)
         }
     mask = stage == RANGE_DECODE_STEP
     unique, inverse, counts = np.unique(keys[mask], return_inverse=True, return_counts=True)
     sums = np.zeros(unique.size, dtype=np.int64)
     np.add.at(sums, inverse, durations.to_numpy()[mask])
-    result[STAGE_DECODE] = {int(k): (float(s) / NS_PER_MS, int(c)) for k, s, c in zip(unique, sums, counts, strict=True)}
+    result[STAGE_DECODE] = {
+        int(k): (float(s) / NS_PER_MS, int(c)) for k, s, c in zip(unique, sums, counts, strict=True)
+    }
     text = {}
     for key, (prefill_ms, _) in result[STAGE_PREFILL].items():
         if key in result[STAGE_VISION]:
@@ -97,6 +99,48 @@ def _gpu_by_image(work: pa.Table) -> dict[str, dict[int, tuple[float, float, int
             int(k): (float(b) / NS_PER_MS, float(s) / NS_PER_MS, int(kernels.get(int(k), 0)))
             for k, b, s in zip(union.keys, union.busy_ns, span, strict=True)
         }
+    # Kernels launched before vision and after it make prefill_text's own first-to-last span
+    # cover vision too; like its CPU time, its span is prefill's minus vision's.
+    for key, (busy, _, count) in result[STAGE_PREFILL_TEXT].items():
+        prefill_span = result[STAGE_PREFILL].get(key, (0.0, 0.0, 0))[1]
+        vision_span = result[STAGE_VISION].get(key, (0.0, 0.0, 0))[1]
+        result[STAGE_PREFILL_TEXT][key] = (busy, prefill_span - vision_span, count)
+    return result
+
+
+def _stream_ms(ranges: pa.Table, work: pa.Table) -> dict[str, dict[int, float]]:
+    """Per stage, image key -> the ranges projected onto the GPU stream, in ms.
+
+    A range occupies the stream from ``max(CPU start, GPU free)`` to ``max(CPU end, GPU free)``,
+    where "GPU free at t" is the latest end of the work launched before t: exactly what a pair of
+    CUDA events recorded at the range's ends measures (one stream; idle time included).
+    """
+    launched = work.filter(pc.is_valid(work["launch_ns"]))
+    op_keys = image_key(launched)
+    launch = launched["launch_ns"].to_numpy()
+    ends = launched["ts_ns"].to_numpy() + launched["dur_ns"].to_numpy()
+    keys = image_key(ranges)
+    starts, stops = ranges["start_ns"].to_numpy(), ranges["end_ns"].to_numpy()
+    begin = np.maximum(starts, running_max_before(op_keys, launch, ends, keys, starts))
+    finish = np.maximum(stops, running_max_before(op_keys, launch, ends, keys, stops))
+    lengths = finish - begin
+    stage = ranges["stage"].to_numpy(zero_copy_only=False)
+    result: dict[str, dict[int, float]] = {}
+    for range_stage, name in (
+        (RANGE_VISION, STAGE_VISION),
+        (RANGE_PREFILL, STAGE_PREFILL),
+        (RANGE_DECODE_STEP, STAGE_DECODE),
+    ):
+        mask = stage == range_stage
+        unique, inverse = np.unique(keys[mask], return_inverse=True)
+        totals = np.zeros(unique.size, dtype=np.int64)
+        np.add.at(totals, inverse, lengths[mask])
+        result[name] = {int(k): float(v) / NS_PER_MS for k, v in zip(unique, totals, strict=True)}
+    result[STAGE_PREFILL_TEXT] = {
+        key: value - result[STAGE_VISION][key]
+        for key, value in result[STAGE_PREFILL].items()
+        if key in result[STAGE_VISION]
+    }
     return result
 
 
@@ -108,19 +152,27 @@ def measure_stages(ranges: pa.Table, work: pa.Table, *, has_device_time: bool) -
     """
     cpu = _cpu_by_image(ranges)
     gpu = _gpu_by_image(work)
+    stream = _stream_ms(ranges, work) if has_device_time else {}
     images = sorted({key for stage in cpu.values() for key in stage})
-    rows: dict[str, list] = {name: [] for name in MEASURED.names}
+    rows = []
     for key in images:
-        rank, image = split_image_key(np.array([key]))
+        rank, image = (int(part[0]) for part in split_image_key(np.array([key])))
         for stage in STAGES:
             cpu_ms, steps = cpu[stage].get(key, (None, None))
             if cpu_ms is None:
                 continue
             busy, span, count = gpu[stage].get(key, (0.0, 0.0, 0)) if has_device_time else (None, None, None)
-            for name, value in zip(
-                MEASURED.names,
-                (int(rank[0]), int(image[0]), stage, cpu_ms, busy, span, count, steps),
-                strict=True,
-            ):
-                rows[name].append(value)
-    return pa.Table.from_pydict(rows, schema=MEASURED)
+            rows.append(
+                {
+                    "rank": rank,
+                    "image_index": image,
+                    "stage": stage,
+                    "cpu_ms": cpu_ms,
+                    "gpu_busy_ms": busy,
+                    "gpu_span_ms": span,
+                    "kernel_count": count,
+                    "steps_traced": steps,
+                    "gpu_range_ms": stream[stage].get(key) if has_device_time else None,
+                }
+            )
+    return pa.Table.from_pylist(rows, schema=MEASURED)

@@ -91,12 +91,11 @@ def _logging_to(run_dir: Path, warnings: list[str], console: Console) -> Iterato
         file_handler.close()
 
 
-def _image_list(config: CaptureConfig, run_dir: Path, previous: dict[str, Any] | None) -> list[Path]:
+def _user_images(config: CaptureConfig, previous: dict[str, Any] | None) -> list[Path] | None:
+    """The run's images when they come from the user or a resumed run; None means sample pages."""
     if previous is not None and previous.get("image_paths"):
         return [Path(path) for path in previous["image_paths"]]
-    if not config.images:
-        return write_sample_images(run_dir / SAMPLES_DIR)
-    return discover_images(config.images)
+    return discover_images(config.images) if config.images else None
 
 
 def _done_indices(run_dir: Path) -> set[int]:
@@ -171,8 +170,9 @@ def _profile_all(
                 pending.items.append((row, image_trace))
                 rows.extend(pending.write_finished(run_dir, wait=False))
                 progress.update(task, advance=1, last=_tokens_per_second(row))
-        rows.extend(pending.write_finished(run_dir, wait=True))
     finally:
+        # Finished images are kept whatever stops the loop (Ctrl-C included): --resume skips them.
+        rows.extend(pending.write_finished(run_dir, wait=True))
         tracer.close()
     pending_json = run_dir / TRACE_DIR / ".pending"
     if pending_json.is_dir() and not any(pending_json.iterdir()):
@@ -205,12 +205,14 @@ def run(config: CaptureConfig, *, console: Console | None = None, loaded: Loaded
     """
     console = console or Console(stderr=True)
     run_dir = config.out
+    # Everything that can reject the command runs before the first byte is written.
     previous = check_resumable(run_dir, config)
+    images = _user_images(config, previous)
+    loaded = loaded or load_model(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     warnings: list[str] = list(previous.get("warnings", [])) if previous else []
     with _logging_to(run_dir, warnings, console):
-        images = _image_list(config, run_dir, previous)
-        loaded = loaded or load_model(config)
+        images = images or write_sample_images(run_dir / SAMPLES_DIR)
         log.info("model %s: %s", loaded.model_id, loaded.describe())
         record = start_record(config, loaded, images, previous)
         record["warnings"] = warnings

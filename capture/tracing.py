@@ -21,6 +21,9 @@ from capture.trace_convert import convert_chunk
 from dsocr.rundir import TRACE_DIR
 
 PENDING_DIR = ".pending"
+
+# Clearing events at the end of each cycle is the point here: each cycle is flushed to Parquet.
+warnings.filterwarnings("ignore", message=".*Profiler clears events at the end of each cycle.*")
 CONVERTER_PROCESSES = 1
 
 
@@ -112,11 +115,8 @@ class TraceWriter:
             future = self._pool.submit(convert_chunk, str(json_path), str(parquet_path), image_index, self._rank, chunk)
             image_trace.futures.append(future)
 
-        with warnings.catch_warnings():
-            # Clearing events at each cycle is the point: each cycle is flushed to Parquet.
-            warnings.filterwarnings("ignore", message=".*Profiler clears events at the end of each cycle.*")
-            profiler = profile(activities=self._activities, schedule=self._schedule, on_trace_ready=flush)
-            profiler.start()
+        profiler = profile(activities=self._activities, schedule=self._schedule, on_trace_ready=flush)
+        profiler.start()
         try:
             yield profiler.step, image_trace
         finally:

@@ -14,8 +14,6 @@ from dsocr._app import JsonOption, RunDirArg, app
 from dsocr.errors import BadInputError
 
 
-
-
 @app.command()
 def analyze(
     run_dir: RunDirArg,

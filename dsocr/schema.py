@@ -100,8 +100,10 @@ TIMINGS = _versioned(
         pa.field("reference_rel_diff", pa.float64()),
         pa.field("steps_traced", pa.int32()),
         pa.field("steps_total", pa.int32()),
-        # Which measured column reference_rel_diff compares: "gpu_span_ms" or "cpu_ms".
+        # Which measured column reference_rel_diff compares: "gpu_range_ms" or "cpu_ms".
         pa.field("check_measure", pa.string()),
+        # The stage's ranges projected onto the GPU stream (what CUDA events around them measure).
+        pa.field("gpu_range_ms", pa.float64()),
     ],
 )
 

@@ -91,7 +91,7 @@ def outline_width(label: str, style: RenderStyle) -> int:
 
 def _area(pixels: PixelBox) -> int:
     x1, y1, x2, y2 = pixels
-    return (x2 - x1 + 1) * (y2 - y1 + 1)
+    return (x2 - x1) * (y2 - y1)
 
 
 def draw_boxes(image: Image.Image, placed: list[PlacedBox], style: RenderStyle) -> int:

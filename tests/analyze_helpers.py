@@ -3,6 +3,7 @@ real captures (session fixtures), and plain-loop computations to check the vecto
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -93,8 +94,10 @@ class _Trace:
                 )  # fmt: skip
             if self.spec.gpu:
                 cat = "gpu_memcpy" if index == kernels - 1 and kernels > 2 else "kernel"
-                name = "Memcpy HtoD (Pageable -> Device)" if cat == "gpu_memcpy" else self.rng.choice(
-                    ("gemm_bf16", "flash_fwd", ODD_NAME, "rmsnorm")
+                name = (
+                    "Memcpy HtoD (Pageable -> Device)"
+                    if cat == "gpu_memcpy"
+                    else self.rng.choice(("gemm_bf16", "flash_fwd", ODD_NAME, "rmsnorm"))
                 )
                 self.event(
                     cat, name, launch_ts + 4_000 + self.rng.randrange(0, 3_000), self.rng.randrange(1_000, 40_000),
@@ -157,7 +160,14 @@ def plain_stage_figures(rows: list[dict[str, Any]]) -> dict[tuple[int, str], dic
     for row in rows:
         if row["cat"] in ("cuda_runtime", "cuda_driver") and row.get("correlation") is not None:
             launches.setdefault((row["image_index"], row["chunk"], row["correlation"]), row)
-    ranges = [row for row in rows if row["cat"] == "user_annotation" and row.get("range_stage")]
+    # Ranges per thread and stage, sorted by start, searched with bisect (plain Python).
+    by_lane: dict[tuple, list[tuple[int, int, int | None]]] = defaultdict(list)
+    for r in rows:
+        if r["cat"] == "user_annotation" and r.get("range_stage") in ("vision", "prefill", "decode_step"):
+            lane = (r["image_index"], r["pid"], r["tid"], r["range_stage"])
+            by_lane[lane].append((r["ts_ns"], r["ts_ns"] + r["dur_ns"], r.get("range_step")))
+    for intervals in by_lane.values():
+        intervals.sort()
     buckets: dict[tuple[int, str], list[tuple[int, int, str]]] = defaultdict(list)
     step_spans: dict[tuple[int, int], list[int]] = {}
     for op in rows:
@@ -167,10 +177,11 @@ def plain_stage_figures(rows: list[dict[str, Any]]) -> dict[tuple[int, str], dic
         if launch is None:
             continue
         inside = {}
-        for r in ranges:
-            same_thread = (r["image_index"], r["pid"], r["tid"]) == (launch["image_index"], launch["pid"], launch["tid"])
-            if same_thread and r["ts_ns"] <= launch["ts_ns"] < r["ts_ns"] + r["dur_ns"]:
-                inside[r["range_stage"]] = r.get("range_step")
+        for stage in ("vision", "prefill", "decode_step"):
+            intervals = by_lane.get((launch["image_index"], launch["pid"], launch["tid"], stage), [])
+            position = bisect.bisect_right(intervals, (launch["ts_ns"], float("inf"), 0)) - 1
+            if position >= 0 and intervals[position][0] <= launch["ts_ns"] < intervals[position][1]:
+                inside[stage] = intervals[position][2]
         stages = []
         if "vision" in inside:
             stages.append("vision")
@@ -205,7 +216,40 @@ def plain_stage_figures(rows: list[dict[str, Any]]) -> dict[tuple[int, str], dic
             "gpu_span_ms": span / NS_PER_MS,
             "kernel_count": sum(1 for *_, cat in intervals if cat == "kernel"),
         }
+    for (image, stage), figures in result.items():
+        if stage == "prefill_text":  # like its CPU time: prefill's span minus vision's
+            figures["gpu_span_ms"] = (
+                result[(image, "prefill")]["gpu_span_ms"] - result[(image, "vision")]["gpu_span_ms"]
+            )
     return result
+
+
+def plain_stream_ms(rows: list[dict[str, Any]]) -> dict[tuple[int, str], float]:
+    """Per (image, stage): the ranges as a CUDA-event pair around them would see the stream,
+    ``max(end, GPU free at end) - max(start, GPU free at start)``, with plain loops."""
+    launches = {}
+    for row in rows:
+        if row["cat"] in ("cuda_runtime", "cuda_driver") and row.get("correlation") is not None:
+            launches.setdefault((row["image_index"], row["chunk"], row["correlation"]), row)
+    done: dict[int, list[tuple[int, int]]] = defaultdict(list)  # image -> (launch, end)
+    for op in rows:
+        launch = launches.get((op["image_index"], op["chunk"], op.get("correlation")))
+        if op["cat"] in ("kernel", "gpu_memcpy", "gpu_memset") and launch is not None:
+            done[op["image_index"]].append((launch["ts_ns"], op["ts_ns"] + op["dur_ns"]))
+
+    def free(image: int, t: int) -> int:
+        return max((end for launched, end in done[image] if launched < t), default=t)
+
+    result: dict[tuple[int, str], float] = defaultdict(float)
+    names = {"vision": "vision", "prefill": "prefill", "decode_step": "decode"}
+    for r in rows:
+        if r["cat"] == "user_annotation" and r.get("range_stage") in names:
+            start, end = r["ts_ns"], r["ts_ns"] + r["dur_ns"]
+            length = max(end, free(r["image_index"], end)) - max(start, free(r["image_index"], start))
+            result[(r["image_index"], names[r["range_stage"]])] += length / NS_PER_MS
+    for image in {image for image, _ in result}:
+        result[(image, "prefill_text")] = result[(image, "prefill")] - result[(image, "vision")]
+    return dict(result)
 
 
 def write_run(

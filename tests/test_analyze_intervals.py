@@ -14,9 +14,7 @@ from analyze.stats import grouped_quantiles
 
 BIG = 1_795_900_000_000_000_000  # absolute ns, as in real traces
 
-intervals = st.lists(
-    st.tuples(st.integers(0, 3), st.integers(-200, 200), st.integers(0, 60)), min_size=0, max_size=40
-)
+intervals = st.lists(st.tuples(st.integers(0, 3), st.integers(-200, 200), st.integers(0, 60)), min_size=0, max_size=40)
 
 
 def _plain_union(pairs: list[tuple[int, int]]) -> int:
@@ -65,7 +63,7 @@ def test_locate_matches_a_plain_scan(raw_ranges: list[tuple[int, int, int]], poi
     # Keep ranges of one lane disjoint, as locate requires: drop any that overlaps an earlier one.
     ranges: list[tuple[int, int, int]] = []
     for lane, start, length in raw_ranges:
-        if all(l != lane or start + length <= s or e <= start for l, s, e in ranges):
+        if all(other != lane or start + length <= s or e <= start for other, s, e in ranges):
             ranges.append((lane, start, start + length))
     found = locate(
         np.array([lane for lane, _ in points], dtype=np.int64),
@@ -75,7 +73,7 @@ def test_locate_matches_a_plain_scan(raw_ranges: list[tuple[int, int, int]], poi
         np.array([BIG + e for _, _, e in ranges], dtype=np.int64),
     )
     for (lane, t), got in zip(points, found, strict=True):
-        matches = [i for i, (l, s, e) in enumerate(ranges) if l == lane and s <= t < e]
+        matches = [i for i, (other, s, e) in enumerate(ranges) if other == lane and s <= t < e]
         assert got == (matches[0] if matches else NOT_FOUND)
 
 
@@ -114,7 +112,7 @@ def _nested_ops(depths: list[int]) -> list[tuple[int, int, int]]:
 def test_self_time_matches_a_stack_walk(sizes: list[int]) -> None:
     ops = _nested_ops(sizes)
     got = self_time_ns(
-        np.array([l for l, _, _ in ops]), np.array([BIG + s for _, s, _ in ops]), np.array([d for _, _, d in ops])
+        np.array([lane for lane, _, _ in ops]), np.array([BIG + s for _, s, _ in ops]), np.array([d for _, _, d in ops])
     )
     assert got.tolist() == _plain_self_times(ops)
 

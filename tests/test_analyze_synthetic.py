@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from analyze_helpers import NS_PER_MS, ImageSpec, invoke, plain_stage_figures, write_run
+from analyze_helpers import NS_PER_MS, ImageSpec, invoke, plain_stage_figures, plain_stream_ms, write_run
 
 from dsocr import schema
 
@@ -55,6 +55,8 @@ def test_gpu_figures_match_a_plain_loop_attribution(gpu_run: tuple[Path, list[di
         assert row["gpu_busy_ms"] == pytest.approx(figures["gpu_busy_ms"], abs=1e-9), key
         assert row["gpu_span_ms"] == pytest.approx(figures["gpu_span_ms"], abs=1e-9), key
         assert row["kernel_count"] == figures["kernel_count"], key
+    for key, stream_ms in plain_stream_ms(rows).items():
+        assert timings[key]["gpu_range_ms"] == pytest.approx(stream_ms, abs=1e-9), key
 
 
 def test_cpu_figures_and_the_check_against_the_reference(gpu_run: tuple[Path, list[dict]]) -> None:
@@ -63,7 +65,9 @@ def test_cpu_figures_and_the_check_against_the_reference(gpu_run: tuple[Path, li
     for image in (0, 1):
         vision = ranges[(image, "vision", None)]["dur_ns"] / NS_PER_MS
         prefill = ranges[(image, "prefill", None)]["dur_ns"] / NS_PER_MS
-        steps = [r["dur_ns"] / NS_PER_MS for (i, stage, _), r in ranges.items() if i == image and stage == "decode_step"]
+        steps = [
+            r["dur_ns"] / NS_PER_MS for (i, stage, _), r in ranges.items() if i == image and stage == "decode_step"
+        ]
         assert timings[(image, "vision")]["cpu_ms"] == pytest.approx(vision)
         assert timings[(image, "prefill")]["cpu_ms"] == pytest.approx(prefill)
         assert timings[(image, "prefill_text")]["cpu_ms"] == pytest.approx(prefill - vision)
@@ -72,8 +76,8 @@ def test_cpu_figures_and_the_check_against_the_reference(gpu_run: tuple[Path, li
         # in the list; only the traced ones may enter the decode reference.
         decode = timings[(image, "decode")]
         assert decode["reference_ms"] == pytest.approx(sum(steps) * 1.01)
-        assert decode["check_measure"] == "gpu_span_ms"
-        expected = (decode["gpu_span_ms"] - decode["reference_ms"]) / decode["reference_ms"]
+        assert decode["check_measure"] == "gpu_range_ms"
+        expected = (decode["gpu_range_ms"] - decode["reference_ms"]) / decode["reference_ms"]
         assert decode["reference_rel_diff"] == pytest.approx(expected)
     assert timings[(0, "decode")]["steps_traced"] == 6 and timings[(0, "decode")]["steps_total"] == 6
     assert timings[(1, "decode")]["steps_traced"] == 5 and timings[(1, "decode")]["steps_total"] == 11
@@ -126,7 +130,11 @@ def test_top_kernels_match_a_plain_sum_by_name(gpu_run: tuple[Path, list[dict]])
     calls: dict[str, int] = defaultdict(int)
     for op in rows:
         launch = launches.get((op["image_index"], op["chunk"], op.get("correlation")))
-        if op["cat"] not in ("kernel", "gpu_memcpy") or launch is None or launch["tid"] != op["tid"] * 0 + launch["tid"]:
+        if (
+            op["cat"] not in ("kernel", "gpu_memcpy")
+            or launch is None
+            or launch["tid"] != op["tid"] * 0 + launch["tid"]
+        ):
             continue
         if any(
             s["image_index"] == op["image_index"] and s["tid"] == launch["tid"]
@@ -188,7 +196,7 @@ def test_run_without_trace_reports_the_reference(tmp_path: Path) -> None:
 def test_a_range_cut_by_the_flush_window_is_counted_and_left_out(tmp_path: Path) -> None:
     rows = write_run(tmp_path, [ImageSpec(0, generated_tokens=4)])
     last_end = max(r["ts_ns"] + r["dur_ns"] for r in rows)
-    cut = [r for r in rows if r.get("range_step") == 3 and r["cat"] == "user_annotation"][0]
+    cut = next(r for r in rows if r.get("range_step") == 3 and r["cat"] == "user_annotation")
     cut["dur_ns"] = last_end - cut["ts_ns"] + 10  # the profiler closed it at the cycle's end
     from dsocr import rundir
 

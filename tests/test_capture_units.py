@@ -1,0 +1,141 @@
+"""The pieces of capture that are plain logic: token caps, schedules, image discovery, tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from torch.profiler import ProfilerAction
+
+from capture.config import SamplingSchedule, parse_max_new_tokens
+from capture.images import discover_images
+from capture.limits import FALLBACK_DECODE_CEILING, ContextLimit, find_context_limit, resolve_cap, stop_reason
+from capture.schedule import full_schedule, sampled_records, sampled_schedule
+from capture.tokenizer import EOS_TOKEN, build_tokenizer
+from capture.trace_convert import events_to_table
+from dsocr.errors import BadInputError
+
+
+@pytest.mark.parametrize(("text", "expected"), [("inf", None), ("INF", None), (" Inf ", None), ("1", 1), ("512", 512)])
+def test_max_new_tokens_parsing(text: str, expected: int | None) -> None:
+    assert parse_max_new_tokens(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "-3", "1.5", "infinity", ""])
+def test_max_new_tokens_rejects(text: str) -> None:
+    with pytest.raises(BadInputError, match="--max-new-tokens must be an integer >= 1 or 'inf'"):
+        parse_max_new_tokens(text)
+
+
+def test_context_limit_prefers_the_text_config() -> None:
+    config = SimpleNamespace(text_config=SimpleNamespace(max_position_embeddings=8192), max_position_embeddings=512)
+    assert find_context_limit(config) == ContextLimit(8192, "text_config.max_position_embeddings")
+    flat = SimpleNamespace(n_positions=1024)
+    assert find_context_limit(flat) == ContextLimit(1024, "config.n_positions")
+    windowed = SimpleNamespace(text_config=SimpleNamespace(sliding_window=4096))
+    assert find_context_limit(windowed) == ContextLimit(4096, "text_config.sliding_window")
+    assert find_context_limit(SimpleNamespace(hidden_size=64)) == ContextLimit(None, None)
+
+
+def test_inf_is_bounded_by_the_model_limit() -> None:
+    cap = resolve_cap(None, 1157, ContextLimit(8192, "text_config.max_position_embeddings"))
+    assert (cap.max_new_tokens, cap.reason_at_cap, cap.warning) == (7035, "model_limit", None)
+
+
+def test_inf_without_a_limit_uses_the_named_fallback_and_warns() -> None:
+    cap = resolve_cap(None, 1157, ContextLimit(None, None))
+    assert cap.max_new_tokens == FALLBACK_DECODE_CEILING == 4096
+    assert cap.reason_at_cap == "fallback_ceiling"
+    assert "FALLBACK_DECODE_CEILING=4096" in cap.warning
+
+
+def test_integer_caps() -> None:
+    limit = ContextLimit(1280, "text_config.max_position_embeddings")
+    assert resolve_cap(8, 1157, limit).max_new_tokens == 8
+    assert resolve_cap(8, 1157, limit).reason_at_cap == "max_new_tokens"
+    capped = resolve_cap(500, 1157, limit)
+    assert (capped.max_new_tokens, capped.reason_at_cap) == (123, "model_limit")
+    assert "capped at 123" in capped.warning
+    with pytest.raises(BadInputError, match="fills the model's context"):
+        resolve_cap(None, 1280, limit)
+
+
+def test_stop_reason() -> None:
+    cap = resolve_cap(None, 10, ContextLimit(20, "x"))
+    assert stop_reason(3, True, cap) == "eos"
+    assert stop_reason(10, False, cap) == "model_limit"
+    with pytest.raises(AssertionError):
+        stop_reason(3, False, cap)
+
+
+def test_sampled_schedule_windows() -> None:
+    sampling = SamplingSchedule(first_steps=2, window_steps=2, window_every=8)
+    traced = [step for step in range(30) if sampled_records(step, sampling)]
+    assert traced == [0, 1, 2, 8, 9, 16, 17, 24, 25]
+    action = sampled_schedule(sampling)
+    assert [action(step) for step in (0, 2, 3, 7, 8, 9)] == [
+        ProfilerAction.RECORD,
+        ProfilerAction.RECORD_AND_SAVE,
+        ProfilerAction.NONE,
+        ProfilerAction.WARMUP,
+        ProfilerAction.RECORD,
+        ProfilerAction.RECORD_AND_SAVE,
+    ]
+
+
+def test_full_schedule_flushes_every_chunk() -> None:
+    action = full_schedule(4)
+    saves = [step for step in range(13) if action(step) is ProfilerAction.RECORD_AND_SAVE]
+    assert saves == [4, 8, 12]
+
+
+def test_discovery_of_folders_lists_and_missing_paths(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "p2.PNG").write_bytes(b"x")
+    (tmp_path / "a" / "notes.md").write_text("x")
+    (tmp_path / "a" / "sub").mkdir()
+    (tmp_path / "a" / "sub" / "p1.jpg").write_bytes(b"x")
+    listing = tmp_path / "list.txt"
+    listing.write_text("a/p2.PNG\n\n# comment\nmissing.png\n")
+    found = discover_images((str(tmp_path / "a"), str(listing)))
+    assert found == [
+        (tmp_path / "a" / "p2.PNG").resolve(),
+        (tmp_path / "a" / "sub" / "p1.jpg").resolve(),
+        (tmp_path / "missing.png").resolve(),
+    ]
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing yet\n")
+    with pytest.raises(BadInputError, match="no images found"):
+        discover_images((str(empty),))
+
+
+def test_tokenizer_round_trips_grounding_markup() -> None:
+    tokenizer = build_tokenizer()
+    text = "<|ref|>title<|/ref|><|det|>[[1, 2, 3, 4]]<|/det|>\nÜber 数字" + EOS_TOKEN
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    assert tokenizer.decode(ids) == text
+    assert tokenizer.bos_token_id == 0 and tokenizer.eos_token_id == 1
+    assert tokenizer("x").input_ids[0] == tokenizer.bos_token_id
+
+
+def test_trace_conversion_keeps_complete_events_and_parses_ranges() -> None:
+    trace = {
+        "baseTimeNanoseconds": 1_000_000_000,
+        "traceEvents": [
+            {"ph": "M", "name": "process_name", "pid": 1, "tid": 0, "args": {"name": "python"}},
+            {"ph": "X", "cat": "user_annotation", "name": "dsocr.decode_step#7", "pid": 1, "tid": 2,
+             "ts": 10.5, "dur": 2.25, "args": {"External id": 9}},
+            {"ph": "X", "cat": "kernel", "name": "gemm", "pid": 0, "tid": 7, "ts": 11.0, "dur": 1.0,
+             "args": {"device": 0, "stream": 7, "correlation": 42, "External id": 9}},
+            {"ph": "f", "cat": "ac2g", "name": "flow", "pid": 0, "tid": 7, "ts": 11.0, "id": 42},
+        ],
+    }  # fmt: skip
+    table = events_to_table(trace, image_index=3, rank=0, chunk=1)
+    rows = table.to_pylist()
+    assert len(rows) == 2
+    annotation, kernel = rows
+    assert annotation["ts_ns"] == 1_000_010_500 and annotation["dur_ns"] == 2250
+    assert (annotation["range_stage"], annotation["range_step"]) == ("decode_step", 7)
+    assert (kernel["correlation"], kernel["device"], kernel["stream"], kernel["range_stage"]) == (42, 0, 7, None)
+    assert {row["image_index"] for row in rows} == {3}
