@@ -106,8 +106,9 @@ class TraceWriter:
             json_path.parent.mkdir(parents=True, exist_ok=True)
             profiler.export_chrome_trace(str(json_path))
             image_trace.json_bytes += json_path.stat().st_size
-            # Each cycle's results sit in reference cycles until a full collection; an inf
-            # capture on the H200 (110 cycles, one image) reached 9.5 GB RSS before this.
+            # A cycle's results sit in reference cycles until a full collection (per image this
+            # was measured: RSS grew with every image until collected). Collect per cycle too:
+            # one long image has hundreds of cycles.
             gc.collect()
             parquet_path = trace_part_path(self._run_dir, self._rank, image_index, chunk)
             parquet_path.parent.mkdir(parents=True, exist_ok=True)

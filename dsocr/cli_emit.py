@@ -41,8 +41,11 @@ def emit(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Draw each prediction's boxes into viz/<md5>/ (result_with_boxes.jpg, info.json) and
-    write predictions.jsonl, from the run's Parquet alone: no model, no GPU, no torch."""
+    """Draw each prediction's boxes into viz/<md5>/ and write predictions.jsonl (no model, no torch).
+
+    Each image folder gets result_with_boxes.jpg and info.json, made from the run's Parquet
+    alone. Images whose outputs are newer than the predictions are skipped unless --force.
+    """
     style = RenderStyle(line_width=line_width, labels=not no_labels, quality=quality, crops=crops)
     options = EmitOptions(viz_dir=viz_dir, style=style, only=tuple(only or ()), force=force, jobs=jobs)
     summary = render_run(run_dir, options)

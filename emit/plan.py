@@ -29,12 +29,12 @@ def select_md5s(only: tuple[str, ...], rows: Iterable[tuple[str, str]]) -> set[s
     """
     if not only:
         return None
-    by_path = {}
-    known = set()
+    by_path: dict[str, str] = {}
+    known: set[str] = set()
     for image_md5, image_path in rows:
         known.add(image_md5)
         by_path[image_path] = image_md5
-    selected = set()
+    selected: set[str] = set()
     for value in only:
         if value in known:
             selected.add(value)

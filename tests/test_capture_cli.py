@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -239,3 +241,41 @@ def test_resume_finishes_an_interrupted_run(
     assert record["status"] == "complete" and len(record["resumed_at"]) == 1
     trace = read_trace(run_dir, columns=["image_index"])
     assert set(trace.column("image_index").to_pylist()) == {0, 1, 2}
+
+
+def test_integer_above_the_context_is_capped_with_a_recorded_warning(tmp_path: Path, sample_pages: list[Path]) -> None:
+    run_dir = tmp_path / "run"
+    result = run_capture(sample_pages[1], "--out", run_dir, "--max-new-tokens", "5000", "--profile", "off")
+    assert result.exit_code == 0, result.output
+    row = read_predictions(run_dir).to_pylist()[0]
+    room = EMBEDDED_CONTEXT - row["prompt_tokens"]
+    assert row["max_new_tokens_requested"] == 5000 and row["max_new_tokens_resolved"] == room
+    assert row["stop_reason"] in CAP_REASONS and row["generated_tokens"] <= room
+    warnings = read_run_json(run_dir)["warnings"]
+    assert warnings == [
+        f"--max-new-tokens 5000 exceeds the model's remaining context (text_config.max_position_embeddings "
+        f"{EMBEDDED_CONTEXT} - prompt {row['prompt_tokens']} = {room}); capped at {room}"
+    ]
+    assert f"capped at {room}" in (run_dir / "capture.log").read_text()
+
+
+def test_capture_without_torch_says_how_to_install(tmp_path: Path) -> None:
+    blocker = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in {'torch', 'transformers', 'nvtx'}:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "sys.argv = ['dsocr', 'capture', '--out', sys.argv[1]]\n"
+        "from dsocr.cli import main\n"
+        "main()\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", blocker, str(tmp_path / "run")], capture_output=True, text=True, check=False
+    )
+    assert completed.returncode == 1
+    assert completed.stderr.strip() == (
+        "Error: dsocr capture needs torch, transformers and nvtx: "
+        "pip install -e '.[capture]' (with torch==2.13.0) (torch is missing)"
+    )

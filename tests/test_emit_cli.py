@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -365,3 +366,13 @@ def test_thousands_of_boxes_render_capped_with_warnings(tmp_path: Path) -> None:
         "4000 boxes beyond the first 1000 ignored",
         "996 boxes drawn without fill: the fills already covered the page many times",
     ]
+
+
+@pytest.mark.parametrize("command", ["emit", "import"])
+def test_every_option_is_documented_in_the_run_format(command: str) -> None:
+    help_text = run_cli(command, "--help").output
+    options = set(re.findall(r"(--[a-z][a-z0-9-]+)", help_text)) - {"--help"}
+    documented = (Path(__file__).resolve().parents[1] / "docs" / "run-format.md").read_text(encoding="utf-8")
+
+    assert options
+    assert sorted(option for option in options if f"`{option}" not in documented) == []

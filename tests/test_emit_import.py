@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from emit_helpers import GOLDEN_TEXT, draw_page, read_info, read_jsonl, run_cli, write_jsonl
+from PIL import Image
 
 from dsocr import rundir, schema
 
@@ -123,3 +124,15 @@ def test_import_refuses_a_folder_that_holds_files(tmp_path: Path) -> None:
         1,
         f"Error: --out {tmp_path / 'run'} exists and is not an empty folder\n",
     )
+
+
+def test_import_records_the_size_after_exif_orientation(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 8  # stored 400x300, shown rotated 270 degrees: 300x400
+    Image.new("RGB", (400, 300), (255, 255, 255)).save(tmp_path / "r.jpg", exif=exif)
+    outputs = write_jsonl(tmp_path / "o.jsonl", [{"image": "r.jpg", "text": TEXT}])
+
+    assert run_cli("import", outputs, "--out", tmp_path / "run").exit_code == 0
+
+    table = rundir.read_predictions(tmp_path / "run")
+    assert (table.column("width").to_pylist(), table.column("height").to_pylist()) == ([300], [400])

@@ -1,0 +1,285 @@
+"""dsocr analyze against Holistic Trace Analysis on the same trace, at several sizes, in one run.
+
+For each size the real event mix of a capture (default: the committed H200 capture,
+tests/data/gpu-run) is replicated into a run of that many events: copy i becomes image i,
+its times shifted past copy i-1 and its correlation and External ids shifted by i times the
+source's largest id. Then, each tool in its own process (peak memory is that process's
+ru_maxrss):
+
+- dsocr analyze: ``analyze_run`` on the Parquet (the process wall time includes Python start-up
+  and imports; the ``analyze_run`` time is printed beside it);
+- HTA: ``TraceAnalysis`` load of the JSON that ``dsocr export-trace`` writes from the same
+  Parquet, then ``get_gpu_kernel_breakdown``; only up to ``--hta-max-events`` (HTA 0.5 needs
+  about 3 GB per million events).
+
+HTA is not a dsocr dependency: install it into a separate virtual environment and pass its
+interpreter (it pulls jupyterlab, pandas and plotly)::
+
+    python -m venv /tmp/hta-venv && /tmp/hta-venv/bin/pip install holistictraceanalysis==0.5.0
+    python bench/bench_analyze.py --hta-python /tmp/hta-venv/bin/python                 # 0.3M
+    python bench/bench_analyze.py --sizes 0.3M,3M,10M --hta-python /tmp/hta-venv/bin/python
+    python bench/bench_analyze.py --cross-check --hta-python /tmp/hta-venv/bin/python    # per range
+
+``--cross-check`` compares HTA's kernel totals per gpu_user_annotation with analyze's kernel
+totals per stage on the source run itself (docs/analysis.md explains the differences).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from analyze.attribution import attribute_gpu_ops  # noqa: E402
+from analyze.chrome import export_trace  # noqa: E402
+from analyze.load import load_trace  # noqa: E402
+from analyze.ranges import clean_ranges  # noqa: E402
+from analyze.stages import stage_masks  # noqa: E402
+from dsocr import rundir, schema  # noqa: E402
+
+DEFAULT_SOURCE = ROOT / "tests" / "data" / "gpu-run"
+DEFAULT_SIZES = "0.3M"
+DEFAULT_HTA_MAX = 3_500_000
+KIB = 1024
+MIB = 1024 * 1024
+GAP_NS = 1_000_000_000  # between replicated images
+SUFFIXES = {"k": 1_000, "m": 1_000_000}
+
+ANALYZE_CHILD = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    start = time.perf_counter()
+    from analyze.runner import analyze_run
+    imported = time.perf_counter()
+    analysis = analyze_run(Path(sys.argv[1]))
+    done = time.perf_counter()
+    stages = analysis.summary["stages"]
+    print(json.dumps({"import_s": imported - start, "analyze_s": done - imported,
+                      "kernels": {s: stages[s]["kernel_count"]["median"] for s in stages}}))
+    """
+)
+
+HTA_CHILD = textwrap.dedent(
+    """
+    import json, logging, sys, time
+    logging.disable(logging.WARNING)
+    start = time.perf_counter()
+    from hta.trace_analysis import TraceAnalysis
+    imported = time.perf_counter()
+    analyzer = TraceAnalysis(trace_dir=sys.argv[1])
+    loaded = time.perf_counter()
+    kernel_types, kernels = analyzer.get_gpu_kernel_breakdown(visualize=False)
+    done = time.perf_counter()
+    result = {"import_s": imported - start, "load_s": loaded - imported, "breakdown_s": done - loaded,
+              "kernel_rows": int(len(kernels)), "kernel_total_us": float(kernel_types["sum"].sum())}
+    if sys.argv[2] == "cross":
+        frame = analyzer.get_gpu_kernels_with_user_annotations(rank=0, expand_names=True, shortern_names=False)
+        grouped = frame.groupby("s_user_annotation")["dur"].agg(["sum", "count"])
+        result["per_annotation_us"] = {str(k): [float(v["sum"]), int(v["count"])] for k, v in grouped.iterrows()}
+        result["total_us"] = float(frame["dur"].sum())
+        result["kernel_count"] = int(len(frame))
+    print(json.dumps(result))
+    """
+)
+
+
+def parse_size(text: str) -> int:
+    """``300k``, ``0.3M``, ``3M`` or a plain integer -> events."""
+    text = text.strip().lower()
+    if text and text[-1] in SUFFIXES:
+        return int(float(text[:-1]) * SUFFIXES[text[-1]])
+    return int(text)
+
+
+def run_child(
+    command: list[str], cwd: Path, extra_env: dict[str, str] | None = None
+) -> tuple[dict[str, Any], float, float]:
+    """Run a child process; return (its JSON line, wall seconds, peak RSS MiB)."""
+    start = time.perf_counter()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(extra_env or {})}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err, cwd=cwd, env=env)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{command[0]} failed ({os.waitstatus_to_exitcode(status)}):\n{stderr[-3000:]}")
+    return json.loads(stdout.strip().splitlines()[-1]), wall, usage.ru_maxrss / KIB
+
+
+def replicate(source: Path, out: Path, events: int) -> int:
+    """Write a run of about ``events`` events made of shifted copies of ``source``'s images."""
+    trace = rundir.read_trace(source)
+    predictions = rundir.read_predictions(source)
+    copies = max(1, math.ceil(events / trace.num_rows))
+    extent = pc.max(pc.add(trace["ts_ns"], trace["dur_ns"])).as_py() - pc.min(trace["ts_ns"]).as_py()
+    id_stride = max(pc.max(trace["correlation"]).as_py() or 0, pc.max(trace["external_id"]).as_py() or 0) + 1
+    images = trace["image_index"].unique().to_pylist()
+    shutil.rmtree(out, ignore_errors=True)
+    run = json.loads((source / rundir.RUN_JSON).read_text())
+    rundir.write_json_atomic(out / rundir.RUN_JSON, {**run, "replicated_from": str(source), "copies": copies})
+    rows = []
+    for copy in range(copies):
+        shift = copy * (extent + GAP_NS)
+        for position, image in enumerate(images):
+            index = copy * len(images) + position
+            part = trace.filter(pc.equal(trace["image_index"], image))
+            part = part.set_column(0, "image_index", pa.array([index] * part.num_rows, pa.int32()))
+            part = part.set_column(part.schema.get_field_index("ts_ns"), "ts_ns", pc.add(part["ts_ns"], shift))
+            for column in ("correlation", "external_id"):
+                shifted = pc.add(part[column], copy * id_stride)
+                part = part.set_column(part.schema.get_field_index(column), column, shifted)
+            for chunk in part["chunk"].unique().to_pylist():
+                path = out / rundir.TRACE_DIR / "rank=0" / f"image{index:07d}-chunk{chunk:04d}.parquet"
+                rundir.write_table_atomic(part.filter(pc.equal(part["chunk"], chunk)).cast(schema.TRACE), path)
+        for row in predictions.to_pylist():
+            rows.append({**row, "image_index": copy * len(images) + images.index(row["image_index"])})
+    rundir.write_table_atomic(rundir.rows_to_table(rows, schema.PREDICTIONS), out / rundir.PREDICTIONS_FILE)
+    return copies * trace.num_rows
+
+
+def measure(size: int, args: argparse.Namespace) -> dict[str, Any]:
+    run_dir = args.work / f"run-{size}"
+    events = replicate(args.source, run_dir, size)
+    child, wall, rss = run_child([sys.executable, "-c", ANALYZE_CHILD, str(run_dir)], ROOT)
+    row: dict[str, Any] = {
+        "target": size,
+        "events": events,
+        "parquet_mib": sum(p.stat().st_size for p in rundir.trace_files(run_dir)) / MIB,
+        "analyze_wall_s": wall,
+        "analyze_s": child["analyze_s"],
+        "analyze_rss_mib": rss,
+    }
+    if args.hta_python and events <= args.hta_max_events:
+        hta_dir = args.work / f"hta-{size}"
+        shutil.rmtree(hta_dir, ignore_errors=True)
+        start = time.perf_counter()
+        path, _ = export_trace(run_dir, output=hta_dir / "rank-0.json")
+        row["export_s"] = time.perf_counter() - start
+        row["json_mib"] = path.stat().st_size / MIB
+        hta, hta_wall, hta_rss = run_child([str(args.hta_python), "-c", HTA_CHILD, str(hta_dir), "plain"], ROOT)
+        row |= {"hta_wall_s": hta_wall, "hta_load_s": hta["load_s"], "hta_breakdown_s": hta["breakdown_s"]}
+        row["hta_rss_mib"] = hta_rss
+        if not args.keep:
+            shutil.rmtree(hta_dir)
+    if not args.keep:
+        shutil.rmtree(run_dir)
+    return row
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    header = (
+        "| events | Parquet MiB | analyze s (process / analyze_run) | analyze Mevents/s | analyze peak MiB"
+        " | JSON MiB | HTA s (load + breakdown) | HTA peak MiB | time ratio | memory ratio |"
+    )
+    print(header)
+    print("|---" * (header.count("|") - 1) + "|")
+    for row in rows:
+        hta_s = row.get("hta_wall_s")
+        ratio_t = hta_s / row["analyze_wall_s"] if hta_s else None
+        ratio_m = row["hta_rss_mib"] / row["analyze_rss_mib"] if hta_s else None
+        print(
+            f"| {row['events']:,} | {_fmt(row['parquet_mib'])} | {_fmt(row['analyze_wall_s'], 2)} /"
+            f" {_fmt(row['analyze_s'], 2)} | {_fmt(row['events'] / row['analyze_wall_s'] / 1e6, 2)}"
+            f" | {_fmt(row['analyze_rss_mib'], 0)} | {_fmt(row.get('json_mib'), 0)}"
+            f" | {_fmt(hta_s)} ({_fmt(row.get('hta_load_s'))} + {_fmt(row.get('hta_breakdown_s'))})"
+            f" | {_fmt(row.get('hta_rss_mib'), 0)} | {_fmt(ratio_t)}x | {_fmt(ratio_m)}x |"
+        )
+
+
+def cross_check(args: argparse.Namespace) -> None:
+    """HTA's kernel totals per gpu_user_annotation beside analyze's per stage, on the source run."""
+    run_dir = args.work / "cross-check"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    shutil.copytree(args.source, run_dir, ignore=shutil.ignore_patterns(rundir.ANALYSIS_DIR))
+    path, _ = export_trace(run_dir, output=run_dir / "hta" / "rank-0.json")
+    rounded, _, _ = run_child([str(args.hta_python), "-c", HTA_CHILD, str(path.parent), "plain"], ROOT)
+    # HTA rounds each start up and each end down to whole µs by default, which turns sub-µs
+    # kernels into negative intervals that its annotation join rejects: ask it not to round.
+    hta, _, _ = run_child(
+        [str(args.hta_python), "-c", HTA_CHILD, str(path.parent), "cross"], ROOT, {"HTA_DISABLE_NS_ROUNDING": "1"}
+    )
+    # analyze's own per-stage kernel sums (all kernels, not only the top-k of kernels.parquet).
+    totals = dict.fromkeys(("vision", "prefill_text", "decode"), 0.0)
+    counts = dict.fromkeys(totals, 0)
+    trace = load_trace(run_dir)
+    work = attribute_gpu_ops(trace.gpu_ops, trace.launches, clean_ranges(trace.ranges, trace.chunks)).table
+    durations = work["dur_ns"].to_numpy()
+    for stage, mask in stage_masks(work).items():
+        if stage in totals:
+            totals[stage] = float(durations[mask].sum()) / 1e3
+            counts[stage] = int(mask.sum())
+    per_annotation = hta["per_annotation_us"]
+    hta_stage = {"vision": [0.0, 0], "prefill_text": [0.0, 0], "decode": [0.0, 0], "other": [0.0, 0]}
+    for name, (total, count) in per_annotation.items():
+        stage = {"dsocr.vision": "vision", "dsocr.prefill": "prefill_text"}.get(name)
+        stage = stage or ("decode" if name.startswith("dsocr.decode_step#") else "other")
+        hta_stage[stage][0] += total
+        hta_stage[stage][1] += count
+    print("| stage (HTA annotation) | analyze kernels | analyze µs | HTA kernels | HTA µs | difference |")
+    print("|---|---|---|---|---|---|")
+    labels = {"vision": "dsocr.vision", "prefill_text": "dsocr.prefill (leaf)", "decode": "dsocr.decode_step#*"}
+    for stage, label in labels.items():
+        ours_us, theirs_us = totals[stage], hta_stage[stage][0]
+        diff = (theirs_us - ours_us) / ours_us * 100 if ours_us else float("nan")
+        print(f"| {stage} ({label}) | {counts[stage]:,} | {ours_us:,.1f} | {hta_stage[stage][1]:,} |"
+              f" {theirs_us:,.1f} | {diff:+.2f}% |")  # fmt: skip
+    print(f"| other annotations or none (HTA) | – | – | {hta_stage['other'][1]:,} | {hta_stage['other'][0]:,.1f} | |")
+    all_ops = float(durations.sum()) / 1e3
+    print(f"| all GPU activities | {work.num_rows:,} | {all_ops:,.1f} | {hta['kernel_count']:,} |"
+          f" {hta['total_us']:,.1f} (rounded: {rounded['kernel_total_us']:,.1f}) |"
+          f" {(hta['total_us'] - all_ops) / all_ops * 100:+.2f}% |")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, help="Comma-separated event counts (300k, 0.3M, 3M, 10M).")
+    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="Run whose event mix is replicated.")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "dsocr-bench-analyze")
+    parser.add_argument("--hta-python", type=Path, help="Interpreter with holistictraceanalysis installed.")
+    parser.add_argument("--hta-max-events", type=int, default=DEFAULT_HTA_MAX, help="Largest size given to HTA.")
+    parser.add_argument("--cross-check", action="store_true", help="Per-range kernel totals against HTA, then exit.")
+    parser.add_argument("--keep", action="store_true", help="Keep the generated runs and JSON under --work.")
+    parser.add_argument("--json", type=Path, help="Also write every figure here.")
+    args = parser.parse_args()
+    if not (args.source / rundir.RUN_JSON).is_file():
+        raise SystemExit(f"--source {args.source}: not a dsocr run directory")
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.cross_check:
+        if not args.hta_python:
+            raise SystemExit("--cross-check needs --hta-python")
+        cross_check(args)
+        return
+    rows = []
+    for size in (parse_size(text) for text in args.sizes.split(",")):
+        rows.append(measure(size, args))
+        print(f"measured {rows[-1]['events']:,} events", file=sys.stderr)
+    print_table(rows)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""`just bench`: every benchmark at its default (CPU-sized) settings, one after another.
+
+Each script prints its own table of ratios measured side by side in one run. The GPU-sized
+runs and their committed results are described in bench/README.md and docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+SCRIPTS = (
+    ["range_cost.py"],
+    ["profiling_overhead.py", "--device", "cpu", "--tokens", "16", "--repeats", "1"],
+    ["bench_analyze.py"],
+    ["bench_emit.py"],
+)
+
+
+def main() -> int:
+    failed = []
+    for script, *arguments in SCRIPTS:
+        print(f"\n=== {script} {' '.join(arguments)}", flush=True)
+        if subprocess.run([sys.executable, str(BENCH / script), *arguments], check=False).returncode != 0:
+            failed.append(script)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
