@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from capture.config import CaptureConfig
+from capture.distributed import Ranks, image_size_bytes, join, shard
 from capture.images import ImageReadError, discover_images
 from capture.models import LoadedModel, load_model
 from capture.profile_image import failed_row, profile_image, warm_up
@@ -38,12 +39,11 @@ from dsocr.rundir import (
     read_predictions,
     write_prediction_part,
 )
-from dsocr.samples import write_sample_images
+from dsocr.samples import sample_image_paths, write_sample_images
 
 log = logging.getLogger("capture")
 
 SAMPLES_DIR = "samples"
-RANK = 0
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -73,8 +73,9 @@ class _Pending:
 
 
 @contextmanager
-def _logging_to(run_dir: Path, warnings: list[str], console: Console) -> Iterator[None]:
-    file_handler = logging.FileHandler(run_dir / CAPTURE_LOG, encoding="utf-8")
+def _logging_to(run_dir: Path, warnings: list[str], console: Console, rank: int) -> Iterator[None]:
+    log_name = CAPTURE_LOG if rank == 0 else f"capture-rank{rank}.log"
+    file_handler = logging.FileHandler(run_dir / log_name, encoding="utf-8")
     file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
     console_handler = logging.StreamHandler(console.file)
     console_handler.setLevel(logging.WARNING)
@@ -103,7 +104,7 @@ def _done_indices(run_dir: Path) -> set[int]:
     return {row["image_index"] for row in table.select(["image_index", "status"]).to_pylist() if row["status"] == "ok"}
 
 
-def _progress(console: Console) -> Progress:
+def _progress(console: Console, *, enabled: bool) -> Progress:
     return Progress(
         TextColumn("[bold]capture[/]"),
         BarColumn(),
@@ -111,6 +112,7 @@ def _progress(console: Console) -> Progress:
         TextColumn("{task.fields[last]}"),
         TimeElapsedColumn(),
         console=console,
+        disable=not enabled,
     )
 
 
@@ -121,32 +123,44 @@ def _tokens_per_second(row: dict[str, Any]) -> str:
     return f"{row['generated_tokens']} tok, {steps / row['decode_ms'] * 1000:.1f} tok/s decode"
 
 
+def _my_images(images: list[Path], done: set[int], ranks: Ranks) -> list[tuple[int, Path]]:
+    remaining = {index: image_size_bytes(path) for index, path in enumerate(images) if index not in done}
+    mine = shard(remaining, ranks.world_size)[ranks.rank]
+    return [(index, images[index]) for index in mine]
+
+
 def _profile_all(
-    config: CaptureConfig, loaded: LoadedModel, run_dir: Path, images: list[Path], console: Console
+    config: CaptureConfig,
+    loaded: LoadedModel,
+    run_dir: Path,
+    images: list[Path],
+    console: Console,
+    ranks: Ranks,
+    done: set[int],
 ) -> list[dict[str, Any]]:
-    done = _done_indices(run_dir)
-    todo = [(index, path) for index, path in enumerate(images) if index not in done]
+    todo = _my_images(images, done, ranks)
     if done:
         log.info("resuming: %d of %d images already done", len(done), len(images))
+    log.info("rank %d of %d: %d images", ranks.rank, ranks.world_size, len(todo))
     if config.warmup_tokens and todo:
         log.info("warm-up: %d tokens on %s", config.warmup_tokens, todo[0][1])
         try:
             warm_up(loaded, todo[0][1], config.prompt, config.warmup_tokens)
         except (ImageReadError, BadInputError) as exc:
             log.warning("warm-up skipped: %s", exc)
-    tracer = TraceWriter(config, run_dir, loaded.device, RANK)
+    tracer = TraceWriter(config, run_dir, loaded.device, ranks.rank)
     pending = _Pending()
     rows: list[dict[str, Any]] = []
     warned: set[str] = set()
     try:
-        with _progress(console) as progress:
-            task = progress.add_task("capture", total=len(images), completed=len(done), last="")
+        with _progress(console, enabled=ranks.is_leader) as progress:
+            task = progress.add_task("capture", total=len(done) + len(todo), completed=len(done), last="")
             for image_index, image_path in todo:
                 tracer.discard_image(image_index)
                 try:
                     row, image_trace, cap = profile_image(
                         config=config, loaded=loaded, tracer=tracer, image_index=image_index,
-                        image_path=image_path, rank=RANK,
+                        image_path=image_path, rank=ranks.rank,
                     )  # fmt: skip
                     if cap.warning and cap.warning not in warned:
                         warned.add(cap.warning)
@@ -155,7 +169,7 @@ def _profile_all(
                     log.error("image %d: %s", image_index, exc)
                     tracer.discard_image(image_index)
                     row, image_trace = (
-                        failed_row(config, image_index, image_path, str(exc), RANK),
+                        failed_row(config, image_index, image_path, str(exc), ranks.rank),
                         ImageTrace(image_index),
                     )
                 except torch.cuda.OutOfMemoryError:
@@ -164,7 +178,7 @@ def _profile_all(
                     log.error("image %d: %s", image_index, message)
                     tracer.discard_image(image_index)
                     row, image_trace = (
-                        failed_row(config, image_index, image_path, message, RANK),
+                        failed_row(config, image_index, image_path, message, ranks.rank),
                         ImageTrace(image_index),
                     )
                 pending.items.append((row, image_trace))
@@ -183,7 +197,7 @@ def _profile_all(
 def _summary(rows: list[dict[str, Any]], run_dir: Path, loaded: LoadedModel) -> Table:
     ok = [row for row in rows if row["status"] == "ok"]
     table = Table(title=f"dsocr capture: {loaded.model_id} on {loaded.device}", show_header=False)
-    table.add_row("images", f"{len(ok)} ok, {len(rows) - len(ok)} failed (this session)")
+    table.add_row("images", f"{len(ok)} ok, {len(rows) - len(ok)} failed")
     if ok:
         steps = [ms for row in ok for ms in row["decode_step_ms"]]
         table.add_row("generated tokens", str(sum(row["generated_tokens"] for row in ok)))
@@ -202,32 +216,53 @@ def run(config: CaptureConfig, *, console: Console | None = None, loaded: Loaded
     """Capture every image of ``config`` into ``config.out``; return the run directory.
 
     ``loaded``: a model already loaded for this config (library use: load once, capture many).
+    Under torchrun, each rank captures its shard of the images (see capture.distributed).
     """
-    console = console or Console(stderr=True)
+    ranks = join(config.device.value)
+    try:
+        return _run(config, console or Console(stderr=True), loaded, ranks)
+    finally:
+        ranks.close()
+
+
+def _run(config: CaptureConfig, console: Console, loaded: LoadedModel | None, ranks: Ranks) -> Path:
     run_dir = config.out
     # Everything that can reject the command runs before the first byte is written.
     previous = check_resumable(run_dir, config)
     images = _user_images(config, previous)
     loaded = loaded or load_model(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    warnings: list[str] = list(previous.get("warnings", [])) if previous else []
-    with _logging_to(run_dir, warnings, console):
+    ranks.barrier()  # every rank has checked --out before rank 0 writes into it
+    if ranks.is_leader:
+        run_dir.mkdir(parents=True, exist_ok=True)
         images = images or write_sample_images(run_dir / SAMPLES_DIR)
+    ranks.barrier()
+    images = images or sample_image_paths(run_dir / SAMPLES_DIR)
+    warnings: list[str] = list(previous.get("warnings", [])) if previous else []
+    with _logging_to(run_dir, warnings, console, ranks.rank):
         log.info("model %s: %s", loaded.model_id, loaded.describe())
         record = start_record(config, loaded, images, previous)
-        record["warnings"] = warnings
-        record["image_paths"] = [str(path) for path in images]
-        write_record(run_dir, record)
+        record.update(warnings=warnings, image_paths=[str(path) for path in images], world_size=ranks.world_size)
+        done = _done_indices(run_dir)
+        ranks.barrier()  # every rank has read what is done before anything new is written
+        if ranks.is_leader:
+            write_record(run_dir, record)
         loop_start = time.perf_counter()
         try:
-            rows = _profile_all(config, loaded, run_dir, images, console)
+            rows = _profile_all(config, loaded, run_dir, images, console, ranks, done)
         except KeyboardInterrupt:
-            write_record(run_dir, {**record, "status": RUN_STATUS_INTERRUPTED})
-            raise CaptureInterrupted(f"interrupted; finished images are kept, continue with --resume --out {run_dir}")
-        table = finalize_predictions(run_dir)
-        statuses = table.column("status").to_pylist()
-        ok = statuses.count("ok")
-        capture_seconds = time.perf_counter() - loop_start
-        write_record(run_dir, finish_record(record, RUN_STATUS_COMPLETE, ok, len(statuses) - ok, capture_seconds))
-    Console().print(_summary(rows, run_dir, loaded))
+            if ranks.is_leader:
+                write_record(run_dir, {**record, "status": RUN_STATUS_INTERRUPTED})
+            raise CaptureInterrupted(
+                f"interrupted; finished images are kept, continue with --resume --out {run_dir}"
+            ) from None
+        rank_seconds = time.perf_counter() - loop_start
+        per_rank = ranks.gather({"rank": ranks.rank, "images": len(rows), "capture_seconds": rank_seconds})
+        if ranks.is_leader:
+            table = finalize_predictions(run_dir)
+            statuses = table.column("status").to_pylist()
+            ok = statuses.count("ok")
+            capture_seconds = time.perf_counter() - loop_start
+            finished = finish_record(record, RUN_STATUS_COMPLETE, ok, len(statuses) - ok, capture_seconds)
+            write_record(run_dir, {**finished, "ranks": per_rank})
+            Console().print(_summary(table.to_pylist(), run_dir, loaded))
     return run_dir

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -23,7 +25,7 @@ from capture.config import (
     parse_max_new_tokens,
 )
 from dsocr._app import app
-from dsocr.errors import MissingExtraError
+from dsocr.errors import BadInputError, MissingExtraError
 
 RUNS_ROOT = Path("runs")
 INSTALL_HINT = "dsocr capture needs torch, transformers and nvtx: pip install -e '.[capture]' (with torch==2.13.0)"
@@ -33,8 +35,34 @@ def _default_out() -> Path:
     return RUNS_ROOT / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
+def _argv_from(ctx: typer.Context, out: Path) -> list[str]:
+    """This capture command as parsed, minus --gpus, with --out explicit: what every rank runs."""
+    argv = ["capture", *(ctx.params.get("images") or [])]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if param.name in ("images", "gpus") or value is None:
+            continue
+        flag = param.opts[0]
+        if param.name == "out":
+            value = out
+        if isinstance(value, bool):
+            argv += [flag] if value else []
+        else:
+            argv += [flag, str(value.value if isinstance(value, enum.Enum) else value)]
+    return argv
+
+
+def _launch_ranks(argv: list[str], processes: int) -> int:
+    try:
+        from capture.distributed import launch
+    except ImportError as exc:
+        raise MissingExtraError(f"{INSTALL_HINT} ({exc.name} is missing)") from None
+    return launch(argv, processes)
+
+
 @app.command()
 def capture(
+    ctx: typer.Context,
     images: Annotated[
         list[str] | None,
         typer.Argument(
@@ -76,15 +104,28 @@ def capture(
         False
     ),
     seed: Annotated[int, typer.Option(help="Seed of the embedded model's random weights.")] = 0,
+    gpus: Annotated[
+        int,
+        typer.Option(
+            help="Processes, one per GPU, through torchrun; each takes a shard of the images "
+            "(with --device cpu: processes on the gloo backend)."
+        ),
+    ] = 1,
     warmup_tokens: Annotated[
         int,
         typer.Option(help="Before the first image, one unrecorded generate of this many tokens (0: none)."),
     ] = 0,
 ) -> None:
     """Run DeepSeek-OCR on images under torch.profiler; write outputs and traces to Parquet."""
+    out = out or _default_out()
+    if gpus > 1 and "WORLD_SIZE" not in os.environ:
+        # Every rank must agree on --out, so the resolved default goes on the command line.
+        raise typer.Exit(_launch_ranks(_argv_from(ctx, out), gpus))
+    if gpus < 1:
+        raise BadInputError(f"--gpus must be >= 1, got {gpus}")
     config = CaptureConfig(
         images=tuple(images or ()),
-        out=out or _default_out(),
+        out=out,
         model=model,
         device=device,
         dtype=dtype,

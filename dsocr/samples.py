@@ -94,6 +94,11 @@ def _figure_page() -> Image.Image:
 SAMPLE_PAGES = {"text-page.png": _text_page, "table-page.png": _table_page, "figure-page.png": _figure_page}
 
 
+def sample_image_paths(directory: Path) -> list[Path]:
+    """Where ``write_sample_images`` puts the pages in ``directory``."""
+    return [directory / file_name for file_name in SAMPLE_PAGES]
+
+
 def write_sample_images(directory: Path) -> list[Path]:
     """Draw the sample pages into ``directory`` (kept if already there) and return their paths."""
     directory.mkdir(parents=True, exist_ok=True)
