@@ -2,7 +2,8 @@
 
 GPU work is projected onto the CPU ranges the way Nsight Systems projects NVTX ranges: a
 kernel, memcpy or memset belongs to the range that was open, on the launching thread, when
-the runtime or driver call with the same ``correlation`` id started.
+the runtime or driver call with the same ``correlation`` id (same image and flush chunk)
+started. Every join here is a sorted-key match on numpy arrays that keeps the row order.
 """
 
 from __future__ import annotations
@@ -15,65 +16,77 @@ import pyarrow.compute as pc
 
 from analyze.categories import RANGE_DECODE_STEP, RANGE_PREFILL, RANGE_VISION
 from analyze.intervals import NOT_FOUND, locate
-from analyze.load import CHUNK_KEYS
-from analyze.ranges import LANE_KEYS, Ranges
+from analyze.keys import chunk_key, image_key, match_ids
+from analyze.ranges import Ranges
 
-CORRELATION_KEYS = [*CHUNK_KEYS, "correlation"]
-EXTERNAL_KEYS = [*CHUNK_KEYS, "external_id"]
+_LOW_32 = (1 << 32) - 1
 
 
 @dataclass(frozen=True)
 class GpuWork:
     """GPU activities with their launch placed in ranges, and what could not be placed."""
 
-    #: gpu_ops columns plus launch_ns, in_vision, in_prefill, step (null outside decode steps).
+    #: gpu_ops columns plus launch_ns (null without launch), pid and tid of the launch,
+    #: lane, in_vision, in_prefill and step (null outside decode steps).
     table: pa.Table
-    #: Activities whose correlation id matches no runtime/driver call in the trace.
+    #: Activities whose correlation id matches no runtime/driver call in the same chunk.
     without_launch: int
-    #: Correlation ids carried by more than one launch call (the first call is used).
+    #: Launch calls passed over because an earlier call had the same correlation id.
     duplicate_launch_ids: int
 
 
-def _unique_by(table: pa.Table, keys: list[str]) -> tuple[pa.Table, int]:
-    """``table`` with one row per key (the earliest by ts_ns), and how many rows were dropped."""
-    grouped = table.group_by(keys).aggregate([])
-    if grouped.num_rows == table.num_rows:
-        return table, 0
-    ordered = table.sort_by([(key, "ascending") for key in keys] + [("ts_ns", "ascending")])
-    first = np.ones(ordered.num_rows, dtype=bool)
-    first[1:] = False
-    for key in keys:
-        values = ordered[key].to_numpy()
-        first[1:] |= values[1:] != values[:-1]
-    return ordered.filter(pa.array(first)), int(table.num_rows - grouped.num_rows)
+def _thread_key(table: pa.Table) -> np.ndarray:
+    """pid and tid in one int64 (Linux process and thread ids fit in 32 bits each)."""
+    pid = table["pid"].fill_null(-1).to_numpy().astype(np.int64)
+    tid = table["tid"].fill_null(-1).to_numpy().astype(np.int64)
+    return ((pid & _LOW_32) << 32) | (tid & _LOW_32)
 
 
-def place(points: pa.Table, time_column: str, ranges: Ranges) -> pa.Table:
-    """Add ``in_vision``, ``in_prefill`` and ``step`` to rows that carry rank, image_index,
-    pid, tid and a time: the dsocr ranges open on that thread at that time. Row order changes."""
-    joined = points.join(ranges.lanes, LANE_KEYS, join_type="left outer")
-    lane = joined["lane"].fill_null(NOT_FOUND).to_numpy()
-    times = joined[time_column].fill_null(0).to_numpy()
+def lane_ids(points: pa.Table, ranges: Ranges) -> np.ndarray:
+    """The lane (image and thread that own dsocr ranges) of each row; -1 for other threads."""
+    lanes = ranges.lanes
+    result = np.full(points.num_rows, NOT_FOUND, dtype=np.int64)
+    if lanes.num_rows == 0 or points.num_rows == 0:
+        return result
+    images, threads = np.unique(image_key(lanes)), np.unique(_thread_key(lanes))
+
+    def code(image: np.ndarray, thread: np.ndarray) -> np.ndarray:
+        i = np.minimum(np.searchsorted(images, image), images.size - 1)
+        t = np.minimum(np.searchsorted(threads, thread), threads.size - 1)
+        known = (images[i] == image) & (threads[t] == thread)
+        return np.where(known, i * threads.size + t, NOT_FOUND)
+
+    lane_codes = code(image_key(lanes), _thread_key(lanes))
+    order = np.argsort(lane_codes)
+    sorted_codes, lane_values = lane_codes[order], lanes["lane"].to_numpy()[order]
+    point_codes = code(image_key(points), _thread_key(points))
+    position = np.minimum(np.searchsorted(sorted_codes, point_codes), sorted_codes.size - 1)
+    hit = (sorted_codes[position] == point_codes) & (point_codes >= 0)
+    result[hit] = lane_values[position[hit]]
+    return result
+
+
+def place(points: pa.Table, time_ns: np.ndarray, lane: np.ndarray, ranges: Ranges) -> pa.Table:
+    """Append ``lane``, ``in_vision``, ``in_prefill`` and ``step``: the dsocr ranges open on the
+    row's thread (``lane``) at ``time_ns``. Row order is kept."""
     found = {}
     for stage in (RANGE_VISION, RANGE_PREFILL, RANGE_DECODE_STEP):
         stage_ranges = ranges.table.filter(pc.equal(ranges.table["stage"], stage))
-        found[stage] = (
-            locate(
-                lane,
-                times,
-                stage_ranges["lane"].to_numpy(),
-                stage_ranges["start_ns"].to_numpy(),
-                stage_ranges["end_ns"].to_numpy(),
-            ),
-            stage_ranges,
+        index = locate(
+            lane,
+            time_ns,
+            stage_ranges["lane"].to_numpy(),
+            stage_ranges["start_ns"].to_numpy(),
+            stage_ranges["end_ns"].to_numpy(),
         )
+        found[stage] = (index, stage_ranges)
     step_index, step_ranges = found[RANGE_DECODE_STEP]
     in_step = step_index != NOT_FOUND
     steps = np.zeros(step_index.size, dtype=np.int32)
     if in_step.any():
         steps[in_step] = step_ranges["step"].fill_null(0).to_numpy()[step_index[in_step]]
     return (
-        joined.drop_columns(["lane"])
+        points.append_column("lane", pa.array(lane))
         .append_column("in_vision", pa.array(found[RANGE_VISION][0] != NOT_FOUND))
         .append_column("in_prefill", pa.array(found[RANGE_PREFILL][0] != NOT_FOUND))
         .append_column("step", pa.array(steps, mask=~in_step))
@@ -81,19 +94,41 @@ def place(points: pa.Table, time_column: str, ranges: Ranges) -> pa.Table:
 
 
 def attribute_gpu_ops(gpu_ops: pa.Table, launches: pa.Table, ranges: Ranges) -> GpuWork:
-    """Join each GPU activity to its launch call (same image, chunk and correlation), then place it."""
-    launches, duplicates = _unique_by(launches, CORRELATION_KEYS)
-    launch_side = launches.select([*CORRELATION_KEYS, "ts_ns", "pid", "tid"]).rename_columns(
-        [*CORRELATION_KEYS, "launch_ns", "pid", "tid"]
+    """Match each GPU activity to its launch call (same image, chunk and correlation), then place it."""
+    row, duplicates = match_ids(
+        chunk_key(gpu_ops),
+        gpu_ops["correlation"].fill_null(-1).to_numpy(),
+        chunk_key(launches),
+        launches["correlation"].to_numpy(),
+        launches["ts_ns"].to_numpy(),
     )
-    joined = gpu_ops.join(launch_side, CORRELATION_KEYS, join_type="left outer")
-    without_launch = int(joined["launch_ns"].null_count)
-    placed = place(joined, "launch_ns", ranges)
-    return GpuWork(table=placed, without_launch=without_launch, duplicate_launch_ids=duplicates)
+    matched = row >= 0
+    take = pa.array(np.where(matched, row, 0))
+    missing = pa.array(~matched)
+
+    def launch_column(name: str) -> pa.Array:
+        kind = launches.schema.field(name).type
+        values = launches[name].take(take) if launches.num_rows else pa.nulls(len(row), kind)
+        return pc.if_else(missing, pa.scalar(None, kind), values)
+
+    launch_ns = launch_column("ts_ns")
+    with_launch = (
+        gpu_ops.append_column("launch_ns", launch_ns)
+        .append_column("pid", launch_column("pid"))
+        .append_column("tid", launch_column("tid"))
+    )
+    lane = lane_ids(with_launch, ranges)
+    placed = place(with_launch, launch_ns.fill_null(0).to_numpy(), lane, ranges)
+    return GpuWork(table=placed, without_launch=int(np.count_nonzero(~matched)), duplicate_launch_ids=duplicates)
 
 
-def operator_names(gpu_ops: pa.Table, cpu_ops: pa.Table) -> pa.Table:
-    """``gpu_ops`` with ``operator``: the name of the cpu_op whose External id the activity carries."""
-    operators, _ = _unique_by(cpu_ops.select([*EXTERNAL_KEYS, "ts_ns", "name"]), EXTERNAL_KEYS)
-    operators = operators.select([*EXTERNAL_KEYS, "name"]).rename_columns([*EXTERNAL_KEYS, "operator"])
-    return gpu_ops.join(operators, EXTERNAL_KEYS, join_type="left outer")
+def operator_rows(gpu_ops: pa.Table, cpu_ops: pa.Table) -> np.ndarray:
+    """For each GPU activity, the cpu_ops row whose External id it carries (same chunk); -1 if none."""
+    row, _ = match_ids(
+        chunk_key(gpu_ops),
+        gpu_ops["external_id"].fill_null(-1).to_numpy(),
+        chunk_key(cpu_ops),
+        cpu_ops["external_id"].fill_null(-1).to_numpy(),
+        cpu_ops["ts_ns"].to_numpy(),
+    )
+    return row

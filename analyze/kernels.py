@@ -3,7 +3,8 @@
 Three kinds: ``kernel`` (GPU activities by name, GPU time), ``operator`` (GPU time grouped by
 the cpu_op that launched it, through External id) and ``cpu_operator`` (CPU self time of
 cpu_ops; the only kind on a CPU-only trace). Shares: of the stage's summed GPU activity time
-for the first two, of the stage's CPU wall time for the third.
+for the first two, of the stage's CPU wall time for the third. Names are dictionary codes, so
+each total is one ``bincount``.
 """
 
 from __future__ import annotations
@@ -25,67 +26,122 @@ from analyze.stages import stage_masks
 from dsocr import schema
 
 DEFAULT_TOP = 10
+NO_CODE = -1
 
 
-def _top(
-    names: pa.ChunkedArray | pa.Array, durations: np.ndarray, stage: str, kind: str, denominator_ns: float, top: int
+def name_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
+    """Dictionary codes and values of a dictionary column whose chunks share one dictionary."""
+    combined = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not pa.types.is_dictionary(combined.type):
+        combined = combined.dictionary_encode()
+    return combined.indices.fill_null(NO_CODE).to_numpy().astype(np.int64), combined.dictionary.to_pylist()
+
+
+def _bincounts(codes: np.ndarray, durations: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Total time and calls per code (code -1 goes to the last bucket, ``size``)."""
+    buckets = np.where(codes < 0, size, codes)
+    totals = np.bincount(buckets, weights=durations.astype(np.float64), minlength=size + 1)
+    return totals, np.bincount(buckets, minlength=size + 1)
+
+
+def _top_of_totals(
+    totals: np.ndarray,
+    calls: np.ndarray,
+    names: list[str],
+    *,
+    stage: str,
+    kind: str,
+    denominator_ns: float,
+    top: int,
 ) -> pa.Table:
-    table = pa.table({"name": names, "dur": pa.array(durations, type=pa.int64())})
-    grouped = table.group_by("name").aggregate([("dur", "sum"), ("dur", "count")])
-    grouped = grouped.sort_by([("dur_sum", "descending"), ("name", "ascending")]).slice(0, top)
-    totals = grouped["dur_sum"].to_numpy().astype(np.float64)
-    calls = grouped["dur_count"].to_numpy()
-    count = grouped.num_rows
+    """The ``top`` names by total time; the last bucket is NO_OPERATOR."""
+    labels = [*names, NO_OPERATOR]
+    present = np.flatnonzero(calls)
+    order = sorted(present.tolist(), key=lambda code: (-totals[code], labels[code]))[:top]
+    chosen_totals, chosen_calls = totals[order], calls[order]
+    count = len(order)
     return pa.table(
         {
             "stage": pa.array([stage] * count, type=pa.string()),
             "kind": pa.array([kind] * count, type=pa.string()),
-            "name": grouped["name"].cast(pa.string()),
-            "calls": pa.array(calls, type=pa.int64()),
-            "total_ms": pa.array(totals / NS_PER_MS),
-            "mean_us": pa.array(totals / np.maximum(calls, 1) / NS_PER_US),
-            "share": pa.array(totals / denominator_ns if denominator_ns > 0 else np.zeros(count)),
+            "name": pa.array([labels[code] for code in order], type=pa.string()),
+            "calls": pa.array(chosen_calls, type=pa.int64()),
+            "total_ms": pa.array(chosen_totals / NS_PER_MS),
+            "mean_us": pa.array(chosen_totals / np.maximum(chosen_calls, 1) / NS_PER_US),
+            "share": pa.array(chosen_totals / denominator_ns if denominator_ns > 0 else np.zeros(count)),
         },
         schema=schema.KERNELS,
     )
 
 
-def top_gpu(work: pa.Table, *, top: int = DEFAULT_TOP) -> list[pa.Table]:
-    """Top kernels and top launching operators per stage, by GPU time (work: placed gpu ops with
-    an ``operator`` column)."""
+def _top(
+    codes: np.ndarray,
+    names: list[str],
+    durations: np.ndarray,
+    *,
+    stage: str,
+    kind: str,
+    denominator_ns: float,
+    top: int,
+) -> pa.Table:
+    totals, calls = _bincounts(codes, durations, len(names))
+    return _top_of_totals(totals, calls, names, stage=stage, kind=kind, denominator_ns=denominator_ns, top=top)
+
+
+def top_gpu(work: pa.Table, operator_codes: np.ndarray, operator_names: list[str], *, top: int) -> list[pa.Table]:
+    """Top kernels and top launching operators per stage, by GPU time."""
     if work.num_rows == 0:
         return []
     durations = work["dur_ns"].to_numpy()
-    operators = work["operator"].cast(pa.string()).fill_null(NO_OPERATOR)
-    names = work["name"].cast(pa.string())
+    kernel_codes, kernel_names = name_codes(work["name"])
     tables = []
     for stage, mask in stage_masks(work).items():
         if not mask.any():
             continue
-        selected = pa.array(mask)
         total = float(durations[mask].sum())
-        tables.append(_top(names.filter(selected), durations[mask], stage, KIND_KERNEL, total, top))
-        tables.append(_top(operators.filter(selected), durations[mask], stage, KIND_OPERATOR, total, top))
-    return tables
-
-
-def top_cpu(
-    ops: pa.Table, self_ns: np.ndarray, stage_cpu_ns: dict[str, float], *, top: int = DEFAULT_TOP
-) -> list[pa.Table]:
-    """Top cpu_ops per stage by CPU self time (ops: placed cpu_ops, same order as ``self_ns``)."""
-    if ops.num_rows == 0:
-        return []
-    names = ops["name"].cast(pa.string())
-    tables = []
-    for stage, mask in stage_masks(ops).items():
-        if not mask.any():
-            continue
-        tables.append(
-            _top(
-                names.filter(pa.array(mask)), self_ns[mask], stage, KIND_CPU_OPERATOR, stage_cpu_ns.get(stage, 0.0), top
+        for kind, codes, names in (
+            (KIND_KERNEL, kernel_codes, kernel_names),
+            (KIND_OPERATOR, operator_codes, operator_names),
+        ):
+            tables.append(
+                _top(codes[mask], names, durations[mask], stage=stage, kind=kind, denominator_ns=total, top=top)
             )
-        )
     return tables
+
+
+class CpuOperatorTotals:
+    """CPU self time and calls per operator name and stage, added up one flush chunk at a time
+    (all chunks share the name dictionary of the unified cpu_ops table)."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self._totals = {stage: np.zeros(len(names) + 1) for stage in STAGES}
+        self._calls = {stage: np.zeros(len(names) + 1, dtype=np.int64) for stage in STAGES}
+
+    def add(self, ops: pa.Table, self_ns: np.ndarray) -> None:
+        """Add placed cpu_ops (in_vision, in_prefill, step) with their self times."""
+        codes, _ = name_codes(ops["name"])
+        for stage, mask in stage_masks(ops).items():
+            if mask.any():
+                totals, calls = _bincounts(codes[mask], self_ns[mask], len(self.names))
+                self._totals[stage] += totals
+                self._calls[stage] += calls
+
+    def tables(self, stage_cpu_ns: dict[str, float], *, top: int) -> list[pa.Table]:
+        """Top cpu_ops per stage; shares of the stage's CPU wall time."""
+        return [
+            _top_of_totals(
+                self._totals[stage],
+                self._calls[stage],
+                self.names,
+                stage=stage,
+                kind=KIND_CPU_OPERATOR,
+                denominator_ns=stage_cpu_ns.get(stage, 0.0),
+                top=top,
+            )
+            for stage in STAGES
+            if self._calls[stage].any()
+        ]
 
 
 def kernels_table(tables: list[pa.Table]) -> pa.Table:

@@ -26,3 +26,53 @@ def step_key(image_keys: np.ndarray, steps: np.ndarray) -> np.ndarray:
     """One int64 per (image, step): the image's dense index in the high bits, the step below."""
     _, dense = np.unique(image_keys, return_inverse=True)
     return (dense.astype(np.int64) << _IMAGE_BITS) | np.asarray(steps, dtype=np.int64)
+
+
+_ID_BITS = 40
+_CHUNK_SHIFT = 16
+_RANK_SHIFT = 48
+
+
+def chunk_key(table: pa.Table) -> np.ndarray:
+    """``rank << 48 | image_index << 16 | chunk`` per row: one flush chunk of one image."""
+    rank = table["rank"].fill_null(0).to_numpy().astype(np.int64)
+    image = table["image_index"].to_numpy().astype(np.int64)
+    chunk = table["chunk"].to_numpy().astype(np.int64)
+    return (rank << _RANK_SHIFT) | (image << _CHUNK_SHIFT) | chunk
+
+
+def match_ids(
+    left_chunk: np.ndarray,
+    left_id: np.ndarray,
+    right_chunk: np.ndarray,
+    right_id: np.ndarray,
+    right_order: np.ndarray,
+) -> tuple[np.ndarray, int]:
+    """For each left row, the right row with the same (chunk, id), -1 where there is none.
+
+    A sorted-key equi-join that keeps the left order. Ids below 0 never match. Where several
+    right rows share a key, the first by ``right_order`` wins; returns how many were passed over.
+    """
+    chunks = np.unique(np.concatenate([np.unique(left_chunk), np.unique(right_chunk)]))
+    if chunks.size >= 1 << (63 - _ID_BITS):
+        raise ValueError(f"{chunks.size} flush chunks: too many to key")  # a bug or a corrupt trace
+
+    def keyed(chunk: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        valid = (ids >= 0) & (ids < (1 << _ID_BITS))
+        return np.where(valid, (np.searchsorted(chunks, chunk).astype(np.int64) << _ID_BITS) | ids, -1)
+
+    left_key, right_key = keyed(left_chunk, left_id), keyed(right_chunk, right_id)
+    result = np.full(left_key.size, -1, dtype=np.int64)
+    order = np.lexsort((right_order, right_key))
+    sorted_keys = right_key[order]
+    first = np.ones(sorted_keys.size, dtype=bool)
+    first[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    first &= sorted_keys >= 0
+    unique_keys, unique_rows = sorted_keys[first], order[first]
+    duplicates = int(np.count_nonzero(sorted_keys >= 0) - unique_keys.size)
+    if unique_keys.size == 0:
+        return result, duplicates
+    position = np.minimum(np.searchsorted(unique_keys, left_key), unique_keys.size - 1)
+    hit = (unique_keys[position] == left_key) & (left_key >= 0)
+    result[hit] = unique_rows[position[hit]]
+    return result, duplicates

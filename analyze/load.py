@@ -1,4 +1,8 @@
-"""Read a run's trace once and split it into the event families the analyses need."""
+"""Read a run's trace file by file and keep only the event families the analyses need.
+
+Streaming keeps the peak near the size of what is kept (cpu_ops, launches, GPU activities,
+ranges), not the size of the whole trace plus its filtered copies.
+"""
 
 from __future__ import annotations
 
@@ -7,33 +11,26 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from analyze.categories import CPU_OP_CAT, GPU_OP_CATS, LAUNCH_CATS, RANGE_CAT
-from dsocr import rundir
+from dsocr import rundir, schema
 
-#: Columns analyze reads (device and stream are only needed by export-trace).
-TRACE_COLUMNS = [
-    "image_index",
-    "rank",
-    "chunk",
-    "cat",
-    "name",
-    "ts_ns",
-    "dur_ns",
-    "pid",
-    "tid",
-    "correlation",
-    "external_id",
-    "range_stage",
-    "range_step",
-]
 IMAGE_KEYS = ["rank", "image_index"]
 CHUNK_KEYS = ["rank", "image_index", "chunk"]
+RANGE_COLUMNS = [*CHUNK_KEYS, "name", "ts_ns", "dur_ns", "pid", "tid", "range_stage", "range_step"]
+LAUNCH_COLUMNS = [*CHUNK_KEYS, "ts_ns", "pid", "tid", "correlation"]
+GPU_OP_COLUMNS = [*CHUNK_KEYS, "cat", "name", "ts_ns", "dur_ns", "correlation", "external_id"]
+CPU_OP_COLUMNS = [*CHUNK_KEYS, "name", "ts_ns", "dur_ns", "pid", "tid", "external_id"]
+READ_COLUMNS = sorted(set(RANGE_COLUMNS + LAUNCH_COLUMNS + GPU_OP_COLUMNS + CPU_OP_COLUMNS))
+#: Kineto's whole-cycle envelope: it ends when the cycle ends, so it says nothing about ranges.
+ENVELOPE_CAT = "Trace"
 
 
 @dataclass(frozen=True)
 class TraceTables:
-    """The trace of a run, split by role. Each table keeps only the columns its users need."""
+    """The trace of a run, split by role. Each table keeps only the columns its users need;
+    dictionary columns share one dictionary per table (joins and codes need that)."""
 
     events: int
     files: int
@@ -45,7 +42,7 @@ class TraceTables:
     gpu_ops: pa.Table
     #: cpu_op events (aten operators).
     cpu_ops: pa.Table
-    #: Per (rank, image, chunk): first start, last end and event count; the flush windows.
+    #: Per (rank, image, chunk): first start, last end (envelope left out) and event count.
     chunks: pa.Table
 
     @property
@@ -57,39 +54,63 @@ def _in(column: pa.ChunkedArray, values: tuple[str, ...]) -> pa.ChunkedArray:
     return pc.is_in(column, value_set=pa.array(values, type=pa.string()))
 
 
-def _chunk_windows(table: pa.Table) -> pa.Table:
-    """Where each flush chunk starts and ends. The profiler's own 'Trace' envelope is left out:
-    it spans the whole cycle, so a range cut at the cycle's end would never be the last to end."""
-    events = table.select([*CHUNK_KEYS, "cat", "ts_ns", "dur_ns"])
-    events = events.append_column("end_ns", pc.add(events["ts_ns"], events["dur_ns"]))
-    counted = events.group_by(CHUNK_KEYS).aggregate([("ts_ns", "count")]).rename_columns([*CHUNK_KEYS, "events"])
-    inside = events.filter(pc.invert(pc.equal(events["cat"], "Trace")))
-    windows = inside.group_by(CHUNK_KEYS).aggregate([("ts_ns", "min"), ("end_ns", "max")])
-    windows = windows.rename_columns([*CHUNK_KEYS, "first_ns", "last_end_ns"])
-    return counted.join(windows, CHUNK_KEYS, join_type="left outer")
+def _windows(table: pa.Table) -> pa.Table:
+    """first_ns, last_end_ns and events per chunk key of one file."""
+    events = table.select(CHUNK_KEYS).append_column("ts_ns", table["ts_ns"])
+    events = events.append_column("end_ns", pc.add(table["ts_ns"], table["dur_ns"]))
+    events = events.append_column("inside", pc.not_equal(table["cat"], ENVELOPE_CAT))
+    counted = events.group_by(CHUNK_KEYS).aggregate([("ts_ns", "count")])
+    inside = events.filter(events["inside"]).group_by(CHUNK_KEYS).aggregate([("ts_ns", "min"), ("end_ns", "max")])
+    return counted.join(inside, CHUNK_KEYS, join_type="left outer")
+
+
+def _combine_windows(parts: list[pa.Table]) -> pa.Table:
+    if not parts:
+        return pa.table(
+            {
+                **{key: pa.array([], pa.int32()) for key in CHUNK_KEYS},
+                "events": pa.array([], pa.int64()),
+                "first_ns": pa.array([], pa.int64()),
+                "last_end_ns": pa.array([], pa.int64()),
+            }
+        )
+    combined = (
+        pa.concat_tables(parts)
+        .group_by(CHUNK_KEYS)
+        .aggregate([("ts_ns_count", "sum"), ("ts_ns_min", "min"), ("end_ns_max", "max")])
+    )
+    return combined.rename_columns([*CHUNK_KEYS, "events", "first_ns", "last_end_ns"])
+
+
+def _concat(parts: list[pa.Table], columns: list[str]) -> pa.Table:
+    if not parts:
+        return schema.TRACE.empty_table().select(columns)
+    return pa.concat_tables(parts).unify_dictionaries()
 
 
 def load_trace(run_dir: Path) -> TraceTables:
-    """Read ``run_dir/trace`` (schema-checked) and split it; empty tables when there is no trace."""
-    table = rundir.read_trace(run_dir, columns=TRACE_COLUMNS)
-    cat = table["cat"]
-    ranges = table.filter(pc.and_(pc.equal(cat, RANGE_CAT), pc.is_valid(table["range_stage"])))
-    launches = table.filter(pc.and_(_in(cat, LAUNCH_CATS), pc.is_valid(table["correlation"])))
-    gpu_ops = table.filter(_in(cat, GPU_OP_CATS))
-    cpu_ops = table.filter(pc.equal(cat, CPU_OP_CAT))
+    """Read ``run_dir/trace`` (each file schema-checked); empty tables when there is no trace."""
+    files = rundir.trace_files(run_dir)
+    parts: dict[str, list[pa.Table]] = {"ranges": [], "launches": [], "gpu_ops": [], "cpu_ops": [], "windows": []}
+    events = 0
+    for path in files:
+        schema.check_table(pq.read_schema(path), "trace", source=str(path))
+        table = pq.read_table(path, columns=READ_COLUMNS)
+        events += table.num_rows
+        cat = table["cat"]
+        is_range = pc.and_(pc.equal(cat, RANGE_CAT), pc.is_valid(table["range_stage"]))
+        parts["ranges"].append(table.filter(is_range).select(RANGE_COLUMNS))
+        is_launch = pc.and_(_in(cat, LAUNCH_CATS), pc.is_valid(table["correlation"]))
+        parts["launches"].append(table.filter(is_launch).select(LAUNCH_COLUMNS))
+        parts["gpu_ops"].append(table.filter(_in(cat, GPU_OP_CATS)).select(GPU_OP_COLUMNS))
+        parts["cpu_ops"].append(table.filter(pc.equal(cat, CPU_OP_CAT)).select(CPU_OP_COLUMNS))
+        parts["windows"].append(_windows(table))
     return TraceTables(
-        events=table.num_rows,
-        files=len(rundir.trace_files(run_dir)),
-        ranges=ranges.select(
-            [*CHUNK_KEYS, "name", "ts_ns", "dur_ns", "pid", "tid", "range_stage", "range_step"]
-        ).combine_chunks(),
-        launches=launches.select([*CHUNK_KEYS, "ts_ns", "pid", "tid", "correlation"]),
-        # Each file has its own dictionaries; joins need one per column.
-        gpu_ops=gpu_ops.select(
-            [*CHUNK_KEYS, "cat", "name", "ts_ns", "dur_ns", "correlation", "external_id"]
-        ).unify_dictionaries(),
-        cpu_ops=cpu_ops.select(
-            [*CHUNK_KEYS, "name", "ts_ns", "dur_ns", "pid", "tid", "external_id"]
-        ).unify_dictionaries(),
-        chunks=_chunk_windows(table),
+        events=events,
+        files=len(files),
+        ranges=_concat(parts["ranges"], RANGE_COLUMNS).combine_chunks(),
+        launches=_concat(parts["launches"], LAUNCH_COLUMNS),
+        gpu_ops=_concat(parts["gpu_ops"], GPU_OP_COLUMNS),
+        cpu_ops=_concat(parts["cpu_ops"], CPU_OP_COLUMNS),
+        chunks=_combine_windows(parts["windows"]),
     )

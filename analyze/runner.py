@@ -10,14 +10,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from analyze.attribution import GpuWork, attribute_gpu_ops, operator_names, place
+from analyze.attribution import GpuWork, attribute_gpu_ops, lane_ids, operator_rows, place
 from analyze.categories import NS_PER_MS, RANGE_DECODE_STEP, RANGE_PREFILL, RANGE_VISION
 from analyze.cpu_self import self_time_ns
-from analyze.kernels import DEFAULT_TOP, kernels_table, top_cpu, top_gpu
+from analyze.kernels import DEFAULT_TOP, CpuOperatorTotals, kernels_table, name_codes, top_gpu
 from analyze.keys import image_key, step_key
 from analyze.latency import latency_table
 from analyze.load import TraceTables, load_trace
-from analyze.ranges import LANE_KEYS, Ranges, clean_ranges
+from analyze.ranges import Ranges, clean_ranges
 from analyze.reference import ok_predictions, timings_table
 from analyze.stages import MEASURED, measure_stages
 from analyze.summary import Coverage, summarize
@@ -104,22 +104,36 @@ def _stage_cpu_ns(measured: pa.Table) -> dict[str, float]:
     return {row["stage"]: (row["cpu_ms_sum"] or 0.0) * NS_PER_MS for row in totals}
 
 
+def _operator_codes(work: pa.Table, cpu_ops: pa.Table) -> tuple[np.ndarray, list[str]]:
+    """Per GPU activity, the name code of the cpu_op that launched it (-1: none in the trace)."""
+    codes, names = name_codes(cpu_ops["name"])
+    rows = operator_rows(work, cpu_ops)
+    return np.where(rows >= 0, codes[np.maximum(rows, 0)], -1), names
+
+
 def _analyze_trace(trace: TraceTables, *, top: int) -> tuple[Ranges, GpuWork | None, pa.Table, pa.Table]:
     """Ranges, attributed GPU work, measured stages and the top-k tables of a loaded trace."""
     ranges = clean_ranges(trace.ranges, trace.chunks)
     gpu = attribute_gpu_ops(trace.gpu_ops, trace.launches, ranges) if trace.has_device_time else None
-    work = gpu.table if gpu is not None else None
     measured = measure_stages(
-        ranges.table, work if work is not None else trace.gpu_ops, has_device_time=trace.has_device_time
+        ranges.table, gpu.table if gpu is not None else trace.gpu_ops, has_device_time=trace.has_device_time
     )
-    cpu_ops = place(trace.cpu_ops, "ts_ns", ranges)
-    lanes = cpu_ops.join(ranges.lanes, LANE_KEYS, join_type="left outer")
-    on_lane = pc.is_valid(lanes["lane"])
-    lanes = lanes.filter(on_lane)
-    self_ns = self_time_ns(lanes["lane"].to_numpy(), lanes["ts_ns"].to_numpy(), lanes["dur_ns"].to_numpy())
-    tables = top_cpu(lanes, self_ns, _stage_cpu_ns(measured), top=top)
-    if work is not None:
-        tables = top_gpu(operator_names(work, trace.cpu_ops), top=top) + tables
+    totals = CpuOperatorTotals(name_codes(trace.cpu_ops["name"])[1])
+    # One flush chunk at a time: operators nest within a chunk, and memory stays bounded.
+    for batch in trace.cpu_ops.to_batches():
+        ops = pa.Table.from_batches([batch])
+        lanes = lane_ids(ops, ranges)
+        ops = place(ops, ops["ts_ns"].to_numpy(), lanes, ranges)
+        on_lane = lanes >= 0
+        self_ns = np.zeros(lanes.size, dtype=np.int64)
+        self_ns[on_lane] = self_time_ns(
+            lanes[on_lane], ops["ts_ns"].to_numpy()[on_lane], ops["dur_ns"].to_numpy()[on_lane]
+        )
+        totals.add(ops, self_ns)
+    tables = totals.tables(_stage_cpu_ns(measured), top=top)
+    if gpu is not None:
+        codes, names = _operator_codes(gpu.table, trace.cpu_ops)
+        tables = top_gpu(gpu.table, codes, names, top=top) + tables
     return ranges, gpu, measured, kernels_table(tables)
 
 

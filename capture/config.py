@@ -17,7 +17,7 @@ DEFAULT_WINDOW_EVERY = 64
 DEFAULT_FULL_CHUNK_STEPS = 64
 
 
-class ProfileMode(str, enum.Enum):
+class ProfileMode(enum.StrEnum):
     """How much of each image torch.profiler records."""
 
     sampled = "sampled"
@@ -25,12 +25,12 @@ class ProfileMode(str, enum.Enum):
     off = "off"
 
 
-class Device(str, enum.Enum):
+class Device(enum.StrEnum):
     cpu = "cpu"
     cuda = "cuda"
 
 
-class DType(str, enum.Enum):
+class DType(enum.StrEnum):
     bf16 = "bf16"
     fp16 = "fp16"
     fp32 = "fp32"

@@ -172,7 +172,8 @@ def load_checkpoint(folder: Path, *, device: str, dtype: torch.dtype) -> LoadedM
         raise ModelLoadError(f"--model {folder}: not a DeepSeek-OCR-2 model (model_type {model_type!r})")
     torch_device = _check_device(device)
     try:
-        model = DeepseekOcr2ForConditionalGeneration.from_pretrained(folder, dtype=dtype, device_map=torch_device)
+        # No device_map: it would need accelerate, which the capture extra does not install.
+        model = DeepseekOcr2ForConditionalGeneration.from_pretrained(folder, dtype=dtype).to(torch_device)
         processor = AutoProcessor.from_pretrained(folder)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"--model {folder}: cannot load ({str(exc).splitlines()[0]})") from None

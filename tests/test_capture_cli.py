@@ -279,3 +279,27 @@ def test_capture_without_torch_says_how_to_install(tmp_path: Path) -> None:
         "Error: dsocr capture needs torch, transformers and nvtx: "
         "pip install -e '.[capture]' (with torch==2.13.0) (torch is missing)"
     )
+
+
+def test_a_local_checkpoint_folder_loads_through_transformers(tmp_path: Path, sample_pages: list[Path]) -> None:
+    """save_pretrained of the embedded model is a real DeepSeek-OCR-2 folder: from_pretrained + AutoProcessor."""
+    import torch
+
+    from capture.models import load_random_weights
+
+    embedded = load_random_weights(EMBEDDED_CONFIG, device="cpu", dtype=torch.float32, seed=0)
+    folder = tmp_path / "DeepSeek-OCR-2-tiny"
+    embedded.model.save_pretrained(folder)
+    embedded.processor.save_pretrained(folder)
+    runs = {}
+    for name, model_arguments in (("checkpoint", ["--model", str(folder)]), ("embedded", [])):
+        run_dir = tmp_path / name
+        result = run_capture(
+            sample_pages[2], "--out", run_dir, "--max-new-tokens", "6", "--profile", "off", *model_arguments
+        )
+        assert result.exit_code == 0, result.output
+        runs[name] = read_predictions(run_dir).to_pylist()[0]
+    assert read_run_json(tmp_path / "checkpoint")["model"]["source"] == "checkpoint"
+    assert read_run_json(tmp_path / "checkpoint")["model"]["id"] == str(folder.resolve())
+    for column in ("text_raw", "prompt_tokens", "image_tokens", "generated_tokens"):
+        assert runs["checkpoint"][column] == runs["embedded"][column]
