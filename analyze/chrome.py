@@ -18,9 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from analyze.categories import GPU_OP_CATS, NS_PER_US
+from analyze.load import check_trace_file
 from dsocr import rundir, schema
 from dsocr.errors import BadInputError, RunDirError
 
@@ -109,7 +109,7 @@ def _selection(run_dir: Path, image: int | None) -> tuple[list[Path], pc.Express
     if not files:
         raise RunDirError(f"{run_dir}: the run has no trace to export (no files under {rundir.TRACE_DIR}/)")
     for path in files:
-        schema.check_table(pq.read_schema(path), "trace", source=str(path))
+        check_trace_file(path)
     if image is None:
         return files, None
     images = set(

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from analyze.categories import CPU_OP_CAT, GPU_OP_CATS, LAUNCH_CATS, RANGE_CAT
 from dsocr import rundir, schema
+from dsocr.errors import RunDirError
 
 IMAGE_KEYS = ["rank", "image_index"]
 CHUNK_KEYS = ["rank", "image_index", "chunk"]
@@ -48,6 +49,15 @@ class TraceTables:
     @property
     def has_device_time(self) -> bool:
         return self.gpu_ops.num_rows > 0
+
+
+def check_trace_file(path: Path) -> None:
+    """Raise RunDirError for an unreadable file, SchemaMismatchError for another table or version."""
+    try:
+        file_schema = pq.read_schema(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise RunDirError(f"{path}: unreadable Parquet ({exc})") from exc
+    schema.check_table(file_schema, "trace", source=str(path))
 
 
 def _in(column: pa.ChunkedArray, values: tuple[str, ...]) -> pa.ChunkedArray:
@@ -94,7 +104,7 @@ def load_trace(run_dir: Path) -> TraceTables:
     parts: dict[str, list[pa.Table]] = {"ranges": [], "launches": [], "gpu_ops": [], "cpu_ops": [], "windows": []}
     events = 0
     for path in files:
-        schema.check_table(pq.read_schema(path), "trace", source=str(path))
+        check_trace_file(path)
         table = pq.read_table(path, columns=READ_COLUMNS)
         events += table.num_rows
         cat = table["cat"]

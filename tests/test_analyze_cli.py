@@ -54,6 +54,16 @@ def test_trace_file_of_another_schema_version(tmp_path: Path) -> None:
         assert "trace schema version 0, this dsocr reads version" in _single_error_line(result.output)
 
 
+def test_unreadable_trace_file(tmp_path: Path) -> None:
+    write_run(tmp_path, [ImageSpec(0)])
+    path = next((tmp_path / "trace").rglob("*.parquet"))
+    path.write_bytes(b"not parquet")
+    for command in ("analyze", "export-trace"):
+        result = invoke(command, tmp_path)
+        assert result.exit_code == 1
+        assert _single_error_line(result.output).startswith(f"Error: {path}: unreadable Parquet")
+
+
 def test_bad_options(small_run: tuple[Path, list[dict]]) -> None:
     run_dir, _ = small_run
     cases = {
