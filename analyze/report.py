@@ -157,11 +157,37 @@ def coverage_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _rank_table(summary: dict[str, Any]) -> Table | None:
+    ranks = summary.get("ranks") or {}
+    if ranks.get("world_size", 1) <= 1:
+        return None
+    table = Table(title=f"per rank ({ranks['world_size']} processes): stage totals, ms", box=None)
+    for column in ("rank", "images", "vision", "prefill", "decode", "prefill+decode", "capture s"):
+        table.add_column(column, justify="right")
+    for rank in ranks["per_rank"]:
+        stages = rank["stages"]
+        table.add_row(
+            str(rank["rank"]),
+            str(rank["images"]),
+            *(_num(stages.get(name, {}).get("total_ms"), 1) for name in ("vision", "prefill", "decode")),
+            _num(rank["stage_ms"], 1),
+            _num(rank["capture_seconds"], 1),
+        )
+    table.caption = (
+        f"slowest rank {ranks['slowest_rank']}; load imbalance (max/mean, by {ranks['imbalance_by']}) "
+        f"{_num(ranks['imbalance'], 3)}"
+    )
+    return table
+
+
 def print_report(summary: dict[str, Any], console: Console) -> None:
-    """Print the stage, latency and top tables and the coverage notes."""
+    """Print the stage, latency, per-rank and top tables and the coverage notes."""
     console.print(f"[bold]dsocr analyze[/] {summary['run_dir']}")
     console.print(_stage_table(summary))
     console.print(_latency_table(summary))
+    rank_table = _rank_table(summary)
+    if rank_table is not None:
+        console.print(rank_table)
     top = _top_table(summary)
     if top is not None:
         console.print(top)

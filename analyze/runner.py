@@ -17,6 +17,7 @@ from analyze.kernels import DEFAULT_TOP, CpuOperatorTotals, kernels_table, name_
 from analyze.keys import image_key, step_key
 from analyze.latency import latency_table
 from analyze.load import TraceTables, load_trace
+from analyze.per_rank import rank_figures
 from analyze.ranges import Ranges, clean_ranges
 from analyze.reference import ok_predictions, timings_table
 from analyze.stages import MEASURED, measure_stages
@@ -173,6 +174,7 @@ def analyze_run(run_dir: Path, *, top: int = DEFAULT_TOP, write: bool = True) ->
         coverage=coverage,
         top_kernels=kernels,
     )
+    summary["ranks"] = rank_figures(timings, run)
     output_dir = run_dir / rundir.ANALYSIS_DIR
     if write:
         rundir.write_table_atomic(timings, output_dir / TIMINGS_FILE)

@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 from capture_helpers import run_capture
+from typer.testing import CliRunner
 
+from analyze.runner import analyze_run
 from capture.distributed import shard
+from dsocr._app import app
 from dsocr.rundir import PREDICTIONS_PARTS_DIR, read_predictions, read_run_json, trace_files
 
 RANK_FILE_TIMEOUT_S = 180
@@ -53,6 +56,18 @@ def test_two_ranks_give_the_single_process_results(tmp_path: Path, sample_pages:
     assert record["world_size"] == 2 and record["status"] == "complete"
     assert [entry["rank"] for entry in record["ranks"]] == [0, 1]
     assert sum(entry["images"] for entry in record["ranks"]) == len(sample_pages)
+
+    # analyze and emit read the ranks' parts as one run.
+    ranks = analyze_run(tmp_path / "multi").summary["ranks"]
+    assert ranks["world_size"] == 2
+    images_per_rank = {entry["rank"]: entry["images"] for entry in ranks["per_rank"]}
+    assert images_per_rank == {rank: len(indices) for rank, indices in enumerate(shard(sizes, 2))}
+    seconds = {entry["rank"]: entry["capture_seconds"] for entry in record["ranks"]}
+    assert ranks["slowest_rank"] == max(seconds, key=seconds.get)
+    assert ranks["imbalance"] == pytest.approx(max(seconds.values()) / (sum(seconds.values()) / 2))
+    emitted = CliRunner().invoke(app, ["emit", str(tmp_path / "multi")])
+    assert emitted.exit_code == 0, emitted.output
+    assert len(list((tmp_path / "multi" / "viz").glob("*/info.json"))) == len(sample_pages)
 
 
 def _rank_pid(rank: int, run_dir: Path) -> int:
