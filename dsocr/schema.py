@@ -19,8 +19,6 @@ TABLE_KEY = b"dsocr.table"
 VERSION_KEY = b"dsocr.schema_version"
 
 STOP_REASONS = ("eos", "max_new_tokens", "model_limit", "fallback_ceiling", "error")
-STAGES = ("vision", "prefill", "prefill_text", "decode")
-RANGE_STAGES = ("image", "vision", "prefill", "decode", "decode_step")
 
 
 def _versioned(name: str, fields: list[pa.Field]) -> pa.Schema:
