@@ -7,7 +7,7 @@ py := venv / "bin/python"
 setup:
     python3 -m venv {{venv}}
     {{py}} -m pip install -q --upgrade pip
-    {{py}} -m pip install -q -e '.[capture,dev]'
+    {{py}} -m pip install -q torch==2.13.0 -e '.[capture,dev]'
 
 # Capture, analyze and emit the sample pages on the embedded tiny model.
 demo out="runs/demo":
