@@ -16,7 +16,7 @@ import torch
 
 from capture.config import DType
 from capture.images import load_image
-from capture.models import encode, load_random_weights, resolve_dtype
+from capture.models import encode, greedy_generate, load_random_weights, resolve_dtype
 
 PROMPT = "<image>\n<|grounding|>Convert the document to markdown."
 WARMUP_TOKENS = 8
@@ -27,10 +27,7 @@ def _timed_generate(loaded, inputs, tokens: int) -> tuple[float, int]:
     if loaded.device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    output = loaded.model.generate(
-        **inputs, max_new_tokens=tokens, do_sample=False,
-        eos_token_id=loaded.eos_token_id, pad_token_id=loaded.pad_token_id,
-    )  # fmt: skip
+    output = greedy_generate(loaded, inputs, tokens)
     if loaded.device.type == "cuda":
         torch.cuda.synchronize()
     return (time.perf_counter() - start) * 1000, output.shape[1] - inputs["input_ids"].shape[1]

@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 from capture.config import CaptureConfig, Device, ProfileMode  # noqa: E402
 from capture.images import load_image  # noqa: E402
-from capture.models import LoadedModel, encode, load_model  # noqa: E402
+from capture.models import LoadedModel, encode, greedy_generate, load_model  # noqa: E402
 from capture.profile_image import profile_image  # noqa: E402
 from capture.runner import run  # noqa: E402
 from capture.tracing import TraceWriter  # noqa: E402
@@ -51,12 +51,7 @@ def _sync(loaded: LoadedModel) -> None:
 def _plain_generate_s(loaded: LoadedModel, image: Path, config: CaptureConfig) -> float:
     _sync(loaded)
     start = time.perf_counter()
-    inputs = encode(loaded, load_image(image), config.prompt)
-    with torch.inference_mode():
-        loaded.model.generate(
-            **inputs, max_new_tokens=config.max_new_tokens, do_sample=False,
-            eos_token_id=loaded.eos_token_id, pad_token_id=loaded.pad_token_id,
-        )  # fmt: skip
+    greedy_generate(loaded, encode(loaded, load_image(image), config.prompt), config.max_new_tokens)
     _sync(loaded)
     return time.perf_counter() - start
 
@@ -103,11 +98,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         max_new_tokens=args.tokens, profile=ProfileMode.off,
     )  # fmt: skip
     loaded = load_model(base)
-    with torch.inference_mode():  # warm-up: CUDA context, cuBLAS handles, allocator
-        loaded.model.generate(
-            **encode(loaded, load_image(images[0]), base.prompt), max_new_tokens=WARMUP_TOKENS,
-            do_sample=False, eos_token_id=loaded.eos_token_id, pad_token_id=loaded.pad_token_id,
-        )  # fmt: skip
+    # Warm-up: CUDA context, cuBLAS handles, allocator.
+    greedy_generate(loaded, encode(loaded, load_image(images[0]), base.prompt), WARMUP_TOKENS)
     samples: dict[str, list[Any]] = {"plain_s": [], "ranges_s": [], **{m.value: [] for m in CAPTURE_MODES}}
     kinds = ["plain", *(m.value for m in CAPTURE_MODES)]
     for repeat in range(args.repeats):

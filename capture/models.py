@@ -204,6 +204,19 @@ def encode(loaded: LoadedModel, image: Image.Image, prompt: str) -> dict[str, An
     return encoded
 
 
+def greedy_generate(loaded: LoadedModel, inputs: dict[str, Any], max_new_tokens: int, **extra: Any) -> torch.Tensor:
+    """One greedy ``generate`` with the model's EOS and pad ids: the call every capture path makes."""
+    with torch.inference_mode():
+        return loaded.model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=loaded.eos_token_id,
+            pad_token_id=loaded.pad_token_id,
+            **extra,
+        )
+
+
 def image_token_count(loaded: LoadedModel, input_ids: torch.Tensor) -> int:
     """How many prompt tokens are image placeholders."""
     return int((input_ids == loaded.model.config.image_token_id).sum())

@@ -14,7 +14,7 @@ from capture.clock import clock_for
 from capture.config import CaptureConfig
 from capture.images import load_image
 from capture.limits import STOP_ERROR, TokenCap, resolve_cap, stop_reason
-from capture.models import LoadedModel, decode_text, encode, image_token_count
+from capture.models import LoadedModel, decode_text, encode, greedy_generate, image_token_count
 from capture.timeline import ImageTimeline
 from capture.tracing import ImageTrace, TraceWriter
 from dsocr.rundir import path_md5
@@ -51,14 +51,7 @@ def _generate(loaded: LoadedModel, inputs: dict[str, Any], cap: TokenCap, timeli
     ]
     try:
         timeline.begin()
-        return loaded.model.generate(
-            **inputs,
-            max_new_tokens=cap.max_new_tokens,
-            do_sample=False,
-            eos_token_id=loaded.eos_token_id,
-            pad_token_id=loaded.pad_token_id,
-            stopping_criteria=StoppingCriteriaList([timeline]),
-        )
+        return greedy_generate(loaded, inputs, cap.max_new_tokens, stopping_criteria=StoppingCriteriaList([timeline]))
     except BaseException:
         timeline.abandon()
         raise
@@ -70,15 +63,7 @@ def _generate(loaded: LoadedModel, inputs: dict[str, Any], cap: TokenCap, timeli
 def warm_up(loaded: LoadedModel, image_path: Path, prompt: str, tokens: int) -> None:
     """One generate outside any range or profiler, so one-time costs (CUDA context, cuBLAS
     handles, allocator growth) do not land in the first image's timings."""
-    inputs = encode(loaded, load_image(image_path), prompt)
-    with torch.inference_mode():
-        loaded.model.generate(
-            **inputs,
-            max_new_tokens=tokens,
-            do_sample=False,
-            eos_token_id=loaded.eos_token_id,
-            pad_token_id=loaded.pad_token_id,
-        )
+    greedy_generate(loaded, encode(loaded, load_image(image_path), prompt), tokens)
 
 
 def profile_image(
