@@ -13,11 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from analyze.categories import RANGE_DECODE_STEP, RANGE_PREFILL, RANGE_VISION
-from analyze.intervals import NOT_FOUND, locate
-from analyze.keys import chunk_key, image_key, match_ids
-from analyze.ranges import Ranges
+from dsocr.analyze.categories import RANGE_DECODE_STEP, RANGE_PREFILL, RANGE_VISION
+from dsocr.analyze.intervals import NOT_FOUND, locate
+from dsocr.analyze.keys import chunk_key, image_key, match_ids
+from dsocr.analyze.ranges import Ranges
 
 _LOW_32 = (1 << 32) - 1
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from analyze.categories import (
+from dsocr.analyze.categories import (
     KIND_CPU_OPERATOR,
     KIND_KERNEL,
     KIND_OPERATOR,
@@ -22,7 +21,8 @@ from analyze.categories import (
     NS_PER_US,
     STAGES,
 )
-from analyze.stages import stage_masks
+from dsocr.analyze.stages import stage_masks
+
 from dsocr import schema
 
 DEFAULT_TOP = 10

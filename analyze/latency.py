@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from analyze.categories import MS_PER_S, NS_PER_MS, RANGE_DECODE_STEP, RANGE_PREFILL
-from analyze.keys import image_key
-from analyze.reference import ok_predictions
-from analyze.stats import MEDIAN, P90, P99, grouped_quantiles
+from dsocr.analyze.categories import MS_PER_S, NS_PER_MS, RANGE_DECODE_STEP, RANGE_PREFILL
+from dsocr.analyze.keys import image_key
+from dsocr.analyze.reference import ok_predictions
+from dsocr.analyze.stats import MEDIAN, P90, P99, grouped_quantiles
 
 SOURCE_TRACE = "trace"
 SOURCE_REFERENCE = "reference"

@@ -6,8 +6,7 @@ import statistics
 from typing import Any
 
 import pyarrow as pa
-
-from analyze.categories import STAGE_DECODE, STAGE_PREFILL, STAGES
+from dsocr.analyze.categories import STAGE_DECODE, STAGE_PREFILL, STAGES
 
 # The stage time a rank spent, by the best measure each row has (device time first).
 _MEASURES = ("gpu_range_ms", "cpu_ms", "reference_ms")

@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from analyze.categories import (
+from dsocr.analyze.categories import (
     CLOCK_CUDA_EVENT,
     RANGE_DECODE_STEP,
     STAGE_DECODE,
@@ -22,7 +21,8 @@ from analyze.categories import (
     STAGE_VISION,
     STAGES,
 )
-from analyze.keys import image_key
+from dsocr.analyze.keys import image_key
+
 from dsocr import schema
 
 STATUS_OK = "ok"

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from dsocr.analyze.categories import KIND_CPU_OPERATOR, KIND_KERNEL, STAGES
 from rich import box
 from rich.console import Console
 from rich.table import Table
-
-from analyze.categories import KIND_CPU_OPERATOR, KIND_KERNEL, STAGES
 
 DASH = "–"
 TOP_SHOWN = 5

@@ -9,19 +9,19 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from dsocr.analyze.attribution import GpuWork, attribute_gpu_ops, lane_ids, operator_rows, place
+from dsocr.analyze.categories import NS_PER_MS, RANGE_DECODE_STEP, RANGE_PREFILL, RANGE_VISION
+from dsocr.analyze.cpu_self import self_time_ns
+from dsocr.analyze.kernels import DEFAULT_TOP, CpuOperatorTotals, kernels_table, name_codes, top_gpu
+from dsocr.analyze.keys import image_key, step_key
+from dsocr.analyze.latency import latency_table
+from dsocr.analyze.load import TraceTables, load_trace
+from dsocr.analyze.per_rank import rank_figures
+from dsocr.analyze.ranges import Ranges, clean_ranges
+from dsocr.analyze.reference import ok_predictions, timings_table
+from dsocr.analyze.stages import MEASURED, measure_stages
+from dsocr.analyze.summary import Coverage, summarize
 
-from analyze.attribution import GpuWork, attribute_gpu_ops, lane_ids, operator_rows, place
-from analyze.categories import NS_PER_MS, RANGE_DECODE_STEP, RANGE_PREFILL, RANGE_VISION
-from analyze.cpu_self import self_time_ns
-from analyze.kernels import DEFAULT_TOP, CpuOperatorTotals, kernels_table, name_codes, top_gpu
-from analyze.keys import image_key, step_key
-from analyze.latency import latency_table
-from analyze.load import TraceTables, load_trace
-from analyze.per_rank import rank_figures
-from analyze.ranges import Ranges, clean_ranges
-from analyze.reference import ok_predictions, timings_table
-from analyze.stages import MEASURED, measure_stages
-from analyze.summary import Coverage, summarize
 from dsocr import rundir
 
 TIMINGS_FILE = "timings.parquet"

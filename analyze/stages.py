@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from analyze.categories import (
+from dsocr.analyze.categories import (
     NS_PER_MS,
     RANGE_DECODE_STEP,
     RANGE_PREFILL,
@@ -17,8 +16,8 @@ from analyze.categories import (
     STAGE_VISION,
     STAGES,
 )
-from analyze.intervals import running_max_before, union_by_group
-from analyze.keys import image_key, split_image_key, step_key
+from dsocr.analyze.intervals import running_max_before, union_by_group
+from dsocr.analyze.keys import image_key, split_image_key, step_key
 
 MEASURED = pa.schema(
     [

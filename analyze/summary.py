@@ -7,9 +7,9 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from dsocr.analyze.categories import STAGE_DECODE, STAGES
+from dsocr.analyze.stats import describe
 
-from analyze.categories import STAGE_DECODE, STAGES
-from analyze.stats import describe
 from dsocr import schema
 
 STAGE_FIGURES = ("cpu_ms", "gpu_busy_ms", "gpu_span_ms", "gpu_range_ms", "kernel_count", "reference_ms")

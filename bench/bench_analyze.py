@@ -45,11 +45,12 @@ import pyarrow.compute as pc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analyze.attribution import attribute_gpu_ops  # noqa: E402
-from analyze.chrome import export_trace  # noqa: E402
-from analyze.load import load_trace  # noqa: E402
-from analyze.ranges import clean_ranges  # noqa: E402
-from analyze.stages import stage_masks  # noqa: E402
+from dsocr.analyze.attribution import attribute_gpu_ops  # noqa: E402
+from dsocr.analyze.chrome import export_trace  # noqa: E402
+from dsocr.analyze.load import load_trace  # noqa: E402
+from dsocr.analyze.ranges import clean_ranges  # noqa: E402
+from dsocr.analyze.stages import stage_masks  # noqa: E402
+
 from dsocr import rundir, schema  # noqa: E402
 
 DEFAULT_SOURCE = ROOT / "tests" / "data" / "gpu-run"
@@ -65,7 +66,7 @@ ANALYZE_CHILD = textwrap.dedent(
     import json, sys, time
     from pathlib import Path
     start = time.perf_counter()
-    from analyze.runner import analyze_run
+    from dsocr.analyze.runner import analyze_run
     imported = time.perf_counter()
     analysis = analyze_run(Path(sys.argv[1]))
     done = time.perf_counter()

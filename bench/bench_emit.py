@@ -35,8 +35,9 @@ from PIL import Image, ImageDraw, ImageFont
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from dsocr.emit import EmitOptions, render_run  # noqa: E402
+
 from dsocr import rundir, schema  # noqa: E402
-from emit import EmitOptions, render_run  # noqa: E402
 
 DEFAULT_IMAGES = 96
 DEFAULT_REPEATS = 3

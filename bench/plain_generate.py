@@ -13,10 +13,9 @@ import time
 from pathlib import Path
 
 import torch
-
-from capture.config import DType
-from capture.images import load_image
-from capture.models import encode, greedy_generate, load_random_weights, resolve_dtype
+from dsocr.capture.config import DType
+from dsocr.capture.images import load_image
+from dsocr.capture.models import encode, greedy_generate, load_random_weights, resolve_dtype
 
 PROMPT = "<image>\n<|grounding|>Convert the document to markdown."
 WARMUP_TOKENS = 8

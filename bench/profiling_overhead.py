@@ -27,13 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+from dsocr.capture.config import CaptureConfig, Device, ProfileMode  # noqa: E402
+from dsocr.capture.images import load_image  # noqa: E402
+from dsocr.capture.models import LoadedModel, encode, greedy_generate, load_model  # noqa: E402
+from dsocr.capture.profile_image import profile_image  # noqa: E402
+from dsocr.capture.runner import run  # noqa: E402
+from dsocr.capture.tracing import TraceWriter  # noqa: E402
 
-from capture.config import CaptureConfig, Device, ProfileMode  # noqa: E402
-from capture.images import load_image  # noqa: E402
-from capture.models import LoadedModel, encode, greedy_generate, load_model  # noqa: E402
-from capture.profile_image import profile_image  # noqa: E402
-from capture.runner import run  # noqa: E402
-from capture.tracing import TraceWriter  # noqa: E402
 from dsocr.rundir import read_predictions, read_run_json, trace_files  # noqa: E402
 from dsocr.samples import write_sample_images  # noqa: E402
 

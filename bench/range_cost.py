@@ -20,9 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-
-from capture.clock import PerfCounterClock  # noqa: E402
-from capture.timeline import ImageTimeline  # noqa: E402
+from dsocr.capture.clock import PerfCounterClock  # noqa: E402
+from dsocr.capture.timeline import ImageTimeline  # noqa: E402
 
 NS_PER_US = 1000
 REPEATS = 5

@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from dsocr.capture.config import CaptureConfig, DType
+from dsocr.capture.limits import ContextLimit, find_context_limit
+from dsocr.capture.tokenizer import IMAGE_TOKEN, build_tokenizer
 from PIL import Image
 from transformers import (
     AutoProcessor,
@@ -27,9 +30,6 @@ from transformers import (
 )
 from transformers.models.deepseek_ocr2.image_processing_pil_deepseek_ocr2 import DeepseekOcr2ImageProcessorPil
 
-from capture.config import CaptureConfig, DType
-from capture.limits import ContextLimit, find_context_limit
-from capture.tokenizer import IMAGE_TOKEN, build_tokenizer
 from dsocr.errors import BadInputError, ModelLoadError
 
 log = logging.getLogger(__name__)

@@ -8,15 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from dsocr.capture.clock import clock_for
+from dsocr.capture.config import CaptureConfig
+from dsocr.capture.images import load_image
+from dsocr.capture.limits import STOP_ERROR, TokenCap, resolve_cap, stop_reason
+from dsocr.capture.models import LoadedModel, decode_text, encode, greedy_generate, image_token_count
+from dsocr.capture.timeline import ImageTimeline
+from dsocr.capture.tracing import ImageTrace, TraceWriter
 from transformers import StoppingCriteriaList
 
-from capture.clock import clock_for
-from capture.config import CaptureConfig
-from capture.images import load_image
-from capture.limits import STOP_ERROR, TokenCap, resolve_cap, stop_reason
-from capture.models import LoadedModel, decode_text, encode, greedy_generate, image_token_count
-from capture.timeline import ImageTimeline
-from capture.tracing import ImageTrace, TraceWriter
 from dsocr.rundir import path_md5
 
 KIB_PER_MIB = 1024

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from dsocr.capture.config import CaptureConfig
+from dsocr.capture.models import LoadedModel
 
-from capture.config import CaptureConfig
-from capture.models import LoadedModel
 from dsocr import __version__, schema
 from dsocr.errors import RunDirError
 from dsocr.rundir import RUN_JSON, RUN_STATUS_RUNNING, read_run_json, write_json_atomic

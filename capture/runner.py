@@ -12,23 +12,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-
-from capture.config import CaptureConfig
-from capture.distributed import Ranks, image_size_bytes, join, shard
-from capture.images import ImageReadError, discover_images
-from capture.models import LoadedModel, load_model
-from capture.profile_image import failed_row, profile_image, warm_up
-from capture.run_record import (
+from dsocr.capture.config import CaptureConfig
+from dsocr.capture.distributed import Ranks, image_size_bytes, join, shard
+from dsocr.capture.images import ImageReadError, discover_images
+from dsocr.capture.models import LoadedModel, load_model
+from dsocr.capture.profile_image import failed_row, profile_image, warm_up
+from dsocr.capture.run_record import (
     WarningCollector,
     check_resumable,
     finish_record,
     start_record,
     write_record,
 )
-from capture.tracing import ImageTrace, TraceWriter
+from dsocr.capture.tracing import ImageTrace, TraceWriter
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
 from dsocr.errors import BadInputError, DsocrError
 from dsocr.rundir import (
     CAPTURE_LOG,
@@ -41,7 +41,7 @@ from dsocr.rundir import (
 )
 from dsocr.samples import sample_image_paths, write_sample_images
 
-log = logging.getLogger("capture")
+log = logging.getLogger(__package__)
 
 SAMPLES_DIR = "samples"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from dsocr.capture.config import SamplingSchedule
 from torch.profiler import ProfilerAction
-
-from capture.config import SamplingSchedule
 
 Schedule = Callable[[int], ProfilerAction]
 

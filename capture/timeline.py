@@ -15,10 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from dsocr.capture.clock import Clock
+from dsocr.capture.ranges import OpenRange, open_range
 from transformers import StoppingCriteria
-
-from capture.clock import Clock
-from capture.ranges import OpenRange, open_range
 
 
 @dataclass

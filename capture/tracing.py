@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from dsocr.capture.config import CaptureConfig, ProfileMode
+from dsocr.capture.schedule import Schedule, full_schedule, sampled_schedule
+from dsocr.capture.trace_convert import convert_chunk
 from torch.profiler import ProfilerActivity, profile
 
-from capture.config import CaptureConfig, ProfileMode
-from capture.schedule import Schedule, full_schedule, sampled_schedule
-from capture.trace_convert import convert_chunk
 from dsocr.rundir import TRACE_DIR
 
 PENDING_DIR = ".pending"

@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from analyze.kernels import DEFAULT_TOP
 from dsocr._app import JsonOption, RunDirArg, app
+from dsocr.analyze.kernels import DEFAULT_TOP
 from dsocr.errors import BadInputError
 
 
@@ -24,8 +24,8 @@ def analyze(
     the run's Parquet alone; writes analysis/timings.parquet, kernels.parquet and summary.json."""
     if top < 1:
         raise BadInputError(f"--top {top}: must be at least 1")
-    from analyze.report import print_report
-    from analyze.runner import analyze_run
+    from dsocr.analyze.report import print_report
+    from dsocr.analyze.runner import analyze_run
 
     analysis = analyze_run(run_dir, top=top)
     if as_json:
@@ -52,7 +52,7 @@ def export_trace(
     """Write the run's trace (or one image's) as Chrome trace JSON for Perfetto or HTA."""
     if image is not None and image < 0:
         raise BadInputError(f"--image {image}: must be a non-negative image index")
-    from analyze.chrome import export_trace as write_chrome_trace
+    from dsocr.analyze.chrome import export_trace as write_chrome_trace
 
     path, events = write_chrome_trace(run_dir, image=image, output=out)
     typer.echo(f"wrote {events} events to {path}")

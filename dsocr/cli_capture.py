@@ -10,7 +10,8 @@ from typing import Annotated
 
 import typer
 
-from capture.config import (
+from dsocr._app import app
+from dsocr.capture.config import (
     DEFAULT_FIRST_STEPS,
     DEFAULT_FULL_CHUNK_STEPS,
     DEFAULT_MAX_NEW_TOKENS,
@@ -24,7 +25,6 @@ from capture.config import (
     SamplingSchedule,
     parse_max_new_tokens,
 )
-from dsocr._app import app
 from dsocr.errors import BadInputError, MissingExtraError
 
 RUNS_ROOT = Path("runs")
@@ -54,7 +54,7 @@ def _argv_from(ctx: typer.Context, out: Path) -> list[str]:
 
 def _launch_ranks(argv: list[str], processes: int) -> int:
     try:
-        from capture.distributed import launch
+        from dsocr.capture.distributed import launch
     except ImportError as exc:
         raise MissingExtraError(f"{INSTALL_HINT} ({exc.name} is missing)") from None
     return launch(argv, processes)
@@ -139,7 +139,7 @@ def capture(
         warmup_tokens=warmup_tokens,
     )
     try:
-        from capture.runner import run
+        from dsocr.capture.runner import run
     except ImportError as exc:
         raise MissingExtraError(f"{INSTALL_HINT} ({exc.name} is missing)") from None
     run(config)

@@ -9,10 +9,10 @@ from typing import Annotated
 import typer
 
 from dsocr._app import JsonOption, RunDirArg, app
+from dsocr.emit import EmitFailedError, EmitOptions, RenderStyle, import_outputs, render_run
+from dsocr.emit.importer import DEFAULT_MODEL_ID
+from dsocr.emit.options import DEFAULT_LINE_WIDTH, DEFAULT_QUALITY
 from dsocr.rundir import VIZ_DIR
-from emit import EmitFailedError, EmitOptions, RenderStyle, import_outputs, render_run
-from emit.importer import DEFAULT_MODEL_ID
-from emit.options import DEFAULT_LINE_WIDTH, DEFAULT_QUALITY
 
 
 @app.command()

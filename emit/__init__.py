@@ -4,10 +4,10 @@ Public API: :func:`render_run` (``dsocr emit``), :func:`import_outputs` (``dsocr
 :func:`parse_grounding` (DeepSeek-OCR output to blocks, boxes and clean text).
 """
 
-from emit.grounding import Grounding, parse_grounding
-from emit.importer import ImportSummary, import_outputs
-from emit.options import EmitOptions, RenderStyle
-from emit.runner import EmitFailedError, EmitSummary, render_run
+from dsocr.emit.grounding import Grounding, parse_grounding
+from dsocr.emit.importer import ImportSummary, import_outputs
+from dsocr.emit.options import EmitOptions, RenderStyle
+from dsocr.emit.runner import EmitFailedError, EmitSummary, render_run
 
 __all__ = [
     "EmitFailedError",

@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from emit._warnings import WarningList, quote
+from dsocr.emit._warnings import WarningList, quote
 
 #: DeepSeek-OCR writes coordinates as integers 0..999 of the original image.
 NORM_MAX = 999

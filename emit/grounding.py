@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from enum import Enum, auto
 
-from emit._warnings import WarningList, quote
-from emit.boxes import NormBox, parse_box_list
+from dsocr.emit._warnings import WarningList, quote
+from dsocr.emit.boxes import NormBox, parse_box_list
 
 REF_OPEN = "<|ref|>"
 REF_CLOSE = "<|/ref|>"

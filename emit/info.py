@@ -8,11 +8,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from dsocr.emit.grounding import Grounding
+from dsocr.emit.options import RenderStyle
+from dsocr.emit.render import PlacedBox
+from dsocr.emit.timings import StageTimings
+
 from dsocr.schema import SCHEMA_VERSION
-from emit.grounding import Grounding
-from emit.options import RenderStyle
-from emit.render import PlacedBox
-from emit.timings import StageTimings
 
 INFO_FILE = "info.json"
 RESULT_IMAGE = "result_with_boxes.jpg"

@@ -7,11 +7,12 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from dsocr.emit.info import INFO_FILE, RESULT_IMAGE
+from dsocr.emit.options import RenderStyle
+from dsocr.emit.timings import timings_path
+
 from dsocr.errors import BadInputError
 from dsocr.rundir import PREDICTIONS_FILE, PREDICTIONS_PARTS_DIR, path_md5
-from emit.info import INFO_FILE, RESULT_IMAGE
-from emit.options import RenderStyle
-from emit.timings import timings_path
 
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")
 

@@ -12,10 +12,9 @@ import hashlib
 import io
 from dataclasses import dataclass
 
+from dsocr.emit.grounding import Grounding
+from dsocr.emit.options import RenderStyle
 from PIL import Image, ImageDraw, ImageFont
-
-from emit.grounding import Grounding
-from emit.options import RenderStyle
 
 RGB = tuple[int, int, int]
 PixelBox = tuple[int, int, int, int]

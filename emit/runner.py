@@ -18,11 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-
-from dsocr.errors import DsocrError, RunDirError
-from dsocr.rundir import PREDICTIONS_JSONL, read_predictions, read_run_json, write_bytes_atomic
-from emit.grounding import parse_grounding
-from emit.info import (
+from dsocr.emit.grounding import parse_grounding
+from dsocr.emit.info import (
     EMIT_CAPTURE_FAILED,
     EMIT_FAILED,
     EMIT_NOT_SELECTED,
@@ -31,10 +28,13 @@ from emit.info import (
     INFO_FILE,
     prediction_record,
 )
-from emit.options import EmitOptions
-from emit.plan import inputs_mtime_ns, is_md5, is_up_to_date, select_md5s
-from emit.timings import AnalysisTimings, load_analysis_timings, stage_timings
-from emit.worker import RenderJob, RenderOutcome, render_image, render_images
+from dsocr.emit.options import EmitOptions
+from dsocr.emit.plan import inputs_mtime_ns, is_md5, is_up_to_date, select_md5s
+from dsocr.emit.timings import AnalysisTimings, load_analysis_timings, stage_timings
+from dsocr.emit.worker import RenderJob, RenderOutcome, render_image, render_images
+
+from dsocr.errors import DsocrError, RunDirError
+from dsocr.rundir import PREDICTIONS_JSONL, read_predictions, read_run_json, write_bytes_atomic
 
 #: The prediction columns emit reads (decode_step_ms, the largest, is not among them).
 COLUMNS = [

@@ -11,15 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dsocr.emit._warnings import WarningList
+from dsocr.emit.grounding import Grounding, parse_grounding
+from dsocr.emit.info import CROPS_DIR, INFO_FILE, RESULT_IMAGE, build_info
+from dsocr.emit.options import RenderStyle
+from dsocr.emit.render import PlacedBox, draw_boxes, encode_jpeg, image_crops, place_boxes
+from dsocr.emit.timings import StageTimings
 from PIL import Image, ImageOps
 
 from dsocr.rundir import write_bytes_atomic, write_json_atomic
-from emit._warnings import WarningList
-from emit.grounding import Grounding, parse_grounding
-from emit.info import CROPS_DIR, INFO_FILE, RESULT_IMAGE, build_info
-from emit.options import RenderStyle
-from emit.render import PlacedBox, draw_boxes, encode_jpeg, image_crops, place_boxes
-from emit.timings import StageTimings
 
 # Pillow reports an unreadable file with any of these, depending on the format and the damage
 # (SyntaxError and EOFError come from its decoders, DecompressionBombError from huge images).

@@ -123,7 +123,7 @@ def test_export_trace_of_one_image(small_run: tuple[Path, list[dict]]) -> None:
 
 
 def test_microsecond_strings_keep_nanoseconds() -> None:
-    from analyze.chrome import _microseconds
+    from dsocr.analyze.chrome import _microseconds
 
     values = pa.chunked_array([[0, 7, 1_000, 1_234_567_890_123]])
     assert _microseconds(values).to_pylist() == ["0.000", "0.007", "1.000", "1234567890.123"]

@@ -5,12 +5,11 @@ from __future__ import annotations
 import statistics
 
 import numpy as np
+from dsocr.analyze.cpu_self import self_time_ns
+from dsocr.analyze.intervals import NOT_FOUND, locate, union_by_group
+from dsocr.analyze.stats import grouped_quantiles
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from analyze.cpu_self import self_time_ns
-from analyze.intervals import NOT_FOUND, locate, union_by_group
-from analyze.stats import grouped_quantiles
 
 BIG = 1_795_900_000_000_000_000  # absolute ns, as in real traces
 

@@ -11,9 +11,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from capture_helpers import run_capture
+from dsocr.capture.models import EMBEDDED_CONFIG
 from PIL import Image
 
-from capture.models import EMBEDDED_CONFIG
 from dsocr import schema
 from dsocr.rundir import (
     PREDICTIONS_FILE,
@@ -141,7 +141,7 @@ def test_bad_images_become_failed_rows_and_the_run_goes_on(
     listing = tmp_path / "images.txt"
     listing.write_text(f"# pages\n{sample_pages[0]}\ncorrupt.png\n{missing}\nhuge.png\n")
     # A tiny pixel limit stands in for a decompression-bomb-sized image.
-    monkeypatch.setattr("capture.images.MAX_IMAGE_PIXELS", 2_200_000)
+    monkeypatch.setattr("dsocr.capture.images.MAX_IMAGE_PIXELS", 2_200_000)
     run_dir = tmp_path / "run"
     result = run_capture(listing, "--out", run_dir, "--max-new-tokens", "2")
     assert result.exit_code == 0, result.output
@@ -206,16 +206,16 @@ def test_out_holding_a_run_needs_resume_and_the_same_settings(eight_run: Path, s
 def test_resume_finishes_an_interrupted_run(
     tmp_path: Path, sample_pages: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import capture.runner
+    import dsocr.capture.runner as capture_runner
 
-    real_profile_image = capture.runner.profile_image
+    real_profile_image = capture_runner.profile_image
 
     def interrupted_at_second_image(**kwargs):
         if kwargs["image_index"] == 1:
             raise KeyboardInterrupt
         return real_profile_image(**kwargs)
 
-    monkeypatch.setattr(capture.runner, "profile_image", interrupted_at_second_image)
+    monkeypatch.setattr(capture_runner, "profile_image", interrupted_at_second_image)
     run_dir = tmp_path / "run"
     arguments = [*sample_pages, "--out", run_dir, "--max-new-tokens", "4", "--profile", "full"]
     first = run_capture(*arguments)
@@ -230,7 +230,7 @@ def test_resume_finishes_an_interrupted_run(
     stray = run_dir / "trace" / "rank=0" / "image0000001-chunk0007.parquet"
     stray.write_bytes(b"partial")
 
-    monkeypatch.setattr(capture.runner, "profile_image", real_profile_image)
+    monkeypatch.setattr(capture_runner, "profile_image", real_profile_image)
     second = run_capture(*arguments, "--resume")
     assert second.exit_code == 0, second.output
     rows = read_predictions(run_dir).to_pylist()
@@ -284,8 +284,7 @@ def test_capture_without_torch_says_how_to_install(tmp_path: Path) -> None:
 def test_a_local_checkpoint_folder_loads_through_transformers(tmp_path: Path, sample_pages: list[Path]) -> None:
     """save_pretrained of the embedded model is a real DeepSeek-OCR-2 folder: from_pretrained + AutoProcessor."""
     import torch
-
-    from capture.models import load_random_weights
+    from dsocr.capture.models import load_random_weights
 
     embedded = load_random_weights(EMBEDDED_CONFIG, device="cpu", dtype=torch.float32, seed=0)
     folder = tmp_path / "DeepSeek-OCR-2-tiny"

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 from capture_helpers import run_capture
+from dsocr.analyze.runner import analyze_run
+from dsocr.capture.distributed import shard
 from typer.testing import CliRunner
 
-from analyze.runner import analyze_run
-from capture.distributed import shard
 from dsocr._app import app
 from dsocr.rundir import PREDICTIONS_PARTS_DIR, read_predictions, read_run_json, trace_files
 

@@ -6,14 +6,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from dsocr.capture.config import SamplingSchedule, parse_max_new_tokens
+from dsocr.capture.images import discover_images
+from dsocr.capture.limits import FALLBACK_DECODE_CEILING, ContextLimit, find_context_limit, resolve_cap, stop_reason
+from dsocr.capture.schedule import full_schedule, sampled_records, sampled_schedule
+from dsocr.capture.tokenizer import EOS_TOKEN, build_tokenizer
+from dsocr.capture.trace_convert import events_to_table
 from torch.profiler import ProfilerAction
 
-from capture.config import SamplingSchedule, parse_max_new_tokens
-from capture.images import discover_images
-from capture.limits import FALLBACK_DECODE_CEILING, ContextLimit, find_context_limit, resolve_cap, stop_reason
-from capture.schedule import full_schedule, sampled_records, sampled_schedule
-from capture.tokenizer import EOS_TOKEN, build_tokenizer
-from capture.trace_convert import events_to_table
 from dsocr.errors import BadInputError
 
 

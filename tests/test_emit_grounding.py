@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from dsocr.emit._warnings import MAX_WARNINGS
+from dsocr.emit.boxes import NORM_MAX, NormBox
+from dsocr.emit.grounding import MAX_BOXES, parse_grounding
 from emit_helpers import EOS, GOLDEN_CLEAN, GOLDEN_LABELS, GOLDEN_NORM_BOXES, GOLDEN_PIXEL_BOXES, GOLDEN_TEXT
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from emit._warnings import MAX_WARNINGS
-from emit.boxes import NORM_MAX, NormBox
-from emit.grounding import MAX_BOXES, parse_grounding
 
 
 def _boxes(text: str) -> list[list[int | float]]:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from PIL import Image
-
-from emit.grounding import parse_grounding
-from emit.options import RenderStyle
-from emit.render import (
+from dsocr.emit.grounding import parse_grounding
+from dsocr.emit.options import RenderStyle
+from dsocr.emit.render import (
     COLOUR_LIMITS,
     FILL_ALPHA,
     FILL_BUDGET_PAGES,
@@ -16,6 +14,7 @@ from emit.render import (
     place_boxes,
     tag_text,
 )
+from PIL import Image
 
 WHITE = (255, 255, 255)
 SIZE = (1000, 1000)  # 999 normalized units span it almost one to one
