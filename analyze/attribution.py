@@ -32,6 +32,10 @@ class GpuWork:
     without_launch: int
     #: Launch calls passed over because an earlier call had the same correlation id.
     duplicate_launch_ids: int
+    #: Activities whose recorded start precedes their own launch call: impossible, so their
+    #: timestamps are corrupt (CUPTI, pytorch/pytorch#192021). Counted, and left out of ``table``
+    #: so that no busy time, span or count rests on them.
+    start_before_launch: int = 0
 
 
 def _thread_key(table: pa.Table) -> np.ndarray:
@@ -116,9 +120,18 @@ def attribute_gpu_ops(gpu_ops: pa.Table, launches: pa.Table, ranges: Ranges) -> 
         .append_column("pid", launch_column("pid"))
         .append_column("tid", launch_column("tid"))
     )
+    early = matched & (gpu_ops["ts_ns"].to_numpy() < launch_ns.fill_null(0).to_numpy())
+    if early.any():
+        with_launch = with_launch.filter(pa.array(~early))
+        launch_ns = with_launch["launch_ns"]
     lane = lane_ids(with_launch, ranges)
     placed = place(with_launch, launch_ns.fill_null(0).to_numpy(), lane, ranges)
-    return GpuWork(table=placed, without_launch=int(np.count_nonzero(~matched)), duplicate_launch_ids=duplicates)
+    return GpuWork(
+        table=placed,
+        without_launch=int(np.count_nonzero(~matched)),
+        duplicate_launch_ids=duplicates,
+        start_before_launch=int(np.count_nonzero(early)),
+    )
 
 
 def operator_rows(gpu_ops: pa.Table, cpu_ops: pa.Table) -> np.ndarray:

@@ -1,4 +1,10 @@
-"""Per image: TTFT, per-token decode latency (mean, p50, p90, p99, max), tokens/s, token counts."""
+"""Per image: TTFT, per-token decode latency (mean, p50, p90, p99, max), tokens/s, token counts.
+
+The headline figures of an image cover the whole image: they come from the capture's reference
+clock (every decode step), or from the trace only when the image has no reference timings.
+Figures from the trace alone cover the traced steps only and carry that coverage
+(``tpot_traced_p50_ms`` over ``steps_traced`` of ``steps_total``).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from dsocr.analyze.categories import MS_PER_S, NS_PER_MS, RANGE_DECODE_STEP, RANGE_PREFILL
+from dsocr.analyze.cold import image_cold
 from dsocr.analyze.keys import image_key
 from dsocr.analyze.reference import ok_predictions
 from dsocr.analyze.stats import MEDIAN, P90, P99, grouped_quantiles
@@ -29,6 +36,13 @@ LATENCY = pa.schema(
         pa.field("prompt_tokens", pa.int32()),
         pa.field("generated_tokens", pa.int32()),
         pa.field("stop_reason", pa.string()),
+        pa.field("steps_total", pa.int32()),
+        pa.field("steps_traced", pa.int32()),
+        pa.field("tpot_traced_p50_ms", pa.float64()),
+        pa.field("cold_steps", pa.int32()),
+        pa.field("warm_steps", pa.int32()),
+        pa.field("tpot_warm_p50_ms", pa.float64()),
+        pa.field("tpot_cold_p50_ms", pa.float64()),
     ]
 )
 
@@ -80,25 +94,35 @@ def _from_reference(ok: pa.Table) -> dict[int, dict]:
 
 
 def latency_table(predictions: pa.Table, ranges: pa.Table) -> pa.Table:
-    """One row per processed image (LATENCY). Figures come from the trace's ranges where the
-    image has them, else from the reference clock (``source`` says which)."""
+    """One row per processed image (LATENCY): whole-image figures from the reference clock where
+    the image has them, else from the trace's ranges (``source`` says which)."""
     ok = ok_predictions(predictions)
     ttft, traced = _from_trace(ranges)
     reference = _from_reference(ok)
     rows = []
     for key, row in zip(image_key(ok).tolist(), ok.to_pylist(), strict=True):
-        in_trace = key in ttft
-        stats = traced.get(key, {}) if in_trace else reference.get(key, {})
+        measured = reference.get(key)
+        from_trace = traced.get(key, {})
+        stats = measured if measured is not None else from_trace
+        cold = image_cold(row)
+        steps_total = len(row["decode_step_ms"]) if row["decode_step_ms"] is not None else None
         rows.append(
             {
                 "image_index": row["image_index"],
                 "rank": row["rank"] or 0,
-                "source": SOURCE_TRACE if in_trace else SOURCE_REFERENCE,
-                "ttft_ms": ttft[key] if in_trace else row["prefill_ms"],
+                "source": SOURCE_REFERENCE if measured is not None or key not in ttft else SOURCE_TRACE,
+                "ttft_ms": row["prefill_ms"] if row["prefill_ms"] is not None else ttft.get(key),
                 **stats,
                 "prompt_tokens": row["prompt_tokens"],
                 "generated_tokens": row["generated_tokens"],
                 "stop_reason": row["stop_reason"],
+                "steps_total": steps_total,
+                "steps_traced": from_trace.get("steps", 0) if key in ttft else 0,
+                "tpot_traced_p50_ms": from_trace.get("tpot_p50_ms"),
+                "cold_steps": cold.cold_steps,
+                "warm_steps": cold.warm_steps,
+                "tpot_warm_p50_ms": cold.tpot_warm_p50_ms,
+                "tpot_cold_p50_ms": cold.tpot_cold_p50_ms,
             }
         )
     return pa.Table.from_pylist(rows, schema=LATENCY)

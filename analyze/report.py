@@ -153,6 +153,37 @@ def coverage_lines(summary: dict[str, Any]) -> list[str]:
             f" with no launch call in the trace: {coverage['gpu_ops_without_launch']};"
             f" ranges with no device work: {coverage['ranges_without_device_work']}"
         )
+        if coverage.get("kernels_start_before_launch"):
+            lines.append(
+                f"WARNING {coverage['kernels_start_before_launch']} GPU activities start before their own launch"
+                " (corrupt CUPTI timestamps, pytorch/pytorch#192021): left out of every GPU figure"
+            )
+    return lines
+
+
+def cold_lines(summary: dict[str, Any]) -> list[str]:
+    """A warning per image whose TPOT cold steps (decode lengths new to the process) raise by
+    more than the flag share, with the CPU operators that grow most on cold steps."""
+    cold = summary.get("cold")
+    if not cold or not cold["flagged_images"]:
+        return []
+    lines = [
+        f"WARNING cold steps: {cold['cold_steps']} decode steps ran at a length new to the process; they add"
+        f" {_num(cold['cold_added_ms'], 1)} ms over the warm median step ({_num(cold['warm_step_p50_ms'])} ms)"
+    ]
+    for image in cold["flagged_images"]:
+        lines.append(
+            f"  image {image['image_index']} (rank {image['rank']}): TPOT {_num(image['tpot_ms'])} ms,"
+            f" {_num(image['tpot_if_warm_ms'])} ms had its {image['cold_steps']} cold steps run warm"
+            f" ({_pct(image['tpot_ms'] / image['tpot_if_warm_ms'] - 1)})"
+        )
+    if cold["top_operators"]:
+        operators = ", ".join(
+            f"{op['name']} {_num(op['cold_ms_per_step'], 3)} vs {_num(op['warm_ms_per_step'], 3)}"
+            for op in cold["top_operators"]
+        )
+        lines.append(f"  CPU ms per step, cold vs warm traced steps: {operators}")
+    lines.append("  try: --warmup-tokens covering the lengths, another --sdpa-backend, or compare images 2..N only")
     return lines
 
 
@@ -190,5 +221,5 @@ def print_report(summary: dict[str, Any], console: Console) -> None:
     top = _top_table(summary)
     if top is not None:
         console.print(top)
-    for line in coverage_lines(summary):
+    for line in coverage_lines(summary) + cold_lines(summary):
         console.print(line, highlight=False)

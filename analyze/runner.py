@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from dsocr.analyze.attribution import GpuWork, attribute_gpu_ops, lane_ids, operator_rows, place
 from dsocr.analyze.categories import NS_PER_MS, RANGE_DECODE_STEP, RANGE_PREFILL, RANGE_VISION
+from dsocr.analyze.cold import ColdOperatorTotals, cold_impact
 from dsocr.analyze.cpu_self import self_time_ns
 from dsocr.analyze.kernels import DEFAULT_TOP, CpuOperatorTotals, kernels_table, name_codes, top_gpu
 from dsocr.analyze.keys import image_key, step_key
@@ -95,6 +96,7 @@ def _coverage(
             "gpu_ops_outside_ranges_ms": float(pc.sum(work.filter(outside)["dur_ns"]).as_py() or 0) / NS_PER_MS,
             "gpu_ops_without_launch": gpu.without_launch,
             "duplicate_launch_ids": gpu.duplicate_launch_ids,
+            "kernels_start_before_launch": gpu.start_before_launch,
             "ranges_without_device_work": _ranges_without_work(ranges.table, work),
         }
     return Coverage(**figures)
@@ -112,14 +114,18 @@ def _operator_codes(work: pa.Table, cpu_ops: pa.Table) -> tuple[np.ndarray, list
     return np.where(rows >= 0, codes[np.maximum(rows, 0)], -1), names
 
 
-def _analyze_trace(trace: TraceTables, *, top: int) -> tuple[Ranges, GpuWork | None, pa.Table, pa.Table]:
-    """Ranges, attributed GPU work, measured stages and the top-k tables of a loaded trace."""
+def _analyze_trace(
+    trace: TraceTables, *, top: int, ok: pa.Table
+) -> tuple[Ranges, GpuWork | None, pa.Table, pa.Table, ColdOperatorTotals]:
+    """Ranges, attributed GPU work, measured stages, the top-k tables of a loaded trace, and CPU
+    operator time of cold against warm decode steps."""
     ranges = clean_ranges(trace.ranges, trace.chunks)
     gpu = attribute_gpu_ops(trace.gpu_ops, trace.launches, ranges) if trace.has_device_time else None
     measured = measure_stages(
         ranges.table, gpu.table if gpu is not None else trace.gpu_ops, has_device_time=trace.has_device_time
     )
     totals = CpuOperatorTotals(name_codes(trace.cpu_ops["name"])[1])
+    cold_totals = ColdOperatorTotals(ok, totals.names)
     # One flush chunk at a time: operators nest within a chunk, and memory stays bounded.
     for batch in trace.cpu_ops.to_batches():
         ops = pa.Table.from_batches([batch])
@@ -131,11 +137,12 @@ def _analyze_trace(trace: TraceTables, *, top: int) -> tuple[Ranges, GpuWork | N
             lanes[on_lane], ops["ts_ns"].to_numpy()[on_lane], ops["dur_ns"].to_numpy()[on_lane]
         )
         totals.add(ops, self_ns)
+        cold_totals.add(ops, name_codes(ops["name"])[0], self_ns)
     tables = totals.tables(_stage_cpu_ns(measured), top=top)
     if gpu is not None:
         codes, names = _operator_codes(gpu.table, trace.cpu_ops)
         tables = top_gpu(gpu.table, codes, names, top=top) + tables
-    return ranges, gpu, measured, kernels_table(tables)
+    return ranges, gpu, measured, kernels_table(tables), cold_totals
 
 
 def analyze_run(run_dir: Path, *, top: int = DEFAULT_TOP, write: bool = True) -> Analysis:
@@ -147,8 +154,11 @@ def analyze_run(run_dir: Path, *, top: int = DEFAULT_TOP, write: bool = True) ->
     predictions = rundir.read_predictions(run_dir)
     has_trace = bool(rundir.trace_files(run_dir))
     trace = load_trace(run_dir)
+    ok = ok_predictions(predictions)
+    cold_operators: list[dict] = []
     if has_trace:
-        ranges, gpu, measured, kernels = _analyze_trace(trace, top=top)
+        ranges, gpu, measured, kernels, cold_totals = _analyze_trace(trace, top=top, ok=ok)
+        cold_operators = cold_totals.top()
     else:
         ranges, gpu, measured, kernels = (
             clean_ranges(trace.ranges, trace.chunks),
@@ -175,6 +185,8 @@ def analyze_run(run_dir: Path, *, top: int = DEFAULT_TOP, write: bool = True) ->
         top_kernels=kernels,
     )
     summary["ranks"] = rank_figures(timings, run)
+    impact = cold_impact(ok.to_pylist(), cold_operators)
+    summary["cold"] = None if impact is None else impact.to_dict()
     output_dir = run_dir / rundir.ANALYSIS_DIR
     if write:
         rundir.write_table_atomic(timings, output_dir / TIMINGS_FILE)

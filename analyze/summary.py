@@ -50,6 +50,8 @@ class Coverage:
     #: GPU activities whose correlation id matches no launch call in the same chunk.
     gpu_ops_without_launch: int = 0
     duplicate_launch_ids: int = 0
+    #: GPU activities recorded as starting before their own launch (corrupt timestamps, left out).
+    kernels_start_before_launch: int = 0
 
     @property
     def steps_not_traced(self) -> int:

@@ -25,6 +25,23 @@ class ProfileMode(enum.StrEnum):
     off = "off"
 
 
+class ProfilerSessions(enum.StrEnum):
+    """How profiler sessions map onto an image: one per traced window (default) or one per image."""
+
+    window = "window"
+    image = "image"
+
+
+class SdpaBackend(enum.StrEnum):
+    """Which torch scaled_dot_product_attention backend may run (auto: torch chooses)."""
+
+    auto = "auto"
+    cudnn = "cudnn"
+    flash = "flash"
+    efficient = "efficient"
+    math = "math"
+
+
 class Device(enum.StrEnum):
     cpu = "cpu"
     cuda = "cuda"
@@ -88,6 +105,10 @@ class CaptureConfig:
     resume: bool = False
     seed: int = 0
     warmup_tokens: int = 0
+    profiler_sessions: ProfilerSessions = ProfilerSessions.window
+    sdpa_backend: SdpaBackend = SdpaBackend.auto
+    #: transformers' attn_implementation for the model (None: the model's default, sdpa).
+    attn_implementation: str | None = None
 
     def __post_init__(self) -> None:
         if "<image>" not in self.prompt:

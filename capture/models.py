@@ -74,6 +74,7 @@ class LoadedModel:
             "context_limit": self.context_limit.tokens,
             "context_limit_source": self.context_limit.source,
             "eos_token_id": self.eos_token_id,
+            "attn_implementation": getattr(self.model.config, "_attn_implementation", None),
         }
 
 
@@ -120,7 +121,13 @@ def _check_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def load_random_weights(config_path: Path, *, device: str, dtype: torch.dtype, seed: int) -> LoadedModel:
+def _attention_kwargs(attn_implementation: str | None) -> dict[str, str]:
+    return {} if attn_implementation is None else {"attn_implementation": attn_implementation}
+
+
+def load_random_weights(
+    config_path: Path, *, device: str, dtype: torch.dtype, seed: int, attn_implementation: str | None = None
+) -> LoadedModel:
     """DeepSeek-OCR-2 of the architecture in ``config_path`` with seeded random weights."""
     try:
         config_dict = json.loads(config_path.read_text(encoding="utf-8"))
@@ -146,15 +153,23 @@ def load_random_weights(config_path: Path, *, device: str, dtype: torch.dtype, s
     torch_device = _check_device(device)
     torch.manual_seed(seed)
     # Building on the target device skips a multi-GB host copy for full-size configs.
-    with torch.device(torch_device):
-        model = DeepseekOcr2ForConditionalGeneration._from_config(config, dtype=dtype)
+    try:
+        with torch.device(torch_device):
+            model = DeepseekOcr2ForConditionalGeneration._from_config(
+                config, dtype=dtype, **_attention_kwargs(attn_implementation)
+            )
+    except (ValueError, ImportError) as exc:
+        first_sentence = str(exc).splitlines()[0].split(". ")[0]
+        raise ModelLoadError(f"--attn-implementation {attn_implementation}: {first_sentence}") from None
     model.to(torch_device)
     processor = DeepseekOcr2Processor(image_processor=DeepseekOcr2ImageProcessorPil(), tokenizer=tokenizer)
     model_id = EMBEDDED_MODEL_ID if config_path == EMBEDDED_CONFIG else f"random-weights:{config_path.name}"
     return _finish(model, processor, torch_device, model_id, "random-weights")
 
 
-def load_checkpoint(folder: Path, *, device: str, dtype: torch.dtype) -> LoadedModel:
+def load_checkpoint(
+    folder: Path, *, device: str, dtype: torch.dtype, attn_implementation: str | None = None
+) -> LoadedModel:
     """A local DeepSeek-OCR-2 checkpoint folder through transformers' native classes."""
     if not folder.is_dir():
         raise ModelLoadError(f"--model {folder}: no such folder")
@@ -173,7 +188,9 @@ def load_checkpoint(folder: Path, *, device: str, dtype: torch.dtype) -> LoadedM
     torch_device = _check_device(device)
     try:
         # No device_map: it would need accelerate, which the capture extra does not install.
-        model = DeepseekOcr2ForConditionalGeneration.from_pretrained(folder, dtype=dtype).to(torch_device)
+        model = DeepseekOcr2ForConditionalGeneration.from_pretrained(
+            folder, dtype=dtype, **_attention_kwargs(attn_implementation)
+        ).to(torch_device)
         processor = AutoProcessor.from_pretrained(folder)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"--model {folder}: cannot load ({str(exc).splitlines()[0]})") from None
@@ -184,11 +201,16 @@ def load_model(config: CaptureConfig) -> LoadedModel:
     """The model ``config`` names: embedded default, an architecture .json, or a checkpoint folder."""
     device = config.device.value
     dtype = resolve_dtype(config.dtype, device)
+    attention = config.attn_implementation
     if config.model is None:
-        return load_random_weights(EMBEDDED_CONFIG, device=device, dtype=dtype, seed=config.seed)
+        return load_random_weights(
+            EMBEDDED_CONFIG, device=device, dtype=dtype, seed=config.seed, attn_implementation=attention
+        )
     if config.model.suffix == ".json" and config.model.is_file():
-        return load_random_weights(config.model, device=device, dtype=dtype, seed=config.seed)
-    return load_checkpoint(config.model, device=device, dtype=dtype)
+        return load_random_weights(
+            config.model, device=device, dtype=dtype, seed=config.seed, attn_implementation=attention
+        )
+    return load_checkpoint(config.model, device=device, dtype=dtype, attn_implementation=attention)
 
 
 def encode(loaded: LoadedModel, image: Image.Image, prompt: str) -> dict[str, Any]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import resource
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+from dsocr.capture.attention import sdpa_backend
 from dsocr.capture.clock import clock_for
 from dsocr.capture.config import CaptureConfig
 from dsocr.capture.images import load_image
@@ -17,9 +19,33 @@ from dsocr.capture.timeline import ImageTimeline
 from dsocr.capture.tracing import ImageTrace, TraceWriter
 from transformers import StoppingCriteriaList
 
+from dsocr.errors import BadInputError
 from dsocr.rundir import path_md5
 
 KIB_PER_MIB = 1024
+#: What torch raises when the allowed SDPA backends have no kernel for a call.
+NO_KERNEL_MESSAGE = "No available kernel"
+
+
+class ShapeHistory:
+    """The decode sequence lengths this process has already run.
+
+    Kernels that plan per shape (cuDNN's SDPA builds a plan for each new sequence length) are
+    slow the first time a length is seen in a process; a step at such a length is *cold*.
+    """
+
+    def __init__(self) -> None:
+        self._seen: set[int] = set()
+
+    def decode_lengths(self, prompt_tokens: int, steps: int) -> list[int]:
+        """The key/value length of decode steps 1..steps (step K attends over prompt + K tokens)."""
+        return [prompt_tokens + step for step in range(1, steps + 1)]
+
+    def mark_cold(self, lengths: list[int]) -> list[bool]:
+        """Which of ``lengths`` this process had not run before; remembers them all."""
+        cold = [length not in self._seen for length in lengths]
+        self._seen.update(lengths)
+        return cold
 
 
 def peak_rss_mib() -> float:
@@ -44,14 +70,19 @@ def failed_row(config: CaptureConfig, image_index: int, image_path: Path, error:
     }
 
 
-def _generate(loaded: LoadedModel, inputs: dict[str, Any], cap: TokenCap, timeline: ImageTimeline) -> torch.LongTensor:
+def _generate(
+    loaded: LoadedModel, inputs: dict[str, Any], cap: TokenCap, timeline: ImageTimeline, config: CaptureConfig
+) -> torch.LongTensor:
     hooks = [
         loaded.vision_module.register_forward_pre_hook(timeline.on_vision_forward),
         loaded.text_module.register_forward_pre_hook(timeline.on_text_forward),
     ]
     try:
-        timeline.begin()
-        return greedy_generate(loaded, inputs, cap.max_new_tokens, stopping_criteria=StoppingCriteriaList([timeline]))
+        with sdpa_backend(config.sdpa_backend):
+            timeline.begin()
+            return greedy_generate(
+                loaded, inputs, cap.max_new_tokens, stopping_criteria=StoppingCriteriaList([timeline])
+            )
     except BaseException:
         timeline.abandon()
         raise
@@ -60,10 +91,33 @@ def _generate(loaded: LoadedModel, inputs: dict[str, Any], cap: TokenCap, timeli
             hook.remove()
 
 
-def warm_up(loaded: LoadedModel, image_path: Path, prompt: str, tokens: int) -> None:
+def check_backend_runs(loaded: LoadedModel, image_path: Path, config: CaptureConfig) -> None:
+    """One unrecorded token under ``--sdpa-backend``: refuse the run with one line when some
+    attention of the model (the vision encoder's included) has no kernel in that backend."""
+    inputs = encode(loaded, load_image(image_path), config.prompt)
+    try:
+        with warnings.catch_warnings(), sdpa_backend(config.sdpa_backend):
+            # torch explains each disabled backend in a warning before it raises.
+            warnings.simplefilter("ignore")
+            greedy_generate(loaded, inputs, 1)
+    except RuntimeError as exc:
+        if NO_KERNEL_MESSAGE not in str(exc):
+            raise
+        raise BadInputError(
+            f"--sdpa-backend {config.sdpa_backend.value}: some attention of this model has no such kernel "
+            f"on {loaded.device.type} ({str(exc).strip().splitlines()[0]})"
+        ) from None
+
+
+def warm_up(loaded: LoadedModel, image_path: Path, config: CaptureConfig, shapes: ShapeHistory) -> None:
     """One generate outside any range or profiler, so one-time costs (CUDA context, cuBLAS
-    handles, allocator growth) do not land in the first image's timings."""
-    greedy_generate(loaded, encode(loaded, load_image(image_path), prompt), tokens)
+    handles, allocator growth) do not land in the first image's timings. It warms only the
+    decode lengths it runs (its prompt + 1 .. + tokens - 1): ``shapes`` remembers them."""
+    inputs = encode(loaded, load_image(image_path), config.prompt)
+    with sdpa_backend(config.sdpa_backend):
+        output = greedy_generate(loaded, inputs, config.warmup_tokens)
+    prompt_tokens = int(inputs["input_ids"].shape[1])
+    shapes.mark_cold(shapes.decode_lengths(prompt_tokens, int(output.shape[1]) - prompt_tokens - 1))
 
 
 def profile_image(
@@ -74,6 +128,7 @@ def profile_image(
     image_index: int,
     image_path: Path,
     rank: int,
+    shapes: ShapeHistory,
 ) -> tuple[dict[str, Any], ImageTrace, TokenCap]:
     """Run one image; return its row (without trace_events), its trace futures and its cap.
 
@@ -94,11 +149,13 @@ def profile_image(
             eos_token_id=loaded.eos_token_id,
             decode_in_trace=tracer.decode_fits_one_cycle(cap.max_new_tokens),
         )
-        output_ids = _generate(loaded, inputs, cap, timeline)
+        output_ids = _generate(loaded, inputs, cap, timeline, config)
     times = timeline.times()
     generated = output_ids[0, prompt_tokens:].tolist()
     if len(generated) != timeline.generated_tokens:
         raise RuntimeError(f"generate returned {len(generated)} tokens, the timeline saw {timeline.generated_tokens}")
+    steps = len(times.decode_step_ms)
+    seq_lens = shapes.decode_lengths(prompt_tokens, steps)
     row = {
         "image_index": image_index,
         "image_path": str(image_path),
@@ -118,6 +175,9 @@ def profile_image(
         "prefill_ms": times.prefill_ms,
         "decode_ms": times.decode_ms,
         "decode_step_ms": times.decode_step_ms,
+        "decode_step_seq_len": seq_lens,
+        "decode_step_cold": shapes.mark_cold(seq_lens),
+        "decode_step_traced": [tracer.traces_step(step) for step in range(1, steps + 1)],
         "timing_clock": clock.name,
         "profile_mode": config.profile.value,
         "rank": rank,

@@ -20,7 +20,19 @@ from dsocr.rundir import RUN_JSON, RUN_STATUS_RUNNING, read_run_json, write_json
 
 _PACKAGES = ("torch", "transformers", "nvtx", "pyarrow", "pillow", "typer", "rich")
 # Options that change what is measured: a resumed run must match them.
-_FINGERPRINT_KEYS = ("model", "device", "dtype", "prompt", "max_new_tokens", "profile", "sampling", "seed")
+_FINGERPRINT_KEYS = (
+    "model",
+    "device",
+    "dtype",
+    "prompt",
+    "max_new_tokens",
+    "profile",
+    "sampling",
+    "seed",
+    "profiler_sessions",
+    "sdpa_backend",
+    "attn_implementation",
+)
 
 
 def _now() -> str:
@@ -46,6 +58,9 @@ def config_record(config: CaptureConfig) -> dict[str, Any]:
         "full_chunk_steps": config.full_chunk_steps,
         "seed": config.seed,
         "warmup_tokens": config.warmup_tokens,
+        "profiler_sessions": config.profiler_sessions.value,
+        "sdpa_backend": config.sdpa_backend.value,
+        "attn_implementation": config.attn_implementation,
     }
 
 

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from dsocr.capture.config import CaptureConfig
+from dsocr.capture.attention import check_sdpa_backend, text_head_dim
+from dsocr.capture.config import CaptureConfig, ProfileMode, SdpaBackend
 from dsocr.capture.distributed import Ranks, image_size_bytes, join, shard
 from dsocr.capture.images import ImageReadError, discover_images
 from dsocr.capture.models import LoadedModel, load_model
-from dsocr.capture.profile_image import failed_row, profile_image, warm_up
+from dsocr.capture.profile_image import ShapeHistory, check_backend_runs, failed_row, profile_image, warm_up
 from dsocr.capture.run_record import (
     WarningCollector,
     check_resumable,
@@ -24,7 +25,7 @@ from dsocr.capture.run_record import (
     start_record,
     write_record,
 )
-from dsocr.capture.tracing import ImageTrace, TraceWriter
+from dsocr.capture.tracing import TEARDOWN_CUPTI_ENV, ImageTrace, TraceWriter, teardown_cupti_setting
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -142,13 +143,17 @@ def _profile_all(
     if done:
         log.info("resuming: %d of %d images already done", len(done), len(images))
     log.info("rank %d of %d: %d images", ranks.rank, ranks.world_size, len(todo))
+    shapes = ShapeHistory()
+    if config.sdpa_backend is not SdpaBackend.auto and todo:
+        check_backend_runs(loaded, todo[0][1], config)
     if config.warmup_tokens and todo:
         log.info("warm-up: %d tokens on %s", config.warmup_tokens, todo[0][1])
         try:
-            warm_up(loaded, todo[0][1], config.prompt, config.warmup_tokens)
+            warm_up(loaded, todo[0][1], config, shapes)
         except (ImageReadError, BadInputError) as exc:
             log.warning("warm-up skipped: %s", exc)
     tracer = TraceWriter(config, run_dir, loaded.device, ranks.rank)
+
     pending = _Pending()
     rows: list[dict[str, Any]] = []
     warned: set[str] = set()
@@ -160,7 +165,7 @@ def _profile_all(
                 try:
                     row, image_trace, cap = profile_image(
                         config=config, loaded=loaded, tracer=tracer, image_index=image_index,
-                        image_path=image_path, rank=ranks.rank,
+                        image_path=image_path, rank=ranks.rank, shapes=shapes,
                     )  # fmt: skip
                     if cap.warning and cap.warning not in warned:
                         warned.add(cap.warning)
@@ -231,6 +236,9 @@ def _run(config: CaptureConfig, console: Console, loaded: LoadedModel | None, ra
     previous = check_resumable(run_dir, config)
     images = _user_images(config, previous)
     loaded = loaded or load_model(config)
+    check_sdpa_backend(
+        config.sdpa_backend, device=loaded.device, dtype=loaded.dtype, head_dim=text_head_dim(loaded.model.config)
+    )
     ranks.barrier()  # every rank has checked --out before rank 0 writes into it
     if ranks.is_leader:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -241,6 +249,9 @@ def _run(config: CaptureConfig, console: Console, loaded: LoadedModel | None, ra
     with _logging_to(run_dir, warnings, console, ranks.rank):
         log.info("model %s: %s", loaded.model_id, loaded.describe())
         record = start_record(config, loaded, images, previous)
+        if config.profile is not ProfileMode.off:
+            # Set before the first profiler starts: Kineto reads it then.
+            record["profiler_env"] = {TEARDOWN_CUPTI_ENV: teardown_cupti_setting(loaded.device)}
         record.update(warnings=warnings, image_paths=[str(path) for path in images], world_size=ranks.world_size)
         done = _done_indices(run_dir)
         ranks.barrier()  # every rank has read what is done before anything new is written

@@ -1,9 +1,16 @@
-"""torch.profiler around each image, flushing every cycle to Parquet through a worker process."""
+"""torch.profiler sessions around the traced windows of each image, flushed to Parquet by a worker.
+
+One profiler *session* per traced window (sampled mode) or per chunk (full mode), started right
+before the window's first step and stopped right after its last. Between sessions no profiler
+exists, and with ``TEARDOWN_CUPTI=1`` Kineto finalizes CUPTI at each stop, so untraced steps run
+with no CUPTI callback and no RecordFunction observer: measured on an H200, one long-lived
+session with a cyclic schedule kept CUPTI subscribed between windows and slowed every untraced
+step (docs/performance.md has the figures).
+"""
 
 from __future__ import annotations
 
 import contextlib
-import gc
 import multiprocessing
 import os
 import warnings
@@ -13,18 +20,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from dsocr.capture.config import CaptureConfig, ProfileMode
-from dsocr.capture.schedule import Schedule, full_schedule, sampled_schedule
+from dsocr.capture.config import CaptureConfig, ProfileMode, ProfilerSessions
+from dsocr.capture.ranges import range_name
+from dsocr.capture.schedule import StepPlan, full_plan, sampled_plan, schedule_from_plan
 from dsocr.capture.trace_convert import convert_chunk
 from torch.profiler import ProfilerActivity, profile
 
 from dsocr.rundir import TRACE_DIR
 
 PENDING_DIR = ".pending"
-
-# Clearing events at the end of each cycle is the point here: each cycle is flushed to Parquet.
-warnings.filterwarnings("ignore", message=".*Profiler clears events at the end of each cycle.*")
+#: Marks the end of each profiler session in the trace (``dsocr.session_end``).
+SESSION_END_STAGE = "session_end"
 CONVERTER_PROCESSES = 1
+#: Kineto reads it when a profiler starts: "1" finalizes CUPTI at every stop (no callbacks left
+#: on between sessions). A value the user set is kept (and recorded in run.json).
+TEARDOWN_CUPTI_ENV = "TEARDOWN_CUPTI"
+TEARDOWN_CUPTI_DEFAULT = "1"
+# Per-image sessions use a cyclic schedule whose cycles are flushed on purpose.
+_CYCLE_WARNING = ".*Profiler clears events at the end of each cycle.*"
 
 
 def trace_part_path(run_dir: Path, rank: int, image_index: int, chunk: int) -> Path:
@@ -34,6 +47,13 @@ def trace_part_path(run_dir: Path, rank: int, image_index: int, chunk: int) -> P
 
 def _pending_path(run_dir: Path, rank: int, image_index: int, chunk: int) -> Path:
     return run_dir / TRACE_DIR / PENDING_DIR / f"rank{rank}-image{image_index:07d}-chunk{chunk:04d}.json"
+
+
+def teardown_cupti_setting(device: torch.device) -> str | None:
+    """Make Kineto tear CUPTI down at each stop (CUDA only); return the value in force."""
+    if device.type != "cuda":
+        return None
+    return os.environ.setdefault(TEARDOWN_CUPTI_ENV, TEARDOWN_CUPTI_DEFAULT)
 
 
 @dataclass
@@ -53,15 +73,59 @@ class ImageTrace:
         return sum(future.result() for future in self.futures)
 
 
+def _release(profiler: profile) -> None:
+    """Drop the session's results now: a profile object sits in a reference cycle (its action map
+    holds its bound methods), so without this its events lived until a full gc collection."""
+    profiler.profiler = None
+
+
+class _WindowSessions:
+    """Drives one profiler session per traced window from the per-token step callback."""
+
+    def __init__(self, plan: StepPlan, start: Callable[[], profile], flush: Callable[[profile], None]) -> None:
+        self._plan = plan
+        self._start = start
+        self._flush = flush
+        self._active: profile | None = None
+        self._step = 0  # the step now running: 0 is vision + prefill, K is decode step K
+
+    def begin(self) -> None:
+        if self._plan.records(0):
+            self._active = self._start()
+
+    def step(self) -> None:
+        """A token was appended: step ``self._step`` ended and the next one starts."""
+        ended, following = self._step, self._step + 1
+        if self._active is not None and (not self._plan.records(following) or self._plan.flush_after(ended)):
+            self._stop()
+        if self._active is None and self._plan.records(following):
+            self._active = self._start()
+        self._step = following
+
+    def end(self) -> None:
+        if self._active is not None:
+            self._stop()
+
+    def _stop(self) -> None:
+        assert self._active is not None
+        active, self._active = self._active, None
+        # The session's last CPU event: a range still open at the stop ends after it (Kineto
+        # writes the stop as its end), a range that closed before it does not (analyze tells the
+        # two apart by this).
+        with torch.profiler.record_function(range_name(SESSION_END_STAGE)):
+            pass
+        active.stop()
+        self._flush(active)
+        _release(active)
+
+
 class TraceWriter:
-    """Owns the converter process; hands each image a profiler whose cycles become Parquet files."""
+    """Owns the converter process; hands each image profiler sessions whose events become Parquet."""
 
     def __init__(self, config: CaptureConfig, run_dir: Path, device: torch.device, rank: int) -> None:
         self._mode = config.profile
-        self._schedule = self._make_schedule(config)
-        self._first_cycle_steps = (
-            config.sampling.first_steps if config.profile is ProfileMode.sampled else config.full_chunk_steps
-        )
+        self._sessions = config.profiler_sessions
+        self._plan = self._make_plan(config)
         self._run_dir = run_dir
         self._rank = rank
         self._activities = [ProfilerActivity.CPU]
@@ -74,30 +138,28 @@ class TraceWriter:
             self._pool = ProcessPoolExecutor(max_workers=CONVERTER_PROCESSES, mp_context=context)
 
     @staticmethod
-    def _make_schedule(config: CaptureConfig) -> Schedule | None:
+    def _make_plan(config: CaptureConfig) -> StepPlan | None:
         if config.profile is ProfileMode.sampled:
-            return sampled_schedule(config.sampling)
+            return sampled_plan(config.sampling)
         if config.profile is ProfileMode.full:
-            return full_schedule(config.full_chunk_steps)
+            return full_plan(config.full_chunk_steps)
         return None
 
-    def decode_fits_one_cycle(self, max_new_tokens: int) -> bool:
-        """Whether a whole decode of up to ``max_new_tokens`` tokens lies in the first profiler cycle.
+    def traces_step(self, step: int) -> bool:
+        """Whether profiler events are recorded for ``step`` (0: vision + prefill; K: decode step K)."""
+        return self._plan is not None and self._plan.records(step)
 
-        The decode range closes during step N-1 (N tokens); the first cycle ends after step
+    def decode_fits_one_cycle(self, max_new_tokens: int) -> bool:
+        """Whether a whole decode of up to ``max_new_tokens`` tokens lies in the image's first session.
+
+        The decode range closes during step N-1 (N tokens); the first session ends after step
         ``first_steps`` (sampled) or ``full_chunk_steps`` (full).
         """
-        if self._mode is ProfileMode.off:
+        if self._plan is None:
             return True
-        return max_new_tokens - 1 <= self._first_cycle_steps
+        return max_new_tokens - 1 <= self._plan.first_session_steps
 
-    @contextlib.contextmanager
-    def profile_image(self, image_index: int) -> Iterator[tuple[Callable[[], None], ImageTrace]]:
-        """Profile one image; yields (step, trace): call step() once per generated token."""
-        image_trace = ImageTrace(image_index)
-        if self._pool is None:
-            yield (lambda: None), image_trace
-            return
+    def _flusher(self, image_index: int, image_trace: ImageTrace) -> Callable[[profile], None]:
         chunk_counter = iter(range(1_000_000_000))
 
         def flush(profiler: profile) -> None:
@@ -112,18 +174,52 @@ class TraceWriter:
             future = self._pool.submit(convert_chunk, str(json_path), str(parquet_path), image_index, self._rank, chunk)
             image_trace.futures.append(future)
 
-        profiler = profile(activities=self._activities, schedule=self._schedule, on_trace_ready=flush)
-        profiler.start()
+        return flush
+
+    @contextlib.contextmanager
+    def profile_image(self, image_index: int) -> Iterator[tuple[Callable[[], None], ImageTrace]]:
+        """Profile one image; yields (step, trace): call step() once per generated token."""
+        image_trace = ImageTrace(image_index)
+        if self._pool is None or self._plan is None:
+            yield (lambda: None), image_trace
+            return
+        flush = self._flusher(image_index, image_trace)
+        if self._sessions is ProfilerSessions.image:
+            with self._one_session_per_image(flush) as step:
+                yield step, image_trace
+            return
+
+        def start() -> profile:
+            session = profile(activities=self._activities)
+            with warnings.catch_warnings():
+                # torch warns that a schedule's cycles clear events; a session here is one cycle.
+                warnings.filterwarnings("ignore", message=_CYCLE_WARNING)
+                session.start()
+            return session
+
+        sessions = _WindowSessions(self._plan, start, flush)
+        sessions.begin()
         try:
-            yield profiler.step, image_trace
+            yield sessions.step, image_trace
         finally:
-            profiler.stop()
-            # A torch.profiler.profile is in a reference cycle (its action map holds its bound
-            # methods), so its last cycle's results outlive it until a full collection: host
-            # memory grew with every image until this. Not per cycle: a full collection costs
-            # ~155 ms with transformers loaded (measured on this project's CPU box).
-            del profiler
-            gc.collect()
+            sessions.end()
+
+    @contextlib.contextmanager
+    def _one_session_per_image(self, flush: Callable[[profile], None]) -> Iterator[Callable[[], None]]:
+        """The earlier design, kept to measure against (--profiler-sessions image): one session per
+        image whose cyclic schedule records the planned steps and flushes at the end of each cycle."""
+        assert self._plan is not None
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_CYCLE_WARNING)
+            profiler = profile(
+                activities=self._activities, schedule=schedule_from_plan(self._plan), on_trace_ready=flush
+            )
+            profiler.start()
+            try:
+                yield profiler.step
+            finally:
+                profiler.stop()
+                _release(profiler)
 
     def discard_image(self, image_index: int) -> None:
         """Remove every trace file of an image, so an image that is run again starts clean.

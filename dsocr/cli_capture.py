@@ -22,7 +22,9 @@ from dsocr.capture.config import (
     Device,
     DType,
     ProfileMode,
+    ProfilerSessions,
     SamplingSchedule,
+    SdpaBackend,
     parse_max_new_tokens,
 )
 from dsocr.errors import BadInputError, MissingExtraError
@@ -113,8 +115,28 @@ def capture(
     ] = 1,
     warmup_tokens: Annotated[
         int,
-        typer.Option(help="Before the first image, one unrecorded generate of this many tokens (0: none)."),
+        typer.Option(
+            help="Before the first image, one unrecorded generate of this many tokens (0: none). "
+            "It warms only the decode lengths it runs: see docs/performance.md on cold steps."
+        ),
     ] = 0,
+    sdpa_backend: Annotated[
+        SdpaBackend,
+        typer.Option(help="torch SDPA backend the model may use (auto: torch chooses; cudnn plans per length)."),
+    ] = SdpaBackend.auto,
+    attn_implementation: Annotated[
+        str | None,
+        typer.Option(
+            help="transformers attn_implementation (eager, sdpa, ...). Default: the model's own.", show_default=False
+        ),
+    ] = None,
+    profiler_sessions: Annotated[
+        ProfilerSessions,
+        typer.Option(
+            help="One profiler session per traced window, or one per image "
+            "(the slower earlier design, kept to measure against).",
+        ),
+    ] = ProfilerSessions.window,
 ) -> None:
     """Run DeepSeek-OCR on images under torch.profiler; write outputs and traces to Parquet."""
     out = out or _default_out()
@@ -137,6 +159,9 @@ def capture(
         resume=resume,
         seed=seed,
         warmup_tokens=warmup_tokens,
+        sdpa_backend=sdpa_backend,
+        attn_implementation=attn_implementation,
+        profiler_sessions=profiler_sessions,
     )
     try:
         from dsocr.capture.runner import run

@@ -58,6 +58,11 @@ PREDICTIONS = _versioned(
         pa.field("profiler_step_ms", pa.float64()),
         pa.field("trace_json_bytes", pa.int64()),
         pa.field("peak_rss_mib", pa.float64()),
+        # Per decode step (aligned with decode_step_ms): key/value length, whether that length was
+        # new to the capturing process (cold), whether the profiler recorded the step.
+        pa.field("decode_step_seq_len", pa.list_(pa.int32())),
+        pa.field("decode_step_cold", pa.list_(pa.bool_())),
+        pa.field("decode_step_traced", pa.list_(pa.bool_())),
     ],
 )
 

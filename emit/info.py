@@ -76,6 +76,7 @@ def build_info(
         "stop_reason": row.get("stop_reason"),
         "timings_ms": timings.ms,
         "timings_source": timings.source,
+        "trace_ms": timings.trace,
         "boxes": [
             _box_entry(grounding, box, norm, crops.get(position))
             for position, (box, norm) in enumerate(zip(placed, norms, strict=True))
@@ -109,6 +110,7 @@ def prediction_record(
         "stop_reason": row.get("stop_reason"),
         "timings_ms": timings.ms,
         "timings_source": timings.source,
+        "trace_ms": timings.trace,
         "viz": viz,
         "emit_status": emit_status,
         "emit_error": emit_error,

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from analyze_helpers import NS_PER_MS, ImageSpec, invoke, plain_stage_figures, plain_stream_ms, write_run
 
-from dsocr import schema
+from dsocr import rundir, schema
 
 STAGES = ("vision", "prefill_text", "prefill", "decode")
 
@@ -102,20 +102,26 @@ def test_summary_counts_what_the_trace_cannot_see(gpu_run: tuple[Path, list[dict
     assert coverage["ranges_cut_by_flush"] == 0 and coverage["ranges_without_device_work"] == 0
 
 
-def test_latency_per_image_from_the_step_ranges(gpu_run: tuple[Path, list[dict]]) -> None:
+def test_latency_per_image_is_whole_image_and_trace_figures_carry_coverage(gpu_run: tuple[Path, list[dict]]) -> None:
+    """images[] holds the reference clock over every step; the trace's steps only under their own keys."""
     run_dir, rows = gpu_run
     summary = json.loads((run_dir / "analysis" / "summary.json").read_text())
     ranges = _ranges(rows)
+    predictions = {row["image_index"]: row for row in rundir.read_predictions(run_dir).to_pylist()}
     images = {row["image_index"]: row for row in summary["images"]}
     for image in (0, 1):
-        steps = sorted(r["dur_ns"] / NS_PER_MS for (i, s, _), r in ranges.items() if i == image and s == "decode_step")
+        traced = sorted(r["dur_ns"] / NS_PER_MS for (i, s, _), r in ranges.items() if i == image and s == "decode_step")
+        every = predictions[image]["decode_step_ms"]
         got = images[image]
-        assert got["source"] == "trace"
-        assert got["ttft_ms"] == pytest.approx(ranges[(image, "prefill", None)]["dur_ns"] / NS_PER_MS)
-        assert got["tpot_mean_ms"] == pytest.approx(statistics.mean(steps))
-        assert got["tpot_p50_ms"] == pytest.approx(statistics.median(steps))
-        assert got["tpot_max_ms"] == pytest.approx(max(steps))
-        assert got["decode_tokens_per_s"] == pytest.approx(len(steps) / sum(steps) * 1000)
+        assert got["source"] == "reference"
+        assert got["ttft_ms"] == pytest.approx(predictions[image]["prefill_ms"])
+        assert got["tpot_mean_ms"] == pytest.approx(statistics.mean(every))
+        assert got["tpot_p50_ms"] == pytest.approx(statistics.median(every))
+        assert got["tpot_max_ms"] == pytest.approx(max(every))
+        assert got["decode_tokens_per_s"] == pytest.approx(len(every) / sum(every) * 1000)
+        assert got["steps_total"] == len(every)
+        assert got["steps_traced"] == len(traced)
+        assert got["tpot_traced_p50_ms"] == pytest.approx(statistics.median(traced))
         assert got["prompt_tokens"] == 300 + image and got["stop_reason"] == "max_new_tokens"
     ttfts = [images[i]["ttft_ms"] for i in (0, 1)]
     assert summary["latency"]["ttft_ms"]["median"] == pytest.approx(statistics.median(ttfts))

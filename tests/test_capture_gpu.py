@@ -40,3 +40,26 @@ def test_cuda_capture_has_kernels_linked_to_launches(tmp_path: Path, sample_page
     assert kernel_ids <= set(launches.column("correlation").to_pylist())
     gpu_ranges = trace.filter(pc.equal(trace["cat"], "gpu_user_annotation"))
     assert "dsocr.prefill" in set(gpu_ranges.column("name").to_pylist())
+
+
+def test_cuda_sampled_sessions_trace_only_the_planned_steps(tmp_path: Path, sample_pages: list[Path]) -> None:
+    """One profiler session per window: kernels in traced steps only, none starting before its launch."""
+    run_dir = tmp_path / "run"
+    arguments = ["--out", run_dir, "--device", "cuda", "--max-new-tokens", "12", "--profile", "sampled"]
+    result = run_capture(
+        sample_pages[0], *arguments, "--first-steps", "2", "--window-every", "6", "--window-steps", "2"
+    )
+    assert result.exit_code == 0, result.output
+    row = read_predictions(run_dir).to_pylist()[0]
+    traced = [step for step, on in enumerate(row["decode_step_traced"], start=1) if on]
+    assert traced == [1, 2, 6, 7]
+    trace = read_trace(run_dir)
+    step_ranges = trace.filter(pc.equal(trace["cat"], "gpu_user_annotation"))
+    steps_on_gpu = {step for step in step_ranges.column("range_step").to_pylist() if step is not None}
+    assert steps_on_gpu == set(traced)
+    kernels = trace.filter(pc.equal(trace["cat"], "kernel")).select(["correlation", "ts_ns"])
+    launches = trace.filter(pc.is_in(trace["cat"], pa.array(["cuda_runtime", "cuda_driver"])))
+    launch_ts = dict(zip(launches["correlation"].to_pylist(), launches["ts_ns"].to_pylist(), strict=True))
+    early = [ts for corr, ts in zip(kernels["correlation"].to_pylist(), kernels["ts_ns"].to_pylist(), strict=True)
+             if ts < launch_ts[corr]]  # fmt: skip
+    assert not early, f"{len(early)} kernels start before their launch (pytorch/pytorch#192021)"

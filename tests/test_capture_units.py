@@ -9,7 +9,7 @@ import pytest
 from dsocr.capture.config import SamplingSchedule, parse_max_new_tokens
 from dsocr.capture.images import discover_images
 from dsocr.capture.limits import FALLBACK_DECODE_CEILING, ContextLimit, find_context_limit, resolve_cap, stop_reason
-from dsocr.capture.schedule import full_schedule, sampled_records, sampled_schedule
+from dsocr.capture.schedule import full_plan, sampled_plan, sampled_records, schedule_from_plan
 from dsocr.capture.tokenizer import EOS_TOKEN, build_tokenizer
 from dsocr.capture.trace_convert import events_to_table
 from torch.profiler import ProfilerAction
@@ -73,7 +73,7 @@ def test_sampled_schedule_windows() -> None:
     sampling = SamplingSchedule(first_steps=2, window_steps=2, window_every=8)
     traced = [step for step in range(30) if sampled_records(step, sampling)]
     assert traced == [0, 1, 2, 8, 9, 16, 17, 24, 25]
-    action = sampled_schedule(sampling)
+    action = schedule_from_plan(sampled_plan(sampling))
     assert [action(step) for step in (0, 2, 3, 7, 8, 9)] == [
         ProfilerAction.RECORD,
         ProfilerAction.RECORD_AND_SAVE,
@@ -85,9 +85,44 @@ def test_sampled_schedule_windows() -> None:
 
 
 def test_full_schedule_flushes_every_chunk() -> None:
-    action = full_schedule(4)
+    action = schedule_from_plan(full_plan(4))
     saves = [step for step in range(13) if action(step) is ProfilerAction.RECORD_AND_SAVE]
     assert saves == [4, 8, 12]
+
+
+class _FakeSession:
+    """Stands in for torch.profiler.profile in the session driver: records start and stop order."""
+
+    def __init__(self, log: list[str], number: int) -> None:
+        self._log, self._number = log, number
+
+    def stop(self) -> None:
+        self._log.append(f"stop{self._number}")
+
+
+def test_window_sessions_start_before_and_stop_after_each_traced_window() -> None:
+    from dsocr.capture.tracing import _WindowSessions
+
+    log: list[str] = []
+    started: list[int] = []
+
+    def start() -> _FakeSession:
+        started.append(len(started))
+        log.append(f"start{started[-1]}")
+        return _FakeSession(log, started[-1])
+
+    sessions = _WindowSessions(sampled_plan(SamplingSchedule(first_steps=1, window_steps=2, window_every=4)), start,
+                               flush=lambda session: log.append("flush"))  # fmt: skip
+    sessions.begin()
+    for token in range(1, 11):  # token K appended: step K-1 ended
+        log.append(f"t{token}")
+        sessions.step()
+    sessions.end()
+    # Steps 0-1 (prefill + decode step 1), 4-5 and 8-9 are recorded, each window in its own session.
+    assert log == [
+        "start0", "t1", "t2", "stop0", "flush", "t3", "t4", "start1", "t5", "t6", "stop1", "flush",
+        "t7", "t8", "start2", "t9", "t10", "stop2", "flush",
+    ]  # fmt: skip
 
 
 def test_discovery_of_folders_lists_and_missing_paths(tmp_path: Path) -> None:

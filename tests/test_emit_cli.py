@@ -275,12 +275,24 @@ def test_exif_rotation_is_applied_before_placing_boxes(tmp_path: Path) -> None:
     assert (info["width"], info["height"], info["boxes"][0]["box"]) == (300, 400, [0, 0, 300, 400])
 
 
-def test_timings_come_from_analysis_when_present(small_run: tuple[Path, list[Path]]) -> None:
+def test_timings_stay_whole_image_after_analyze_and_trace_figures_carry_coverage(
+    small_run: tuple[Path, list[Path]],
+) -> None:
+    """A sampled run's trace holds 12 of 127 decode steps: timings_ms keeps the reference decode."""
     run_dir, pages = small_run
     timings = [
         {"image_index": 0, "rank": 0, "stage": "vision", "cpu_ms": 9.0, "gpu_span_ms": 7.5},
-        {"image_index": 0, "rank": 0, "stage": "decode", "cpu_ms": 400.0, "gpu_span_ms": None},
-        {"image_index": 0, "rank": 0, "stage": "prefill_text", "cpu_ms": 3.0, "gpu_span_ms": 2.0},
+        {
+            "image_index": 0,
+            "rank": 0,
+            "stage": "decode",
+            "cpu_ms": 40.0,
+            "gpu_span_ms": 30.0,
+            "gpu_busy_ms": 2.0,
+            "steps_traced": 12,
+            "steps_total": 127,
+        },
+        {"image_index": 0, "rank": 0, "stage": "prefill", "cpu_ms": 20.0, "gpu_span_ms": 19.0},
     ]
     table = rundir.rows_to_table(timings, schema.TIMINGS)
     rundir.write_table_atomic(table, run_dir / "analysis" / "timings.parquet")
@@ -288,11 +300,40 @@ def test_timings_come_from_analysis_when_present(small_run: tuple[Path, list[Pat
     assert _emit(run_dir).exit_code == 0
 
     info = read_info(run_dir, pages[0])
-    assert info["timings_ms"] == {"vision": 7.5, "prefill": 22.25, "decode": 400.0}
+    assert info["timings_ms"] == {"vision": 11.5, "prefill": 22.25, "decode": 480.0}
+    assert set(info["timings_source"].values()) == {"capture:reference"}
+    assert info["trace_ms"]["decode"] == {
+        "cpu_ms": 40.0,
+        "gpu_busy_ms": 2.0,
+        "gpu_span_ms": 30.0,
+        "kernel_count": None,
+        "steps_traced": 12,
+        "steps_total": 127,
+    }
+    assert info["trace_ms"]["vision"]["gpu_span_ms"] == 7.5
+    record = json.loads((run_dir / "predictions.jsonl").read_text().splitlines()[0])
+    assert record["timings_ms"] == info["timings_ms"]
+    assert record["trace_ms"] == info["trace_ms"]
+
+
+def test_a_complete_trace_fills_a_stage_the_row_lacks(tmp_path: Path) -> None:
+    page = draw_page(tmp_path / "p.png")
+    row = {**prediction_row(0, page, SMALL_TEXT), "vision_ms": None, "decode_ms": None}
+    run_dir = make_run(tmp_path / "run", [row])
+    timings = [
+        {"image_index": 0, "rank": 0, "stage": "vision", "cpu_ms": 9.0, "gpu_span_ms": 7.5},
+        {"image_index": 0, "rank": 0, "stage": "decode", "cpu_ms": 400.0, "steps_traced": 5, "steps_total": 9},
+    ]
+    rundir.write_table_atomic(rundir.rows_to_table(timings, schema.TIMINGS), run_dir / "analysis" / "timings.parquet")
+
+    assert _emit(run_dir).exit_code == 0
+
+    info = read_info(run_dir, page)
+    assert info["timings_ms"] == {"vision": 7.5, "prefill": 22.25, "decode": None}
     assert info["timings_source"] == {
-        "vision": "analysis:gpu_span",
+        "vision": "analysis:complete_trace",
         "prefill": "capture:reference",
-        "decode": "analysis:cpu",
+        "decode": None,
     }
 
 

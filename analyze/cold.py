@@ -1,0 +1,200 @@
+"""Cold decode steps: lengths the capturing process ran for the first time, and what they cost.
+
+Kernels that plan per shape (cuDNN's SDPA builds a plan for each new key/value length) make a
+process's first pass over a length slower. capture marks each decode step ``cold`` or not
+(``decode_step_cold``); here, per image, the warm and cold step medians, and per run the time
+cold steps add over the run's warm median, with the images whose TPOT they change noticeably.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from dsocr.analyze.keys import image_key
+
+#: An image is flagged when its cold steps raise its TPOT by more than this share.
+COLD_TPOT_FLAG_SHARE = 0.10
+#: Operators named per flagged run (cold against warm steps).
+COLD_TOP_OPERATORS = 5
+
+
+@dataclass(frozen=True)
+class ImageCold:
+    """Cold-step figures of one image (keys of summary.json images[])."""
+
+    cold_steps: int | None
+    warm_steps: int | None
+    tpot_warm_p50_ms: float | None
+    tpot_cold_p50_ms: float | None
+
+
+def _median(values: list[float]) -> float | None:
+    return float(np.median(values)) if values else None
+
+
+def image_cold(row: dict[str, Any]) -> ImageCold:
+    """The cold-step figures of one prediction row (all None when capture recorded no flags)."""
+    steps, cold = row.get("decode_step_ms") or [], row.get("decode_step_cold")
+    if cold is None or len(cold) != len(steps):
+        return ImageCold(None, None, None, None)
+    warm_ms = [ms for ms, is_cold in zip(steps, cold, strict=True) if not is_cold]
+    cold_ms = [ms for ms, is_cold in zip(steps, cold, strict=True) if is_cold]
+    return ImageCold(len(cold_ms), len(warm_ms), _median(warm_ms), _median(cold_ms))
+
+
+@dataclass(frozen=True)
+class ColdImpact:
+    """Run-level: what cold steps add, and which images they change by more than the flag share."""
+
+    cold_steps: int
+    warm_steps: int
+    warm_step_p50_ms: float | None
+    #: Sum over cold steps of (step - the run's warm median): the time the first pass cost.
+    cold_added_ms: float | None
+    #: image_index, rank, tpot_ms and tpot_if_warm_ms of images whose TPOT cold steps raise
+    #: by more than COLD_TPOT_FLAG_SHARE.
+    flagged_images: list[dict[str, Any]] = field(default_factory=list)
+    #: Operators whose CPU self time per step differs most between cold and warm traced steps.
+    top_operators: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cold_steps": self.cold_steps,
+            "warm_steps": self.warm_steps,
+            "warm_step_p50_ms": self.warm_step_p50_ms,
+            "cold_added_ms": self.cold_added_ms,
+            "flag_share": COLD_TPOT_FLAG_SHARE,
+            "flagged_images": self.flagged_images,
+            "top_operators": self.top_operators,
+        }
+
+
+def cold_impact(ok_rows: list[dict[str, Any]], top_operators: list[dict[str, Any]]) -> ColdImpact | None:
+    """Run-level cold-step figures of the ok prediction rows (None when capture recorded no flags)."""
+    flagged_rows = [
+        row
+        for row in ok_rows
+        if row.get("decode_step_cold") is not None
+        and len(row["decode_step_cold"]) == len(row.get("decode_step_ms") or [])
+    ]
+    if not flagged_rows:
+        return None
+    warm = [
+        ms
+        for row in flagged_rows
+        for ms, c in zip(row["decode_step_ms"], row["decode_step_cold"], strict=True)
+        if not c
+    ]
+    cold_count = sum(sum(row["decode_step_cold"]) for row in flagged_rows)
+    warm_p50 = _median(warm)
+    added = None
+    flagged: list[dict[str, Any]] = []
+    if warm_p50 is not None:
+        added = 0.0
+        for row in flagged_rows:
+            steps, cold = row["decode_step_ms"], row["decode_step_cold"]
+            image_added = sum(ms - warm_p50 for ms, is_cold in zip(steps, cold, strict=True) if is_cold)
+            added += image_added
+            if not steps:
+                continue
+            tpot = sum(steps) / len(steps)
+            tpot_if_warm = (sum(ms for ms, c in zip(steps, cold, strict=True) if not c) + sum(cold) * warm_p50) / len(
+                steps
+            )
+            if tpot_if_warm > 0 and tpot / tpot_if_warm - 1 > COLD_TPOT_FLAG_SHARE:
+                flagged.append(
+                    {
+                        "image_index": row["image_index"],
+                        "rank": row.get("rank") or 0,
+                        "cold_steps": sum(cold),
+                        "tpot_ms": tpot,
+                        "tpot_if_warm_ms": tpot_if_warm,
+                    }
+                )
+    return ColdImpact(
+        cold_steps=cold_count,
+        warm_steps=len(warm),
+        warm_step_p50_ms=warm_p50,
+        cold_added_ms=added,
+        flagged_images=flagged,
+        top_operators=top_operators if flagged else [],
+    )
+
+
+class ColdOperatorTotals:
+    """CPU self time per operator, summed separately over cold and warm traced decode steps."""
+
+    def __init__(self, ok: pa.Table, names: list[str]) -> None:
+        self._names = names
+        self._cold_keys, self._warm_keys = _step_keys(ok)
+        self._cold_ns = np.zeros(len(names) + 1)
+        self._warm_ns = np.zeros(len(names) + 1)
+        self._cold_steps: set[int] = set()
+        self._warm_steps: set[int] = set()
+
+    def add(self, ops: pa.Table, codes: np.ndarray, self_ns: np.ndarray) -> None:
+        """``ops`` placed (with ``step``); ``codes`` their name codes; ``self_ns`` their self time."""
+        if self._cold_keys.size == 0 or ops.num_rows == 0:
+            return
+        in_step = ops["step"].is_valid().to_numpy(zero_copy_only=False)
+        if not in_step.any():
+            return
+        keys = _combine(image_key(ops)[in_step], ops["step"].to_numpy(zero_copy_only=False)[in_step].astype(np.int64))
+        codes, durations = np.where(codes[in_step] < 0, len(self._names), codes[in_step]), self_ns[in_step]
+        for known, totals, seen in (
+            (self._cold_keys, self._cold_ns, self._cold_steps),
+            (self._warm_keys, self._warm_ns, self._warm_steps),
+        ):
+            hit = np.isin(keys, known)
+            totals += np.bincount(codes[hit], weights=durations[hit], minlength=totals.size)
+            seen.update(np.unique(keys[hit]).tolist())
+
+    def top(self, count: int = COLD_TOP_OPERATORS) -> list[dict[str, Any]]:
+        """Operators by (cold ms per step - warm ms per step), largest first."""
+        if not self._cold_steps or not self._warm_steps:
+            return []
+        cold_per_step = self._cold_ns / len(self._cold_steps) / 1e6
+        warm_per_step = self._warm_ns / len(self._warm_steps) / 1e6
+        labels = [*self._names, "(unnamed)"]
+        order = np.argsort(-(cold_per_step - warm_per_step))[:count]
+        return [
+            {
+                "name": labels[code],
+                "cold_ms_per_step": float(cold_per_step[code]),
+                "warm_ms_per_step": float(warm_per_step[code]),
+            }
+            for code in order.tolist()
+            if cold_per_step[code] > warm_per_step[code]
+        ]
+
+    @property
+    def traced_steps(self) -> tuple[int, int]:
+        """(cold, warm) decode steps that had CPU operators in the trace."""
+        return len(self._cold_steps), len(self._warm_steps)
+
+
+_STEP_BITS = 24
+
+
+def _combine(image_keys: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    # Image keys hold rank << 32 | index; decode steps stay far below 2**24.
+    return (image_keys.astype(np.int64) << _STEP_BITS) | steps
+
+
+def _step_keys(ok: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """(cold, warm) keys of every decode step of ``ok`` that carries cold flags."""
+    if "decode_step_cold" not in ok.column_names or ok.num_rows == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    flags = ok["decode_step_cold"].combine_chunks()
+    parents = pc.list_parent_indices(flags).to_numpy()
+    if parents.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    values = pc.list_flatten(flags).fill_null(False).to_numpy(zero_copy_only=False)
+    offsets = flags.offsets.to_numpy()
+    steps = np.arange(parents.size) - offsets[parents] + 1  # decode steps count from 1
+    keys = _combine(image_key(ok)[parents], steps.astype(np.int64))
+    return np.sort(keys[values]), np.sort(keys[~values])
