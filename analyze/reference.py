@@ -115,6 +115,8 @@ def timings_table(predictions: pa.Table, measured: pa.Table, ranges: pa.Table, *
                     "steps_total": max(generated - 1, 0) if stage == STAGE_DECODE and generated else None,
                     "check_measure": measure if reference is not None else None,
                     "gpu_range_ms": found.get("gpu_range_ms"),
+                    "memcpy_count": found.get("memcpy_count"),
+                    "memset_count": found.get("memset_count"),
                 }
             )
     return pa.Table.from_pylist(rows, schema=schema.TIMINGS)

@@ -70,7 +70,9 @@ def _stage_table(summary: dict[str, Any]) -> Table:
     for label, name in rows:
         table.add_row(label, *[_pair(figures[name]) for figures in stages])
     if device:
-        table.add_row("kernels", *[_num(figures["kernel_count"]["median"], 0) for figures in stages])
+        # GPU busy is the union of all three kinds: each is shown.
+        for label, name in (("kernels", "kernel_count"), ("memcpy", "memcpy_count"), ("memset", "memset_count")):
+            table.add_row(label, *[_num(figures[name]["median"], 0) for figures in stages])
     if present:
         table.add_row("check", *[_pct(figures["check"]["rel_diff"]["median"]) for figures in stages])
     return table

@@ -30,6 +30,8 @@ MEASURED = pa.schema(
         pa.field("kernel_count", pa.int64()),
         pa.field("steps_traced", pa.int32()),
         pa.field("gpu_range_ms", pa.float64()),
+        pa.field("memcpy_count", pa.int64()),
+        pa.field("memset_count", pa.int64()),
     ]
 )
 
@@ -73,14 +75,20 @@ def _cpu_by_image(ranges: pa.Table) -> dict[str, dict[int, tuple[float, int | No
     return result
 
 
-def _gpu_by_image(work: pa.Table) -> dict[str, dict[int, tuple[float, float, int]]]:
-    """Per stage, image key -> (busy ms, span ms, kernel count)."""
+#: The activity kinds whose union is GPU busy time, each counted on its own.
+COUNTED_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
+
+
+def _gpu_by_image(work: pa.Table) -> dict[str, dict[int, tuple[float, float, tuple[int, int, int]]]]:
+    """Per stage, image key -> (busy ms, span ms, (kernels, memcpys, memsets)): busy time is the
+    union of all three kinds, so all three are counted."""
     if work.num_rows == 0:
         return {stage: {} for stage in STAGES}
     keys = image_key(work)
     start = work["ts_ns"].to_numpy()
     end = start + work["dur_ns"].to_numpy()
-    is_kernel = pc.equal(work["cat"], "kernel").to_numpy(zero_copy_only=False)
+    cats = pc.cast(work["cat"], pa.string())
+    is_cat = {cat: pc.equal(cats, cat).to_numpy(zero_copy_only=False) for cat in COUNTED_CATS}
     steps = work["step"].fill_null(0).to_numpy()
     result = {}
     for stage, mask in stage_masks(work).items():
@@ -92,17 +100,23 @@ def _gpu_by_image(work: pa.Table) -> dict[str, dict[int, tuple[float, float, int
             owner = np.unique(keys[mask])[per_step.keys >> 32]
             span = np.zeros(union.keys.size, dtype=np.int64)
             np.add.at(span, np.searchsorted(union.keys, owner), per_step.last_end_ns - per_step.first_start_ns)
-        kernel_keys, kernel_counts = np.unique(keys[mask & is_kernel], return_counts=True)
-        kernels = dict(zip(kernel_keys.tolist(), kernel_counts.tolist(), strict=True))
+        counts = []
+        for cat in COUNTED_CATS:
+            cat_keys, cat_counts = np.unique(keys[mask & is_cat[cat]], return_counts=True)
+            counts.append(dict(zip(cat_keys.tolist(), cat_counts.tolist(), strict=True)))
         result[stage] = {
-            int(k): (float(b) / NS_PER_MS, float(s) / NS_PER_MS, int(kernels.get(int(k), 0)))
+            int(k): (
+                float(b) / NS_PER_MS,
+                float(s) / NS_PER_MS,
+                tuple(int(per_cat.get(int(k), 0)) for per_cat in counts),
+            )
             for k, b, s in zip(union.keys, union.busy_ns, span, strict=True)
         }
     # Kernels launched before vision and after it make prefill_text's own first-to-last span
     # cover vision too; like its CPU time, its span is prefill's minus vision's.
     for key, (busy, _, count) in result[STAGE_PREFILL_TEXT].items():
-        prefill_span = result[STAGE_PREFILL].get(key, (0.0, 0.0, 0))[1]
-        vision_span = result[STAGE_VISION].get(key, (0.0, 0.0, 0))[1]
+        prefill_span = result[STAGE_PREFILL].get(key, (0.0, 0.0, (0, 0, 0)))[1]
+        vision_span = result[STAGE_VISION].get(key, (0.0, 0.0, (0, 0, 0)))[1]
         result[STAGE_PREFILL_TEXT][key] = (busy, prefill_span - vision_span, count)
     return result
 
@@ -160,7 +174,9 @@ def measure_stages(ranges: pa.Table, work: pa.Table, *, has_device_time: bool) -
             cpu_ms, steps = cpu[stage].get(key, (None, None))
             if cpu_ms is None:
                 continue
-            busy, span, count = gpu[stage].get(key, (0.0, 0.0, 0)) if has_device_time else (None, None, None)
+            busy, span, counts = (
+                gpu[stage].get(key, (0.0, 0.0, (0, 0, 0))) if has_device_time else (None, None, (None, None, None))
+            )
             rows.append(
                 {
                     "rank": rank,
@@ -169,7 +185,9 @@ def measure_stages(ranges: pa.Table, work: pa.Table, *, has_device_time: bool) -
                     "cpu_ms": cpu_ms,
                     "gpu_busy_ms": busy,
                     "gpu_span_ms": span,
-                    "kernel_count": count,
+                    "kernel_count": counts[0],
+                    "memcpy_count": counts[1],
+                    "memset_count": counts[2],
                     "steps_traced": steps,
                     "gpu_range_ms": stream[stage].get(key) if has_device_time else None,
                 }

@@ -12,7 +12,16 @@ from dsocr.analyze.stats import describe
 
 from dsocr import schema
 
-STAGE_FIGURES = ("cpu_ms", "gpu_busy_ms", "gpu_span_ms", "gpu_range_ms", "kernel_count", "reference_ms")
+STAGE_FIGURES = (
+    "cpu_ms",
+    "gpu_busy_ms",
+    "gpu_span_ms",
+    "gpu_range_ms",
+    "kernel_count",
+    "memcpy_count",
+    "memset_count",
+    "reference_ms",
+)
 LATENCY_FIGURES = (
     "ttft_ms",
     "tpot_mean_ms",

@@ -107,6 +107,9 @@ TIMINGS = _versioned(
         pa.field("check_measure", pa.string()),
         # The stage's ranges projected onto the GPU stream (what CUDA events around them measure).
         pa.field("gpu_range_ms", pa.float64()),
+        # gpu_busy_ms is the union of kernels, memcpys and memsets: each kind is counted.
+        pa.field("memcpy_count", pa.int64()),
+        pa.field("memset_count", pa.int64()),
     ],
 )
 
