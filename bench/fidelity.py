@@ -134,6 +134,10 @@ def _capture(args: argparse.Namespace, images: list[Path], name: str) -> dict[st
         "steady_step_p50_ms": _median([i["step_p50_ms"] for i in steady]),
         "first_image_step_p50_ms": images_figures[0]["step_p50_ms"],
         "profiler_step_ms_per_image": _median([i["profiler_step_ms"] or 0.0 for i in images_figures]),
+        "profiler_start_stop_export_ms_per_image": [
+            _median([row.get(name) or 0.0 for row in rows])
+            for name in ("profiler_start_ms", "profiler_stop_ms", "profiler_export_ms")
+        ],
         "trace_events": sum(row["trace_events"] or 0 for row in rows),
         "kernel_timestamps": _kernels_before_launch(out) if args.device == "cuda" else None,
     }

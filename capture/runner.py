@@ -65,6 +65,9 @@ class _Pending:
                 if image_trace.futures:
                     row["trace_events"] = image_trace.event_count()
                     row["trace_json_bytes"] = image_trace.json_bytes
+                    row["profiler_start_ms"] = image_trace.start_ms
+                    row["profiler_stop_ms"] = image_trace.stop_ms
+                    row["profiler_export_ms"] = image_trace.export_ms
                 write_prediction_part(run_dir, row)
                 written.append(row)
             else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -29,6 +30,7 @@ from torch.profiler import ProfilerActivity, profile
 from dsocr.rundir import TRACE_DIR
 
 PENDING_DIR = ".pending"
+NS_PER_MS = 1e6
 #: Marks the end of each profiler session in the trace (``dsocr.session_end``).
 SESSION_END_STAGE = "session_end"
 CONVERTER_PROCESSES = 1
@@ -64,6 +66,11 @@ class ImageTrace:
     futures: list[Future[int]] = field(default_factory=list)
     #: Size of the chrome-trace JSON the profiler exported (deleted once converted).
     json_bytes: int = 0
+    #: Host milliseconds spent starting sessions, stopping them (Kineto collects the session's
+    #: events then) and exporting them: where the profiler's cost goes, all outside step timings.
+    start_ms: float = 0.0
+    stop_ms: float = 0.0
+    export_ms: float = 0.0
 
     def done(self) -> bool:
         return all(future.done() for future in self.futures)
@@ -79,19 +86,30 @@ def _release(profiler: profile) -> None:
     profiler.profiler = None
 
 
+def _elapsed_ms(since_ns: int) -> float:
+    return (time.perf_counter_ns() - since_ns) / NS_PER_MS
+
+
 class _WindowSessions:
     """Drives one profiler session per traced window from the per-token step callback."""
 
-    def __init__(self, plan: StepPlan, start: Callable[[], profile], flush: Callable[[profile], None]) -> None:
+    def __init__(
+        self,
+        plan: StepPlan,
+        start: Callable[[], profile],
+        flush: Callable[[profile], None],
+        costs: ImageTrace | None = None,
+    ) -> None:
         self._plan = plan
         self._start = start
         self._flush = flush
+        self._costs = costs if costs is not None else ImageTrace(-1)
         self._active: profile | None = None
         self._step = 0  # the step now running: 0 is vision + prefill, K is decode step K
 
     def begin(self) -> None:
         if self._plan.records(0):
-            self._active = self._start()
+            self._start_session()
 
     def step(self) -> None:
         """A token was appended: step ``self._step`` ended and the next one starts."""
@@ -99,8 +117,13 @@ class _WindowSessions:
         if self._active is not None and (not self._plan.records(following) or self._plan.flush_after(ended)):
             self._stop()
         if self._active is None and self._plan.records(following):
-            self._active = self._start()
+            self._start_session()
         self._step = following
+
+    def _start_session(self) -> None:
+        started = time.perf_counter_ns()
+        self._active = self._start()
+        self._costs.start_ms += _elapsed_ms(started)
 
     def end(self) -> None:
         if self._active is not None:
@@ -114,8 +137,12 @@ class _WindowSessions:
         # two apart by this).
         with torch.profiler.record_function(range_name(SESSION_END_STAGE)):
             pass
+        stopping = time.perf_counter_ns()
         active.stop()
+        exporting = time.perf_counter_ns()
         self._flush(active)
+        self._costs.stop_ms += (exporting - stopping) / NS_PER_MS
+        self._costs.export_ms += _elapsed_ms(exporting)
         _release(active)
 
 
@@ -197,7 +224,7 @@ class TraceWriter:
                 session.start()
             return session
 
-        sessions = _WindowSessions(self._plan, start, flush)
+        sessions = _WindowSessions(self._plan, start, flush, image_trace)
         sessions.begin()
         try:
             yield sessions.step, image_trace

@@ -63,6 +63,11 @@ PREDICTIONS = _versioned(
         pa.field("decode_step_seq_len", pa.list_(pa.int32())),
         pa.field("decode_step_cold", pa.list_(pa.bool_())),
         pa.field("decode_step_traced", pa.list_(pa.bool_())),
+        # Host ms of the image's profiler sessions (window sessions): start, stop (Kineto collects
+        # the events), export of chrome JSON. Outside every step timing; inside profiler_step_ms.
+        pa.field("profiler_start_ms", pa.float64()),
+        pa.field("profiler_stop_ms", pa.float64()),
+        pa.field("profiler_export_ms", pa.float64()),
     ],
 )
 
