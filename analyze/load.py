@@ -20,9 +20,9 @@ from dsocr.errors import RunDirError
 IMAGE_KEYS = ["rank", "image_index"]
 CHUNK_KEYS = ["rank", "image_index", "chunk"]
 RANGE_COLUMNS = [*CHUNK_KEYS, "name", "ts_ns", "dur_ns", "pid", "tid", "range_stage", "range_step"]
-LAUNCH_COLUMNS = [*CHUNK_KEYS, "ts_ns", "pid", "tid", "correlation"]
+LAUNCH_COLUMNS = [*CHUNK_KEYS, "ts_ns", "dur_ns", "pid", "tid", "correlation"]
 GPU_OP_COLUMNS = [*CHUNK_KEYS, "cat", "name", "ts_ns", "dur_ns", "correlation", "external_id"]
-CPU_OP_COLUMNS = [*CHUNK_KEYS, "name", "ts_ns", "dur_ns", "pid", "tid", "external_id"]
+CPU_OP_COLUMNS = [*CHUNK_KEYS, "name", "ts_ns", "dur_ns", "pid", "tid", "external_id", "flops"]
 READ_COLUMNS = sorted(set(RANGE_COLUMNS + LAUNCH_COLUMNS + GPU_OP_COLUMNS + CPU_OP_COLUMNS))
 #: Kineto's whole-cycle envelope: it ends when the cycle ends, so it says nothing about ranges.
 ENVELOPE_CAT = "Trace"
@@ -58,6 +58,17 @@ def check_trace_file(path: Path) -> None:
     except (OSError, pa.ArrowInvalid) as exc:
         raise RunDirError(f"{path}: unreadable Parquet ({exc})") from exc
     schema.check_table(file_schema, "trace", source=str(path))
+
+
+def _read(path: Path) -> pa.Table:
+    """READ_COLUMNS of one file; nullable columns added later in this schema version read as nulls."""
+    present = set(pq.read_schema(path).names)
+    table = pq.read_table(path, columns=[name for name in READ_COLUMNS if name in present])
+    for name in READ_COLUMNS:
+        if name not in present:
+            field = schema.TRACE.field(name)
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table
 
 
 def _in(column: pa.ChunkedArray, values: tuple[str, ...]) -> pa.ChunkedArray:
@@ -105,7 +116,7 @@ def load_trace(run_dir: Path) -> TraceTables:
     events = 0
     for path in files:
         check_trace_file(path)
-        table = pq.read_table(path, columns=READ_COLUMNS)
+        table = _read(path)
         events += table.num_rows
         cat = table["cat"]
         is_range = pc.and_(pc.equal(cat, RANGE_CAT), pc.is_valid(table["range_stage"]))

@@ -13,11 +13,13 @@ from dsocr.analyze.attribution import GpuWork, attribute_gpu_ops, lane_ids, oper
 from dsocr.analyze.categories import NS_PER_MS, RANGE_DECODE_STEP, RANGE_PREFILL, RANGE_VISION
 from dsocr.analyze.cold import ColdOperatorTotals, cold_impact
 from dsocr.analyze.cpu_self import self_time_ns
+from dsocr.analyze.insights import InsightInputs, add_insights
 from dsocr.analyze.kernels import DEFAULT_TOP, CpuOperatorTotals, kernels_table, name_codes, top_gpu
 from dsocr.analyze.keys import image_key, step_key
 from dsocr.analyze.latency import latency_table
 from dsocr.analyze.load import TraceTables, load_trace
 from dsocr.analyze.per_rank import rank_figures
+from dsocr.analyze.profiler_flops import add_stage_flops
 from dsocr.analyze.ranges import Ranges, clean_ranges
 from dsocr.analyze.reference import ok_predictions, timings_table
 from dsocr.analyze.stages import MEASURED, measure_stages
@@ -28,6 +30,7 @@ from dsocr import rundir
 TIMINGS_FILE = "timings.parquet"
 KERNELS_FILE = "kernels.parquet"
 SUMMARY_FILE = "summary.json"
+ROOFLINE_FILE = "roofline.parquet"
 RUN_KIND_IMPORT = "import"
 PROFILE_OFF = "off"
 
@@ -115,10 +118,11 @@ def _operator_codes(work: pa.Table, cpu_ops: pa.Table) -> tuple[np.ndarray, list
 
 
 def _analyze_trace(
-    trace: TraceTables, *, top: int, ok: pa.Table
+    trace: TraceTables, *, top: int, ok: pa.Table, profiler_flops: dict[str, list[float]]
 ) -> tuple[Ranges, GpuWork | None, pa.Table, pa.Table, ColdOperatorTotals]:
     """Ranges, attributed GPU work, measured stages, the top-k tables of a loaded trace, and CPU
-    operator time of cold against warm decode steps."""
+    operator time of cold against warm decode steps (and, into ``profiler_flops``, the profiler's
+    FLOP counts per stage)."""
     ranges = clean_ranges(trace.ranges, trace.chunks)
     gpu = attribute_gpu_ops(trace.gpu_ops, trace.launches, ranges) if trace.has_device_time else None
     measured = measure_stages(
@@ -138,6 +142,7 @@ def _analyze_trace(
         )
         totals.add(ops, self_ns)
         cold_totals.add(ops, name_codes(ops["name"])[0], self_ns)
+        add_stage_flops(profiler_flops, ops)
     tables = totals.tables(_stage_cpu_ns(measured), top=top)
     if gpu is not None:
         codes, names = _operator_codes(gpu.table, trace.cpu_ops)
@@ -145,8 +150,17 @@ def _analyze_trace(
     return ranges, gpu, measured, kernels_table(tables), cold_totals
 
 
-def analyze_run(run_dir: Path, *, top: int = DEFAULT_TOP, write: bool = True) -> Analysis:
+def analyze_run(
+    run_dir: Path,
+    *,
+    top: int = DEFAULT_TOP,
+    write: bool = True,
+    peak_tflops: float | None = None,
+    peak_gbps: float | None = None,
+) -> Analysis:
     """Analyze ``run_dir`` from its Parquet files alone and (by default) write ``analysis/``.
+
+    ``peak_tflops`` / ``peak_gbps`` replace the device's peaks from the table (roofline).
 
     Raises RunDirError / SchemaMismatchError for a directory that is not a readable dsocr run.
     """
@@ -156,8 +170,11 @@ def analyze_run(run_dir: Path, *, top: int = DEFAULT_TOP, write: bool = True) ->
     trace = load_trace(run_dir)
     ok = ok_predictions(predictions)
     cold_operators: list[dict] = []
+    profiler_flops: dict[str, list[float]] = {}
     if has_trace:
-        ranges, gpu, measured, kernels, cold_totals = _analyze_trace(trace, top=top, ok=ok)
+        ranges, gpu, measured, kernels, cold_totals = _analyze_trace(
+            trace, top=top, ok=ok, profiler_flops=profiler_flops
+        )
         cold_operators = cold_totals.top()
     else:
         ranges, gpu, measured, kernels = (
@@ -187,9 +204,17 @@ def analyze_run(run_dir: Path, *, top: int = DEFAULT_TOP, write: bool = True) ->
     summary["ranks"] = rank_figures(timings, run)
     impact = cold_impact(ok.to_pylist(), cold_operators)
     summary["cold"] = None if impact is None else impact.to_dict()
+    # Roofline and findings (issue 11): their own module; they read what was computed above.
+    roofline = add_insights(
+        summary,
+        InsightInputs(run, predictions, trace, ranges, gpu, timings, profiler_flops),
+        peak_tflops=peak_tflops,
+        peak_gbps=peak_gbps,
+    )
     output_dir = run_dir / rundir.ANALYSIS_DIR
     if write:
         rundir.write_table_atomic(timings, output_dir / TIMINGS_FILE)
         rundir.write_table_atomic(kernels, output_dir / KERNELS_FILE)
+        rundir.write_table_atomic(roofline, output_dir / ROOFLINE_FILE)
         rundir.write_json_atomic(output_dir / SUMMARY_FILE, summary)
     return Analysis(summary=summary, timings=timings, kernels=kernels, output_dir=output_dir)

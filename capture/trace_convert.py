@@ -56,6 +56,7 @@ def events_to_table(trace: dict[str, Any], *, image_index: int, rank: int, chunk
         columns["external_id"].append(_optional_int(args.get("External id")))
         columns["range_stage"].append(stage)
         columns["range_step"].append(step)
+        columns["flops"].append(_optional_int(args.get("flops")))
     count = len(columns["cat"])
     columns["image_index"] = [image_index] * count
     columns["rank"] = [rank] * count

@@ -155,6 +155,10 @@ class TraceWriter:
         self._plan = self._make_plan(config)
         self._run_dir = run_dir
         self._rank = rank
+        # Records the input shapes the converter turns into FLOPs of matrix products (op_flops.py),
+        # for analyze's roofline cross-check. Full mode only: sampled mode exists to keep the
+        # profiler's cost low (docs/performance.md).
+        self._with_flops = config.profile is ProfileMode.full
         self._activities = [ProfilerActivity.CPU]
         if device.type == "cuda":
             self._activities.append(ProfilerActivity.CUDA)
@@ -217,7 +221,7 @@ class TraceWriter:
             return
 
         def start() -> profile:
-            session = profile(activities=self._activities)
+            session = profile(activities=self._activities, with_flops=self._with_flops)
             with warnings.catch_warnings():
                 # torch warns that a schedule's cycles clear events; a session here is one cycle.
                 warnings.filterwarnings("ignore", message=_CYCLE_WARNING)
@@ -239,7 +243,10 @@ class TraceWriter:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_CYCLE_WARNING)
             profiler = profile(
-                activities=self._activities, schedule=schedule_from_plan(self._plan), on_trace_ready=flush
+                activities=self._activities,
+                schedule=schedule_from_plan(self._plan),
+                on_trace_ready=flush,
+                with_flops=self._with_flops,
             )
             profiler.start()
             try:

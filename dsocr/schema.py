@@ -90,6 +90,8 @@ TRACE = _versioned(
         pa.field("external_id", pa.int64()),
         pa.field("range_stage", _DICT_STRING),
         pa.field("range_step", pa.int32()),
+        # The profiler's FLOP estimate of a cpu_op (with_flops, --profile full only); null otherwise.
+        pa.field("flops", pa.int64()),
     ],
 )
 
@@ -132,11 +134,42 @@ KERNELS = _versioned(
     ],
 )
 
+#: Roofline per image and stage, and per decode step, written by ``dsocr analyze``.
+ROOFLINE = _versioned(
+    "roofline",
+    [
+        pa.field("rank", pa.int32(), nullable=False),
+        pa.field("image_index", pa.int32(), nullable=False),
+        # vision, prefill_text, prefill, decode (step null) or decode_step (step set).
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("step", pa.int32()),
+        # vision: local tiles; prefill_text and prefill: prompt tokens; decode_step: attended positions.
+        pa.field("tokens", pa.int64()),
+        pa.field("flops", pa.float64()),
+        pa.field("bytes", pa.float64()),
+        pa.field("wall_ms", pa.float64()),
+        pa.field("gpu_busy_ms", pa.float64()),
+        pa.field("kernel_count", pa.int64()),
+        pa.field("achieved_tflops", pa.float64()),
+        pa.field("achieved_tflops_wall", pa.float64()),
+        pa.field("achieved_gbps", pa.float64()),
+        pa.field("achieved_gbps_wall", pa.float64()),
+        pa.field("mfu", pa.float64()),
+        pa.field("mfu_wall", pa.float64()),
+        pa.field("mbu", pa.float64()),
+        pa.field("mbu_wall", pa.float64()),
+        pa.field("roofline_ms", pa.float64()),
+        # host, launch, compute or memory (null: not enough to say).
+        pa.field("bound", pa.string()),
+    ],
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "predictions": PREDICTIONS,
     "trace": TRACE,
     "timings": TIMINGS,
     "kernels": KERNELS,
+    "roofline": ROOFLINE,
 }
 
 

@@ -1,0 +1,339 @@
+"""Findings: what limits the run, with the numbers that show it, ordered by the time at stake.
+
+Each detector is a function of measured figures that returns findings or nothing. A finding says
+what to try; it never claims the effect of a change it has not measured. ``time_at_stake_ms``
+is the measured time the finding is about (idle GPU time, excess over warm steps, copy kernel
+time...), summed over the run: an upper bound of what addressing it could save, not a forecast.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from dsocr.analyze.categories import KIND_CPU_OPERATOR, STAGE_DECODE, STAGE_PREFILL_TEXT, STAGE_VISION
+from dsocr.analyze.keys import image_key
+from dsocr.analyze.reference import ok_predictions
+from dsocr.analyze.stats import MEDIAN, grouped_quantiles
+from dsocr.analyze.steps import step_codes
+
+SEVERITY_HIGH, SEVERITY_MEDIUM, SEVERITY_LOW = "high", "medium", "low"
+#: Share of the run's stage time above which a finding is high, or medium, severity.
+HIGH_SHARE, MEDIUM_SHARE = 0.25, 0.05
+#: Decode counts as host-bound when the GPU is idle this share of its wall time or more.
+HOST_IDLE_SHARE = 0.5
+#: Reported when this share of a stage's kernels ran shorter than their launch call.
+LAUNCH_SHARE = 0.5
+#: Reported when copy/cast kernels take this share of a stage's GPU time.
+COPY_SHARE = 0.10
+#: Reported when one operator takes this share of a stage's CPU time.
+OPERATOR_SHARE = 0.20
+#: A step or image is an outlier above this multiple of its median (steps: of its image's).
+STEP_OUTLIER_FACTOR = 3.0
+IMAGE_OUTLIER_FACTOR = 1.5
+MIN_IMAGES_FOR_OUTLIERS = 3
+#: Reported when traced steps are this much slower than untraced ones (relative).
+OVERHEAD_SHARE = 0.05
+#: Reported when a stage's GPU busy time is this multiple of its roofline floor or more.
+ROOFLINE_FACTOR = 2.0
+PERCENT = 100
+SOURCE_TIMINGS = "analysis/timings.parquet (trace ranges and attributed GPU activities)"
+SOURCE_STEPS = "decode-step ranges of the trace and predictions.decode_step_ms (reference clock)"
+
+
+@dataclass(frozen=True)
+class FindingInputs:
+    """Everything the detectors read: analyze's own tables and figures, nothing recomputed."""
+
+    predictions: pa.Table
+    timings: pa.Table
+    steps: pa.Table
+    top: list[dict[str, Any]]
+    roofline: Mapping[str, Any]
+    #: Every step of every image by the reference clock, and the traced steps (both STEPS tables).
+    reference_steps: pa.Table
+    traced_steps: pa.Table
+    launch: Mapping[str, Mapping[str, Any]] | None = None
+    copies: Mapping[str, Mapping[str, Any]] | None = None
+
+
+def _finding(fid: str, stake_ms: float, message: str, evidence: dict[str, Any]) -> dict[str, Any]:
+    return {"id": fid, "severity": None, "time_at_stake_ms": float(stake_ms), "message": message, "evidence": evidence}
+
+
+def _stage(timings: pa.Table, stage: str) -> pa.Table:
+    rows = timings.filter(pc.equal(timings["stage"], stage))
+    return rows.filter(pc.is_valid(rows["cpu_ms"]))
+
+
+def _sum(table: pa.Table, name: str) -> float:
+    return float(pc.sum(table[name]).as_py() or 0.0)
+
+
+def _pct(share: float) -> str:
+    return f"{share * PERCENT:.0f}%"
+
+
+def short_name(name: str) -> str:
+    """A kernel or operator name without its template arguments (the functor kept for copies)."""
+    base = re.sub(r"^void ", "", name.split("<", 1)[0]).strip() or name
+    if "direct_copy" in name:
+        return f"{base} (direct_copy)"
+    return base
+
+
+def host_bound_decode(inputs: FindingInputs) -> list[dict[str, Any]]:
+    rows = _stage(inputs.timings, STAGE_DECODE)
+    rows = rows.filter(pc.is_valid(rows["gpu_busy_ms"]))
+    wall, busy = _sum(rows, "cpu_ms"), _sum(rows, "gpu_busy_ms")
+    steps = int(_sum(rows, "steps_traced"))
+    if not wall or not steps or 1 - busy / wall < HOST_IDLE_SHARE:
+        return []
+    kernels = _sum(rows, "kernel_count")
+    idle = 1 - busy / wall
+    gap_us = (wall - busy) / kernels * 1000 if kernels else None
+    evidence = {
+        "gpu_idle_share": idle,
+        "wall_ms_per_step": wall / steps,
+        "gpu_busy_ms_per_step": busy / steps,
+        "kernels_per_step": kernels / steps,
+        "idle_us_per_kernel": gap_us,
+        "steps": steps,
+        "source": SOURCE_TIMINGS,
+    }
+    message = (
+        f"decode is host-bound: the GPU is idle {_pct(idle)} of decode ({busy / steps:.2f} ms busy of"
+        f" {wall / steps:.2f} ms per step, {kernels / steps:.0f} kernels per step). Try CUDA graphs with a"
+        " static KV cache (cache_implementation='static' with torch.compile mode='reduce-overhead') or a"
+        " serving engine that batches decode; their effect here is not measured."
+    )
+    return [_finding("host_bound_decode", wall - busy, message, evidence)]
+
+
+def cold_steps(inputs: FindingInputs) -> list[dict[str, Any]]:
+    ok = ok_predictions(inputs.predictions)
+    if "decode_step_cold" not in ok.column_names:
+        return []
+    cold_ms, warm_ms = [], []
+    for times, flags in zip(ok["decode_step_ms"].to_pylist(), ok["decode_step_cold"].to_pylist(), strict=True):
+        for ms, cold in zip(times or [], flags or [], strict=False):
+            if ms is not None and cold is not None:
+                (cold_ms if cold else warm_ms).append(ms)
+    if not cold_ms or not warm_ms:
+        return []
+    warm = float(np.median(warm_ms))
+    excess = float(sum(max(ms - warm, 0.0) for ms in cold_ms))
+    evidence = {
+        "cold_steps": len(cold_ms),
+        "warm_steps": len(warm_ms),
+        "cold_p50_ms": float(np.median(cold_ms)),
+        "warm_p50_ms": warm,
+        "excess_ms": excess,
+        "source": "predictions.decode_step_cold and decode_step_ms (reference clock)",
+    }
+    message = (
+        f"{len(cold_ms)} cold decode steps (a sequence length the attention backend had not seen) took"
+        f" {excess:.0f} ms more than warm ones (p50 {np.median(cold_ms):.1f} ms against {warm:.1f} ms). Try"
+        " another SDPA backend (torch.backends.cuda.enable_cudnn_sdp(False)) or warming up the lengths;"
+        " the effect is not measured here."
+    )
+    return [_finding("cold_steps", excess, message, evidence)]
+
+
+def launch_bound_kernels(inputs: FindingInputs) -> list[dict[str, Any]]:
+    found = []
+    for stage, figures in (inputs.launch or {}).items():
+        share = figures.get("share")
+        if stage == "prefill" or share is None or share < LAUNCH_SHARE:
+            continue
+        message = (
+            f"{_pct(share)} of {stage} kernels ({figures['shorter_than_launch']} of {figures['kernels']}) ran"
+            f" shorter than the runtime call that launched them: the host spent {figures['launch_ms']:.1f} ms"
+            f" launching {figures['kernel_ms']:.1f} ms of GPU work. Fewer, larger kernels (fusion with"
+            " torch.compile, CUDA graphs) would amortise launches; not measured here."
+        )
+        evidence = {**figures, "source": "trace: kernel durations against their cuda_runtime launch calls"}
+        found.append(_finding(f"launch_bound_kernels.{stage}", figures["launch_ms"], message, evidence))
+    return found
+
+
+def copy_cast_kernels(inputs: FindingInputs) -> list[dict[str, Any]]:
+    found = []
+    for stage, figures in (inputs.copies or {}).items():
+        share = figures.get("share")
+        if stage == "prefill" or share is None or share < COPY_SHARE:
+            continue
+        top = [{"name": short_name(row["name"]), "ms": row["ms"]} for row in figures["top"]]
+        names = ", ".join(row["name"] for row in top[:2])
+        message = (
+            f"{_pct(share)} of {stage} GPU time ({figures['copy_ms']:.1f} of {figures['gpu_ms']:.1f} ms) is"
+            f" copy/cast kernels ({names}). Look for dtype round trips (inputs or buffers not in the model"
+            " dtype) and non-contiguous tensors made contiguous; not measured here."
+        )
+        evidence = {**figures, "top": top, "source": "trace: GPU activities by name (copy, Memcpy, Memset)"}
+        found.append(_finding(f"copy_cast_kernels.{stage}", figures["copy_ms"], message, evidence))
+    return found
+
+
+def dominant_cpu_operator(inputs: FindingInputs) -> list[dict[str, Any]]:
+    found = []
+    seen: set[str] = set()
+    for row in inputs.top:
+        if row["kind"] != KIND_CPU_OPERATOR or row["stage"] in seen or row["stage"] == "prefill":
+            continue
+        seen.add(row["stage"])
+        if row["share"] < OPERATOR_SHARE:
+            continue
+        message = (
+            f"{row['name']} takes {_pct(row['share'])} of {row['stage']} CPU self time ({row['total_ms']:.1f} ms,"
+            f" {row['calls']} calls, {row['mean_us']:.0f} µs each). Profile what it does per call (shape"
+            " changes, backend selection, synchronisation) before changing it."
+        )
+        evidence = {key: row[key] for key in ("stage", "name", "calls", "total_ms", "mean_us", "share")}
+        evidence["source"] = "analysis/kernels.parquet (cpu_operator: CPU self time)"
+        found.append(_finding(f"dominant_cpu_operator.{row['stage']}", row["total_ms"], message, evidence))
+    return found
+
+
+def outlier_steps(inputs: FindingInputs) -> list[dict[str, Any]]:
+    steps = inputs.steps.filter(pc.is_valid(inputs.steps["wall_ms"]))
+    if steps.num_rows == 0:
+        return []
+    keys = image_key(steps)
+    wall = steps["wall_ms"].to_numpy()
+    unique, medians = grouped_quantiles(keys, wall, (MEDIAN,))
+    typical = medians[np.searchsorted(unique, keys), 0]
+    slow = wall > STEP_OUTLIER_FACTOR * typical
+    if not slow.any():
+        return []
+    excess = float((wall[slow] - typical[slow]).sum())
+    numbers = steps["step"].to_numpy()[slow]
+    evidence = {
+        "steps": int(slow.sum()),
+        "of_steps": int(wall.size),
+        "excess_ms": excess,
+        "slowest_ms": float(wall[slow].max()),
+        "median_step_ms": float(np.median(medians)),
+        "step_numbers": sorted({int(n) for n in numbers[:1000]})[:20],
+        "source": SOURCE_STEPS,
+    }
+    message = (
+        f"{int(slow.sum())} decode steps took over {STEP_OUTLIER_FACTOR:.0f}x their image's median step"
+        f" ({excess:.0f} ms beyond the median in all; the slowest {wall[slow].max():.1f} ms). Look at those"
+        " steps in the trace (dsocr export-trace) for new shapes, allocations or synchronisation."
+    )
+    return [_finding("outlier_steps", excess, message, evidence)]
+
+
+def outlier_images(inputs: FindingInputs) -> list[dict[str, Any]]:
+    found = []
+    for stage in (STAGE_VISION, STAGE_PREFILL_TEXT, STAGE_DECODE):
+        rows = _stage(inputs.timings, stage)
+        if rows.num_rows < MIN_IMAGES_FOR_OUTLIERS:
+            continue
+        wall = rows["cpu_ms"].to_numpy()
+        if stage == STAGE_DECODE:
+            wall = wall / np.maximum(rows["steps_traced"].fill_null(1).to_numpy(), 1)
+        median = float(np.median(wall))
+        slow = wall > IMAGE_OUTLIER_FACTOR * median
+        if not slow.any():
+            continue
+        images = rows["image_index"].to_numpy()[slow].tolist()
+        per = " per step" if stage == STAGE_DECODE else ""
+        excess = float((wall[slow] - median).sum())
+        message = (
+            f"{len(images)} image(s) took over {IMAGE_OUTLIER_FACTOR}x the median {stage} time{per}"
+            f" ({median:.1f} ms): images {images[:10]}. Check their sizes and token counts; the first image"
+            " of a run also pays one-time set-up."
+        )
+        evidence = {"stage": stage, "median_ms": median, "images": images, "ms": wall[slow].tolist()}
+        evidence["source"] = SOURCE_TIMINGS
+        found.append(_finding(f"outlier_images.{stage}", excess, message, evidence))
+    return found
+
+
+def profiler_overhead(inputs: FindingInputs) -> list[dict[str, Any]]:
+    reference, traced_steps = inputs.reference_steps, inputs.traced_steps
+    reference = reference.filter(pc.is_valid(reference["wall_ms"]))
+    if reference.num_rows == 0 or traced_steps.num_rows == 0:
+        return []
+    images = np.unique(image_key(reference))
+    traced_codes = np.unique(step_codes(images, image_key(traced_steps), traced_steps["step"].to_numpy()))
+    codes = step_codes(images, image_key(reference), reference["step"].to_numpy())
+    is_traced = np.isin(codes, traced_codes)
+    wall = reference["wall_ms"].to_numpy()
+    if is_traced.all() or not is_traced.any():
+        return []
+    traced_p50, untraced_p50 = float(np.median(wall[is_traced])), float(np.median(wall[~is_traced]))
+    share = traced_p50 / untraced_p50 - 1
+    if share < OVERHEAD_SHARE:
+        return []
+    stake = (traced_p50 - untraced_p50) * int(is_traced.sum())
+    message = (
+        f"traced decode steps took {traced_p50:.2f} ms (p50) against {untraced_p50:.2f} ms untraced"
+        f" (+{_pct(share)}): figures from traced steps include the profiler's cost. Use the reference"
+        " clock of a --profile off run for latency; the trace for where time goes."
+    )
+    evidence = {
+        "traced_p50_ms": traced_p50,
+        "untraced_p50_ms": untraced_p50,
+        "traced_steps": int(is_traced.sum()),
+        "untraced_steps": int((~is_traced).sum()),
+        "source": "predictions.decode_step_ms (reference clock), split by the trace's decode-step ranges",
+    }
+    return [_finding("profiler_overhead", stake, message, evidence)]
+
+
+def roofline_distance(inputs: FindingInputs) -> list[dict[str, Any]]:
+    found = []
+    for stage in (STAGE_VISION, STAGE_PREFILL_TEXT, STAGE_DECODE):
+        figures = inputs.roofline.get(stage) or {}
+        floor, busy, wall = figures.get("roofline_ms"), figures.get("gpu_busy_ms"), figures.get("wall_ms")
+        if floor is None or not busy or not wall or busy < ROOFLINE_FACTOR * floor:
+            continue
+        mfu, mbu = figures.get("mfu"), figures.get("mbu")
+        message = (
+            f"{stage} is {busy / floor:.1f}x its roofline floor on GPU busy time ({busy:.1f} ms against"
+            f" {floor:.2f} ms at the device's peaks; {wall / floor:.0f}x on wall time); MFU {_pct(mfu or 0)},"
+            f" MBU {_pct(mbu or 0)}, bound: {figures.get('bound') or 'unknown'}. The floor counts matrix"
+            " products only (docs/analysis.md), so part of the gap is work the model leaves out."
+        )
+        evidence = {
+            key: figures.get(key)
+            for key in ("flops", "bytes", "roofline_ms", "gpu_busy_ms", "wall_ms", "mfu", "mbu", "mfu_wall", "bound")
+        }
+        evidence["source"] = "roofline (model config FLOPs and bytes; device peaks table)"
+        # At stake: GPU busy time beyond the floor (the idle rest is the host-bound finding's).
+        found.append(_finding(f"roofline_distance.{stage}", busy - floor, message, evidence))
+    return found
+
+
+DETECTORS: tuple[Callable[[FindingInputs], list[dict[str, Any]]], ...] = (
+    host_bound_decode,
+    cold_steps,
+    launch_bound_kernels,
+    copy_cast_kernels,
+    dominant_cpu_operator,
+    outlier_steps,
+    outlier_images,
+    profiler_overhead,
+    roofline_distance,
+)
+
+
+def findings(inputs: FindingInputs) -> list[dict[str, Any]]:
+    """Every detector's findings, with a severity by the share of the run's time at stake, largest first."""
+    result = [finding for detector in DETECTORS for finding in detector(inputs)]
+    run_ms = sum(_sum(_stage(inputs.timings, stage), "cpu_ms") for stage in ("prefill", STAGE_DECODE))
+    for finding in result:
+        share = finding["time_at_stake_ms"] / run_ms if run_ms else 0.0
+        finding["evidence"]["share_of_run"] = share
+        finding["severity"] = (
+            SEVERITY_HIGH if share >= HIGH_SHARE else SEVERITY_MEDIUM if share >= MEDIUM_SHARE else SEVERITY_LOW
+        )
+    return sorted(result, key=lambda finding: (-finding["time_at_stake_ms"], finding["id"]))

@@ -1,0 +1,287 @@
+"""Roofline per image, stage and decode step: FLOPs and bytes from the model config against the
+measured time and the device's peaks; achieved rates, MFU/MBU on GPU busy and on wall time, bound.
+
+``bound`` says what limits the work, tested in this order:
+host (the GPU is busy less than HOST_BUSY_SHARE of the wall time: it waits for the CPU),
+launch (the mean kernel is shorter than LAUNCH_KERNEL_US: too short to hide its launch),
+then compute or memory (whichever of flops/peak_flops and bytes/peak_bandwidth is longer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from dsocr.analyze.categories import NS_PER_US, STAGE_DECODE, STAGE_PREFILL, STAGE_PREFILL_TEXT, STAGE_VISION, STAGES
+from dsocr.analyze.flops import (
+    DTYPE_BYTES,
+    Architecture,
+    decode_step_cost,
+    prefill_cost,
+    tiles_from_image_tokens,
+    vision_cost,
+)
+from dsocr.analyze.keys import image_key
+from dsocr.analyze.peaks import DevicePeak
+from dsocr.analyze.reference import ok_predictions
+from dsocr.analyze.stats import describe
+
+from dsocr import schema
+
+STAGE_DECODE_STEP = "decode_step"
+HOST_BUSY_SHARE = 0.5
+LAUNCH_KERNEL_US = 5.0
+BOUND_HOST, BOUND_LAUNCH, BOUND_COMPUTE, BOUND_MEMORY = "host", "launch", "compute", "memory"
+TERA = 1e12
+GIGA = 1e9
+S_PER_MS = 1e-3
+DERIVED = (
+    "achieved_tflops",
+    "achieved_tflops_wall",
+    "achieved_gbps",
+    "achieved_gbps_wall",
+    "mfu",
+    "mfu_wall",
+    "mbu",
+    "mbu_wall",
+    "roofline_ms",
+)
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result = numerator / denominator
+    return np.where(np.isfinite(result), result, np.nan)
+
+
+def derive(columns: Mapping[str, np.ndarray], peak: DevicePeak) -> dict[str, np.ndarray]:
+    """Achieved rates, utilisations, the roofline time and the bound (NaN / None where unknown)."""
+    flops, moved = columns["flops"], columns["bytes"]
+    busy_s, wall_s = columns["gpu_busy_ms"] * S_PER_MS, columns["wall_ms"] * S_PER_MS
+    peak_flops = (peak.tflops or np.nan) * TERA
+    peak_bytes = (peak.gbps or np.nan) * GIGA
+    result = {
+        "achieved_tflops": _ratio(flops, busy_s) / TERA,
+        "achieved_tflops_wall": _ratio(flops, wall_s) / TERA,
+        "achieved_gbps": _ratio(moved, busy_s) / GIGA,
+        "achieved_gbps_wall": _ratio(moved, wall_s) / GIGA,
+    }
+    result["mfu"] = result["achieved_tflops"] * TERA / peak_flops
+    result["mfu_wall"] = result["achieved_tflops_wall"] * TERA / peak_flops
+    result["mbu"] = result["achieved_gbps"] * GIGA / peak_bytes
+    result["mbu_wall"] = result["achieved_gbps_wall"] * GIGA / peak_bytes
+    compute_s, memory_s = flops / peak_flops, moved / peak_bytes
+    result["roofline_ms"] = np.fmax(compute_s, memory_s) / S_PER_MS
+    mean_kernel_us = _ratio(columns["gpu_busy_ms"] * NS_PER_US, columns["kernel_count"])
+    busy_share = _ratio(columns["gpu_busy_ms"], columns["wall_ms"])
+    bound = np.full(flops.size, None, dtype=object)
+    known = ~np.isnan(compute_s) & ~np.isnan(memory_s) & ~np.isnan(busy_share)
+    bound[known & (compute_s >= memory_s)] = BOUND_COMPUTE
+    bound[known & (compute_s < memory_s)] = BOUND_MEMORY
+    bound[mean_kernel_us < LAUNCH_KERNEL_US] = BOUND_LAUNCH
+    bound[busy_share < HOST_BUSY_SHARE] = BOUND_HOST
+    result["bound"] = bound
+    return result
+
+
+def _float_array(values: np.ndarray) -> pa.Array:
+    values = np.asarray(values, dtype=np.float64)
+    return pa.array(values, pa.float64(), mask=np.isnan(values))
+
+
+def _width(dtype: str | None) -> int | None:
+    return DTYPE_BYTES.get(dtype or "")
+
+
+def _stage_rows(arch: Architecture, width: int, ok: pa.Table, timings: pa.Table) -> list[dict[str, Any]]:
+    """vision, prefill_text and prefill rows per image, with the measured times from TIMINGS."""
+    measured = {(r["rank"], r["image_index"], r["stage"]): r for r in timings.to_pylist()}
+    rows = []
+    for prediction in ok.to_pylist():
+        rank, image = prediction["rank"] or 0, prediction["image_index"]
+        tiles = tiles_from_image_tokens(arch, prediction["image_tokens"])
+        vision = vision_cost(arch, tiles, width) if tiles is not None else None
+        prompt = prediction["prompt_tokens"]
+        text = prefill_cost(arch, prompt, width) if prompt else None
+        both = vision + text if vision is not None and text is not None else None
+        for stage, cost in ((STAGE_VISION, vision), (STAGE_PREFILL_TEXT, text), (STAGE_PREFILL, both)):
+            timing = measured.get((rank, image, stage), {})
+            wall = timing.get("cpu_ms")
+            rows.append(
+                {
+                    "rank": rank,
+                    "image_index": image,
+                    "stage": stage,
+                    "step": None,
+                    "tokens": tiles if stage == STAGE_VISION else prompt,
+                    "flops": cost.flops if cost else None,
+                    "bytes": cost.bytes if cost else None,
+                    "wall_ms": wall if wall is not None else timing.get("reference_ms"),
+                    "gpu_busy_ms": timing.get("gpu_busy_ms"),
+                    "kernel_count": timing.get("kernel_count"),
+                }
+            )
+    return rows
+
+
+def _step_columns(arch: Architecture, width: int, ok: pa.Table, steps: pa.Table) -> dict[str, np.ndarray]:
+    """Per decode step: its key length and cost. Costs are affine in the key length, so two
+    evaluations serve every step."""
+    keys_of = image_key(steps)
+    ok_keys = image_key(ok)
+    order = np.argsort(ok_keys)
+    position = order[np.minimum(np.searchsorted(ok_keys[order], keys_of), max(ok_keys.size - 1, 0))]
+    prompt = ok["prompt_tokens"].fill_null(-1).to_numpy().astype(np.float64)[position]
+    numbers = steps["step"].to_numpy().astype(np.float64)
+    key_length = prompt + numbers
+    if "decode_step_seq_len" in ok.column_names:
+        # Capture's own count, where it recorded one: step K is the list's element K-1.
+        lists = ok["decode_step_seq_len"].combine_chunks()
+        offsets = lists.offsets.to_numpy()[position]
+        lengths = np.diff(lists.offsets.to_numpy())[position]
+        flat = lists.values.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.float64)
+        index = numbers.astype(np.int64) - 1
+        present = (index >= 0) & (index < lengths) & lists.is_valid().to_numpy(zero_copy_only=False)[position]
+        recorded = np.where(present, flat[np.where(present, offsets + index, 0)] if flat.size else -1, -1)
+        key_length = np.where(recorded > 0, recorded, key_length)
+    key_length = np.where(prompt < 0, np.nan, key_length)
+    base, unit = decode_step_cost(arch, 0, width), decode_step_cost(arch, 1, width)
+    return {
+        "tokens": key_length,
+        "flops": base.flops + key_length * (unit.flops - base.flops),
+        "bytes": base.bytes + key_length * (unit.bytes - base.bytes),
+    }
+
+
+def roofline_table(
+    arch: Architecture | None, dtype: str | None, peak: DevicePeak, predictions: pa.Table, timings: pa.Table,
+    steps: pa.Table,
+) -> pa.Table:  # fmt: skip
+    """The ROOFLINE table: stage rows per image, then one row per decode step (stage decode_step)."""
+    width = _width(dtype)
+    ok = ok_predictions(predictions)
+    if arch is None or width is None:
+        return schema.ROOFLINE.empty_table()
+    stage_rows = pa.Table.from_pylist(_stage_rows(arch, width, ok, timings), schema=_BASE)
+    step_costs = _step_columns(arch, width, ok, steps)
+    step_rows = pa.table(
+        {
+            "rank": steps["rank"],
+            "image_index": steps["image_index"],
+            "stage": pa.array([STAGE_DECODE_STEP] * steps.num_rows, pa.string()),
+            "step": steps["step"],
+            "tokens": _float_array(step_costs["tokens"]).cast(pa.int64()),
+            "flops": _float_array(step_costs["flops"]),
+            "bytes": _float_array(step_costs["bytes"]),
+            "wall_ms": steps["wall_ms"],
+            "gpu_busy_ms": steps["gpu_busy_ms"],
+            "kernel_count": steps["kernel_count"],
+        },
+        schema=_BASE,
+    )
+    decode = _sums(step_rows, ["rank", "image_index"])
+    decode_rows = pa.table(
+        {
+            "rank": decode["rank"],
+            "image_index": decode["image_index"],
+            "stage": pa.array([STAGE_DECODE] * decode.num_rows, pa.string()),
+            "step": pa.nulls(decode.num_rows, pa.int32()),
+            "tokens": pa.nulls(decode.num_rows, pa.int64()),
+            **{name: decode[name] for name in _SUMMED},
+        },
+        schema=_BASE,
+    )
+    return with_derived(pa.concat_tables([stage_rows, decode_rows, step_rows]), peak)
+
+
+_SUMMED = ("flops", "bytes", "wall_ms", "gpu_busy_ms", "kernel_count")
+
+
+def _sums(table: pa.Table, keys: list[str]) -> pa.Table:
+    """Per group: the _SUMMED columns summed; a sum of nothing but nulls stays null ("unknown")."""
+    aggregations = [(name, "sum") for name in _SUMMED] + [(name, "count") for name in _SUMMED]
+    grouped = table.group_by(keys).aggregate(aggregations)
+    columns = {key: grouped[key] for key in keys}
+    for name in _SUMMED:
+        total = grouped[f"{name}_sum"]
+        columns[name] = pc.if_else(pc.equal(grouped[f"{name}_count"], 0), pa.scalar(None, total.type), total)
+    return pa.table(columns)
+
+
+def _numbers(table: pa.Table, name: str) -> np.ndarray:
+    return table[name].cast(pa.float64()).fill_null(np.nan).to_numpy()
+
+
+def with_derived(base: pa.Table, peak: DevicePeak) -> pa.Table:
+    """Append the DERIVED columns and ``bound`` to a table of _BASE columns (ROOFLINE)."""
+    columns = {name: _numbers(base, name) for name in ("flops", "bytes", "wall_ms", "gpu_busy_ms", "kernel_count")}
+    derived = derive(columns, peak)
+    table = base
+    for name in DERIVED:
+        table = table.append_column(name, _float_array(derived[name]))
+    table = table.append_column("bound", pa.array(derived["bound"].tolist(), pa.string()))
+    return table.cast(schema.ROOFLINE)
+
+
+_BASE = pa.schema([field for field in schema.ROOFLINE if field.name not in (*DERIVED, "bound")])
+
+
+# ---------------------------------------------------------------- summary.json
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _figures(row: Mapping[str, Any]) -> dict[str, Any]:
+    names = ("flops", "bytes", "wall_ms", "gpu_busy_ms", "kernel_count", *DERIVED, "bound")
+    return {name: _clean(row.get(name)) for name in names}
+
+
+def _run_totals(table: pa.Table, peak: DevicePeak) -> dict[str, dict[str, Any]]:
+    """Per stage over all images: summed FLOPs, bytes and times, then the derived figures."""
+    sums = _SUMMED
+    base = _sums(table, ["stage"])
+    columns = {name: _numbers(base, name) for name in sums}
+    derived = derive(columns, peak)
+    result = {}
+    for index, stage in enumerate(base["stage"].to_pylist()):
+        row = {name: columns[name][index] for name in sums} | {name: derived[name][index] for name in derived}
+        row["kernel_count"] = None if np.isnan(row["kernel_count"]) else int(row["kernel_count"])
+        result[stage] = _figures({key: _clean(value) for key, value in row.items()})
+    return result
+
+
+def _step_distribution(steps: pa.Table) -> dict[str, Any]:
+    figures: dict[str, Any] = {"steps": steps.num_rows}
+    for name in ("flops", "bytes", "wall_ms", "gpu_busy_ms", "mfu", "mfu_wall", "mbu", "mbu_wall"):
+        figures[name] = describe(steps[name].to_pylist())
+    bounds = [value for value in steps["bound"].to_pylist() if value is not None]
+    figures["bound"] = {name: bounds.count(name) for name in sorted(set(bounds))}
+    return figures
+
+
+def roofline_summary(
+    table: pa.Table, peak: DevicePeak, *, reason: str | None, profiler: dict[str, Any] | None
+) -> dict[str, Any]:
+    """summary.json ``roofline``: the device, ``roofline.<stage>`` over the run, per image, per step."""
+    summary: dict[str, Any] = {"device": peak.to_dict(), "reason": reason}
+    totals = _run_totals(table, peak) if table.num_rows else {}
+    for stage in (*STAGES, STAGE_DECODE_STEP):
+        summary[stage] = totals.get(stage) if stage != STAGE_DECODE_STEP else None
+    steps = table.filter(pc.equal(table["stage"], STAGE_DECODE_STEP))
+    summary[STAGE_DECODE_STEP] = _step_distribution(steps) if steps.num_rows else None
+    images: dict[tuple[int, int], dict[str, Any]] = {}
+    for row in table.filter(pc.is_null(table["step"])).to_pylist():
+        entry = images.setdefault(
+            (row["rank"], row["image_index"]), {"rank": row["rank"], "image_index": row["image_index"]}
+        )
+        entry[row["stage"]] = _figures(row)
+    summary["images"] = [images[key] for key in sorted(images)]
+    summary["profiler_flops"] = profiler
+    return summary
