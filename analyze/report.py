@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dsocr.analyze.categories import KIND_CPU_OPERATOR, KIND_KERNEL, STAGES
+from dsocr.analyze.report_insights import print_insights
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -225,3 +226,4 @@ def print_report(summary: dict[str, Any], console: Console) -> None:
         console.print(top)
     for line in coverage_lines(summary) + cold_lines(summary):
         console.print(line, highlight=False)
+    print_insights(summary, console)

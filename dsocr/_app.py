@@ -44,3 +44,19 @@ def _root() -> None:
 
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+PeakTflopsOption = Annotated[
+    float | None,
+    typer.Option(
+        "--peak-tflops",
+        help="Device peak dense TFLOP/s at the run's dtype, for the roofline. Default: the peaks table.",
+        show_default=False,
+    ),
+]
+PeakGbpsOption = Annotated[
+    float | None,
+    typer.Option(
+        "--peak-gbps",
+        help="Device peak memory bandwidth in GB/s, for the roofline. Default: the peaks table.",
+        show_default=False,
+    ),
+]

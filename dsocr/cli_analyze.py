@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from dsocr._app import JsonOption, RunDirArg, app
+from dsocr._app import JsonOption, PeakGbpsOption, PeakTflopsOption, RunDirArg, app
 from dsocr.analyze.kernels import DEFAULT_TOP
 from dsocr.errors import BadInputError
 
@@ -19,15 +19,22 @@ def analyze(
     run_dir: RunDirArg,
     top: Annotated[int, typer.Option(help="Kernels and operators kept per stage and kind.")] = DEFAULT_TOP,
     as_json: JsonOption = False,
+    peak_tflops: PeakTflopsOption = None,
+    peak_gbps: PeakGbpsOption = None,
 ) -> None:
-    """Per-image and per-stage timings (CPU, GPU busy, GPU span), latency and top kernels, from
-    the run's Parquet alone; writes analysis/timings.parquet, kernels.parquet and summary.json."""
+    """Per-image and per-stage timings (CPU, GPU busy, GPU span), latency, top kernels, roofline and
+    findings, from the run's Parquet alone; writes analysis/timings.parquet, kernels.parquet,
+    roofline.parquet and summary.json."""
     if top < 1:
         raise BadInputError(f"--top {top}: must be at least 1")
+    from dsocr.analyze.peaks import check_override
+
+    check_override(peak_tflops, "--peak-tflops")
+    check_override(peak_gbps, "--peak-gbps")
     from dsocr.analyze.report import print_report
     from dsocr.analyze.runner import analyze_run
 
-    analysis = analyze_run(run_dir, top=top)
+    analysis = analyze_run(run_dir, top=top, peak_tflops=peak_tflops, peak_gbps=peak_gbps)
     if as_json:
         typer.echo(json.dumps(analysis.summary, ensure_ascii=False, indent=2))
         return
