@@ -1,0 +1,125 @@
+"""Rich output of ``dsocr compare`` (the CLI passes a Console)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+DASH = "–"
+PERCENT = 100
+NAME_WIDTH = 32
+PER_IMAGE_SHOWN = 20
+_FIGURE_LABELS = {
+    "cpu_ms": "wall ms",
+    "gpu_busy_ms": "GPU busy ms",
+    "kernel_count": "kernels",
+    "ttft_ms": "TTFT ms",
+    "tpot_p50_ms": "TPOT p50 ms",
+    "tpot_mean_ms": "TPOT mean ms",
+    "decode_tokens_per_s": "tokens/s",
+}
+
+
+_KIND_LABELS = {
+    "kernel": "kernels",
+    "operator": "operators by GPU time",
+    "cpu_operator": "operators by CPU self time",
+}
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return DASH if value is None else f"{value:,.{digits}f}"
+
+
+def _short(value: float | None) -> str:
+    """A figure in few characters: no decimals from 1,000 up, 1 from 100, 2 below."""
+    if value is None:
+        return DASH
+    digits = 0 if abs(value) >= 1000 else 1 if abs(value) >= 100 else 2
+    return f"{value:,.{digits}f}"
+
+
+def _rel(value: float | None) -> str:
+    return DASH if value is None else f"{value * PERCENT:+.1f}%"
+
+
+def _figure_table(title: str, rows: list[tuple[str, str, dict[str, Any]]]) -> Table:
+    """One row per figure: both medians, the relative change, the noise it had to exceed, the verdict."""
+    caption = "a change counts only beyond the noise (--json has it; docs/analysis.md)"
+    table = Table(title=title, box=box.SIMPLE_HEAD, caption=caption)
+    for column in ("stage", "figure", "A", "B", "B/A-1", "verdict"):
+        table.add_column(column, justify="left" if column in ("stage", "figure", "verdict") else "right", no_wrap=True)
+    for stage, label, figure in rows:
+        table.add_row(
+            stage, label, _short(figure["a"]), _short(figure["b"]), _rel(figure["rel_delta"]), figure["verdict"] or DASH
+        )
+    return table
+
+
+def _options_lines(comparison: dict[str, Any]) -> list[str]:
+    options = comparison["differing_options"]
+    if not options:
+        return ["options: the same (capture options, model, device, packages)"]
+    return ["differing options (A -> B):"] + [f"  {row['option']}: {row['a']!r} -> {row['b']!r}" for row in options]
+
+
+def _top_tables(comparison: dict[str, Any]) -> list[Table]:
+    """One table per kind (kernels, operators by GPU time, operators by CPU self time)."""
+    tables = []
+    for kind, label in _KIND_LABELS.items():
+        rows = [row for row in comparison["top"] if row["kind"] == kind]
+        if not rows:
+            continue
+        table = Table(title=f"{label}: largest changes (ms, all images)", box=box.SIMPLE_HEAD)
+        for column in ("stage", "name", "A ms", "B ms", "B-A ms"):
+            table.add_column(column, justify="right" if column.endswith("ms") else "left", no_wrap=True)
+        table.columns[1].max_width = NAME_WIDTH
+        table.columns[1].overflow = "ellipsis"
+        for row in rows:
+            table.add_row(
+                row["stage"], row["name"], _short(row["total_ms_a"]), _short(row["total_ms_b"]),
+                _short(row["delta_ms"]),
+            )  # fmt: skip
+        tables.append(table)
+    return tables
+
+
+def _per_image_table(comparison: dict[str, Any]) -> Table | None:
+    rows = comparison["per_image"]
+    if not rows:
+        return None
+    table = Table(title=f"per image (matched by content; first {PER_IMAGE_SHOWN})", box=box.SIMPLE_HEAD)
+    for column in ("image A/B", "TTFT A", "TTFT B", "TPOT A", "TPOT B", "tok/s A", "tok/s B"):
+        table.add_column(column, justify="right")
+    for row in rows[:PER_IMAGE_SHOWN]:
+        table.add_row(
+            f"{row['image_a']}/{row['image_b']}",
+            *(_num(row[name][side]) for name in ("ttft_ms", "tpot_p50_ms", "decode_tokens_per_s") for side in "ab"),
+        )
+    return table
+
+
+def print_comparison(comparison: dict[str, Any], console: Console) -> None:
+    """Differing options first, then stages, latency, per image, top changes and findings."""
+    console.print(f"[bold]dsocr compare[/] A={comparison['run_a']} B={comparison['run_b']}", highlight=False)
+    for line in _options_lines(comparison):
+        console.print(line, highlight=False, markup=False)
+    images = comparison["images"]
+    console.print(f"images: A {images['a']}, B {images['b']}, matched by content {images['matched']}", highlight=False)
+    rows = [
+        (stage, _FIGURE_LABELS[name], figure)
+        for stage, entry in comparison["stages"].items()
+        for name, figure in entry["figures"].items()
+    ]
+    rows += [("latency", _FIGURE_LABELS[name], figure) for name, figure in comparison["latency"].items()]
+    console.print(_figure_table("median across images", rows))
+    per_image = _per_image_table(comparison)
+    for table in ([per_image] if per_image is not None else []) + _top_tables(comparison):
+        console.print(table)
+    findings = comparison["findings"]
+    for label, key in (("appeared in B", "appeared"), ("vanished in B", "vanished")):
+        ids = ", ".join(finding["id"] for finding in findings[key]) or "none"
+        console.print(f"findings {label}: {ids}", highlight=False, markup=False)
