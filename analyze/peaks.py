@@ -1,7 +1,8 @@
 """Peak dense throughput and memory bandwidth of common GPUs, keyed by the device name capture records.
 
-Figures are the vendors' datasheet numbers without structured sparsity (datasheets that quote
-"with sparsity" are halved); fp32 is the non-tensor FP32 rate (TF32 is another mode). Sources
+Figures are the vendors' dense numbers (without structured sparsity: where a datasheet quotes
+only the "with sparsity" rate, half of it); fp32 is the non-tensor FP32 rate (TF32 is another
+mode); consumer cards' fp16/bf16 are the FP32-accumulate tensor rates. Sources
 per row are listed in docs/analysis.md. A name matches a row when every token of the row's key
 is among the name's tokens (lower case, split on anything but letters and digits), first row
 first: so "NVIDIA A100-SXM4-80GB" is the A100 80GB SXM and "NVIDIA A10" is not an A100.
@@ -35,19 +36,18 @@ def _peak(name: str, key: str, bf16: float | None, fp16: float, fp32: float, gbp
 
 #: Ordered: more specific keys before the keys they contain.
 PEAKS: tuple[Peak, ...] = (
-    _peak("NVIDIA H200 NVL", "h200 nvl", 835.0, 835.0, 60.0, 4800.0),
-    _peak("NVIDIA H200 (SXM)", "h200", 989.0, 989.0, 67.0, 4800.0),
-    _peak("NVIDIA H100 NVL", "h100 nvl", 835.0, 835.0, 60.0, 3900.0),
-    _peak("NVIDIA H100 PCIe", "h100 pcie", 756.0, 756.0, 51.0, 2000.0),
-    _peak("NVIDIA H100 SXM", "h100", 989.0, 989.0, 67.0, 3350.0),
+    _peak("NVIDIA H200 NVL", "h200 nvl", 835.5, 835.5, 60.0, 4800.0),
+    _peak("NVIDIA H200 SXM", "h200", 989.5, 989.5, 67.0, 4800.0),
+    _peak("NVIDIA H100 NVL", "h100 nvl", 835.5, 835.5, 60.0, 3900.0),
+    _peak("NVIDIA H100 PCIe", "h100 pcie", 756.5, 756.5, 51.0, 2000.0),
+    _peak("NVIDIA H100 SXM", "h100", 989.5, 989.5, 67.0, 3350.0),
     _peak("NVIDIA A100 80GB PCIe", "a100 80gb pcie", 312.0, 312.0, 19.5, 1935.0),
     _peak("NVIDIA A100 80GB SXM", "a100 80gb", 312.0, 312.0, 19.5, 2039.0),
     _peak("NVIDIA A100 40GB", "a100", 312.0, 312.0, 19.5, 1555.0),
-    _peak("NVIDIA L40S", "l40s", 366.0, 366.0, 91.6, 864.0),
-    _peak("NVIDIA L40", "l40", 181.0, 181.0, 90.5, 864.0),
+    _peak("NVIDIA L40S", "l40s", 362.05, 362.05, 91.6, 864.0),
+    _peak("NVIDIA L40", "l40", 181.05, 181.05, 90.5, 864.0),
     _peak("NVIDIA L4", "l4", 121.0, 121.0, 30.3, 300.0),
     _peak("NVIDIA A10", "a10", 125.0, 125.0, 31.2, 600.0),
-    _peak("NVIDIA RTX 6000 Ada", "rtx 6000 ada", 364.2, 364.2, 91.1, 960.0),
     _peak("NVIDIA GeForce RTX 4090", "rtx 4090", 165.2, 165.2, 82.6, 1008.0),
     _peak("NVIDIA GeForce RTX 3090", "rtx 3090", 71.0, 71.0, 35.6, 936.0),
     _peak("NVIDIA V100 SXM2", "v100", None, 125.0, 15.7, 900.0),
