@@ -36,12 +36,14 @@ class Cost:
 
     flops: float = 0.0
     bytes: float = 0.0
+    #: The part of ``flops`` in attention's two products (SDPA: the profiler's estimates leave it out).
+    attention_flops: float = 0.0
 
     def __add__(self, other: Cost) -> Cost:
-        return Cost(self.flops + other.flops, self.bytes + other.bytes)
+        return Cost(self.flops + other.flops, self.bytes + other.bytes, self.attention_flops + other.attention_flops)
 
     def times(self, factor: float) -> Cost:
-        return Cost(self.flops * factor, self.bytes * factor)
+        return Cost(self.flops * factor, self.bytes * factor, self.attention_flops * factor)
 
 
 def total(costs: list[Cost]) -> Cost:
@@ -57,7 +59,7 @@ def attention(queries: float, keys: float, heads: int, kv_heads: int, head_dim: 
     """QK^T and PV over ``queries x keys`` scores; Q and O of every head, K and V of every KV head."""
     flops = 4.0 * heads * head_dim * queries * keys
     moved = width * head_dim * (2.0 * queries * heads + 2.0 * keys * kv_heads)
-    return Cost(flops, moved)
+    return Cost(flops, moved, flops)
 
 
 def causal_pairs(tokens: int) -> float:
@@ -131,14 +133,17 @@ def _sam(sam: Mapping[str, Any], views: int, pixels: int, width: int) -> Cost:
     global_layers = set(sam.get("global_attn_indexes") or ())
     padded = math.ceil(grid / window) * window
     windows = views * (padded // window) ** 2
+    head_dim = hidden // heads
     for layer in range(int(sam["num_hidden_layers"])):
-        costs += [linear(tokens, hidden, 3 * hidden, width), linear(tokens, hidden, hidden, width)]
         costs += [linear(tokens, hidden, mlp, width), linear(tokens, mlp, hidden, width)]
-        head_dim = hidden // heads
         if layer in global_layers:
+            attended = tokens
             costs.append(attention(grid * grid, grid * grid, heads, heads, head_dim, width).times(views))
         else:
+            # Windowed layers pad the grid to whole windows before qkv: the padding is computed too.
+            attended = windows * window**2
             costs.append(attention(window**2, window**2, heads, heads, head_dim, width).times(windows))
+        costs += [linear(attended, hidden, 3 * hidden, width), linear(attended, hidden, hidden, width)]
     out = int(sam["output_channels"])
     first, second = (int(c) for c in sam["downsample_channels"])
     costs += [linear(tokens, hidden, out, width), linear(tokens, out * CONV3X3, out, width)]
@@ -208,8 +213,9 @@ def _decoder(arch: Architecture, tokens: int, pairs: float, keys: float, width: 
             linear(tokens, hidden, 2 * kv_heads * head_dim, width),
             linear(tokens, heads * head_dim, hidden, width),
         ]
-        scores = attention(1, 1, heads, kv_heads, head_dim, width)
-        costs.append(Cost(scores.flops * pairs, width * head_dim * (2.0 * tokens * heads + 2.0 * keys * kv_heads)))
+        score_flops = attention(1, 1, heads, kv_heads, head_dim, width).flops * pairs
+        moved = width * head_dim * (2.0 * tokens * heads + 2.0 * keys * kv_heads)
+        costs.append(Cost(score_flops, moved, score_flops))
         if arch.text_layer_is_dense(layer):
             costs += [linear(tokens, hidden, 2 * int(text["intermediate_size"]), width)]
             costs += [linear(tokens, int(text["intermediate_size"]), hidden, width)]

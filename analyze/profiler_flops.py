@@ -27,7 +27,8 @@ def add_stage_flops(totals: dict[str, list[float]], ops: pa.Table) -> None:
 
 
 def profiler_check(totals: dict[str, list[float]], roofline: pa.Table) -> dict[str, Any] | None:
-    """Per stage: the profiler's FLOPs, the model's, and ``rel_diff = (profiler - model) / model``.
+    """Per stage: the profiler's FLOPs (matrix products from recorded shapes), the model's outside
+    attention (SDPA carries no shapes-based estimate), and ``rel_diff = (profiler - model) / model``.
 
     None when the trace carries no FLOP counts (captured without with_flops)."""
     if not totals:
@@ -35,11 +36,14 @@ def profiler_check(totals: dict[str, list[float]], roofline: pa.Table) -> dict[s
     result: dict[str, Any] = {}
     for stage, (profiler, operators) in totals.items():
         rows = roofline.filter(pc.and_(pc.equal(roofline["stage"], stage), pc.is_null(roofline["step"])))
-        model = pc.sum(rows["flops"]).as_py() if rows.num_rows else None
+        total = pc.sum(rows["flops"]).as_py() if rows.num_rows else None
+        attention = pc.sum(rows["attention_flops"]).as_py() if rows.num_rows else None
+        model = total - attention if total is not None and attention is not None else None
         result[stage] = {
             "profiler_flops": profiler,
             "operators_counted": operators,
             "model_flops": model,
+            "model_attention_flops": attention,
             "rel_diff": (profiler - model) / model if model else None,
         }
     return result

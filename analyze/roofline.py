@@ -119,6 +119,7 @@ def _stage_rows(arch: Architecture, width: int, ok: pa.Table, timings: pa.Table)
                     "tokens": tiles if stage == STAGE_VISION else prompt,
                     "flops": cost.flops if cost else None,
                     "bytes": cost.bytes if cost else None,
+                    "attention_flops": cost.attention_flops if cost else None,
                     "wall_ms": wall if wall is not None else timing.get("reference_ms"),
                     "gpu_busy_ms": timing.get("gpu_busy_ms"),
                     "kernel_count": timing.get("kernel_count"),
@@ -153,6 +154,7 @@ def _step_columns(arch: Architecture, width: int, ok: pa.Table, steps: pa.Table)
         "tokens": key_length,
         "flops": base.flops + key_length * (unit.flops - base.flops),
         "bytes": base.bytes + key_length * (unit.bytes - base.bytes),
+        "attention_flops": base.attention_flops + key_length * (unit.attention_flops - base.attention_flops),
     }
 
 
@@ -176,6 +178,7 @@ def roofline_table(
             "tokens": _float_array(step_costs["tokens"]).cast(pa.int64()),
             "flops": _float_array(step_costs["flops"]),
             "bytes": _float_array(step_costs["bytes"]),
+            "attention_flops": _float_array(step_costs["attention_flops"]),
             "wall_ms": steps["wall_ms"],
             "gpu_busy_ms": steps["gpu_busy_ms"],
             "kernel_count": steps["kernel_count"],
@@ -197,7 +200,7 @@ def roofline_table(
     return with_derived(pa.concat_tables([stage_rows, decode_rows, step_rows]), peak)
 
 
-_SUMMED = ("flops", "bytes", "wall_ms", "gpu_busy_ms", "kernel_count")
+_SUMMED = ("flops", "bytes", "attention_flops", "wall_ms", "gpu_busy_ms", "kernel_count")
 
 
 def _sums(table: pa.Table, keys: list[str]) -> pa.Table:
@@ -239,7 +242,7 @@ def _clean(value: Any) -> Any:
 
 
 def _figures(row: Mapping[str, Any]) -> dict[str, Any]:
-    names = ("flops", "bytes", "wall_ms", "gpu_busy_ms", "kernel_count", *DERIVED, "bound")
+    names = ("flops", "bytes", "attention_flops", "wall_ms", "gpu_busy_ms", "kernel_count", *DERIVED, "bound")
     return {name: _clean(row.get(name)) for name in names}
 
 

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from dsocr.capture.op_flops import op_flops
 
 from dsocr import schema
 from dsocr.rundir import write_table_atomic
 
 NS_PER_US = 1000
+CPU_OP = "cpu_op"
 COMPLETE_EVENT = "X"
 RANGE_PREFIX = "dsocr."
 STEP_SEPARATOR = "#"
@@ -56,7 +58,7 @@ def events_to_table(trace: dict[str, Any], *, image_index: int, rank: int, chunk
         columns["external_id"].append(_optional_int(args.get("External id")))
         columns["range_stage"].append(stage)
         columns["range_step"].append(step)
-        columns["flops"].append(_optional_int(args.get("flops")))
+        columns["flops"].append(op_flops(name, args) if event.get("cat") == CPU_OP else None)
     count = len(columns["cat"])
     columns["image_index"] = [image_index] * count
     columns["rank"] = [rank] * count

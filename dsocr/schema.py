@@ -147,6 +147,8 @@ ROOFLINE = _versioned(
         pa.field("tokens", pa.int64()),
         pa.field("flops", pa.float64()),
         pa.field("bytes", pa.float64()),
+        # The part of flops in attention's products (the profiler's estimates leave attention out).
+        pa.field("attention_flops", pa.float64()),
         pa.field("wall_ms", pa.float64()),
         pa.field("gpu_busy_ms", pa.float64()),
         pa.field("kernel_count", pa.int64()),
