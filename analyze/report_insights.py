@@ -73,8 +73,8 @@ def roofline_lines(summary: dict[str, Any]) -> list[str]:
     for stage, check in (roofline.get("profiler_flops") or {}).items():
         if stage in ("vision", "prefill_text", "decode") and check["rel_diff"] is not None:
             lines.append(
-                f"profiler FLOPs, {stage}: {check['profiler_flops'] / TERA:.4g} TFLOP of matrix products against"
-                f" the model's {check['model_flops'] / TERA:.4g} outside attention ({check['rel_diff'] * PERCENT:+.1f}%)"
+                f"profiler FLOPs, {stage}: {check['profiler_flops'] / TERA:.4g} TFLOP of matrix products against the"
+                f" model's {check['model_flops'] / TERA:.4g} outside attention ({check['rel_diff'] * PERCENT:+.1f}%)"
             )
     return lines
 

@@ -12,13 +12,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from analyze_helpers import gpu_run_or_skip, invoke
-
-from dsocr import rundir
 from dsocr.analyze import findings as findings_module
 from dsocr.analyze.flops import architecture, decode_step_cost, tiles_from_image_tokens
 from dsocr.analyze.gpu_figures import COPY_PATTERN
 from dsocr.analyze.peaks import PEAKS, device_peak, find_peak
 from dsocr.analyze.steps import STEPS
+
+from dsocr import rundir
 from dsocr.errors import BadInputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,8 +169,10 @@ def test_findings_on_the_gpu_capture(gpu_run: Path) -> None:
     for finding in summary["findings"]:
         assert set(finding) == {"id", "severity", "time_at_stake_ms", "message", "evidence"}
         assert finding["severity"] in ("high", "medium", "low") and finding["evidence"]["source"]
-        assert "not measured" in finding["message"] or "before changing" in finding["message"] or (
-            finding["id"].startswith(("roofline_distance", "outlier", "profiler_overhead"))
+        assert (
+            "not measured" in finding["message"]
+            or "before changing" in finding["message"]
+            or (finding["id"].startswith(("roofline_distance", "outlier", "profiler_overhead")))
         )
     decode = next(row for row in pq.read_table(gpu_run / "analysis" / "timings.parquet").to_pylist()
                   if row["stage"] == "decode")  # fmt: skip
