@@ -90,8 +90,16 @@ def _compare_figure(a: dict[str, float], b: dict[str, float], lower_is_faster: b
 
 
 def _md5(run_dir: Path) -> dict[tuple[int, int], str]:
+    """Per image, its content key: the md5, and ``#n`` for the n-th repeat of the same page in the run
+    (a run of copies of one page pairs its images in order)."""
     predictions = rundir.read_predictions(run_dir).select(["rank", "image_index", "image_md5"]).to_pylist()
-    return {(row["rank"] or 0, row["image_index"]): row["image_md5"] for row in predictions}
+    seen: dict[str, int] = {}
+    keys = {}
+    for row in sorted(predictions, key=lambda row: (row["image_index"], row["rank"] or 0)):
+        repeat = seen.get(row["image_md5"], 0)
+        seen[row["image_md5"]] = repeat + 1
+        keys[(row["rank"] or 0, row["image_index"])] = f"{row['image_md5']}#{repeat}"
+    return keys
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -109,13 +117,14 @@ def differing_options(run_a: Mapping[str, Any], run_b: Mapping[str, Any]) -> lis
     flat_a = _flatten({key: run_a.get(key) for key in keep})
     flat_b = _flatten({key: run_b.get(key) for key in keep})
     keys = sorted(set(flat_a) | set(flat_b))
-    return [
+    rows = [
         {"option": key, "a": flat_a.get(key), "b": flat_b.get(key)}
         for key in keys
         if flat_a.get(key) != flat_b.get(key)
         and not key.startswith(IGNORED_OPTIONS)
         and not key.startswith("model.architecture")
     ] + _architecture_difference(run_a, run_b)
+    return sorted(rows, key=lambda row: row["option"])
 
 
 def _architecture_difference(run_a: Mapping[str, Any], run_b: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -167,7 +176,7 @@ def _per_image(a: Analysis, b: Analysis, md5_a: dict, md5_b: dict) -> list[dict[
     index_b = {md5: image for (_, image), md5 in md5_b.items()}
     rows = []
     for md5 in sorted(set(index_a) & set(index_b), key=lambda key: index_a[key]):
-        row: dict[str, Any] = {"image_md5": md5, "image_a": index_a[md5], "image_b": index_b[md5]}
+        row: dict[str, Any] = {"image": md5, "image_a": index_a[md5], "image_b": index_b[md5]}
         for name, (values_a, values_b) in figures.items():
             value_a, value_b = values_a.get(md5), values_b.get(md5)
             delta = value_b - value_a if value_a is not None and value_b is not None else None

@@ -104,9 +104,9 @@ def _per_image_table(comparison: dict[str, Any]) -> Table | None:
 
 def print_comparison(comparison: dict[str, Any], console: Console) -> None:
     """Differing options first, then stages, latency, per image, top changes and findings."""
-    console.print(f"[bold]dsocr compare[/] A={comparison['run_a']} B={comparison['run_b']}", highlight=False)
-    for line in _options_lines(comparison):
-        console.print(line, highlight=False, markup=False)
+    console.print("[bold]dsocr compare[/]")
+    for line in [f"A: {comparison['run_a']}", f"B: {comparison['run_b']}", *_options_lines(comparison)]:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     images = comparison["images"]
     console.print(f"images: A {images['a']}, B {images['b']}, matched by content {images['matched']}", highlight=False)
     rows = [

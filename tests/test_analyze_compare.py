@@ -1,0 +1,132 @@
+"""`dsocr compare`: verdicts, differing options, findings that appear, on real runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from analyze_helpers import cpu_full_run, cpu_sampled_run, gpu_run_or_skip, invoke  # noqa: F401  (fixtures)
+from dsocr.analyze.compare import FASTER, HIGHER, SAME, SLOWER, verdict
+from test_analyze_roofline import copy_run
+
+from dsocr import rundir
+
+TIME_COLUMNS = ("vision_ms", "prefill_ms", "decode_ms")
+
+
+def test_verdict_needs_a_change_beyond_the_spread() -> None:
+    assert verdict([10.0, 10.2, 9.9], [12.0, 12.1, 11.9], lower_is_faster=True)["verdict"] == SLOWER
+    assert verdict([10.0, 10.2, 9.9], [8.0, 8.1, 7.9], lower_is_faster=True)["verdict"] == FASTER
+    # Tokens per second: higher is faster.
+    assert verdict([10.0], [12.0], lower_is_faster=False)["verdict"] == FASTER
+    # A 10% shift inside a wide spread across images is noise...
+    wide = verdict([5.0, 10.0, 15.0, 20.0], [5.5, 11.0, 16.5, 22.0], lower_is_faster=True)
+    assert wide["verdict"] == SAME and wide["noise"] > abs(wide["delta"])
+    # ...unless the same images moved together (paired differences have no spread).
+    paired = verdict([5.0, 10.0, 15.0, 20.0], [5.5, 11.0, 16.5, 22.0], lower_is_faster=True,
+                     paired=[0.5, 1.0, 1.5, 2.0])  # fmt: skip
+    assert paired["verdict"] == SLOWER
+    # One image each: only the 2% floor applies.
+    assert verdict([100.0], [101.5], lower_is_faster=True)["verdict"] == SAME
+    assert verdict([100.0], [110.0], lower_is_faster=None)["verdict"] == HIGHER
+    assert verdict([], [1.0], lower_is_faster=True)["verdict"] is None
+
+
+def _slowed_down(source: Path, target: Path, factor: int) -> Path:
+    """A copy of a run on a machine ``factor`` times slower: every trace time and duration and every
+    reference time scaled (same events, same order, same kernels)."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(rundir.ANALYSIS_DIR))
+    origin = min(
+        pq.read_table(path, columns=["ts_ns"])["ts_ns"].to_numpy().min() for path in rundir.trace_files(target)
+    )
+    for path in rundir.trace_files(target):
+        table = pq.read_table(path)
+        ts = pc.add(pc.multiply(pc.subtract(table["ts_ns"], origin), factor), origin)
+        table = table.set_column(table.schema.get_field_index("ts_ns"), "ts_ns", ts)
+        table = table.set_column(table.schema.get_field_index("dur_ns"), "dur_ns", pc.multiply(table["dur_ns"], factor))
+        rundir.write_table_atomic(table, path)
+    for path in (
+        (target / "predictions").glob("*.parquet")
+        if (target / "predictions").is_dir()
+        else [target / "predictions.parquet"]
+    ):
+        table = pq.read_table(path)
+        for name in TIME_COLUMNS:
+            index = table.schema.get_field_index(name)
+            table = table.set_column(index, name, pc.multiply(table[name], float(factor)))
+        steps = [[ms * factor for ms in row] for row in table["decode_step_ms"].to_pylist()]
+        index = table.schema.get_field_index("decode_step_ms")
+        table = table.set_column(index, "decode_step_ms", pa.array(steps, pa.list_(pa.float64())))
+        pq.write_table(table, path)
+    return target
+
+
+@pytest.fixture(scope="module")
+def gpu_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("compare")
+    run_a = copy_run(gpu_run_or_skip(), root / "a", with_architecture=True)
+    return run_a, _slowed_down(run_a, root / "b", 2)
+
+
+def test_a_twice_slower_run_is_slower_with_the_same_kernels(gpu_pair: tuple[Path, Path]) -> None:
+    result = invoke("compare", *gpu_pair, "--json")
+    assert result.exit_code == 0, result.output
+    comparison = json.loads(result.output)
+    assert comparison["differing_options"] == []
+    assert comparison["images"] == {"a": 1, "b": 1, "matched": 1}
+    for stage in ("vision", "prefill_text", "prefill", "decode"):
+        entry = comparison["stages"][stage]
+        assert entry["verdict"] == SLOWER
+        assert entry["figures"]["cpu_ms"]["rel_delta"] == pytest.approx(1.0, rel=1e-6)
+        assert entry["figures"]["gpu_busy_ms"]["verdict"] == SLOWER
+        assert entry["figures"]["kernel_count"]["verdict"] == SAME
+        assert entry["a"]["kernel_count"] == entry["b"]["kernel_count"]
+    assert comparison["latency"]["decode_tokens_per_s"]["rel_delta"] == pytest.approx(-0.5, rel=1e-6)
+    assert comparison["latency"]["decode_tokens_per_s"]["verdict"] == SLOWER
+    assert comparison["roofline"]["decode"]["b"]["mbu"] == pytest.approx(
+        comparison["roofline"]["decode"]["a"]["mbu"] / 2
+    )
+    # Every kernel took twice as long: each top row's change equals its time in A.
+    for row in comparison["top"]:
+        if row["total_ms_a"] is not None and row["total_ms_b"] is not None:
+            assert row["delta_ms"] == pytest.approx(row["total_ms_a"])
+    back = json.loads(invoke("compare", gpu_pair[1], gpu_pair[0], "--json").output)
+    assert back["stages"]["decode"]["verdict"] == FASTER
+
+
+def test_compare_prints_differing_options_first(gpu_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    old = copy_run(gpu_run_or_skip(), tmp_path / "old", with_architecture=False)
+    result = invoke("compare", old, gpu_pair[0])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[3:6] == [
+        "differing options (A -> B):",
+        "  model.architecture: 'not recorded' -> 'recorded'",
+        "  model.device_name: None -> 'NVIDIA H200'",
+    ]
+    assert "same within noise" in result.output and "slower" not in result.output
+    assert "findings appeared in B: roofline_distance." in result.output
+    assert "findings vanished in B: none" in result.output
+
+
+def test_compare_cpu_runs_of_different_options(cpu_full_run: Path, cpu_sampled_run: Path) -> None:  # noqa: F811
+    comparison = json.loads(invoke("compare", cpu_full_run, cpu_sampled_run, "--json").output)
+    options = {row["option"]: (row["a"], row["b"]) for row in comparison["differing_options"]}
+    assert options["config.profile"] == ("full", "sampled")
+    assert options["config.max_new_tokens"] == (8, 14)
+    assert comparison["images"]["matched"] == 1
+    assert [row["image_a"] for row in comparison["per_image"]] == [0]
+    for entry in comparison["stages"].values():
+        assert entry["verdict"] in (FASTER, SLOWER, SAME)
+        assert entry["figures"]["gpu_busy_ms"]["verdict"] is None  # CPU runs: no GPU time
+
+
+def test_compare_a_missing_run_is_one_error_line(cpu_full_run: Path, tmp_path: Path) -> None:  # noqa: F811
+    result = invoke("compare", cpu_full_run, tmp_path / "nope")
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ") and result.output.count("\n") == 1
