@@ -1,9 +1,10 @@
 """What torch.profiler's ``with_flops`` costs: the same generate profiled with and without it.
 
-One process, one loaded model, the two settings interleaved (the host's load drifts more than
-the effect). Per repetition: ``generate`` of N tokens under ``profile(activities=[CPU(, CUDA)],
-with_flops=X)``, then the chrome-trace export; prints the median wall time of each and the
-events and FLOP-carrying operators in the trace.
+``with_flops`` makes the profiler record input shapes, from which capture's converter computes
+FLOPs (capture/op_flops.py). One process, one loaded model, the two settings interleaved (the
+host's load drifts more than the effect). Per repetition: ``generate`` of N tokens under
+``profile(activities=[CPU(, CUDA)], with_flops=X)``, then the chrome-trace export; prints the
+median wall time of each, the JSON size and the operators that get a FLOP count.
 
     python bench/with_flops_overhead.py --device cpu --tokens 16 --repeats 5
     python bench/with_flops_overhead.py --model bench/configs/deepseek-ocr2-full.json --device cuda --tokens 64
@@ -24,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 from dsocr.capture.models import EMBEDDED_CONFIG, encode, greedy_generate, load_random_weights  # noqa: E402
+from dsocr.capture.op_flops import op_flops  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from dsocr.samples import write_sample_images  # noqa: E402
@@ -40,8 +42,8 @@ def _one(loaded, inputs, tokens: int, with_flops: bool, activities, export: Path
     prof.export_chrome_trace(str(export))
     export_s = time.perf_counter() - start
     events = json.loads(export.read_text())["traceEvents"]
-    with_count = sum(1 for event in events if "flops" in (event.get("args") or {}))
-    return generate_s, export_s, len(events), with_count
+    counted = sum(1 for event in events if op_flops(event.get("name", ""), event.get("args") or {}))
+    return generate_s, export_s, export.stat().st_size, counted
 
 
 def main() -> None:
@@ -72,7 +74,7 @@ def main() -> None:
         export = statistics.median(row[1] for row in rows)
         print(
             f"with_flops={with_flops!s:5}: generate {generate:.3f} s, export {export:.3f} s,"
-            f" events {rows[0][2]}, with flops {rows[0][3]}"
+            f" JSON {rows[0][2] / 1e6:.1f} MB, operators with FLOPs {rows[0][3]}"
         )
 
 
