@@ -25,7 +25,7 @@ _LOW_32 = (1 << 32) - 1
 class GpuWork:
     """GPU activities with their launch placed in ranges, and what could not be placed."""
 
-    #: gpu_ops columns plus launch_ns (null without launch), pid and tid of the launch,
+    #: gpu_ops columns plus launch_ns and launch_dur_ns (null without launch), pid and tid of the launch,
     #: lane, in_vision, in_prefill and step (null outside decode steps).
     table: pa.Table
     #: Activities whose correlation id matches no runtime/driver call in the same chunk.
@@ -117,6 +117,8 @@ def attribute_gpu_ops(gpu_ops: pa.Table, launches: pa.Table, ranges: Ranges) -> 
     launch_ns = launch_column("ts_ns")
     with_launch = (
         gpu_ops.append_column("launch_ns", launch_ns)
+        # How long the launching call took on the host (findings: kernels shorter than their launch).
+        .append_column("launch_dur_ns", launch_column("dur_ns"))
         .append_column("pid", launch_column("pid"))
         .append_column("tid", launch_column("tid"))
     )

@@ -8,7 +8,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from dsocr.analyze.categories import NS_PER_MS
-from dsocr.analyze.keys import chunk_key, match_ids
 from dsocr.analyze.stages import stage_masks
 
 #: Kernels that only move or convert data: dtype casts and layout copies run as PyTorch's
@@ -19,19 +18,14 @@ MEMCPY_CATS = ("gpu_memcpy", "gpu_memset")
 TOP_NAMES = 3
 
 
-def launch_figures(work: pa.Table, launches: pa.Table) -> dict[str, dict[str, float | int]]:
+def launch_figures(work: pa.Table) -> dict[str, dict[str, float | int]]:
     """Per stage: kernels, how many ran shorter than the runtime call that launched them, and
-    the host time spent in those launches (ms)."""
-    row, _ = match_ids(
-        chunk_key(work),
-        work["correlation"].fill_null(-1).to_numpy(),
-        chunk_key(launches),
-        launches["correlation"].to_numpy(),
-        launches["ts_ns"].to_numpy(),
-    )
-    launch_ns = np.where(row >= 0, launches["dur_ns"].to_numpy()[np.maximum(row, 0)] if launches.num_rows else 0, 0)
-    is_kernel = pc.equal(work["cat"], "kernel").to_numpy(zero_copy_only=False) & (row >= 0)
-    shorter = is_kernel & (work["dur_ns"].to_numpy() < launch_ns)
+    the host time spent in those launches (ms). ``work``: attributed GPU work (launch_dur_ns)."""
+    launched = work["launch_dur_ns"].is_valid().to_numpy(zero_copy_only=False)
+    launch_ns = work["launch_dur_ns"].fill_null(0).to_numpy()
+    is_kernel = pc.equal(work["cat"], "kernel").to_numpy(zero_copy_only=False) & launched
+    durations = work["dur_ns"].to_numpy()
+    shorter = is_kernel & (durations < launch_ns)
     result = {}
     for stage, mask in stage_masks(work).items():
         kernels = int(np.count_nonzero(mask & is_kernel))
@@ -41,7 +35,7 @@ def launch_figures(work: pa.Table, launches: pa.Table) -> dict[str, dict[str, fl
             "shorter_than_launch": int(np.count_nonzero(short)),
             "share": float(np.count_nonzero(short) / kernels) if kernels else None,
             "launch_ms": float(launch_ns[short].sum()) / NS_PER_MS,
-            "kernel_ms": float(work["dur_ns"].to_numpy()[short].sum()) / NS_PER_MS,
+            "kernel_ms": float(durations[short].sum()) / NS_PER_MS,
         }
     return result
 

@@ -10,7 +10,6 @@ from dsocr.analyze.attribution import GpuWork
 from dsocr.analyze.findings import FindingInputs, findings
 from dsocr.analyze.flops import DTYPE_BYTES, architecture
 from dsocr.analyze.gpu_figures import copy_figures, launch_figures
-from dsocr.analyze.load import TraceTables
 from dsocr.analyze.peaks import DevicePeak, device_peak
 from dsocr.analyze.profiler_flops import profiler_check
 from dsocr.analyze.ranges import Ranges
@@ -24,7 +23,6 @@ DEVICE_CPU = "cpu"
 class InsightInputs:
     run: dict[str, Any]
     predictions: pa.Table
-    trace: TraceTables
     ranges: Ranges
     gpu: GpuWork | None
     timings: pa.Table
@@ -78,7 +76,7 @@ def add_insights(
         steps=steps,
         top=summary["top"],
         roofline=summary["roofline"],
-        launch=launch_figures(work, inputs.trace.launches) if has_device else None,
+        launch=launch_figures(work) if has_device else None,
         copies=copy_figures(work) if has_device else None,
         reference_steps=reference,
         traced_steps=traced,

@@ -207,7 +207,7 @@ def analyze_run(
     # Roofline and findings (issue 11): their own module; they read what was computed above.
     roofline = add_insights(
         summary,
-        InsightInputs(run, predictions, trace, ranges, gpu, timings, profiler_flops),
+        InsightInputs(run, predictions, ranges, gpu, timings, profiler_flops),
         peak_tflops=peak_tflops,
         peak_gbps=peak_gbps,
     )
