@@ -289,8 +289,8 @@ def roofline_summary(
     """summary.json ``roofline``: the device, ``roofline.<stage>`` over the run, per image, per step."""
     summary: dict[str, Any] = {"device": peak.to_dict(), "reason": reason}
     totals = _run_totals(table, peak) if table.num_rows else {}
-    for stage in (*STAGES, STAGE_DECODE_STEP):
-        summary[stage] = totals.get(stage) if stage != STAGE_DECODE_STEP else None
+    for stage in STAGES:
+        summary[stage] = totals.get(stage)
     steps = table.filter(pc.equal(table["stage"], STAGE_DECODE_STEP))
     summary[STAGE_DECODE_STEP] = _step_distribution(steps) if steps.num_rows else None
     images: dict[tuple[int, int], dict[str, Any]] = {}
