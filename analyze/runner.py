@@ -13,7 +13,7 @@ from dsocr.analyze.attribution import GpuWork, attribute_gpu_ops, lane_ids, oper
 from dsocr.analyze.categories import NS_PER_MS, RANGE_DECODE_STEP, RANGE_PREFILL, RANGE_VISION
 from dsocr.analyze.cold import ColdOperatorTotals, cold_impact
 from dsocr.analyze.cpu_self import self_time_ns
-from dsocr.analyze.kernels import DEFAULT_TOP, CpuOperatorTotals, kernels_table, name_codes, top_gpu
+from dsocr.analyze.kernels import CpuOperatorTotals, kernels_table, name_codes, top_gpu
 from dsocr.analyze.keys import image_key, step_key
 from dsocr.analyze.latency import latency_table
 from dsocr.analyze.load import TraceTables, load_trace
@@ -24,6 +24,7 @@ from dsocr.analyze.stages import MEASURED, measure_stages
 from dsocr.analyze.summary import Coverage, summarize
 
 from dsocr import rundir
+from dsocr.options import DEFAULT_TOP
 
 TIMINGS_FILE = "timings.parquet"
 KERNELS_FILE = "kernels.parquet"

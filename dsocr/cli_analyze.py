@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from dsocr._app import JsonOption, RunDirArg, app
-from dsocr.analyze.kernels import DEFAULT_TOP
 from dsocr.errors import BadInputError
+from dsocr.options import DEFAULT_TOP
 
 
 @app.command()
@@ -24,6 +23,8 @@ def analyze(
     the run's Parquet alone; writes analysis/timings.parquet, kernels.parquet and summary.json."""
     if top < 1:
         raise BadInputError(f"--top {top}: must be at least 1")
+    from rich.console import Console
+
     from dsocr.analyze.report import print_report
     from dsocr.analyze.runner import analyze_run
 
