@@ -29,6 +29,7 @@ app = typer.Typer(
     cls=_ErrorsAtTheEdge,
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     help="Profile DeepSeek-OCR inference (capture), then analyze and render from Parquet alone.",
 )
