@@ -27,10 +27,11 @@ def analyze(
 
     from dsocr.analyze.report import print_report
     from dsocr.analyze.runner import analyze_run
+    from dsocr.analyze.summary import to_json
 
     analysis = analyze_run(run_dir, top=top)
     if as_json:
-        typer.echo(json.dumps(analysis.summary, ensure_ascii=False, indent=2))
+        typer.echo(json.dumps(to_json(analysis.summary), ensure_ascii=False, indent=2))
         return
     console = Console()
     print_report(analysis.summary, console)
