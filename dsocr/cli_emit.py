@@ -29,6 +29,9 @@ def emit(
     crops: Annotated[
         bool, typer.Option("--crops", help="Also write each 'image' region, cut from the source, as images/N.jpg.")
     ] = False,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Also write result.mmd: the clean text (text_clean) as Markdown.")
+    ] = False,
     only: Annotated[
         list[str] | None,
         typer.Option("--only", help="Render only this image (md5 or path); repeatable.", show_default=False),
@@ -48,7 +51,7 @@ def emit(
     """
     from dsocr.emit import EmitFailedError, EmitOptions, RenderStyle, render_run
 
-    style = RenderStyle(line_width=line_width, labels=not no_labels, quality=quality, crops=crops)
+    style = RenderStyle(line_width=line_width, labels=not no_labels, quality=quality, crops=crops, markdown=markdown)
     options = EmitOptions(viz_dir=viz_dir, style=style, only=tuple(only or ()), force=force, jobs=jobs)
     summary = render_run(run_dir, options)
     typer.echo(json.dumps(summary.as_json(), ensure_ascii=False, indent=2) if as_json else summary.line())

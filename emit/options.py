@@ -23,6 +23,7 @@ class RenderStyle:
     labels: bool = True
     quality: int = DEFAULT_QUALITY
     crops: bool = False
+    markdown: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.line_width <= MAX_LINE_WIDTH:
