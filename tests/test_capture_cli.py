@@ -193,14 +193,17 @@ def test_bad_model_folders_give_one_error_line(tmp_path: Path, sample_pages: lis
 
 
 def test_out_holding_a_run_needs_resume_and_the_same_settings(eight_run: Path, sample_pages: list[Path]) -> None:
+    before = (read_predictions(eight_run), (eight_run / "run.json").read_bytes(), sorted(trace_files(eight_run)))
     again = run_capture(*sample_pages[:2], "--out", eight_run, "--max-new-tokens", "8", "--profile", "full")
     assert again.exit_code == 1
     assert "already holds a run: pass --resume" in again.output
     different = run_capture(*sample_pages[:2], "--out", eight_run, "--max-new-tokens", "9", "--resume")
     assert different.exit_code == 1
     assert "holds a different run (differs in max_new_tokens, profile)" in different.output
-    before = read_predictions(eight_run)
-    assert read_predictions(eight_run).equals(before)
+    # The refused commands changed nothing.
+    predictions, record, traces = before
+    assert read_predictions(eight_run).equals(predictions)
+    assert (eight_run / "run.json").read_bytes() == record and sorted(trace_files(eight_run)) == traces
 
 
 def test_resume_finishes_an_interrupted_run(
