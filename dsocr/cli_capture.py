@@ -88,7 +88,7 @@ def _run(config: CaptureConfig) -> CaptureResult:
         raise _stage_import_error(exc) from None
     from rich.console import Console
 
-    from dsocr._capture_view import ProgressView, warnings_to
+    from dsocr.cli_capture_view import ProgressView, warnings_to
 
     stderr = Console(stderr=True)
     with warnings_to(logging.getLogger(CAPTURE_LOGGER), stderr), ProgressView(stderr) as view:
@@ -201,6 +201,6 @@ def capture(
         raise typer.Exit(_launch_ranks(config, _argv_from(ctx, out), gpus))
     result = _run(config)
     if result.is_leader:
-        from dsocr._capture_view import print_summary
+        from dsocr.cli_capture_view import print_summary
 
         print_summary(result)

@@ -33,6 +33,7 @@ def test_shard_is_disjoint_complete_deterministic_and_balanced() -> None:
     assert plan == [[0, 1, 4], [2, 3, 5]]
 
 
+@pytest.mark.slow  # several processes through torchrun
 def test_two_ranks_give_the_single_process_results(tmp_path: Path, sample_pages: list[Path]) -> None:
     options = ["--max-new-tokens", "6", "--profile", "full"]
     single = run_capture(*sample_pages, "--out", tmp_path / "single", *options)
@@ -85,6 +86,7 @@ def _rank_pid(rank: int, run_dir: Path) -> int:
     raise LookupError(f"no rank {rank} process for {run_dir}")
 
 
+@pytest.mark.slow  # several processes through torchrun
 def test_resume_after_killing_one_rank(tmp_path: Path, sample_pages: list[Path]) -> None:
     images = []
     for copy in range(2):

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import dsocr.cli  # noqa: F401  (registers every command)
 from dsocr import __version__
 from dsocr._app import app
-from dsocr._capture_view import print_summary
+from dsocr.cli_capture_view import print_summary
 from dsocr.rundir import read_predictions
 
 # What `import dsocr.cli` must not load: the stages and their heavy dependencies. `import

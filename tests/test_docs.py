@@ -172,3 +172,5 @@ def test_readme_starts_with_the_demo_and_the_test_command() -> None:
     assert "pytest" in blocks[1]
     ci = (ROOT / ".ci" / "run").read_text()
     assert "python -m pytest" in ci
+    # The fast loop skips the slow tests; CI runs them all.
+    assert '-m "not slow"' in (ROOT / "justfile").read_text() and "not slow" not in ci

@@ -36,7 +36,10 @@ def image_note(row: dict[str, Any]) -> str:
 
 
 class ProgressView:
-    """A rich progress bar on stderr; ``start`` and ``image`` are capture.run's callbacks."""
+    """A rich progress bar on stderr; ``start`` and ``image`` are capture.run's callbacks.
+
+    Used as a context manager: the bar appears at ``start`` and is removed on exit.
+    """
 
     def __init__(self, console: Console | None = None) -> None:
         self._progress = Progress(
@@ -50,13 +53,15 @@ class ProgressView:
         self._task: TaskID | None = None
 
     def __enter__(self) -> ProgressView:
-        self._progress.start()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
-        self._progress.stop()
+        if self._task is not None:
+            self._progress.stop()
 
     def start(self, total: int, done: int) -> None:
+        # Shown from the first callback on: capture calls it on the leader rank only.
+        self._progress.start()
         self._task = self._progress.add_task("capture", total=total, completed=done, last="")
 
     def image(self, row: dict[str, Any]) -> None:
