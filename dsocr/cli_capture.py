@@ -64,7 +64,7 @@ def _argv_from(ctx: typer.Context, out: Path) -> list[str]:
     return argv
 
 
-def _stage_import_error(exc: ImportError) -> MissingExtraError:
+def _missing_extra(exc: ImportError) -> MissingExtraError:
     return MissingExtraError(f"{INSTALL_HINT} ({exc.name} is missing)")
 
 
@@ -76,7 +76,7 @@ def _launch_ranks(config: CaptureConfig, argv: list[str], processes: int) -> int
     try:
         preflight(config)
     except ImportError as exc:
-        raise _stage_import_error(exc) from None
+        raise _missing_extra(exc) from None
     return launch(argv, processes)
 
 
@@ -85,7 +85,7 @@ def _run(config: CaptureConfig) -> CaptureResult:
     try:
         from dsocr.capture.runner import run
     except ImportError as exc:
-        raise _stage_import_error(exc) from None
+        raise _missing_extra(exc) from None
     from rich.console import Console
 
     from dsocr.cli_capture_view import ProgressView, warnings_to
