@@ -19,6 +19,10 @@ demo out="runs/demo":
 test *args:
     {{py}} -m pytest -q {{args}}
 
+# A fast loop: the suite without the tests marked slow (several processes, long captures).
+test-fast *args:
+    {{py}} -m pytest -q -m "not slow" {{args}}
+
 lint:
     {{venv}}/bin/ruff format --check .
     {{venv}}/bin/ruff check .

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from dsocr.analyze.categories import STAGE_PREFILL, STAGES
 from dsocr.analyze.runner import Analysis, analyze_run
+from dsocr.analyze.summary import to_json
 
 from dsocr import rundir
 
@@ -161,7 +162,7 @@ def _stages(a: Analysis, b: Analysis, md5_a: dict, md5_b: dict) -> dict[str, Any
 
 
 def _latency(a: Analysis, b: Analysis, md5_a: dict, md5_b: dict) -> dict[str, Any]:
-    images_a, images_b = a.summary["images"], b.summary["images"]
+    images_a, images_b = a.summary.images, b.summary.images
     return {
         name: _compare_figure(_by_image(images_a, md5_a, name), _by_image(images_b, md5_b, name), lower)
         for name, lower in LATENCY_FIGURES
@@ -170,7 +171,7 @@ def _latency(a: Analysis, b: Analysis, md5_a: dict, md5_b: dict) -> dict[str, An
 
 def _per_image(a: Analysis, b: Analysis, md5_a: dict, md5_b: dict) -> list[dict[str, Any]]:
     """The images both runs processed (matched by md5): TTFT, TPOT p50 and tokens/s of each."""
-    figures = {name: (_by_image(a.summary["images"], md5_a, name), _by_image(b.summary["images"], md5_b, name))
+    figures = {name: (_by_image(a.summary.images, md5_a, name), _by_image(b.summary.images, md5_b, name))
                for name, _ in LATENCY_FIGURES}  # fmt: skip
     index_a = {md5: image for (_, image), md5 in md5_a.items()}
     index_b = {md5: image for (_, image), md5 in md5_b.items()}
@@ -203,16 +204,16 @@ def _top_deltas(a: pa.Table, b: pa.Table, *, top: int) -> list[dict[str, Any]]:
 
 
 def _findings(a: Analysis, b: Analysis) -> dict[str, Any]:
-    found_a = {finding["id"]: finding for finding in a.summary.get("findings", [])}
-    found_b = {finding["id"]: finding for finding in b.summary.get("findings", [])}
+    found_a = {finding.id: finding for finding in a.summary.findings}
+    found_b = {finding.id: finding for finding in b.summary.findings}
     return {
-        "appeared": [found_b[key] for key in found_b if key not in found_a],
-        "vanished": [found_a[key] for key in found_a if key not in found_b],
+        "appeared": [to_json(found_b[key]) for key in found_b if key not in found_a],
+        "vanished": [to_json(found_a[key]) for key in found_a if key not in found_b],
         "both": [
             {
                 "id": key,
-                "time_at_stake_ms_a": found_a[key]["time_at_stake_ms"],
-                "time_at_stake_ms_b": found_b[key]["time_at_stake_ms"],
+                "time_at_stake_ms_a": found_a[key].time_at_stake_ms,
+                "time_at_stake_ms_b": found_b[key].time_at_stake_ms,
             }
             for key in found_a
             if key in found_b
@@ -231,8 +232,8 @@ def compare_runs(
     md5_a, md5_b = _md5(run_a), _md5(run_b)
     roofline = {
         stage: {
-            "a": (a.summary["roofline"].get(stage) or {}),
-            "b": (b.summary["roofline"].get(stage) or {}),
+            "a": to_json(a.summary.roofline.stage(stage)) or {},
+            "b": to_json(b.summary.roofline.stage(stage)) or {},
         }
         for stage in STAGES
     }

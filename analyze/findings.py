@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from dsocr.analyze.categories import KIND_CPU_OPERATOR, STAGE_DECODE, STAGE_PREFILL_TEXT, STAGE_VISION
 from dsocr.analyze.keys import image_key
 from dsocr.analyze.reference import ok_predictions
+from dsocr.analyze.roofline import Roofline
 from dsocr.analyze.stats import MEDIAN, grouped_quantiles
 from dsocr.analyze.steps import step_codes
 
@@ -54,12 +55,27 @@ class FindingInputs:
     timings: pa.Table
     steps: pa.Table
     top: list[dict[str, Any]]
-    roofline: Mapping[str, Any]
+    #: The run's roofline (None: not computed).
+    roofline: Roofline | None
     #: Every step of every image by the reference clock, and the traced steps (both STEPS tables).
     reference_steps: pa.Table
     traced_steps: pa.Table
     launch: Mapping[str, Mapping[str, Any]] | None = None
     copies: Mapping[str, Mapping[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One entry of summary.json ``findings``."""
+
+    id: str
+    #: high, medium or low: by the share of the run's prefill and decode time at stake.
+    severity: str
+    #: The measured time the finding is about, summed over the run (an upper bound of a saving).
+    time_at_stake_ms: float
+    message: str
+    #: The figures it rests on, ``source`` (where they come from) and ``share_of_run``.
+    evidence: dict[str, Any]
 
 
 def _finding(fid: str, stake_ms: float, message: str, evidence: dict[str, Any]) -> dict[str, Any]:
@@ -292,19 +308,21 @@ def profiler_overhead(inputs: FindingInputs) -> list[dict[str, Any]]:
 def roofline_distance(inputs: FindingInputs) -> list[dict[str, Any]]:
     found = []
     for stage in (STAGE_VISION, STAGE_PREFILL_TEXT, STAGE_DECODE):
-        figures = inputs.roofline.get(stage) or {}
-        floor, busy, wall = figures.get("roofline_ms"), figures.get("gpu_busy_ms"), figures.get("wall_ms")
+        figures = inputs.roofline.stage(stage) if inputs.roofline is not None else None
+        if figures is None:
+            continue
+        floor, busy, wall = figures.roofline_ms, figures.gpu_busy_ms, figures.wall_ms
         if floor is None or not busy or not wall or busy < ROOFLINE_FACTOR * floor:
             continue
-        mfu, mbu = figures.get("mfu"), figures.get("mbu")
+        mfu, mbu = figures.mfu, figures.mbu
         message = (
             f"{stage} is {busy / floor:.1f}x its roofline floor on GPU busy time ({busy:.1f} ms against"
             f" {floor:.2f} ms at the device's peaks; {wall / floor:.0f}x on wall time); MFU {_pct(mfu or 0)},"
-            f" MBU {_pct(mbu or 0)}, bound: {figures.get('bound') or 'unknown'}. The floor counts matrix"
+            f" MBU {_pct(mbu or 0)}, bound: {figures.bound or 'unknown'}. The floor counts matrix"
             " products only (docs/analysis.md), so part of the gap is work the model leaves out."
         )
         evidence = {
-            key: figures.get(key)
+            key: getattr(figures, key)
             for key in ("flops", "bytes", "roofline_ms", "gpu_busy_ms", "wall_ms", "mfu", "mbu", "mfu_wall", "bound")
         }
         evidence["source"] = "roofline (model config FLOPs and bytes; device peaks table)"
@@ -337,3 +355,8 @@ def findings(inputs: FindingInputs) -> list[dict[str, Any]]:
             SEVERITY_HIGH if share >= HIGH_SHARE else SEVERITY_MEDIUM if share >= MEDIUM_SHARE else SEVERITY_LOW
         )
     return sorted(result, key=lambda finding: (-finding["time_at_stake_ms"], finding["id"]))
+
+
+def typed_findings(inputs: FindingInputs) -> list[Finding]:
+    """``findings`` as Finding objects (summary.json ``findings``)."""
+    return [Finding(**finding) for finding in findings(inputs)]

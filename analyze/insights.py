@@ -1,32 +1,21 @@
-"""summary.json ``roofline`` and ``findings``: glue from what analyze measured to the two analyses."""
+"""summary.json ``roofline`` and ``findings``: two metrics over AnalysisInputs, and the ROOFLINE
+table and device peaks that the runner computes once for them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-from dsocr.analyze.attribution import GpuWork
-from dsocr.analyze.findings import FindingInputs, findings
+from dsocr.analyze.findings import Finding, FindingInputs, typed_findings
 from dsocr.analyze.flops import DTYPE_BYTES, architecture
 from dsocr.analyze.gpu_figures import copy_figures, launch_figures
+from dsocr.analyze.inputs import AnalysisInputs
 from dsocr.analyze.peaks import DevicePeak, device_peak
 from dsocr.analyze.profiler_flops import profiler_check
-from dsocr.analyze.ranges import Ranges
-from dsocr.analyze.roofline import roofline_summary, roofline_table
-from dsocr.analyze.steps import decode_steps, reference_steps, traced_steps
+from dsocr.analyze.roofline import Roofline, roofline_summary, roofline_table
+from dsocr.analyze.steps import StepTables
 
 DEVICE_CPU = "cpu"
-
-
-@dataclass(frozen=True)
-class InsightInputs:
-    run: dict[str, Any]
-    predictions: pa.Table
-    ranges: Ranges
-    gpu: GpuWork | None
-    timings: pa.Table
-    profiler_flops: dict[str, list[float]]
 
 
 def _model(run: dict[str, Any]) -> dict[str, Any]:
@@ -44,6 +33,16 @@ def run_peak(run: dict[str, Any], *, peak_tflops: float | None, peak_gbps: float
     return peak
 
 
+def run_roofline_table(
+    run: dict[str, Any], peak: DevicePeak, predictions: pa.Table, timings: pa.Table, steps: StepTables
+) -> pa.Table:
+    """The ROOFLINE table of a run (empty when run.json records no architecture or dtype width)."""
+    model = _model(run)
+    return roofline_table(
+        architecture(model.get("architecture")), model.get("dtype"), peak, predictions, timings, steps.steps
+    )
+
+
 def _reason(run: dict[str, Any], peak: DevicePeak) -> str | None:
     """Why roofline figures are missing (None when everything could be computed)."""
     model = _model(run)
@@ -54,32 +53,31 @@ def _reason(run: dict[str, Any], peak: DevicePeak) -> str | None:
     return peak.reason
 
 
-def add_insights(
-    summary: dict[str, Any], inputs: InsightInputs, *, peak_tflops: float | None, peak_gbps: float | None
-) -> pa.Table:
-    """Add ``roofline`` and ``findings`` to ``summary``; return the ROOFLINE table."""
-    run = inputs.run
-    peak = run_peak(run, peak_tflops=peak_tflops, peak_gbps=peak_gbps)
+def roofline_figures(inputs: AnalysisInputs) -> Roofline:
+    """Per stage over the run, per decode step and per image: FLOPs, bytes, MFU/MBU, bound."""
+    return roofline_summary(
+        inputs.roofline,
+        inputs.peak,
+        reason=_reason(inputs.run, inputs.peak),
+        profiler=profiler_check(inputs.profiler_flops, inputs.roofline),
+    )
+
+
+def finding_list(inputs: AnalysisInputs) -> list[Finding]:
+    """What limits the run, with its evidence, largest time at stake first."""
     work = inputs.gpu.table if inputs.gpu is not None else None
-    traced = traced_steps(inputs.ranges.table, work)
-    reference = reference_steps(inputs.predictions)
-    steps = decode_steps(traced, reference)
-    arch = architecture(_model(run).get("architecture"))
-    table = roofline_table(arch, _model(run).get("dtype"), peak, inputs.predictions, inputs.timings, steps)
-    summary["roofline"] = roofline_summary(
-        table, peak, reason=_reason(run, peak), profiler=profiler_check(inputs.profiler_flops, table)
-    )
     has_device = work is not None and work.num_rows > 0
-    finding_inputs = FindingInputs(
-        predictions=inputs.predictions,
-        timings=inputs.timings,
-        steps=steps,
-        top=summary["top"],
-        roofline=summary["roofline"],
-        launch=launch_figures(work) if has_device else None,
-        copies=copy_figures(work) if has_device else None,
-        reference_steps=reference,
-        traced_steps=traced,
+    return typed_findings(
+        FindingInputs(
+            predictions=inputs.predictions,
+            timings=inputs.timings,
+            steps=inputs.steps.steps,
+            top=inputs.kernels.to_pylist(),
+            # Recomputed rather than read from the summary: metrics only read inputs (small table).
+            roofline=roofline_figures(inputs),
+            launch=launch_figures(work) if has_device else None,
+            copies=copy_figures(work) if has_device else None,
+            reference_steps=inputs.steps.reference,
+            traced_steps=inputs.steps.traced,
+        )
     )
-    summary["findings"] = findings(finding_inputs)
-    return table

@@ -25,7 +25,6 @@ from dsocr.analyze.stages import stage_masks
 
 from dsocr import schema
 
-DEFAULT_TOP = 10
 NO_CODE = -1
 
 

@@ -1,17 +1,50 @@
-"""Per-rank figures of a multi-process capture: stage time per GPU, slowest rank, load imbalance."""
+"""summary.json ``ranks``: stage time per process of a multi-process capture, slowest rank, imbalance."""
 
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 from typing import Any
 
-import pyarrow as pa
 from dsocr.analyze.categories import STAGE_DECODE, STAGE_PREFILL, STAGES
+from dsocr.analyze.inputs import AnalysisInputs
 
 # The stage time a rank spent, by the best measure each row has (device time first).
 _MEASURES = ("gpu_range_ms", "cpu_ms", "reference_ms")
 # prefill contains vision, prefill_text is prefill minus vision: prefill + decode is the whole image.
 _WHOLE_IMAGE_STAGES = (STAGE_PREFILL, STAGE_DECODE)
+IMBALANCE_BY_WALL = "capture_seconds"
+IMBALANCE_BY_STAGES = "stage_ms"
+
+
+@dataclass(frozen=True)
+class RankStage:
+    """One stage on one rank: the measure used, its total and median across the rank's images."""
+
+    measure: str | None
+    total_ms: float
+    median_ms: float | None
+
+
+@dataclass(frozen=True)
+class RankFigures:
+    rank: int
+    images: int
+    #: prefill + decode totals: the rank's time in the model.
+    stage_ms: float
+    #: From run.json ``ranks`` (None when not recorded).
+    capture_seconds: float | None
+    stages: dict[str, RankStage]
+
+
+@dataclass(frozen=True)
+class Ranks:
+    world_size: int
+    per_rank: list[RankFigures]
+    slowest_rank: int | None
+    #: max / mean load, by ``imbalance_by``.
+    imbalance: float | None
+    imbalance_by: str | None
 
 
 def _measure(row: dict[str, Any]) -> tuple[str | None, float | None]:
@@ -21,51 +54,49 @@ def _measure(row: dict[str, Any]) -> tuple[str | None, float | None]:
     return None, None
 
 
-def rank_figures(timings: pa.Table, run: dict[str, Any]) -> dict[str, Any]:
-    """``ranks`` of summary.json: per rank, images and stage totals and medians; the imbalance."""
+def _rank_figures(rank: int, entry: dict[str, Any], capture_seconds: float | None) -> RankFigures:
+    stages = {
+        name: RankStage(
+            measure=figures["measure"],
+            total_ms=sum(figures["values"]),
+            median_ms=statistics.median(figures["values"]) if figures["values"] else None,
+        )
+        for name, figures in sorted(entry["stages"].items(), key=lambda item: STAGES.index(item[0]))
+    }
+    return RankFigures(
+        rank=rank,
+        images=len(entry["images"]),
+        stage_ms=sum(stages[name].total_ms for name in _WHOLE_IMAGE_STAGES if name in stages),
+        capture_seconds=capture_seconds,
+        stages=stages,
+    )
+
+
+def rank_figures(inputs: AnalysisInputs) -> Ranks:
+    """Per rank: images, stage totals and medians; the slowest rank and the load imbalance."""
+    run = inputs.run
     seconds_by_rank = {entry["rank"]: entry.get("capture_seconds") for entry in run.get("ranks", [])}
     per_rank: dict[int, dict[str, Any]] = {}
-    for row in timings.to_pylist():
+    for row in inputs.timings.to_pylist():
         measure, value = _measure(row)
-        entry = per_rank.setdefault(row["rank"], {"rank": row["rank"], "images": set(), "stages": {}})
+        entry = per_rank.setdefault(row["rank"], {"images": set(), "stages": {}})
         entry["images"].add(row["image_index"])
         stage = entry["stages"].setdefault(row["stage"], {"measure": measure, "values": []})
         if value is not None:
             stage["values"].append(value)
-    ranks = []
-    for rank in sorted(per_rank):
-        entry = per_rank[rank]
-        stages = {
-            name: {
-                "measure": figures["measure"],
-                "total_ms": sum(figures["values"]),
-                "median_ms": statistics.median(figures["values"]) if figures["values"] else None,
-            }
-            for name, figures in sorted(entry["stages"].items(), key=lambda item: STAGES.index(item[0]))
-        }
-        busy_ms = sum(stages[name]["total_ms"] for name in _WHOLE_IMAGE_STAGES if name in stages)
-        ranks.append(
-            {
-                "rank": rank,
-                "images": len(entry["images"]),
-                "stage_ms": busy_ms,
-                "capture_seconds": seconds_by_rank.get(rank),
-                "stages": stages,
-            }
-        )
-    return {
-        "world_size": run.get("world_size", 1),
-        "per_rank": ranks,
-        **_imbalance(ranks),
-    }
-
-
-def _imbalance(ranks: list[dict[str, Any]]) -> dict[str, Any]:
-    """Slowest rank and max/mean load, by capture wall time when recorded, else by stage time."""
+    ranks = [_rank_figures(rank, per_rank[rank], seconds_by_rank.get(rank)) for rank in sorted(per_rank)]
+    world_size = run.get("world_size", 1)
     if not ranks:
-        return {"slowest_rank": None, "imbalance": None, "imbalance_by": None}
-    by = "capture_seconds" if all(rank["capture_seconds"] is not None for rank in ranks) else "stage_ms"
-    loads = [rank[by] for rank in ranks]
+        return Ranks(world_size, ranks, slowest_rank=None, imbalance=None, imbalance_by=None)
+    # Capture wall time when every rank recorded it, else stage time.
+    by_wall = all(rank.capture_seconds is not None for rank in ranks)
+    loads = [(rank.capture_seconds if by_wall else rank.stage_ms) or 0.0 for rank in ranks]
     mean = statistics.fmean(loads)
-    slowest = max(ranks, key=lambda rank: rank[by])
-    return {"slowest_rank": slowest["rank"], "imbalance": max(loads) / mean if mean else None, "imbalance_by": by}
+    slowest = ranks[max(range(len(ranks)), key=lambda position: loads[position])]
+    return Ranks(
+        world_size=world_size,
+        per_rank=ranks,
+        slowest_rank=slowest.rank,
+        imbalance=max(loads) / mean if mean else None,
+        imbalance_by=IMBALANCE_BY_WALL if by_wall else IMBALANCE_BY_STAGES,
+    )

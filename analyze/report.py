@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
-from dsocr.analyze.categories import KIND_CPU_OPERATOR, KIND_KERNEL, STAGES
-from dsocr.analyze.report_insights import print_insights
+from dsocr.analyze.categories import KIND_CPU_OPERATOR, KIND_KERNEL, STAGE_DECODE, STAGES
+from dsocr.analyze.report_insights import finding_lines, roofline_lines, roofline_table
+from dsocr.analyze.summary import Spread, Summary
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
 DASH = "–"
 TOP_SHOWN = 5
+RANK_STAGES = ("vision", "prefill", "decode")
 PERCENT = 100
 NAME_WIDTH = 36
 
@@ -29,8 +31,8 @@ def _short(value: float | None) -> str:
     return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3f}"
 
 
-def _pair(figure: dict[str, float | None]) -> str:
-    return f"{_short(figure['median'])}/{_short(figure['p90'])}"
+def _pair(figure: Spread) -> str:
+    return f"{_short(figure.median)}/{_short(figure.p90)}"
 
 
 def _pct(value: float | None) -> str:
@@ -44,16 +46,15 @@ def _share(value: float | None) -> str:
 _MEASURE_LABEL = {"gpu_range_ms": "GPU range vs CUDA events", "cpu_ms": "CPU vs perf_counter"}
 
 
-def _check_caption(summary: dict[str, Any]) -> str | None:
-    measures = sorted(str(summary["stages"][stage]["check"]["measure"]) for stage in STAGES)
+def _check_caption(summary: Summary) -> str | None:
+    measures = sorted(str(summary.stages[stage].check.measure) for stage in STAGES)
     labels = sorted({_MEASURE_LABEL.get(measure, measure) for measure in measures if measure != "None"})
     return f"check: median relative difference, {', '.join(labels)}" if labels else None
 
 
-def _stage_table(summary: dict[str, Any]) -> Table:
+def _stage_table(summary: Summary) -> Table:
     """Stages as columns, figures as rows (fits 80 columns); cells are median/p90 across images."""
-    trace = summary["trace"]
-    present, device = trace["present"], trace["device_time"]
+    present, device = summary.trace.present, summary.trace.device_time
     table = Table(
         title="per stage: ms, median/p90 across images",
         caption=_check_caption(summary) if present else None,
@@ -62,25 +63,25 @@ def _stage_table(summary: dict[str, Any]) -> Table:
     table.add_column("")
     for stage in STAGES:
         table.add_column(stage, justify="right")
-    stages = [summary["stages"][stage] for stage in STAGES]
-    table.add_row("images", *[str(figures["images"]) for figures in stages])
+    stages = [summary.stages[stage] for stage in STAGES]
+    table.add_row("images", *[str(figures.images) for figures in stages])
     rows = [("CPU", "cpu_ms")] if present else []
     if device:
         rows += [("GPU busy", "gpu_busy_ms"), ("GPU span", "gpu_span_ms"), ("GPU range", "gpu_range_ms")]
     rows.append(("reference", "reference_ms"))
     for label, name in rows:
-        table.add_row(label, *[_pair(figures[name]) for figures in stages])
+        table.add_row(label, *[_pair(getattr(figures, name)) for figures in stages])
     if device:
         # GPU busy is the union of all three kinds: each is shown.
         for label, name in (("kernels", "kernel_count"), ("memcpy", "memcpy_count"), ("memset", "memset_count")):
-            table.add_row(label, *[_num(figures[name]["median"], 0) for figures in stages])
+            table.add_row(label, *[_num(getattr(figures, name).median, 0) for figures in stages])
     if present:
-        table.add_row("check", *[_pct(figures["check"]["rel_diff"]["median"]) for figures in stages])
+        table.add_row("check", *[_pct(figures.check.rel_diff.median) for figures in stages])
     return table
 
 
-def _latency_table(summary: dict[str, Any]) -> Table:
-    latency = summary["latency"]
+def _latency_table(summary: Summary) -> Table:
+    latency = summary.latency
     table = Table(title="latency per image: median/p90 across images", box=box.SIMPLE_HEAD)
     table.add_column("figure")
     table.add_column("median", justify="right")
@@ -93,16 +94,17 @@ def _latency_table(summary: dict[str, Any]) -> Table:
         ("decode tokens/s", "decode_tokens_per_s"),
     ]
     for label, name in rows:
-        table.add_row(label, _num(latency[name]["median"]), _num(latency[name]["p90"]))
-    idle = summary["stages"]["decode"].get("gpu_idle_share", {})
-    if summary["trace"]["device_time"]:
-        table.add_row("decode GPU idle share", _share(idle.get("median")), _share(idle.get("p90")))
+        figure = getattr(latency, name)
+        table.add_row(label, _num(figure.median), _num(figure.p90))
+    idle = summary.stages[STAGE_DECODE].gpu_idle_share
+    if summary.trace.device_time and idle is not None:
+        table.add_row("decode GPU idle share", _share(idle.median), _share(idle.p90))
     return table
 
 
-def _top_table(summary: dict[str, Any]) -> Table | None:
-    kind = KIND_KERNEL if summary["trace"]["device_time"] else KIND_CPU_OPERATOR
-    rows = [row for row in summary["top"] if row["kind"] == kind]
+def _top_table(summary: Summary) -> Table | None:
+    kind = KIND_KERNEL if summary.trace.device_time else KIND_CPU_OPERATOR
+    rows = [row for row in summary.top if row.kind == kind]
     if not rows:
         return None
     label = "GPU time" if kind == KIND_KERNEL else "CPU self time"
@@ -115,115 +117,122 @@ def _top_table(summary: dict[str, Any]) -> Table | None:
     table.add_column("mean µs", justify="right")
     table.add_column("share", justify="right")
     for stage in STAGES:
-        for row in [row for row in rows if row["stage"] == stage][:TOP_SHOWN]:
-            table.add_row(
-                stage,
-                row["name"],
-                str(row["calls"]),
-                _num(row["total_ms"]),
-                _num(row["mean_us"], 1),
-                _share(row["share"]),
-            )
+        for row in [row for row in rows if row.stage == stage][:TOP_SHOWN]:
+            table.add_row(stage, row.name, str(row.calls), _num(row.total_ms), _num(row.mean_us, 1), _share(row.share))
     return table
 
 
-def coverage_lines(summary: dict[str, Any]) -> list[str]:
+def coverage_lines(summary: Summary) -> list[str]:
     """Plain sentences about what the trace could not see (always printed, never dropped)."""
-    trace, coverage = summary["trace"], summary["coverage"]
-    if not trace["present"]:
-        return [f"trace missing: {trace['missing_reason']}; figures are the capture's reference timings"]
+    trace, coverage = summary.trace, summary.coverage
+    if not trace.present:
+        return [f"trace missing: {trace.missing_reason}; figures are the capture's reference timings"]
     lines = []
-    if not trace["device_time"]:
+    if not trace.device_time:
         lines.append("no device time: the trace has no GPU activity (CPU-only); GPU columns are omitted")
     lines.append(
-        f"decode steps traced: {coverage['steps_traced']} of {coverage['steps_total']}"
-        f" ({coverage['steps_not_traced']} not traced); flush chunks {coverage['flush_chunks']},"
-        f" gaps between them {coverage['flush_gaps']}"
+        f"decode steps traced: {coverage.steps_traced} of {coverage.steps_total}"
+        f" ({coverage.steps_not_traced} not traced); flush chunks {coverage.flush_chunks},"
+        f" gaps between them {coverage.flush_gaps}"
     )
-    if coverage["images_ok"] > coverage["images_with_trace"]:
-        lines.append(f"images without trace: {coverage['images_ok'] - coverage['images_with_trace']}")
-    if coverage["images_failed"]:
-        lines.append(f"failed images (not analyzed): {coverage['images_failed']}")
-    if coverage["ranges_cut_by_flush"] or coverage["duplicate_ranges"]:
+    if coverage.images_ok > coverage.images_with_trace:
+        lines.append(f"images without trace: {coverage.images_ok - coverage.images_with_trace}")
+    if coverage.images_failed:
+        lines.append(f"failed images (not analyzed): {coverage.images_failed}")
+    if coverage.ranges_cut_by_flush or coverage.duplicate_ranges:
         lines.append(
-            f"ranges left out: {coverage['ranges_cut_by_flush']} cut by a flush window,"
-            f" {coverage['duplicate_ranges']} repeated"
+            f"ranges left out: {coverage.ranges_cut_by_flush} cut by a flush window,"
+            f" {coverage.duplicate_ranges} repeated"
         )
-    if trace["device_time"]:
+    if trace.device_time:
         lines.append(
-            f"GPU activities: {coverage['gpu_ops']}; launched outside any dsocr range:"
-            f" {coverage['gpu_ops_outside_ranges']} ({_num(coverage['gpu_ops_outside_ranges_ms'])} ms);"
-            f" with no launch call in the trace: {coverage['gpu_ops_without_launch']};"
-            f" ranges with no device work: {coverage['ranges_without_device_work']}"
+            f"GPU activities: {coverage.gpu_ops}; launched outside any dsocr range:"
+            f" {coverage.gpu_ops_outside_ranges} ({_num(coverage.gpu_ops_outside_ranges_ms)} ms);"
+            f" with no launch call in the trace: {coverage.gpu_ops_without_launch};"
+            f" ranges with no device work: {coverage.ranges_without_device_work}"
         )
-        if coverage.get("kernels_start_before_launch"):
+        if coverage.kernels_start_before_launch:
             lines.append(
-                f"WARNING {coverage['kernels_start_before_launch']} GPU activities start before their own launch"
+                f"WARNING {coverage.kernels_start_before_launch} GPU activities start before their own launch"
                 " (corrupt CUPTI timestamps, pytorch/pytorch#192021): left out of every GPU figure"
             )
     return lines
 
 
-def cold_lines(summary: dict[str, Any]) -> list[str]:
+def cold_lines(summary: Summary) -> list[str]:
     """A warning per image whose TPOT cold steps (decode lengths new to the process) raise by
     more than the flag share, with the CPU operators that grow most on cold steps."""
-    cold = summary.get("cold")
-    if not cold or not cold["flagged_images"]:
+    cold = summary.cold
+    if cold is None or not cold.flagged_images:
         return []
     lines = [
-        f"WARNING cold steps: {cold['cold_steps']} decode steps ran at a length new to the process; they add"
-        f" {_num(cold['cold_added_ms'], 1)} ms over the warm median step ({_num(cold['warm_step_p50_ms'])} ms)"
+        f"WARNING cold steps: {cold.cold_steps} decode steps ran at a length new to the process; they add"
+        f" {_num(cold.cold_added_ms, 1)} ms over the warm median step ({_num(cold.warm_step_p50_ms)} ms)"
     ]
-    for image in cold["flagged_images"]:
+    for image in cold.flagged_images:
         lines.append(
             f"  image {image['image_index']} (rank {image['rank']}): TPOT {_num(image['tpot_ms'])} ms,"
             f" {_num(image['tpot_if_warm_ms'])} ms had its {image['cold_steps']} cold steps run warm"
             f" ({_pct(image['tpot_ms'] / image['tpot_if_warm_ms'] - 1)})"
         )
-    if cold["top_operators"]:
+    if cold.top_operators:
         operators = ", ".join(
             f"{op['name']} {_num(op['cold_ms_per_step'], 3)} vs {_num(op['warm_ms_per_step'], 3)}"
-            for op in cold["top_operators"]
+            for op in cold.top_operators
         )
         lines.append(f"  CPU ms per step, cold vs warm traced steps: {operators}")
     lines.append("  try: --warmup-tokens covering the lengths, another --sdpa-backend, or compare images 2..N only")
     return lines
 
 
-def _rank_table(summary: dict[str, Any]) -> Table | None:
-    ranks = summary.get("ranks") or {}
-    if ranks.get("world_size", 1) <= 1:
+def _rank_table(summary: Summary) -> Table | None:
+    ranks = summary.ranks
+    if ranks.world_size <= 1:
         return None
-    table = Table(title=f"per rank ({ranks['world_size']} processes): stage totals, ms", box=None)
-    for column in ("rank", "images", "vision", "prefill", "decode", "prefill+decode", "capture s"):
+    table = Table(title=f"per rank ({ranks.world_size} processes): stage totals, ms", box=None)
+    for column in ("rank", "images", *RANK_STAGES, "prefill+decode", "capture s"):
         table.add_column(column, justify="right")
-    for rank in ranks["per_rank"]:
-        stages = rank["stages"]
+    for rank in ranks.per_rank:
+        totals = [rank.stages[name].total_ms if name in rank.stages else None for name in RANK_STAGES]
         table.add_row(
-            str(rank["rank"]),
-            str(rank["images"]),
-            *(_num(stages.get(name, {}).get("total_ms"), 1) for name in ("vision", "prefill", "decode")),
-            _num(rank["stage_ms"], 1),
-            _num(rank["capture_seconds"], 1),
+            str(rank.rank),
+            str(rank.images),
+            *(_num(total, 1) for total in totals),
+            _num(rank.stage_ms, 1),
+            _num(rank.capture_seconds, 1),
         )
     table.caption = (
-        f"slowest rank {ranks['slowest_rank']}; load imbalance (max/mean, by {ranks['imbalance_by']}) "
-        f"{_num(ranks['imbalance'], 3)}"
+        f"slowest rank {ranks.slowest_rank}; load imbalance (max/mean, by {ranks.imbalance_by}) "
+        f"{_num(ranks.imbalance, 3)}"
     )
     return table
 
 
-def print_report(summary: dict[str, Any], console: Console) -> None:
-    """Print the stage, latency, per-rank and top tables and the coverage notes."""
-    console.print(f"[bold]dsocr analyze[/] {summary['run_dir']}")
-    console.print(_stage_table(summary))
-    console.print(_latency_table(summary))
-    rank_table = _rank_table(summary)
-    if rank_table is not None:
-        console.print(rank_table)
-    top = _top_table(summary)
-    if top is not None:
-        console.print(top)
-    for line in coverage_lines(summary) + cold_lines(summary):
-        console.print(line, highlight=False)
-    print_insights(summary, console)
+def _run_line(summary: Summary) -> str:
+    return f"[bold]dsocr analyze[/] {summary.run_dir}"
+
+
+#: What the terminal report shows, in order: each entry renders one part of the summary, or
+#: None when that part has nothing to show. A new summary part that should be seen adds one here.
+SECTIONS: tuple[Callable[[Summary], Table | str | list[str] | None], ...] = (
+    _run_line,
+    _stage_table,
+    _latency_table,
+    _rank_table,
+    _top_table,
+    coverage_lines,
+    cold_lines,
+    roofline_table,
+    roofline_lines,
+    finding_lines,
+)
+
+
+def print_report(summary: Summary, console: Console) -> None:
+    """Print every section of the report (see SECTIONS)."""
+    for section in SECTIONS:
+        shown = section(summary)
+        if shown is None:
+            continue
+        for item in shown if isinstance(shown, list) else [shown]:
+            console.print(item, highlight=False)

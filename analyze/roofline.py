@@ -10,6 +10,7 @@ then compute or memory (whichever of flops/peak_flops and bytes/peak_bandwidth i
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -255,12 +256,60 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _figures(row: Mapping[str, Any]) -> dict[str, Any]:
-    names = ("flops", "bytes", "attention_flops", "wall_ms", "gpu_busy_ms", "kernel_count", *DERIVED, "bound")
-    return {name: _clean(row.get(name)) for name in names}
+_FIGURES = ("flops", "bytes", "attention_flops", "wall_ms", "gpu_busy_ms", "kernel_count", *DERIVED, "bound")
 
 
-def _run_totals(table: pa.Table, peak: DevicePeak) -> dict[str, dict[str, Any]]:
+@dataclass(frozen=True)
+class StageRoofline:
+    """One stage's roofline figures (a run total or one image's): the ROOFLINE columns, None when unknown."""
+
+    flops: float | None
+    bytes: float | None
+    attention_flops: float | None
+    wall_ms: float | None
+    gpu_busy_ms: float | None
+    kernel_count: int | None
+    achieved_tflops: float | None
+    achieved_tflops_wall: float | None
+    achieved_gbps: float | None
+    achieved_gbps_wall: float | None
+    mfu: float | None
+    mfu_wall: float | None
+    mbu: float | None
+    mbu_wall: float | None
+    roofline_ms: float | None
+    bound: str | None
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """summary.json ``roofline``: the device's peaks, ``roofline.<stage>`` over the run, per decode
+    step, per image, and the profiler's own FLOP counts against the model's."""
+
+    device: DevicePeak
+    #: Why figures are missing (None when everything could be computed).
+    reason: str | None
+    vision: StageRoofline | None
+    prefill_text: StageRoofline | None
+    prefill: StageRoofline | None
+    decode: StageRoofline | None
+    #: ``steps``, ``{median, p90}`` across steps of flops, bytes, times, MFU/MBU, and ``bound`` counts.
+    decode_step: dict[str, Any] | None
+    #: Per image: ``rank``, ``image_index`` and a StageRoofline per stage.
+    images: list[dict[str, Any]]
+    #: Per stage: the profiler's FLOPs against the model's (None: the trace carries no counts).
+    profiler_flops: dict[str, Any] | None
+
+    def stage(self, name: str) -> StageRoofline | None:
+        """The run total of ``name`` (one of STAGES)."""
+        return getattr(self, name) if name in STAGES else None
+
+
+def _figures(row: Mapping[str, Any]) -> StageRoofline:
+    return StageRoofline(**{name: _clean(row.get(name)) for name in _FIGURES})
+
+
+def _run_totals(table: pa.Table, peak: DevicePeak) -> dict[str, StageRoofline]:
     """Per stage over all images: summed FLOPs, bytes and times, then the derived figures."""
     sums = _SUMMED
     base = _sums(table, ["stage"])
@@ -285,20 +334,21 @@ def _step_distribution(steps: pa.Table) -> dict[str, Any]:
 
 def roofline_summary(
     table: pa.Table, peak: DevicePeak, *, reason: str | None, profiler: dict[str, Any] | None
-) -> dict[str, Any]:
-    """summary.json ``roofline``: the device, ``roofline.<stage>`` over the run, per image, per step."""
-    summary: dict[str, Any] = {"device": peak.to_dict(), "reason": reason}
+) -> Roofline:
+    """summary.json ``roofline`` from the ROOFLINE table."""
     totals = _run_totals(table, peak) if table.num_rows else {}
-    for stage in STAGES:
-        summary[stage] = totals.get(stage)
     steps = table.filter(pc.equal(table["stage"], STAGE_DECODE_STEP))
-    summary[STAGE_DECODE_STEP] = _step_distribution(steps) if steps.num_rows else None
     images: dict[tuple[int, int], dict[str, Any]] = {}
     for row in table.filter(pc.is_null(table["step"])).to_pylist():
         entry = images.setdefault(
             (row["rank"], row["image_index"]), {"rank": row["rank"], "image_index": row["image_index"]}
         )
         entry[row["stage"]] = _figures(row)
-    summary["images"] = [images[key] for key in sorted(images)]
-    summary["profiler_flops"] = profiler
-    return summary
+    return Roofline(
+        device=peak,
+        reason=reason,
+        **{stage: totals.get(stage) for stage in STAGES},
+        decode_step=_step_distribution(steps) if steps.num_rows else None,
+        images=[images[key] for key in sorted(images)],
+        profiler_flops=profiler,
+    )

@@ -8,101 +8,39 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from dsocr.analyze.attribution import GpuWork, attribute_gpu_ops, lane_ids, operator_rows, place
-from dsocr.analyze.categories import NS_PER_MS, RANGE_DECODE_STEP, RANGE_PREFILL, RANGE_VISION
-from dsocr.analyze.cold import ColdOperatorTotals, cold_impact
+from dsocr.analyze.categories import NS_PER_MS
+from dsocr.analyze.cold import ColdOperatorTotals
 from dsocr.analyze.cpu_self import self_time_ns
-from dsocr.analyze.insights import InsightInputs, add_insights
-from dsocr.analyze.kernels import DEFAULT_TOP, CpuOperatorTotals, kernels_table, name_codes, top_gpu
-from dsocr.analyze.keys import image_key, step_key
+from dsocr.analyze.inputs import AnalysisInputs
+from dsocr.analyze.insights import run_peak, run_roofline_table
+from dsocr.analyze.kernels import CpuOperatorTotals, kernels_table, name_codes, top_gpu
 from dsocr.analyze.latency import latency_table
 from dsocr.analyze.load import TraceTables, load_trace
-from dsocr.analyze.per_rank import rank_figures
 from dsocr.analyze.profiler_flops import add_stage_flops
 from dsocr.analyze.ranges import Ranges, clean_ranges
 from dsocr.analyze.reference import ok_predictions, timings_table
 from dsocr.analyze.stages import MEASURED, measure_stages
-from dsocr.analyze.summary import Coverage, summarize
+from dsocr.analyze.steps import step_tables
+from dsocr.analyze.summary import Summary, summarize, to_json
 
 from dsocr import rundir
+from dsocr.options import DEFAULT_TOP
 
 TIMINGS_FILE = "timings.parquet"
 KERNELS_FILE = "kernels.parquet"
 SUMMARY_FILE = "summary.json"
 ROOFLINE_FILE = "roofline.parquet"
-RUN_KIND_IMPORT = "import"
-PROFILE_OFF = "off"
 
 
 @dataclass(frozen=True)
 class Analysis:
     """What ``analyze_run`` computed and where it wrote it."""
 
-    summary: dict[str, Any]
+    summary: Summary
     timings: pa.Table
     kernels: pa.Table
     output_dir: Path
-
-
-def _missing_reason(run: dict[str, Any], predictions: pa.Table) -> str:
-    if run.get("kind") == RUN_KIND_IMPORT:
-        return "imported outputs carry no trace"
-    modes = {mode for mode in predictions["profile_mode"].to_pylist() if mode}
-    if modes == {PROFILE_OFF}:
-        return "profiling was off (--profile off)"
-    return f"no trace files under {rundir.TRACE_DIR}/"
-
-
-def _ranges_without_work(ranges: pa.Table, work: pa.Table) -> int:
-    """Vision, prefill and decode-step ranges that launched nothing on the GPU."""
-    missing = 0
-    for stage, flag in ((RANGE_VISION, "in_vision"), (RANGE_PREFILL, "in_prefill")):
-        stage_ranges = ranges.filter(pc.equal(ranges["stage"], stage))
-        with_work = np.unique(image_key(work.filter(work[flag])))
-        missing += int(np.count_nonzero(~np.isin(image_key(stage_ranges), with_work)))
-    steps = ranges.filter(pc.equal(ranges["stage"], RANGE_DECODE_STEP))
-    stepped = work.filter(pc.is_valid(work["step"]))
-    all_keys = np.concatenate([image_key(steps), image_key(stepped)])
-    all_steps = np.concatenate([steps["step"].to_numpy(), stepped["step"].to_numpy()])
-    keyed = step_key(all_keys, all_steps)
-    missing += int(np.count_nonzero(~np.isin(keyed[: steps.num_rows], keyed[steps.num_rows :])))
-    return missing
-
-
-def _coverage(
-    trace: TraceTables, ranges: Ranges, gpu: GpuWork | None, timings: pa.Table, predictions: pa.Table
-) -> Coverage:
-    decode = timings.filter(pc.and_(pc.equal(timings["stage"], "decode"), pc.is_valid(timings["cpu_ms"])))
-    images_with_trace = trace.chunks.group_by(["rank", "image_index"]).aggregate([]).num_rows
-    statuses = predictions["status"].to_pylist()
-    figures: dict[str, Any] = {
-        "trace_events": trace.events,
-        "trace_files": trace.files,
-        "flush_chunks": trace.chunks.num_rows,
-        "flush_gaps": trace.chunks.num_rows - images_with_trace,
-        "images_with_trace": images_with_trace,
-        "images_ok": statuses.count("ok"),
-        "images_failed": len(statuses) - statuses.count("ok"),
-        "ranges": ranges.table.num_rows,
-        "ranges_cut_by_flush": ranges.cut_by_flush,
-        "duplicate_ranges": ranges.duplicates,
-        "steps_traced": int(pc.sum(decode["steps_traced"]).as_py() or 0),
-        "steps_total": int(pc.sum(decode["steps_total"]).as_py() or 0),
-    }
-    if gpu is not None and trace.has_device_time:
-        work = gpu.table
-        outside = pc.and_(pc.invert(work["in_prefill"]), pc.is_null(work["step"]))
-        figures |= {
-            "gpu_ops": work.num_rows,
-            "gpu_ops_outside_ranges": int(pc.sum(outside).as_py() or 0),
-            "gpu_ops_outside_ranges_ms": float(pc.sum(work.filter(outside)["dur_ns"]).as_py() or 0) / NS_PER_MS,
-            "gpu_ops_without_launch": gpu.without_launch,
-            "duplicate_launch_ids": gpu.duplicate_launch_ids,
-            "kernels_start_before_launch": gpu.start_before_launch,
-            "ranges_without_device_work": _ranges_without_work(ranges.table, work),
-        }
-    return Coverage(**figures)
 
 
 def _stage_cpu_ns(measured: pa.Table) -> dict[str, float]:
@@ -165,15 +103,16 @@ def analyze_run(
     Raises RunDirError / SchemaMismatchError for a directory that is not a readable dsocr run.
     """
     run = rundir.read_run_json(run_dir)
+    # First: a bad --peak-tflops/--peak-gbps is an error before any trace is read.
+    peak = run_peak(run, peak_tflops=peak_tflops, peak_gbps=peak_gbps)
     predictions = rundir.read_predictions(run_dir)
     has_trace = bool(rundir.trace_files(run_dir))
     trace = load_trace(run_dir)
-    ok = ok_predictions(predictions)
-    cold_operators: list[dict] = []
+    cold_operators: list[dict[str, Any]] = []
     profiler_flops: dict[str, list[float]] = {}
     if has_trace:
         ranges, gpu, measured, kernels, cold_totals = _analyze_trace(
-            trace, top=top, ok=ok, profiler_flops=profiler_flops
+            trace, top=top, ok=ok_predictions(predictions), profiler_flops=profiler_flops
         )
         cold_operators = cold_totals.top()
     else:
@@ -181,40 +120,32 @@ def analyze_run(
             clean_ranges(trace.ranges, trace.chunks),
             None,
             MEASURED.empty_table(),
-            (kernels_table([])),
+            kernels_table([]),
         )
     timings = timings_table(predictions, measured, ranges.table, has_trace=has_trace)
-    latency = latency_table(predictions, ranges.table)
-    trace_state = {
-        "present": has_trace,
-        "missing_reason": None if has_trace else _missing_reason(run, predictions),
-        "device_time": trace.has_device_time,
-        "timing_clocks": sorted({c for c in ok_predictions(predictions)["timing_clock"].to_pylist() if c}),
-        "profile_modes": sorted({m for m in predictions["profile_mode"].to_pylist() if m}),
-    }
-    coverage = _coverage(trace, ranges, gpu, timings, predictions)
-    summary = summarize(
-        run_dir=str(run_dir),
-        trace_state=trace_state,
+    steps = step_tables(ranges.table, gpu.table if gpu is not None else None, predictions)
+    inputs = AnalysisInputs(
+        run_dir=run_dir,
+        run=run,
+        predictions=predictions,
+        trace=trace,
+        has_trace=has_trace,
+        ranges=ranges,
+        gpu=gpu,
         timings=timings,
-        latency=latency,
-        coverage=coverage,
-        top_kernels=kernels,
+        latency=latency_table(predictions, ranges.table),
+        kernels=kernels,
+        cold_operators=cold_operators,
+        steps=steps,
+        peak=peak,
+        roofline=run_roofline_table(run, peak, predictions, timings, steps),
+        profiler_flops=profiler_flops,
     )
-    summary["ranks"] = rank_figures(timings, run)
-    impact = cold_impact(ok.to_pylist(), cold_operators)
-    summary["cold"] = None if impact is None else impact.to_dict()
-    # Roofline and findings (issue 11): their own module; they read what was computed above.
-    roofline = add_insights(
-        summary,
-        InsightInputs(run, predictions, ranges, gpu, timings, profiler_flops),
-        peak_tflops=peak_tflops,
-        peak_gbps=peak_gbps,
-    )
+    summary = summarize(inputs)
     output_dir = run_dir / rundir.ANALYSIS_DIR
     if write:
-        rundir.write_table_atomic(timings, output_dir / TIMINGS_FILE)
+        rundir.write_table_atomic(inputs.timings, output_dir / TIMINGS_FILE)
         rundir.write_table_atomic(kernels, output_dir / KERNELS_FILE)
-        rundir.write_table_atomic(roofline, output_dir / ROOFLINE_FILE)
-        rundir.write_json_atomic(output_dir / SUMMARY_FILE, summary)
-    return Analysis(summary=summary, timings=timings, kernels=kernels, output_dir=output_dir)
+        rundir.write_table_atomic(inputs.roofline, output_dir / ROOFLINE_FILE)
+        rundir.write_json_atomic(output_dir / SUMMARY_FILE, to_json(summary))
+    return Analysis(summary=summary, timings=inputs.timings, kernels=kernels, output_dir=output_dir)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -102,3 +104,21 @@ def decode_steps(traced: pa.Table, reference: pa.Table) -> pa.Table:
     covered = np.unique(image_key(traced))
     keep = ~np.isin(image_key(reference), covered)
     return pa.concat_tables([traced, reference.filter(pa.array(keep))])
+
+
+@dataclass(frozen=True)
+class StepTables:
+    """Decode steps three ways (STEPS tables), computed once for the roofline and the findings."""
+
+    #: The traced decode-step ranges (GPU columns null without device time).
+    traced: pa.Table
+    #: Every step of every processed image by the reference clock.
+    reference: pa.Table
+    #: Traced steps where an image has them, reference steps for the others.
+    steps: pa.Table
+
+
+def step_tables(ranges: pa.Table, work: pa.Table | None, predictions: pa.Table) -> StepTables:
+    """``ranges``: clean ranges; ``work``: attributed GPU work or None."""
+    traced, reference = traced_steps(ranges, work), reference_steps(predictions)
+    return StepTables(traced=traced, reference=reference, steps=decode_steps(traced, reference))

@@ -70,9 +70,9 @@ ANALYZE_CHILD = textwrap.dedent(
     imported = time.perf_counter()
     analysis = analyze_run(Path(sys.argv[1]))
     done = time.perf_counter()
-    stages = analysis.summary["stages"]
+    stages = analysis.summary.stages
     print(json.dumps({"import_s": imported - start, "analyze_s": done - imported,
-                      "kernels": {s: stages[s]["kernel_count"]["median"] for s in stages}}))
+                      "kernels": {s: stages[s].kernel_count.median for s in stages}}))
     """
 )
 

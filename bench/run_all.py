@@ -12,6 +12,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 SCRIPTS = (
+    ["cli_startup.py"],
     ["range_cost.py"],
     ["profiling_overhead.py", "--device", "cpu", "--tokens", "16", "--repeats", "1"],
     ["bench_analyze.py"],

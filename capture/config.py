@@ -2,55 +2,42 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dsocr.errors import BadInputError
+from dsocr.options import (  # re-exported: capture's modules import the option vocabulary from here
+    DEFAULT_FIRST_STEPS,
+    DEFAULT_FULL_CHUNK_STEPS,
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_PROMPT,
+    DEFAULT_WINDOW_EVERY,
+    DEFAULT_WINDOW_STEPS,
+    INF_TOKEN,
+    Device,
+    DType,
+    ProfileMode,
+    ProfilerSessions,
+    SdpaBackend,
+)
 
-INF_TOKEN = "inf"
-DEFAULT_PROMPT = "<image>\n<|grounding|>Convert the document to markdown."
-DEFAULT_MAX_NEW_TOKENS = "inf"
-DEFAULT_FIRST_STEPS = 8
-DEFAULT_WINDOW_STEPS = 4
-DEFAULT_WINDOW_EVERY = 64
-DEFAULT_FULL_CHUNK_STEPS = 64
-
-
-class ProfileMode(enum.StrEnum):
-    """How much of each image torch.profiler records."""
-
-    sampled = "sampled"
-    full = "full"
-    off = "off"
-
-
-class ProfilerSessions(enum.StrEnum):
-    """How profiler sessions map onto an image: one per traced window (default) or one per image."""
-
-    window = "window"
-    image = "image"
-
-
-class SdpaBackend(enum.StrEnum):
-    """Which torch scaled_dot_product_attention backend may run (auto: torch chooses)."""
-
-    auto = "auto"
-    cudnn = "cudnn"
-    flash = "flash"
-    efficient = "efficient"
-    math = "math"
-
-
-class Device(enum.StrEnum):
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class DType(enum.StrEnum):
-    bf16 = "bf16"
-    fp16 = "fp16"
-    fp32 = "fp32"
+__all__ = [
+    "DEFAULT_FIRST_STEPS",
+    "DEFAULT_FULL_CHUNK_STEPS",
+    "DEFAULT_MAX_NEW_TOKENS",
+    "DEFAULT_PROMPT",
+    "DEFAULT_WINDOW_EVERY",
+    "DEFAULT_WINDOW_STEPS",
+    "INF_TOKEN",
+    "CaptureConfig",
+    "DType",
+    "Device",
+    "ProfileMode",
+    "ProfilerSessions",
+    "SamplingSchedule",
+    "SdpaBackend",
+    "parse_max_new_tokens",
+]
 
 
 def parse_max_new_tokens(text: str | int | None) -> int | None:

@@ -9,8 +9,6 @@ the start and, once every rank finished, merges the parts and records the world 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +17,6 @@ import torch
 import torch.distributed as dist
 
 from dsocr.errors import BadInputError
-
-LAUNCHER = "torch.distributed.run"
 
 
 @dataclass(frozen=True)
@@ -88,10 +84,3 @@ def image_size_bytes(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
-
-
-def launch(argv: list[str], processes: int) -> int:
-    """Re-run this capture command under torchrun with ``processes`` ranks; return its exit status."""
-    command = [sys.executable, "-m", LAUNCHER, "--standalone", f"--nproc-per-node={processes}"]
-    command += ["-m", "dsocr.cli", *argv]
-    return subprocess.run(command, check=False).returncode

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import statistics
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from dsocr.capture.distributed import Ranks, image_size_bytes, join, shard
 from dsocr.capture.images import ImageReadError, discover_images
 from dsocr.capture.models import LoadedModel, load_model
 from dsocr.capture.profile_image import ShapeHistory, check_backend_runs, failed_row, profile_image, warm_up
+from dsocr.capture.result import CaptureResult, OnImage, OnStart
 from dsocr.capture.run_record import (
     WarningCollector,
     check_resumable,
@@ -26,9 +26,6 @@ from dsocr.capture.run_record import (
     write_record,
 )
 from dsocr.capture.tracing import TEARDOWN_CUPTI_ENV, ImageTrace, TraceWriter, teardown_cupti_setting
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from dsocr.errors import BadInputError, DsocrError
 from dsocr.rundir import (
@@ -76,15 +73,21 @@ class _Pending:
         return written
 
 
+@dataclass(frozen=True)
+class _Callbacks:
+    """The caller's progress hooks (the CLI's progress bar); called on the leader rank only."""
+
+    on_start: OnStart | None = None
+    on_image: OnImage | None = None
+
+
 @contextmanager
-def _logging_to(run_dir: Path, warnings: list[str], console: Console, rank: int) -> Iterator[None]:
+def _logging_to(run_dir: Path, warnings: list[str], rank: int) -> Iterator[None]:
+    """The run's own log file and run.json's warnings; showing them on a terminal is the caller's."""
     log_name = CAPTURE_LOG if rank == 0 else f"capture-rank{rank}.log"
     file_handler = logging.FileHandler(run_dir / log_name, encoding="utf-8")
     file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    console_handler = logging.StreamHandler(console.file)
-    console_handler.setLevel(logging.WARNING)
-    console_handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-    handlers = [file_handler, console_handler, WarningCollector(warnings)]
+    handlers = [file_handler, WarningCollector(warnings)]
     log.setLevel(logging.INFO)
     for handler in handlers:
         log.addHandler(handler)
@@ -108,25 +111,6 @@ def _done_indices(run_dir: Path) -> set[int]:
     return {row["image_index"] for row in table.select(["image_index", "status"]).to_pylist() if row["status"] == "ok"}
 
 
-def _progress(console: Console, *, enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]capture[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[last]}"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not enabled,
-    )
-
-
-def _tokens_per_second(row: dict[str, Any]) -> str:
-    steps = len(row.get("decode_step_ms") or [])
-    if not steps or not row.get("decode_ms"):
-        return row.get("error") or ""
-    return f"{row['generated_tokens']} tok, {steps / row['decode_ms'] * 1000:.1f} tok/s decode"
-
-
 def _my_images(images: list[Path], done: set[int], ranks: Ranks) -> list[tuple[int, Path]]:
     remaining = {index: image_size_bytes(path) for index, path in enumerate(images) if index not in done}
     mine = shard(remaining, ranks.world_size)[ranks.rank]
@@ -138,7 +122,7 @@ def _profile_all(
     loaded: LoadedModel,
     run_dir: Path,
     images: list[Path],
-    console: Console,
+    callbacks: _Callbacks,
     ranks: Ranks,
     done: set[int],
 ) -> list[dict[str, Any]]:
@@ -160,38 +144,40 @@ def _profile_all(
     pending = _Pending()
     rows: list[dict[str, Any]] = []
     warned: set[str] = set()
+    on_image = callbacks.on_image if ranks.is_leader else None
+    if ranks.is_leader and callbacks.on_start is not None:
+        callbacks.on_start(len(images), len(done))
     try:
-        with _progress(console, enabled=ranks.is_leader) as progress:
-            task = progress.add_task("capture", total=len(done) + len(todo), completed=len(done), last="")
-            for image_index, image_path in todo:
+        for image_index, image_path in todo:
+            tracer.discard_image(image_index)
+            try:
+                row, image_trace, cap = profile_image(
+                    config=config, loaded=loaded, tracer=tracer, image_index=image_index,
+                    image_path=image_path, rank=ranks.rank, shapes=shapes,
+                )  # fmt: skip
+                if cap.warning and cap.warning not in warned:
+                    warned.add(cap.warning)
+                    log.warning(cap.warning)
+            except (ImageReadError, BadInputError) as exc:
+                log.error("image %d: %s", image_index, exc)
                 tracer.discard_image(image_index)
-                try:
-                    row, image_trace, cap = profile_image(
-                        config=config, loaded=loaded, tracer=tracer, image_index=image_index,
-                        image_path=image_path, rank=ranks.rank, shapes=shapes,
-                    )  # fmt: skip
-                    if cap.warning and cap.warning not in warned:
-                        warned.add(cap.warning)
-                        log.warning(cap.warning)
-                except (ImageReadError, BadInputError) as exc:
-                    log.error("image %d: %s", image_index, exc)
-                    tracer.discard_image(image_index)
-                    row, image_trace = (
-                        failed_row(config, image_index, image_path, str(exc), ranks.rank),
-                        ImageTrace(image_index),
-                    )
-                except torch.cuda.OutOfMemoryError:
-                    torch.cuda.empty_cache()
-                    message = f"{image_path}: CUDA out of memory"
-                    log.error("image %d: %s", image_index, message)
-                    tracer.discard_image(image_index)
-                    row, image_trace = (
-                        failed_row(config, image_index, image_path, message, ranks.rank),
-                        ImageTrace(image_index),
-                    )
-                pending.items.append((row, image_trace))
-                rows.extend(pending.write_finished(run_dir, wait=False))
-                progress.update(task, advance=1, last=_tokens_per_second(row))
+                row, image_trace = (
+                    failed_row(config, image_index, image_path, str(exc), ranks.rank),
+                    ImageTrace(image_index),
+                )
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                message = f"{image_path}: CUDA out of memory"
+                log.error("image %d: %s", image_index, message)
+                tracer.discard_image(image_index)
+                row, image_trace = (
+                    failed_row(config, image_index, image_path, message, ranks.rank),
+                    ImageTrace(image_index),
+                )
+            pending.items.append((row, image_trace))
+            rows.extend(pending.write_finished(run_dir, wait=False))
+            if on_image is not None:
+                on_image(row)
     finally:
         # Finished images are kept whatever stops the loop (Ctrl-C included): --resume skips them.
         rows.extend(pending.write_finished(run_dir, wait=True))
@@ -202,38 +188,28 @@ def _profile_all(
     return rows
 
 
-def _summary(rows: list[dict[str, Any]], run_dir: Path, loaded: LoadedModel) -> Table:
-    ok = [row for row in rows if row["status"] == "ok"]
-    table = Table(title=f"dsocr capture: {loaded.model_id} on {loaded.device}", show_header=False)
-    table.add_row("images", f"{len(ok)} ok, {len(rows) - len(ok)} failed")
-    if ok:
-        steps = [ms for row in ok for ms in row["decode_step_ms"]]
-        table.add_row("generated tokens", str(sum(row["generated_tokens"] for row in ok)))
-        table.add_row("prefill ms (median)", f"{statistics.median(row['prefill_ms'] for row in ok):.1f}")
-        if steps:
-            table.add_row("decode ms/token (median)", f"{statistics.median(steps):.2f}")
-        stops = sorted({row["stop_reason"] for row in ok})
-        table.add_row("stop reasons", ", ".join(stops))
-        events = [row["trace_events"] for row in ok if row.get("trace_events") is not None]
-        table.add_row("trace events", str(sum(events)) if events else "none (profile off)")
-    table.add_row("run directory", str(run_dir))
-    return table
-
-
-def run(config: CaptureConfig, *, console: Console | None = None, loaded: LoadedModel | None = None) -> Path:
-    """Capture every image of ``config`` into ``config.out``; return the run directory.
+def run(
+    config: CaptureConfig,
+    *,
+    loaded: LoadedModel | None = None,
+    on_start: OnStart | None = None,
+    on_image: OnImage | None = None,
+) -> CaptureResult:
+    """Capture every image of ``config`` into ``config.out``; return what was captured.
 
     ``loaded``: a model already loaded for this config (library use: load once, capture many).
+    ``on_start(total, already_done)`` and ``on_image(row)``: progress hooks, called on the
+    leader rank only. Nothing is printed: showing progress and the result is the caller's.
     Under torchrun, each rank captures its shard of the images (see capture.distributed).
     """
     ranks = join(config.device.value)
     try:
-        return _run(config, console or Console(stderr=True), loaded, ranks)
+        return _run(config, _Callbacks(on_start, on_image), loaded, ranks)
     finally:
         ranks.close()
 
 
-def _run(config: CaptureConfig, console: Console, loaded: LoadedModel | None, ranks: Ranks) -> Path:
+def _run(config: CaptureConfig, callbacks: _Callbacks, loaded: LoadedModel | None, ranks: Ranks) -> CaptureResult:
     run_dir = config.out
     # Everything that can reject the command runs before the first byte is written.
     previous = check_resumable(run_dir, config)
@@ -249,7 +225,7 @@ def _run(config: CaptureConfig, console: Console, loaded: LoadedModel | None, ra
     ranks.barrier()
     images = images or sample_image_paths(run_dir / SAMPLES_DIR)
     warnings: list[str] = list(previous.get("warnings", [])) if previous else []
-    with _logging_to(run_dir, warnings, console, ranks.rank):
+    with _logging_to(run_dir, warnings, ranks.rank):
         log.info("model %s: %s", loaded.model_id, loaded.describe())
         record = start_record(config, loaded, images, previous)
         if config.profile is not ProfileMode.off:
@@ -262,7 +238,7 @@ def _run(config: CaptureConfig, console: Console, loaded: LoadedModel | None, ra
             write_record(run_dir, record)
         loop_start = time.perf_counter()
         try:
-            rows = _profile_all(config, loaded, run_dir, images, console, ranks, done)
+            rows = _profile_all(config, loaded, run_dir, images, callbacks, ranks, done)
         except KeyboardInterrupt:
             if ranks.is_leader:
                 write_record(run_dir, {**record, "status": RUN_STATUS_INTERRUPTED})
@@ -278,5 +254,12 @@ def _run(config: CaptureConfig, console: Console, loaded: LoadedModel | None, ra
             capture_seconds = time.perf_counter() - loop_start
             finished = finish_record(record, RUN_STATUS_COMPLETE, ok, len(statuses) - ok, capture_seconds)
             write_record(run_dir, {**finished, "ranks": per_rank})
-            Console().print(_summary(table.to_pylist(), run_dir, loaded))
-    return run_dir
+            rows = table.to_pylist()
+    return CaptureResult(
+        run_dir=run_dir,
+        model_id=loaded.model_id,
+        device=str(loaded.device),
+        is_leader=ranks.is_leader,
+        rows=tuple(rows),
+        capture_seconds=rank_seconds,
+    )

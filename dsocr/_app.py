@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from dsocr import __version__
 from dsocr.errors import DsocrError
 
 EXIT_ERROR = 1
@@ -28,6 +29,7 @@ app = typer.Typer(
     cls=_ErrorsAtTheEdge,
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     help="Profile DeepSeek-OCR inference (capture), then analyze and render from Parquet alone.",
 )
@@ -38,9 +40,20 @@ RunDirArg = Annotated[
 ]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"dsocr {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
-    """Keep dsocr a group of commands even while only one is registered."""
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True),
+    ] = False,
+) -> None:
+    """Profile DeepSeek-OCR inference (capture), then analyze and render from Parquet alone."""
 
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from dsocr._app import JsonOption, PeakGbpsOption, PeakTflopsOption, RunDirArg, app
-from dsocr.analyze.kernels import DEFAULT_TOP
 from dsocr.errors import BadInputError
+from dsocr.options import DEFAULT_TOP
 
 
 @app.command()
@@ -27,16 +26,15 @@ def analyze(
     roofline.parquet and summary.json."""
     if top < 1:
         raise BadInputError(f"--top {top}: must be at least 1")
-    from dsocr.analyze.peaks import check_override
+    from rich.console import Console
 
-    check_override(peak_tflops, "--peak-tflops")
-    check_override(peak_gbps, "--peak-gbps")
     from dsocr.analyze.report import print_report
     from dsocr.analyze.runner import analyze_run
+    from dsocr.analyze.summary import to_json
 
     analysis = analyze_run(run_dir, top=top, peak_tflops=peak_tflops, peak_gbps=peak_gbps)
     if as_json:
-        typer.echo(json.dumps(analysis.summary, ensure_ascii=False, indent=2))
+        typer.echo(json.dumps(to_json(analysis.summary), ensure_ascii=False, indent=2))
         return
     console = Console()
     print_report(analysis.summary, console)

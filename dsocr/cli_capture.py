@@ -1,35 +1,45 @@
-"""`dsocr capture`: parse options, build a CaptureConfig, call capture.runner.run."""
+"""`dsocr capture`: parse options, build a CaptureConfig, call capture.runner.run, show the result.
+
+Stage modules are imported inside the command, so that loading the CLI stays cheap.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
+import logging
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from dsocr._app import app
-from dsocr.capture.config import (
+from dsocr.errors import BadInputError, MissingExtraError
+from dsocr.options import (
     DEFAULT_FIRST_STEPS,
     DEFAULT_FULL_CHUNK_STEPS,
+    DEFAULT_GPUS,
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_PROMPT,
+    DEFAULT_SEED,
+    DEFAULT_WARMUP_TOKENS,
     DEFAULT_WINDOW_EVERY,
     DEFAULT_WINDOW_STEPS,
-    CaptureConfig,
     Device,
     DType,
     ProfileMode,
     ProfilerSessions,
-    SamplingSchedule,
     SdpaBackend,
-    parse_max_new_tokens,
 )
-from dsocr.errors import BadInputError, MissingExtraError
+
+if TYPE_CHECKING:
+    from dsocr.capture.config import CaptureConfig
+    from dsocr.capture.result import CaptureResult
 
 RUNS_ROOT = Path("runs")
+#: capture's logger (its modules log under ``__package__``).
+CAPTURE_LOGGER = "dsocr.capture"
 INSTALL_HINT = "dsocr capture needs torch, transformers and nvtx: pip install -e '.[capture]' (with torch==2.13.0)"
 
 
@@ -54,12 +64,35 @@ def _argv_from(ctx: typer.Context, out: Path) -> list[str]:
     return argv
 
 
-def _launch_ranks(argv: list[str], processes: int) -> int:
+def _missing_extra(exc: ImportError) -> MissingExtraError:
+    return MissingExtraError(f"{INSTALL_HINT} ({exc.name} is missing)")
+
+
+def _launch_ranks(config: CaptureConfig, argv: list[str], processes: int) -> int:
+    """Check ``config`` once here, then start ``processes`` ranks that each run ``argv``."""
+    from dsocr.capture.launch import launch
+    from dsocr.capture.preflight import preflight
+
     try:
-        from dsocr.capture.distributed import launch
+        preflight(config)
     except ImportError as exc:
-        raise MissingExtraError(f"{INSTALL_HINT} ({exc.name} is missing)") from None
+        raise _missing_extra(exc) from None
     return launch(argv, processes)
+
+
+def _run(config: CaptureConfig) -> CaptureResult:
+    """capture.runner.run with a progress bar on stderr and its warnings shown as they happen."""
+    try:
+        from dsocr.capture.runner import run
+    except ImportError as exc:
+        raise _missing_extra(exc) from None
+    from rich.console import Console
+
+    from dsocr.cli_capture_view import ProgressView, warnings_to
+
+    stderr = Console(stderr=True)
+    with warnings_to(logging.getLogger(CAPTURE_LOGGER), stderr), ProgressView(stderr) as view:
+        return run(config, on_start=view.start, on_image=view.image)
 
 
 @app.command()
@@ -105,21 +138,21 @@ def capture(
     resume: Annotated[bool, typer.Option("--resume", help="Continue a run in --out; skip images already done.")] = (
         False
     ),
-    seed: Annotated[int, typer.Option(help="Seed of the embedded model's random weights.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the embedded model's random weights.")] = DEFAULT_SEED,
     gpus: Annotated[
         int,
         typer.Option(
             help="Processes, one per GPU, through torchrun; each takes a shard of the images "
             "(with --device cpu: processes on the gloo backend)."
         ),
-    ] = 1,
+    ] = DEFAULT_GPUS,
     warmup_tokens: Annotated[
         int,
         typer.Option(
             help="Before the first image, one unrecorded generate of this many tokens (0: none). "
             "It warms only the decode lengths it runs: see docs/performance.md on cold steps."
         ),
-    ] = 0,
+    ] = DEFAULT_WARMUP_TOKENS,
     sdpa_backend: Annotated[
         SdpaBackend,
         typer.Option(help="torch SDPA backend the model may use (auto: torch chooses; cudnn plans per length)."),
@@ -139,12 +172,12 @@ def capture(
     ] = ProfilerSessions.window,
 ) -> None:
     """Run DeepSeek-OCR on images under torch.profiler; write outputs and traces to Parquet."""
-    out = out or _default_out()
-    if gpus > 1 and "WORLD_SIZE" not in os.environ:
-        # Every rank must agree on --out, so the resolved default goes on the command line.
-        raise typer.Exit(_launch_ranks(_argv_from(ctx, out), gpus))
     if gpus < 1:
         raise BadInputError(f"--gpus must be >= 1, got {gpus}")
+    out = out or _default_out()
+    from dsocr.capture.config import CaptureConfig, SamplingSchedule, parse_max_new_tokens
+
+    # The whole configuration is validated here, before a rank is launched or a model loaded.
     config = CaptureConfig(
         images=tuple(images or ()),
         out=out,
@@ -163,8 +196,11 @@ def capture(
         attn_implementation=attn_implementation,
         profiler_sessions=profiler_sessions,
     )
-    try:
-        from dsocr.capture.runner import run
-    except ImportError as exc:
-        raise MissingExtraError(f"{INSTALL_HINT} ({exc.name} is missing)") from None
-    run(config)
+    if gpus > 1 and "WORLD_SIZE" not in os.environ:
+        # Every rank must agree on --out, so the resolved default goes on the command line.
+        raise typer.Exit(_launch_ranks(config, _argv_from(ctx, out), gpus))
+    result = _run(config)
+    if result.is_leader:
+        from dsocr.cli_capture_view import print_summary
+
+        print_summary(result)

@@ -6,12 +6,10 @@ import json
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from dsocr._app import JsonOption, PeakGbpsOption, PeakTflopsOption, RunDirArg, app
 from dsocr.errors import BadInputError
-
-DEFAULT_TOP_DELTAS = 10
+from dsocr.options import DEFAULT_TOP_DELTAS
 
 
 @app.command()
@@ -30,10 +28,8 @@ def compare(
     largest kernel and operator changes, and the findings that appear or vanish. Writes nothing."""
     if top < 1:
         raise BadInputError(f"--top {top}: must be at least 1")
-    from dsocr.analyze.peaks import check_override
+    from rich.console import Console
 
-    check_override(peak_tflops, "--peak-tflops")
-    check_override(peak_gbps, "--peak-gbps")
     from dsocr.analyze.compare import compare_runs
     from dsocr.analyze.report_compare import print_comparison
 

@@ -1,4 +1,7 @@
-"""`dsocr emit` and `dsocr import` (registered on import): parse options, call one emit function."""
+"""`dsocr emit` and `dsocr import` (registered on import): parse options, call one emit function.
+
+emit is imported inside the commands, so that loading the CLI stays cheap.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +12,7 @@ from typing import Annotated
 import typer
 
 from dsocr._app import JsonOption, RunDirArg, app
-from dsocr.emit import EmitFailedError, EmitOptions, RenderStyle, import_outputs, render_run
-from dsocr.emit.importer import DEFAULT_MODEL_ID
-from dsocr.emit.options import DEFAULT_LINE_WIDTH, DEFAULT_QUALITY
-from dsocr.rundir import VIZ_DIR
+from dsocr.options import DEFAULT_LINE_WIDTH, DEFAULT_MODEL_ID, DEFAULT_QUALITY, VIZ_DIR
 
 
 @app.command()
@@ -28,6 +28,9 @@ def emit(
     quality: Annotated[int, typer.Option("--quality", help="JPEG quality, 1..95.")] = DEFAULT_QUALITY,
     crops: Annotated[
         bool, typer.Option("--crops", help="Also write each 'image' region, cut from the source, as images/N.jpg.")
+    ] = False,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Also write result.mmd: the clean text (text_clean) as Markdown.")
     ] = False,
     only: Annotated[
         list[str] | None,
@@ -46,7 +49,9 @@ def emit(
     Each image folder gets result_with_boxes.jpg and info.json, made from the run's Parquet
     alone. Images whose outputs are newer than the predictions are skipped unless --force.
     """
-    style = RenderStyle(line_width=line_width, labels=not no_labels, quality=quality, crops=crops)
+    from dsocr.emit import EmitFailedError, EmitOptions, RenderStyle, render_run
+
+    style = RenderStyle(line_width=line_width, labels=not no_labels, quality=quality, crops=crops, markdown=markdown)
     options = EmitOptions(viz_dir=viz_dir, style=style, only=tuple(only or ()), force=force, jobs=jobs)
     summary = render_run(run_dir, options)
     typer.echo(json.dumps(summary.as_json(), ensure_ascii=False, indent=2) if as_json else summary.line())
@@ -67,5 +72,7 @@ def import_(
     model_id: Annotated[str, typer.Option("--model-id", help="Model id recorded in run.json.")] = DEFAULT_MODEL_ID,
 ) -> None:
     """Turn DeepSeek-OCR outputs produced elsewhere into a run directory that emit and analyze read."""
+    from dsocr.emit import import_outputs
+
     summary = import_outputs(outputs, out, model_id=model_id)
     typer.echo(summary.line())

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from dsocr import schema
+from dsocr import options, schema
 from dsocr.errors import RunDirError, SchemaMismatchError
 
 RUN_JSON = "run.json"
@@ -34,7 +34,7 @@ PREDICTIONS_FILE = "predictions.parquet"
 PREDICTIONS_PARTS_DIR = "predictions.parts"
 TRACE_DIR = "trace"
 ANALYSIS_DIR = "analysis"
-VIZ_DIR = "viz"
+VIZ_DIR = options.VIZ_DIR
 PREDICTIONS_JSONL = "predictions.jsonl"
 
 RUN_STATUS_RUNNING = "running"

@@ -25,6 +25,7 @@ from PIL import Image
 
 from dsocr import __version__, schema
 from dsocr.errors import BadInputError, RunDirError
+from dsocr.options import DEFAULT_MODEL_ID
 from dsocr.rundir import (
     PREDICTIONS_FILE,
     RUN_JSON,
@@ -36,7 +37,6 @@ from dsocr.rundir import (
 )
 
 RUN_KIND = "import"
-DEFAULT_MODEL_ID = "unknown"
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 STOP_ERROR = "error"

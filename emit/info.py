@@ -15,10 +15,6 @@ from dsocr.emit.timings import StageTimings
 
 from dsocr.schema import SCHEMA_VERSION
 
-INFO_FILE = "info.json"
-RESULT_IMAGE = "result_with_boxes.jpg"
-CROPS_DIR = "images"
-
 # Values of predictions.jsonl's emit_status.
 EMIT_RENDERED = "rendered"
 EMIT_UP_TO_DATE = "up_to_date"
@@ -50,6 +46,7 @@ def build_info(
     *,
     row: Mapping[str, Any],
     source_image: str,
+    result_image: str,
     size: tuple[int, int],
     grounding: Grounding,
     placed: list[PlacedBox],
@@ -64,7 +61,7 @@ def build_info(
     return {
         "schema_version": SCHEMA_VERSION,
         "source_image": source_image,
-        "result_image": RESULT_IMAGE,
+        "result_image": result_image,
         "image_index": row["image_index"],
         "image_md5": row["image_md5"],
         "model_id": model_id,

@@ -8,11 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from dsocr.errors import BadInputError
-from dsocr.rundir import VIZ_DIR
+from dsocr.options import DEFAULT_LINE_WIDTH, DEFAULT_QUALITY, VIZ_DIR
 
-DEFAULT_LINE_WIDTH = 2  # the vendor's outline width; titles get TITLE_WIDTH_FACTOR times it
 MAX_LINE_WIDTH = 64
-DEFAULT_QUALITY = 90  # JPEG quality; above the vendor's 75 so small print stays legible
 MIN_QUALITY = 1
 MAX_QUALITY = 95  # Pillow's documented ceiling: above it files grow with no visible gain
 
@@ -25,6 +23,7 @@ class RenderStyle:
     labels: bool = True
     quality: int = DEFAULT_QUALITY
     crops: bool = False
+    markdown: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.line_width <= MAX_LINE_WIDTH:

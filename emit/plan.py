@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from dsocr.emit.info import INFO_FILE, RESULT_IMAGE
+from dsocr.emit.artifacts import INFO_FILE, expected_files
 from dsocr.emit.options import RenderStyle
 from dsocr.emit.timings import timings_path
 
@@ -60,11 +60,11 @@ def inputs_mtime_ns(run_dir: Path) -> int:
 
 
 def is_up_to_date(out_dir: Path, inputs_ns: int, style: RenderStyle) -> bool:
-    """True when the folder's outputs are newer than the inputs and drawn in ``style``."""
-    info_path = out_dir / INFO_FILE
-    image_path = out_dir / RESULT_IMAGE
-    if min(_mtime_ns(info_path), _mtime_ns(image_path)) <= inputs_ns:
+    """True when every file ``style`` asks for is newer than the inputs, and info.json says it was
+    drawn in ``style``."""
+    if min(_mtime_ns(out_dir / name) for name in expected_files(style)) <= inputs_ns:
         return False
+    info_path = out_dir / INFO_FILE
     try:
         info = json.loads(info_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from dsocr.emit.artifacts import INFO_FILE
 from dsocr.emit.grounding import parse_grounding
 from dsocr.emit.info import (
     EMIT_CAPTURE_FAILED,
@@ -25,7 +26,6 @@ from dsocr.emit.info import (
     EMIT_NOT_SELECTED,
     EMIT_RENDERED,
     EMIT_UP_TO_DATE,
-    INFO_FILE,
     prediction_record,
 )
 from dsocr.emit.options import EmitOptions

@@ -6,25 +6,21 @@ Everything a worker needs travels in a picklable :class:`RenderJob`; a worker re
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dsocr.emit._warnings import WarningList
+from dsocr.emit.artifacts import Page, remove_outputs, write_artifacts
 from dsocr.emit.grounding import Grounding, parse_grounding
-from dsocr.emit.info import CROPS_DIR, INFO_FILE, RESULT_IMAGE, build_info
 from dsocr.emit.options import RenderStyle
-from dsocr.emit.render import PlacedBox, draw_boxes, encode_jpeg, image_crops, place_boxes
+from dsocr.emit.render import place_boxes
 from dsocr.emit.timings import StageTimings
 from PIL import Image, ImageOps
-
-from dsocr.rundir import write_bytes_atomic, write_json_atomic
 
 # Pillow reports an unreadable file with any of these, depending on the format and the damage
 # (SyntaxError and EOFError come from its decoders, DecompressionBombError from huge images).
 _IMAGE_ERRORS = (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError)
-_CROP_NAME = re.compile(r"\d+\.jpg")
 _RGB = "RGB"
 
 
@@ -71,34 +67,8 @@ def _size_warning(row: dict[str, Any], size: tuple[int, int]) -> list[str]:
     return [f"source image is {size[0]}x{size[1]} now, {recorded[0]}x{recorded[1]} when the model read it"]
 
 
-def remove_outputs(out_dir: Path) -> None:
-    """Remove the files emit writes in an image folder (and nothing else)."""
-    for name in (INFO_FILE, RESULT_IMAGE):
-        (out_dir / name).unlink(missing_ok=True)
-    crops_dir = out_dir / CROPS_DIR
-    if crops_dir.is_dir():
-        for crop in crops_dir.iterdir():
-            if _CROP_NAME.fullmatch(crop.name):
-                crop.unlink()
-
-
-def _write_crops(
-    image: Image.Image, placed: list[PlacedBox], out_dir: Path, quality: int, warnings: WarningList
-) -> dict[int, str]:
-    """Write each ``image`` box's crop as images/N.jpg (N counts image boxes, like the vendor's)."""
-    written: dict[int, str] = {}
-    for number, (position, crop) in enumerate(image_crops(image, placed)):
-        if crop is None:
-            warnings.add(f"image box {placed[position].pixels} is empty: no crop")
-            continue
-        relative = f"{CROPS_DIR}/{number}.jpg"
-        write_bytes_atomic(out_dir / relative, encode_jpeg(crop, quality))
-        written[position] = relative
-    return written
-
-
 def render_image(job: RenderJob) -> RenderOutcome:
-    """Render one image's folder: result_with_boxes.jpg, info.json and, with crops, images/N.jpg.
+    """Render one image's folder: every artifact its style asks for (emit/artifacts.py).
 
     A missing or unreadable source, or a failed write, is this image's error; the folder is
     then left without outputs, so that nothing stale stands beside the new predictions.
@@ -116,28 +86,21 @@ def render_image(job: RenderJob) -> RenderOutcome:
         warnings.add("the prediction has no text_raw: nothing to draw")
     warnings.extend(_size_warning(row, image.size))
     warnings.extend(grounding.warnings)
-    placed = place_boxes(grounding, *image.size)
+    page = Page(
+        row=row,
+        timings=job.timings,
+        model_id=job.model_id,
+        style=job.style,
+        out_dir=job.out_dir,
+        source=source,
+        image=image,
+        grounding=grounding,
+        placed=place_boxes(grounding, *image.size),
+        warnings=warnings,
+    )
     try:
         remove_outputs(job.out_dir)
-        crops = _write_crops(image, placed, job.out_dir, job.style.quality, warnings) if job.style.crops else {}
-        unfilled = draw_boxes(image, placed, job.style)
-        if unfilled:
-            warnings.add(f"{unfilled} boxes drawn without fill: the fills already covered the page many times")
-        info = build_info(
-            row=row,
-            source_image=str(source),
-            size=image.size,
-            grounding=grounding,
-            placed=placed,
-            crops=crops,
-            timings=job.timings,
-            model_id=job.model_id,
-            style=job.style,
-            warnings=warnings.as_tuple(),
-        )
-        # The image first, info.json last: a folder with an info.json is a complete render.
-        write_bytes_atomic(job.out_dir / RESULT_IMAGE, encode_jpeg(image, job.style.quality))
-        write_json_atomic(job.out_dir / INFO_FILE, info)
+        write_artifacts(page)
     except OSError as exc:
         return _failed(job, grounding, f"cannot write {job.out_dir}: {_reason(exc)}")
     return RenderOutcome(row["image_index"], None, grounding.text_clean, grounding.box_count)

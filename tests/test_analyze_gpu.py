@@ -3,7 +3,9 @@ kernel attribution against a plain loop. Skipped, with the reason, until the cap
 
 from __future__ import annotations
 
+import io
 import json
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -11,6 +13,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from analyze_helpers import gpu_run_or_skip, invoke, plain_stage_figures, plain_stream_ms
+from dsocr.analyze.report import print_report
+from dsocr.analyze.runner import analyze_run
+from dsocr.analyze.summary import METRICS, to_json
+from rich.console import Console
 
 from dsocr import rundir
 
@@ -68,3 +74,32 @@ def test_kernel_attribution_matches_a_plain_loop(analyzed: Path) -> None:
         assert timings[key]["kernel_count"] == figures["kernel_count"], key
     for key, stream_ms in plain_stream_ms(rows).items():
         assert timings[key]["gpu_range_ms"] == pytest.approx(stream_ms, rel=1e-9), key
+
+
+#: The terminal report of the committed capture, next to it. After an intended change of the
+#: report, regenerate it with `DSOCR_WRITE_EXPECTED=1 pytest tests/test_analyze_gpu.py -k exact`.
+EXPECTED_REPORT = Path(__file__).parent / "data" / "gpu-run.report.txt"
+REPORT_WIDTH = 100
+
+
+def test_terminal_report_of_the_committed_capture_is_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    source = gpu_run_or_skip()
+    monkeypatch.chdir(source.parent)  # the report names the run directory as given: keep it relative
+    analysis = analyze_run(Path(source.name), write=False)
+    buffer = io.StringIO()
+    print_report(analysis.summary, Console(file=buffer, width=REPORT_WIDTH, color_system=None, force_terminal=False))
+    if os.environ.get("DSOCR_WRITE_EXPECTED"):
+        EXPECTED_REPORT.write_text(buffer.getvalue(), encoding="utf-8")
+    assert buffer.getvalue() == EXPECTED_REPORT.read_text(encoding="utf-8")
+
+
+def test_json_and_summary_json_render_the_same_typed_summary(analyzed: Path) -> None:
+    printed = invoke("analyze", analyzed, "--json")
+    assert printed.exit_code == 0, printed.output
+    written = json.loads((analyzed / "analysis" / "summary.json").read_text())
+    assert json.loads(printed.output) == written
+    summary = analyze_run(analyzed, write=False).summary
+    assert written == json.loads(json.dumps(to_json(summary)))
+    assert list(written) == [name for name, _ in METRICS]
+    assert written["stages"]["decode"]["gpu_idle_share"] == to_json(summary.stages["decode"].gpu_idle_share)
+    assert "gpu_idle_share" not in written["stages"]["vision"]  # decode-only figures are left out elsewhere

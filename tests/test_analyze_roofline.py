@@ -267,7 +267,7 @@ def _predictions(step_ms: list[list[float]], cold: list[list[bool]] | None = Non
 def _inputs(predictions: pa.Table, reference: pa.Table, traced: pa.Table) -> findings_module.FindingInputs:
     empty = pa.table({"stage": pa.array([], pa.string()), "cpu_ms": pa.array([], pa.float64())})
     return findings_module.FindingInputs(
-        predictions=predictions, timings=empty, steps=reference, top=[], roofline={},
+        predictions=predictions, timings=empty, steps=reference, top=[], roofline=None,
         reference_steps=reference, traced_steps=traced,
     )  # fmt: skip
 

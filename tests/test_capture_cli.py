@@ -53,6 +53,7 @@ def _ranges(run_dir: Path, image_index: int) -> list[dict]:
     return trace.filter(mask).to_pylist()
 
 
+@pytest.mark.slow  # inf_run: three pages until EOS or the context (about 2 min on 2 cores)
 def test_inf_run_writes_documented_artifacts(inf_run: Path) -> None:
     record = read_run_json(inf_run)
     assert record["status"] == "complete"
@@ -66,6 +67,7 @@ def test_inf_run_writes_documented_artifacts(inf_run: Path) -> None:
         schema.check_table(pq.read_schema(path), "trace", source=str(path))
 
 
+@pytest.mark.slow  # inf_run: three pages until EOS or the context (about 2 min on 2 cores)
 def test_inf_stops_at_model_limit_or_eos_and_never_past_the_cap(inf_run: Path) -> None:
     for row in read_predictions(inf_run).to_pylist():
         assert row["status"] == "ok"
@@ -81,6 +83,7 @@ def test_inf_stops_at_model_limit_or_eos_and_never_past_the_cap(inf_run: Path) -
         assert row["image_tokens"] > 0 and row["prompt_tokens"] > row["image_tokens"]
 
 
+@pytest.mark.slow  # inf_run: three pages until EOS or the context (about 2 min on 2 cores)
 def test_sampled_trace_has_every_stage_for_every_image(inf_run: Path) -> None:
     predictions = read_predictions(inf_run).to_pylist()
     for row in predictions:
@@ -193,16 +196,20 @@ def test_bad_model_folders_give_one_error_line(tmp_path: Path, sample_pages: lis
 
 
 def test_out_holding_a_run_needs_resume_and_the_same_settings(eight_run: Path, sample_pages: list[Path]) -> None:
+    before = (read_predictions(eight_run), (eight_run / "run.json").read_bytes(), sorted(trace_files(eight_run)))
     again = run_capture(*sample_pages[:2], "--out", eight_run, "--max-new-tokens", "8", "--profile", "full")
     assert again.exit_code == 1
     assert "already holds a run: pass --resume" in again.output
     different = run_capture(*sample_pages[:2], "--out", eight_run, "--max-new-tokens", "9", "--resume")
     assert different.exit_code == 1
     assert "holds a different run (differs in max_new_tokens, profile)" in different.output
-    before = read_predictions(eight_run)
-    assert read_predictions(eight_run).equals(before)
+    # The refused commands changed nothing.
+    predictions, record, traces = before
+    assert read_predictions(eight_run).equals(predictions)
+    assert (eight_run / "run.json").read_bytes() == record and sorted(trace_files(eight_run)) == traces
 
 
+@pytest.mark.slow  # two captures of three pages
 def test_resume_finishes_an_interrupted_run(
     tmp_path: Path, sample_pages: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -243,6 +250,7 @@ def test_resume_finishes_an_interrupted_run(
     assert set(trace.column("image_index").to_pylist()) == {0, 1, 2}
 
 
+@pytest.mark.slow  # generates up to the whole context
 def test_integer_above_the_context_is_capped_with_a_recorded_warning(tmp_path: Path, sample_pages: list[Path]) -> None:
     run_dir = tmp_path / "run"
     result = run_capture(sample_pages[1], "--out", run_dir, "--max-new-tokens", "5000", "--profile", "off")
@@ -281,6 +289,7 @@ def test_capture_without_torch_says_how_to_install(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow  # saves, reloads and runs the model twice
 def test_a_local_checkpoint_folder_loads_through_transformers(tmp_path: Path, sample_pages: list[Path]) -> None:
     """save_pretrained of the embedded model is a real DeepSeek-OCR-2 folder: from_pretrained + AutoProcessor."""
     import torch

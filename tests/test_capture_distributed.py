@@ -33,6 +33,7 @@ def test_shard_is_disjoint_complete_deterministic_and_balanced() -> None:
     assert plan == [[0, 1, 4], [2, 3, 5]]
 
 
+@pytest.mark.slow  # several processes through torchrun
 def test_two_ranks_give_the_single_process_results(tmp_path: Path, sample_pages: list[Path]) -> None:
     options = ["--max-new-tokens", "6", "--profile", "full"]
     single = run_capture(*sample_pages, "--out", tmp_path / "single", *options)
@@ -58,13 +59,13 @@ def test_two_ranks_give_the_single_process_results(tmp_path: Path, sample_pages:
     assert sum(entry["images"] for entry in record["ranks"]) == len(sample_pages)
 
     # analyze and emit read the ranks' parts as one run.
-    ranks = analyze_run(tmp_path / "multi").summary["ranks"]
-    assert ranks["world_size"] == 2
-    images_per_rank = {entry["rank"]: entry["images"] for entry in ranks["per_rank"]}
+    ranks = analyze_run(tmp_path / "multi").summary.ranks
+    assert ranks.world_size == 2
+    images_per_rank = {entry.rank: entry.images for entry in ranks.per_rank}
     assert images_per_rank == {rank: len(indices) for rank, indices in enumerate(shard(sizes, 2))}
     seconds = {entry["rank"]: entry["capture_seconds"] for entry in record["ranks"]}
-    assert ranks["slowest_rank"] == max(seconds, key=seconds.get)
-    assert ranks["imbalance"] == pytest.approx(max(seconds.values()) / (sum(seconds.values()) / 2))
+    assert ranks.slowest_rank == max(seconds, key=seconds.get)
+    assert ranks.imbalance == pytest.approx(max(seconds.values()) / (sum(seconds.values()) / 2))
     emitted = CliRunner().invoke(app, ["emit", str(tmp_path / "multi")])
     assert emitted.exit_code == 0, emitted.output
     assert len(list((tmp_path / "multi" / "viz").glob("*/info.json"))) == len(sample_pages)
@@ -85,6 +86,7 @@ def _rank_pid(rank: int, run_dir: Path) -> int:
     raise LookupError(f"no rank {rank} process for {run_dir}")
 
 
+@pytest.mark.slow  # several processes through torchrun
 def test_resume_after_killing_one_rank(tmp_path: Path, sample_pages: list[Path]) -> None:
     images = []
     for copy in range(2):

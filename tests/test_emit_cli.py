@@ -72,7 +72,7 @@ def test_golden_run_writes_md5_folders_with_the_expected_info_json(tmp_path: Pat
     assert info["timings_ms"] == {"vision": 11.5, "prefill": 22.25, "decode": 480.0}
     assert set(info["timings_source"].values()) == {"capture:reference"}
     assert info["warnings"] == []
-    assert info["render"] == {"line_width": 2, "labels": True, "quality": 90, "crops": False}
+    assert info["render"] == {"line_width": 2, "labels": True, "quality": 90, "crops": False, "markdown": False}
     with Image.open(folder / "result_with_boxes.jpg") as result_image:
         assert (result_image.format, result_image.size) == ("JPEG", (1240, 1754))
 
@@ -260,6 +260,26 @@ def test_crops_are_cut_from_the_source_not_the_annotated_image(small_run: tuple[
         assert source.getpixel((x1 + 10, y1 + 10)) == (255, 255, 255)
     assert _emit(run_dir).exit_code == 0  # without --crops the crops go away
     assert list((folder / "images").iterdir()) == []
+
+
+def test_markdown_writes_the_clean_text_as_result_mmd_on_request(small_run: tuple[Path, list[Path]]) -> None:
+    run_dir, pages = small_run
+    folder = viz_folder(run_dir, pages[0])
+    assert _emit(run_dir).exit_code == 0
+    assert not (folder / "result.mmd").exists()  # opt-in
+
+    assert _emit(run_dir, "--markdown").exit_code == 0  # a new option: the folder is not up to date
+
+    info = read_info(run_dir, pages[0])
+    assert info["render"]["markdown"] is True
+    assert info["text_clean"]  # the fixture's text has prose outside its grounding blocks
+    assert (folder / "result.mmd").read_text(encoding="utf-8") == info["text_clean"] + "\n"
+    assert "<|ref|>" in SMALL_TEXT and "<|ref|>" not in (folder / "result.mmd").read_text(encoding="utf-8")
+    assert _emit(run_dir, "--markdown").output.startswith("emit: 0 rendered, 3 up to date")
+    (folder / "result.mmd").unlink()  # a missing artifact makes the folder stale again
+    assert _emit(run_dir, "--markdown").output.startswith("emit: 1 rendered, 2 up to date")
+    assert _emit(run_dir).exit_code == 0  # without --markdown the file goes away
+    assert not (folder / "result.mmd").exists()
 
 
 def test_exif_rotation_is_applied_before_placing_boxes(tmp_path: Path) -> None:

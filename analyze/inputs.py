@@ -1,0 +1,51 @@
+"""What every metric of summary.json reads: the run's files and the tables analyze computed once.
+
+A metric is a function ``(AnalysisInputs) -> part``; see analyze/summary.py for the list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from dsocr.analyze.attribution import GpuWork
+from dsocr.analyze.load import TraceTables
+from dsocr.analyze.peaks import DevicePeak
+from dsocr.analyze.ranges import Ranges
+from dsocr.analyze.steps import StepTables
+
+
+@dataclass(frozen=True)
+class AnalysisInputs:
+    """The run as read (run.json, predictions, trace) and the per-image tables computed from it."""
+
+    run_dir: Path
+    #: run.json as read.
+    run: dict[str, Any]
+    #: predictions (schema PREDICTIONS), every row, failed images included.
+    predictions: pa.Table
+    trace: TraceTables
+    #: True when the run has trace files (False: imports, ``--profile off``).
+    has_trace: bool
+    ranges: Ranges
+    #: GPU activities placed in ranges; None on a trace without device time.
+    gpu: GpuWork | None
+    #: analysis/timings.parquet (schema TIMINGS): one row per image and stage.
+    timings: pa.Table
+    #: Per image latency (analyze.latency.LATENCY).
+    latency: pa.Table
+    #: analysis/kernels.parquet (schema KERNELS): top names per stage and kind.
+    kernels: pa.Table
+    #: CPU operators whose self time per step differs most between cold and warm traced steps.
+    cold_operators: list[dict[str, Any]]
+    #: Decode steps: traced, by the reference clock, and the two merged (roofline, findings).
+    steps: StepTables
+    #: The device's peaks: the peaks table by run.json's device name, or --peak-tflops/--peak-gbps.
+    peak: DevicePeak
+    #: analysis/roofline.parquet (schema ROOFLINE): per image and stage, then per decode step.
+    roofline: pa.Table
+    #: The profiler's FLOP counts per stage: ``[flops, operators that carry a count]`` (empty:
+    #: the trace carries none).
+    profiler_flops: dict[str, list[float]]

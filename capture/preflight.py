@@ -1,0 +1,27 @@
+"""Checks that must reject a capture before any rank starts (``--gpus N``).
+
+Every rank runs the same checks again; running them once in the parent first turns a bad
+option into one ``Error:`` line instead of one per rank followed by the launcher's traceback.
+"""
+
+from __future__ import annotations
+
+from dsocr.capture.config import CaptureConfig
+from dsocr.capture.images import discover_images
+
+from dsocr.errors import ModelLoadError
+
+
+def preflight(config: CaptureConfig) -> None:
+    """Raise the DsocrError a rank would raise for ``config``'s images, model path or ``--out``.
+
+    ``config`` itself is already validated (CaptureConfig checks its options when built).
+    """
+    if config.images:
+        discover_images(config.images)
+    if config.model is not None and not config.model.exists():
+        raise ModelLoadError(f"--model {config.model}: no such folder")
+    # run_record loads the GPU stack; the ranks are about to load it anyway.
+    from dsocr.capture.run_record import check_resumable
+
+    check_resumable(config.out, config)

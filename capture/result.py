@@ -1,0 +1,73 @@
+"""What ``capture.run`` returns: the run directory, its rows and the figures a caller shows.
+
+The library prints nothing; the CLI turns a :class:`CaptureResult` into its summary table and
+feeds a progress bar from the ``on_start``/``on_image`` callbacks of ``capture.run``.
+Torch-free, so that a caller can type against it without loading the GPU stack.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STATUS_OK = "ok"
+
+#: ``on_start(total, already_done)``: images of the run, and how many a resumed run had done.
+OnStart = Callable[[int, int], None]
+#: ``on_image(row)``: the prediction row of an image this process just finished (ok or failed).
+OnImage = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class CaptureFigures:
+    """The run at a glance: counts and medians over the images that finished ``ok``."""
+
+    images_ok: int
+    images_failed: int
+    generated_tokens: int
+    prefill_ms_median: float | None
+    decode_ms_per_token_median: float | None
+    stop_reasons: tuple[str, ...]
+    #: None when no image recorded trace events (``--profile off``).
+    trace_events: int | None
+
+
+@dataclass(frozen=True)
+class CaptureResult:
+    """A finished capture, as one process saw it.
+
+    ``rows`` are the prediction rows of the whole run on the leader (rank 0, or the only
+    process), read back after the merge; on other ranks only the rows that rank wrote.
+    """
+
+    run_dir: Path
+    model_id: str
+    device: str
+    is_leader: bool
+    rows: tuple[dict[str, Any], ...]
+    #: Wall time of this session's image loop (model loading excluded).
+    capture_seconds: float
+
+    @property
+    def figures(self) -> CaptureFigures:
+        return capture_figures(self.rows)
+
+
+def capture_figures(rows: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> CaptureFigures:
+    """Counts, token totals, medians, stop reasons and trace events of prediction rows."""
+    ok = [row for row in rows if row["status"] == STATUS_OK]
+    steps = [ms for row in ok for ms in row.get("decode_step_ms") or []]
+    prefill = [row["prefill_ms"] for row in ok if row.get("prefill_ms") is not None]
+    events = [row["trace_events"] for row in ok if row.get("trace_events") is not None]
+    return CaptureFigures(
+        images_ok=len(ok),
+        images_failed=len(rows) - len(ok),
+        generated_tokens=sum(row.get("generated_tokens") or 0 for row in ok),
+        prefill_ms_median=statistics.median(prefill) if prefill else None,
+        decode_ms_per_token_median=statistics.median(steps) if steps else None,
+        stop_reasons=tuple(sorted({row["stop_reason"] for row in ok if row.get("stop_reason")})),
+        trace_events=sum(events) if events else None,
+    )

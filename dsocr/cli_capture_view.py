@@ -1,0 +1,106 @@
+"""What `dsocr capture` shows: a progress bar fed by capture's callbacks, warnings, the summary.
+
+The capture library prints nothing; this CLI-edge module is the only place its progress and
+result reach a terminal. Imported inside the command (rich is not loaded by ``dsocr --help``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from dsocr.capture.result import CaptureResult
+
+MS_PER_S = 1_000
+
+
+def _stderr() -> Console:
+    return Console(stderr=True)
+
+
+def image_note(row: dict[str, Any]) -> str:
+    """The progress bar's note about the image just finished: tokens and decode speed, or its error."""
+    steps = len(row.get("decode_step_ms") or [])
+    if not steps or not row.get("decode_ms"):
+        return row.get("error") or ""
+    return f"{row['generated_tokens']} tok, {steps / row['decode_ms'] * MS_PER_S:.1f} tok/s decode"
+
+
+class ProgressView:
+    """A rich progress bar on stderr; ``start`` and ``image`` are capture.run's callbacks.
+
+    Used as a context manager: the bar appears at ``start`` and is removed on exit.
+    """
+
+    def __init__(self, console: Console | None = None) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]capture[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[last]}"),
+            TimeElapsedColumn(),
+            console=console or _stderr(),
+        )
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> ProgressView:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+        if self._task is not None:
+            self._progress.stop()
+
+    def start(self, total: int, done: int) -> None:
+        # Shown from the first callback on: capture calls it on the leader rank only.
+        self._progress.start()
+        self._task = self._progress.add_task("capture", total=total, completed=done, last="")
+
+    def image(self, row: dict[str, Any]) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, advance=1, last=image_note(row))
+
+
+@contextmanager
+def warnings_to(logger: logging.Logger, console: Console | None = None) -> Iterator[None]:
+    """Show ``logger``'s warnings on stderr (above the progress bar) while the block runs."""
+    handler = RichHandler(console=console or _stderr(), show_time=False, show_path=False, level=logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
+def _ms(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def summary_table(result: CaptureResult) -> Table:
+    """The run at a glance: images, tokens, medians, stop reasons, trace events, where it is."""
+    figures = result.figures
+    table = Table(title=f"dsocr capture: {result.model_id} on {result.device}", show_header=False)
+    table.add_row("images", f"{figures.images_ok} ok, {figures.images_failed} failed")
+    if figures.images_ok:
+        table.add_row("generated tokens", str(figures.generated_tokens))
+        table.add_row("prefill ms (median)", _ms(figures.prefill_ms_median, 1))
+        if figures.decode_ms_per_token_median is not None:
+            table.add_row("decode ms/token (median)", _ms(figures.decode_ms_per_token_median, 2))
+        table.add_row("stop reasons", ", ".join(figures.stop_reasons))
+        events = figures.trace_events
+        table.add_row("trace events", str(events) if events is not None else "none (profile off)")
+    table.add_row("run directory", str(result.run_dir))
+    return table
+
+
+def print_summary(result: CaptureResult, console: Console | None = None) -> None:
+    """Print the summary table on stdout."""
+    (console or Console()).print(summary_table(result))

@@ -1,0 +1,74 @@
+"""Closed choices and defaults of the command-line options, named once for the CLI and the stages.
+
+The CLI declares its options from these names without importing a stage, so that
+``dsocr --help`` (and every process that re-imports the CLI) loads no numpy, pyarrow or torch.
+The stages import the same names, so a default cannot differ between the CLI and the library.
+This module imports nothing but the standard library.
+"""
+
+from __future__ import annotations
+
+import enum
+
+# ---- capture ----
+INF_TOKEN = "inf"
+DEFAULT_PROMPT = "<image>\n<|grounding|>Convert the document to markdown."
+DEFAULT_MAX_NEW_TOKENS = INF_TOKEN
+DEFAULT_FIRST_STEPS = 8
+DEFAULT_WINDOW_STEPS = 4
+DEFAULT_WINDOW_EVERY = 64
+DEFAULT_FULL_CHUNK_STEPS = 64
+DEFAULT_SEED = 0
+DEFAULT_GPUS = 1
+DEFAULT_WARMUP_TOKENS = 0
+
+
+class ProfileMode(enum.StrEnum):
+    """How much of each image torch.profiler records."""
+
+    sampled = "sampled"
+    full = "full"
+    off = "off"
+
+
+class ProfilerSessions(enum.StrEnum):
+    """How profiler sessions map onto an image: one per traced window (default) or one per image."""
+
+    window = "window"
+    image = "image"
+
+
+class SdpaBackend(enum.StrEnum):
+    """Which torch scaled_dot_product_attention backend may run (auto: torch chooses)."""
+
+    auto = "auto"
+    cudnn = "cudnn"
+    flash = "flash"
+    efficient = "efficient"
+    math = "math"
+
+
+class Device(enum.StrEnum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class DType(enum.StrEnum):
+    bf16 = "bf16"
+    fp16 = "fp16"
+    fp32 = "fp32"
+
+
+# ---- analyze ----
+#: Kernels and operators kept per stage and kind (``--top``).
+DEFAULT_TOP = 10
+#: Kernels and operators with the largest changes kept per kind (``dsocr compare --top``).
+DEFAULT_TOP_DELTAS = 10
+
+# ---- emit and import ----
+#: Root of the per-image folders, relative to the run (``--viz-dir``; also rundir.VIZ_DIR).
+VIZ_DIR = "viz"
+DEFAULT_LINE_WIDTH = 2  # the vendor's outline width; titles get TITLE_WIDTH_FACTOR times it
+DEFAULT_QUALITY = 90  # JPEG quality; above the vendor's 75 so small print stays legible
+#: run.json model.id of an import when ``--model-id`` is not given.
+DEFAULT_MODEL_ID = "unknown"

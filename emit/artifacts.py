@@ -1,0 +1,146 @@
+"""Every file emit writes in an image folder, in one list.
+
+Each :class:`Artifact` names its file (or folder), the RenderStyle flag that turns it on (None:
+always written) and the function that writes it from the rendered :class:`Page`. Writing,
+removing stale outputs and the up-to-date check (emit/plan.py) all walk ``ARTIFACTS``. To add
+one (e.g. ``result.mmd``): one entry here, one RenderStyle flag with its CLI option
+(dsocr/cli_emit.py), one row in docs/run-format.md's artifact table.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dsocr.emit._warnings import WarningList
+from dsocr.emit.grounding import Grounding
+from dsocr.emit.info import build_info
+from dsocr.emit.options import RenderStyle
+from dsocr.emit.render import PlacedBox, draw_boxes, encode_jpeg, image_crops
+from dsocr.emit.timings import StageTimings
+from PIL import Image
+
+from dsocr.rundir import write_bytes_atomic, write_json_atomic
+
+INFO_FILE = "info.json"
+RESULT_IMAGE = "result_with_boxes.jpg"
+RESULT_MMD = "result.mmd"
+CROPS_DIR = "images"
+_CROP_NAME = re.compile(r"\d+\.jpg")
+
+
+@dataclass
+class Page:
+    """One image being rendered: what its artifacts are written from (filled in as they go)."""
+
+    row: dict[str, Any]
+    timings: StageTimings
+    model_id: str
+    style: RenderStyle
+    out_dir: Path
+    source: Path
+    #: The source image (RGB, EXIF orientation applied); the result image draws on it.
+    image: Image.Image
+    grounding: Grounding
+    placed: list[PlacedBox]
+    warnings: WarningList
+    #: Position in ``placed`` -> crop file, relative to the folder (written by the crops artifact).
+    crops: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One output of an image folder."""
+
+    #: File name in the image folder (a folder when ``files`` is set).
+    name: str
+    write: Callable[[Page], None]
+    #: The RenderStyle flag (and CLI option) that turns it on; None: always written.
+    option: str | None = None
+    #: For a folder: the names of the files emit owns in it (only those are ever removed).
+    files: re.Pattern[str] | None = None
+
+    def wanted(self, style: RenderStyle) -> bool:
+        return self.option is None or bool(getattr(style, self.option))
+
+    def remove(self, out_dir: Path) -> None:
+        """Delete what this artifact wrote in ``out_dir`` (and nothing else)."""
+        path = out_dir / self.name
+        if self.files is None:
+            path.unlink(missing_ok=True)
+        elif path.is_dir():
+            for child in path.iterdir():
+                if self.files.fullmatch(child.name):
+                    child.unlink()
+
+
+def _write_crops(page: Page) -> None:
+    """Each ``image`` box cut from the undrawn source as images/N.jpg (N counts image boxes, as the vendor's)."""
+    for number, (position, crop) in enumerate(image_crops(page.image, page.placed)):
+        if crop is None:
+            page.warnings.add(f"image box {page.placed[position].pixels} is empty: no crop")
+            continue
+        relative = f"{CROPS_DIR}/{number}.jpg"
+        write_bytes_atomic(page.out_dir / relative, encode_jpeg(crop, page.style.quality))
+        page.crops[position] = relative
+
+
+def _write_markdown(page: Page) -> None:
+    """The text a person reads (info.json's text_clean), as the Markdown it is."""
+    text = page.grounding.text_clean
+    write_bytes_atomic(page.out_dir / RESULT_MMD, (text + "\n" if text else "").encode("utf-8"))
+
+
+def _write_result_image(page: Page) -> None:
+    unfilled = draw_boxes(page.image, page.placed, page.style)
+    if unfilled:
+        page.warnings.add(f"{unfilled} boxes drawn without fill: the fills already covered the page many times")
+    write_bytes_atomic(page.out_dir / RESULT_IMAGE, encode_jpeg(page.image, page.style.quality))
+
+
+def _write_info(page: Page) -> None:
+    info = build_info(
+        row=page.row,
+        source_image=str(page.source),
+        result_image=RESULT_IMAGE,
+        size=page.image.size,
+        grounding=page.grounding,
+        placed=page.placed,
+        crops=page.crops,
+        timings=page.timings,
+        model_id=page.model_id,
+        style=page.style,
+        warnings=page.warnings.as_tuple(),
+    )
+    write_json_atomic(page.out_dir / INFO_FILE, info)
+
+
+#: In writing order: crops before the boxes are drawn over the source, info.json last (a folder
+#: with an info.json holds a complete render).
+ARTIFACTS: tuple[Artifact, ...] = (
+    Artifact(CROPS_DIR, _write_crops, option="crops", files=_CROP_NAME),
+    Artifact(RESULT_MMD, _write_markdown, option="markdown"),
+    Artifact(RESULT_IMAGE, _write_result_image),
+    Artifact(INFO_FILE, _write_info),
+)
+
+
+def write_artifacts(page: Page) -> None:
+    """Write every artifact ``page.style`` asks for, in order."""
+    for artifact in ARTIFACTS:
+        if artifact.wanted(page.style):
+            artifact.write(page)
+
+
+def remove_outputs(out_dir: Path) -> None:
+    """Remove every file emit writes in an image folder (and nothing else)."""
+    for artifact in ARTIFACTS:
+        artifact.remove(out_dir)
+
+
+def expected_files(style: RenderStyle) -> list[str]:
+    """The files (not folders) a complete render in ``style`` has: what the up-to-date check reads."""
+    return [artifact.name for artifact in ARTIFACTS if artifact.files is None and artifact.wanted(style)]
