@@ -167,10 +167,11 @@ def _table(results: dict[str, Any]) -> str:
         untraced = row["steady_untraced_step_p50_ms"]
         traced = row["steady_traced_step_p50_ms"]
         early = row["kernel_timestamps"]
+        profiler_ms = row.get("profiler_sessions_ms_per_image") or row["profiler_step_ms_per_image"]
         lines.append(
             f"{name:<36}{untraced or 0:>12.2f}{_ratio(untraced, base_step):>7}{traced or 0:>11.2f}"
             f"{_ratio(traced, base_step):>7}{row['first_image_step_p50_ms']:>11.2f}{row['capture_seconds']:>10.2f}"
-            f"{_ratio(row['capture_seconds'], base_wall):>7}{row.get('profiler_sessions_ms_per_image') or row['profiler_step_ms_per_image']:>12.1f}"
+            f"{_ratio(row['capture_seconds'], base_wall):>7}{profiler_ms:>12.1f}"
             f"{sum(image['cold_steps'] for image in row['images']):>6}"
             f"{'-' if early is None else early['start_before_launch']:>10}"
         )
