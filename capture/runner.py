@@ -7,7 +7,7 @@ import statistics
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from dsocr.capture.attention import check_sdpa_backend, text_head_dim
 from dsocr.capture.config import CaptureConfig, ProfileMode, SdpaBackend
 from dsocr.capture.distributed import Ranks, image_size_bytes, join, shard
 from dsocr.capture.images import ImageReadError, discover_images
-from dsocr.capture.models import LoadedModel, load_model
+from dsocr.capture.models import LoadedModel, load_model, resolve_family, resolve_prompt
 from dsocr.capture.profile_image import ShapeHistory, check_backend_runs, failed_row, profile_image, warm_up
 from dsocr.capture.run_record import (
     WarningCollector,
@@ -236,6 +236,9 @@ def run(config: CaptureConfig, *, console: Console | None = None, loaded: Loaded
 def _run(config: CaptureConfig, console: Console, loaded: LoadedModel | None, ranks: Ranks) -> Path:
     run_dir = config.out
     # Everything that can reject the command runs before the first byte is written.
+    # The prompt first: no --prompt means the model family's default (the family is read from
+    # the model's config.json, no weights), and run.json records the prompt that runs.
+    config = replace(config, prompt=resolve_prompt(config, loaded.family if loaded else resolve_family(config)))
     previous = check_resumable(run_dir, config)
     images = _user_images(config, previous)
     loaded = loaded or load_model(config)

@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from dsocr.emit._warnings import WarningList
-from dsocr.emit.grounding import Grounding, parse_grounding
+from dsocr.emit.family import parse_output
+from dsocr.emit.grounding import Grounding
 from dsocr.emit.info import CROPS_DIR, INFO_FILE, RESULT_IMAGE, build_info
 from dsocr.emit.options import RenderStyle
 from dsocr.emit.render import PlacedBox, draw_boxes, encode_jpeg, image_crops, place_boxes
 from dsocr.emit.timings import StageTimings
 from PIL import Image, ImageOps
 
+from dsocr.families import FamilyFacts
 from dsocr.rundir import write_bytes_atomic, write_json_atomic
 
 # Pillow reports an unreadable file with any of these, depending on the format and the damage
@@ -37,6 +39,7 @@ class RenderJob:
     model_id: str
     out_dir: Path
     style: RenderStyle
+    family: FamilyFacts  # travels with the job: a worker never looks a family up by name
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ def render_image(job: RenderJob) -> RenderOutcome:
     """
     row = job.row
     text_raw = row.get("text_raw")
-    grounding = parse_grounding(text_raw or "")
+    grounding = parse_output(text_raw or "", job.family)
     source = source_path(row["image_path"])
     try:
         image = open_source(source)
@@ -116,7 +119,7 @@ def render_image(job: RenderJob) -> RenderOutcome:
         warnings.add("the prediction has no text_raw: nothing to draw")
     warnings.extend(_size_warning(row, image.size))
     warnings.extend(grounding.warnings)
-    placed = place_boxes(grounding, *image.size)
+    placed = place_boxes(grounding, *image.size, job.family)
     try:
         remove_outputs(job.out_dir)
         crops = _write_crops(image, placed, job.out_dir, job.style.quality, warnings) if job.style.crops else {}
