@@ -17,7 +17,9 @@ from dsocr.capture.config import DType
 from dsocr.capture.images import load_image
 from dsocr.capture.models import encode, greedy_generate, load_random_weights, resolve_dtype
 
-PROMPT = "<image>\n<|grounding|>Convert the document to markdown."
+from dsocr.families import DEEPSEEK_OCR2
+
+PROMPT = DEEPSEEK_OCR2.default_prompt
 WARMUP_TOKENS = 8
 FIRST_TOKEN_REPEATS = 3
 

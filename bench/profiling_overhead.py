@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from dsocr.capture.config import CaptureConfig, Device, ProfileMode  # noqa: E402
 from dsocr.capture.images import load_image  # noqa: E402
-from dsocr.capture.models import LoadedModel, encode, greedy_generate, load_model  # noqa: E402
+from dsocr.capture.models import LoadedModel, encode, greedy_generate, load_model, resolve_prompt  # noqa: E402
 from dsocr.capture.profile_image import profile_image  # noqa: E402
 from dsocr.capture.runner import run  # noqa: E402
 from dsocr.capture.tracing import TraceWriter  # noqa: E402
@@ -98,6 +98,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         max_new_tokens=args.tokens, profile=ProfileMode.off,
     )  # fmt: skip
     loaded = load_model(base)
+    base = dataclasses.replace(base, prompt=resolve_prompt(base, loaded.family))
     # Warm-up: CUDA context, cuBLAS handles, allocator.
     greedy_generate(loaded, encode(loaded, load_image(images[0]), base.prompt), WARMUP_TOKENS)
     samples: dict[str, list[Any]] = {"plain_s": [], "ranges_s": [], **{m.value: [] for m in CAPTURE_MODES}}

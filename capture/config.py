@@ -84,7 +84,7 @@ class CaptureConfig:
     model: Path | None = None
     device: Device = Device.cpu
     dtype: DType | None = None  # None: bf16 on cuda, fp32 on cpu
-    prompt: str = DEFAULT_PROMPT
+    prompt: str | None = None  # None: the model family's default (the runner resolves it first)
     max_new_tokens: int | None = None
     profile: ProfileMode = ProfileMode.sampled
     sampling: SamplingSchedule = field(default_factory=SamplingSchedule)
@@ -98,8 +98,6 @@ class CaptureConfig:
     attn_implementation: str | None = None
 
     def __post_init__(self) -> None:
-        if "<image>" not in self.prompt:
-            raise BadInputError(f"--prompt must contain the <image> placeholder, got {self.prompt!r}")
         if self.warmup_tokens < 0:
             raise BadInputError(f"--warmup-tokens must be >= 0, got {self.warmup_tokens}")
         if self.full_chunk_steps < 1:

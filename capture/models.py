@@ -1,44 +1,34 @@
-"""Load a DeepSeek-OCR model into one complete, frozen object; the adapter for each family.
+"""Load a model into one complete, frozen object, through its family (capture/families/).
 
 Two sources:
 - a local checkpoint folder (``config.json`` + weights + tokenizer/processor files), loaded
-  through transformers' native DeepSeek-OCR-2 classes;
-- an architecture config (a ``.json`` file, or the embedded tiny default): the same classes
-  with deterministic random weights and the byte-level tokenizer dsocr builds itself. Its
-  text is meaningless; shapes, kernels, ranges and stop logic are real.
+  by the family its ``model_type`` names;
+- an architecture config (a ``.json`` file, or the embedded tiny default): the family's
+  classes with deterministic random weights. Their text is meaningless; shapes, kernels,
+  ranges and stop logic are real.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from dsocr.capture.config import CaptureConfig, DType
-from dsocr.capture.limits import ContextLimit, find_context_limit
-from dsocr.capture.tokenizer import IMAGE_TOKEN, build_tokenizer
+from dsocr.capture.families import LoadOptions, ModelFamily, family_for
+from dsocr.capture.limits import ContextLimit
 from PIL import Image
-from transformers import (
-    AutoProcessor,
-    DeepseekOcr2Config,
-    DeepseekOcr2ForConditionalGeneration,
-    DeepseekOcr2Processor,
-)
-from transformers.models.deepseek_ocr2.image_processing_pil_deepseek_ocr2 import DeepseekOcr2ImageProcessorPil
 
 from dsocr.errors import BadInputError, ModelLoadError
 
-log = logging.getLogger(__name__)
-
 EMBEDDED_CONFIG = Path(__file__).parent / "embedded" / "tiny-deepseek-ocr2.json"
 EMBEDDED_MODEL_ID = "embedded:tiny-deepseek-ocr2"
-OCR2_MODEL_TYPE = "deepseek_ocr2"
-# DeepSeek-OCR v1 ships remote code whose config names these types.
-V1_MODEL_TYPES = ("deepseek_vl_v2", "deepseek_ocr")
+CPU_INFO = Path("/proc/cpuinfo")
+_CPU_NAME_KEY = "model name"
 
 _TORCH_DTYPES = {DType.bf16: torch.bfloat16, DType.fp16: torch.float16, DType.fp32: torch.float32}
 
@@ -49,32 +39,38 @@ class LoadedModel:
 
     model: torch.nn.Module
     processor: Any
+    family: ModelFamily
     device: torch.device
+    device_name: str  # "NVIDIA H200", or the CPU's model name
     dtype: torch.dtype
     model_id: str
     source: str  # "checkpoint" or "random-weights"
     config_sha256: str
+    architecture: dict[str, Any]  # the config's to_dict(), JSON-safe: sizes for FLOPs and bytes
     context_limit: ContextLimit
     eos_token_id: int
     pad_token_id: int
+    image_token_id: int
     vision_module: torch.nn.Module  # its first forward of an image opens the vision range
     text_module: torch.nn.Module  # its first forward of an image closes the vision range
     num_parameters: int
 
     def describe(self) -> dict[str, Any]:
-        """The JSON-able facts about this model for run.json."""
+        """The JSON-able facts about this model for run.json ``model``."""
         return {
             "id": self.model_id,
-            "family": OCR2_MODEL_TYPE,
+            "family": self.family.name,
             "source": self.source,
             "config_sha256": self.config_sha256,
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": str(self.device),
+            "device_name": self.device_name,
             "parameters": self.num_parameters,
             "context_limit": self.context_limit.tokens,
             "context_limit_source": self.context_limit.source,
             "eos_token_id": self.eos_token_id,
             "attn_implementation": getattr(self.model.config, "_attn_implementation", None),
+            "architecture": self.architecture,
         }
 
 
@@ -85,32 +81,63 @@ def resolve_dtype(requested: DType | None, device: str) -> torch.dtype:
     return _TORCH_DTYPES[requested]
 
 
+def _cpu_name() -> str:
+    """The CPU's marketing name from /proc/cpuinfo; platform's guess where there is none (not Linux)."""
+    try:
+        for line in CPU_INFO.read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == _CPU_NAME_KEY and value.strip():
+                return value.strip()
+    except OSError:
+        pass  # no /proc: not Linux, platform below names the processor
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: torch.device) -> str:
+    """What runs the model: the GPU's name on cuda, the CPU's model name on cpu."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return _cpu_name()
+
+
+def json_safe(config_dict: dict[str, Any]) -> dict[str, Any]:
+    """A config dict as JSON round-trips it (tuples to lists; anything else odd to its str)."""
+    return json.loads(json.dumps(config_dict, default=str))
+
+
 def _config_sha256(config_dict: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(config_dict, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(config_dict, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _finish(model: torch.nn.Module, processor: Any, device: torch.device, model_id: str, source: str) -> LoadedModel:
+def _finish(
+    model: torch.nn.Module, processor: Any, family: ModelFamily, device: torch.device, model_id: str, source: str
+) -> LoadedModel:
     model.eval()
     config = model.config
-    text_config = config.text_config
+    text_config = family.text_config(config)
     eos = text_config.eos_token_id
     eos_token_id = eos[0] if isinstance(eos, list) else eos
     if eos_token_id is None:
         raise ModelLoadError(f"{model_id}: the config names no eos_token_id")
     pad = text_config.pad_token_id
+    config_dict = config.to_dict()
     return LoadedModel(
         model=model,
         processor=processor,
+        family=family,
         device=device,
+        device_name=device_name(device),
         dtype=next(model.parameters()).dtype,
         model_id=model_id,
         source=source,
-        config_sha256=_config_sha256(config.to_dict()),
-        context_limit=find_context_limit(config),
+        config_sha256=_config_sha256(config_dict),
+        architecture=json_safe(config_dict),
+        context_limit=family.context_limit(config),
         eos_token_id=int(eos_token_id),
         pad_token_id=int(eos_token_id if pad is None else pad),
-        vision_module=model.model.vision_tower,
-        text_module=model.model.language_model,
+        image_token_id=family.image_token_id(config),
+        vision_module=family.vision_module(model),
+        text_module=family.text_module(model),
         num_parameters=sum(parameter.numel() for parameter in model.parameters()),
     )
 
@@ -121,101 +148,112 @@ def _check_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _attention_kwargs(attn_implementation: str | None) -> dict[str, str]:
-    return {} if attn_implementation is None else {"attn_implementation": attn_implementation}
+def _read_config(path: Path, where: str) -> dict[str, Any]:
+    try:
+        config_dict = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{where}: not a readable JSON config ({exc.__class__.__name__})") from None
+    if not isinstance(config_dict, dict):
+        raise ModelLoadError(f"{where}: not a JSON config (a JSON object expected)")
+    return config_dict
+
+
+def model_source(config: CaptureConfig) -> tuple[Path, bool]:
+    """The config file ``config`` names and whether it is an architecture (random weights)."""
+    if config.model is None:
+        return EMBEDDED_CONFIG, True
+    if config.model.suffix == ".json" and config.model.is_file():
+        return config.model, True
+    return config.model, False
+
+
+def resolve_family(config: CaptureConfig) -> ModelFamily:
+    """The family of the model ``config`` names, from its config's model_type (no weights read)."""
+    path, architecture = model_source(config)
+    if architecture:
+        return family_for(_read_config(path, str(path)).get("model_type"), where=str(path))
+    where = f"--model {path}"
+    if not path.is_dir():
+        raise ModelLoadError(f"{where}: no such folder")
+    return family_for(_read_config(path / "config.json", f"{where}: config.json").get("model_type"), where=where)
+
+
+def resolve_prompt(config: CaptureConfig, family: ModelFamily) -> str:
+    """The prompt to run: ``--prompt``, else the family's default; checked for its image placeholder."""
+    prompt = family.facts.default_prompt if config.prompt is None else config.prompt
+    family.facts.check_prompt(prompt)
+    return prompt
+
+
+def _attention_error(attn_implementation: str | None, exc: Exception) -> ModelLoadError:
+    """transformers refuses an attn_implementation the model or the install lacks with a paragraph."""
+    first_sentence = str(exc).splitlines()[0].split(". ")[0]
+    return ModelLoadError(f"--attn-implementation {attn_implementation}: {first_sentence}")
 
 
 def load_random_weights(
     config_path: Path, *, device: str, dtype: torch.dtype, seed: int, attn_implementation: str | None = None
 ) -> LoadedModel:
-    """DeepSeek-OCR-2 of the architecture in ``config_path`` with seeded random weights."""
-    try:
-        config_dict = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{config_path}: not a readable JSON architecture config ({exc})") from None
-    if config_dict.get("model_type") != OCR2_MODEL_TYPE:
-        raise ModelLoadError(
-            f"{config_path}: model_type must be {OCR2_MODEL_TYPE!r}, got {config_dict.get('model_type')!r}"
-        )
-    tokenizer = build_tokenizer()
-    text = dict(config_dict.get("text_config", {}))
-    # Random-weight models speak dsocr's tokenizer: its ids replace the checkpoint's.
-    text.setdefault("vocab_size", len(tokenizer))
-    text.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    text.update(pad_token_id=tokenizer.pad_token_id)
-    if text["vocab_size"] < len(tokenizer):
-        raise ModelLoadError(f"{config_path}: vocab_size {text['vocab_size']} < the tokenizer's {len(tokenizer)}")
-    config = DeepseekOcr2Config(
-        text_config=text,
-        vision_config=config_dict.get("vision_config"),
-        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-    )
+    """The architecture in ``config_path`` (its family from model_type) with seeded random weights."""
+    config_dict = _read_config(config_path, str(config_path))
+    family = family_for(config_dict.get("model_type"), where=str(config_path))
     torch_device = _check_device(device)
+    options = LoadOptions(dtype=dtype, attn_implementation=attn_implementation)
     torch.manual_seed(seed)
-    # Building on the target device skips a multi-GB host copy for full-size configs.
     try:
+        # Building on the target device skips a multi-GB host copy for full-size configs.
         with torch.device(torch_device):
-            model = DeepseekOcr2ForConditionalGeneration._from_config(
-                config, dtype=dtype, **_attention_kwargs(attn_implementation)
-            )
+            model, processor = family.random_weights(config_dict, options)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{config_path}: {exc}") from None
     except (ValueError, ImportError) as exc:
-        first_sentence = str(exc).splitlines()[0].split(". ")[0]
-        raise ModelLoadError(f"--attn-implementation {attn_implementation}: {first_sentence}") from None
+        if attn_implementation is None:
+            raise
+        raise _attention_error(attn_implementation, exc) from None
     model.to(torch_device)
-    processor = DeepseekOcr2Processor(image_processor=DeepseekOcr2ImageProcessorPil(), tokenizer=tokenizer)
     model_id = EMBEDDED_MODEL_ID if config_path == EMBEDDED_CONFIG else f"random-weights:{config_path.name}"
-    return _finish(model, processor, torch_device, model_id, "random-weights")
+    return _finish(model, processor, family, torch_device, model_id, "random-weights")
 
 
 def load_checkpoint(
     folder: Path, *, device: str, dtype: torch.dtype, attn_implementation: str | None = None
 ) -> LoadedModel:
-    """A local DeepSeek-OCR-2 checkpoint folder through transformers' native classes."""
+    """A local checkpoint folder through its family's classes (no network)."""
+    where = f"--model {folder}"
     if not folder.is_dir():
-        raise ModelLoadError(f"--model {folder}: no such folder")
-    config_file = folder / "config.json"
-    try:
-        model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"--model {folder}: no readable config.json ({exc.__class__.__name__})") from None
-    if model_type in V1_MODEL_TYPES:
-        raise ModelLoadError(
-            f"--model {folder}: DeepSeek-OCR v1 ({model_type}) needs its remote code; "
-            "this version profiles DeepSeek-OCR-2 (native in transformers)"
-        )
-    if model_type != OCR2_MODEL_TYPE:
-        raise ModelLoadError(f"--model {folder}: not a DeepSeek-OCR-2 model (model_type {model_type!r})")
+        raise ModelLoadError(f"{where}: no such folder")
+    config_dict = _read_config(folder / "config.json", f"{where}: config.json")
+    family = family_for(config_dict.get("model_type"), where=where)
     torch_device = _check_device(device)
     try:
-        # No device_map: it would need accelerate, which the capture extra does not install.
-        model = DeepseekOcr2ForConditionalGeneration.from_pretrained(
-            folder, dtype=dtype, **_attention_kwargs(attn_implementation)
-        ).to(torch_device)
-        processor = AutoProcessor.from_pretrained(folder)
+        model, processor = family.checkpoint(folder, LoadOptions(dtype=dtype, attn_implementation=attn_implementation))
+    except ImportError as exc:  # transformers' answer to an attention kernel that is not installed
+        if attn_implementation is None:
+            raise
+        raise _attention_error(attn_implementation, exc) from None
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"--model {folder}: cannot load ({str(exc).splitlines()[0]})") from None
-    return _finish(model, processor, torch_device, str(folder.resolve()), "checkpoint")
+        raise ModelLoadError(f"{where}: cannot load ({str(exc).splitlines()[0]})") from None
+    return _finish(model.to(torch_device), processor, family, torch_device, str(folder.resolve()), "checkpoint")
 
 
 def load_model(config: CaptureConfig) -> LoadedModel:
-    """The model ``config`` names: embedded default, an architecture .json, or a checkpoint folder."""
+    """The model ``config`` names: embedded default, an architecture .json, or a checkpoint folder.
+
+    The family and the prompt are checked first, so a bad prompt costs no weights loading.
+    """
+    resolve_prompt(config, resolve_family(config))
     device = config.device.value
     dtype = resolve_dtype(config.dtype, device)
     attention = config.attn_implementation
-    if config.model is None:
-        return load_random_weights(
-            EMBEDDED_CONFIG, device=device, dtype=dtype, seed=config.seed, attn_implementation=attention
-        )
-    if config.model.suffix == ".json" and config.model.is_file():
-        return load_random_weights(
-            config.model, device=device, dtype=dtype, seed=config.seed, attn_implementation=attention
-        )
-    return load_checkpoint(config.model, device=device, dtype=dtype, attn_implementation=attention)
+    path, architecture = model_source(config)
+    if architecture:
+        return load_random_weights(path, device=device, dtype=dtype, seed=config.seed, attn_implementation=attention)
+    return load_checkpoint(path, device=device, dtype=dtype, attn_implementation=attention)
 
 
 def encode(loaded: LoadedModel, image: Image.Image, prompt: str) -> dict[str, Any]:
-    """Processor outputs for one image, on the model's device and dtype."""
-    inputs = loaded.processor(images=image, text=prompt, return_tensors="pt")
+    """The family's inputs for one image and prompt, on the model's device and dtype."""
+    inputs = loaded.family.build_inputs(loaded.processor, image, prompt)
     encoded = {}
     for name, value in inputs.items():
         if isinstance(value, torch.Tensor):
@@ -241,7 +279,7 @@ def greedy_generate(loaded: LoadedModel, inputs: dict[str, Any], max_new_tokens:
 
 def image_token_count(loaded: LoadedModel, input_ids: torch.Tensor) -> int:
     """How many prompt tokens are image placeholders."""
-    return int((input_ids == loaded.model.config.image_token_id).sum())
+    return int((input_ids == loaded.image_token_id).sum())
 
 
 def decode_text(loaded: LoadedModel, token_ids: list[int]) -> str:

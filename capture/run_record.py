@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 from dsocr.capture.config import CaptureConfig
 from dsocr.capture.models import LoadedModel
 
@@ -74,12 +73,6 @@ def _versions() -> dict[str, str | None]:
     return versions
 
 
-def _device_name(loaded: LoadedModel) -> str:
-    if loaded.device.type == "cuda":
-        return torch.cuda.get_device_name(loaded.device)
-    return platform.processor() or platform.machine()
-
-
 def check_resumable(run_dir: Path, config: CaptureConfig) -> dict[str, Any] | None:
     """The existing run.json when ``config`` may write into ``run_dir``; None for a fresh directory."""
     if not (run_dir / RUN_JSON).is_file():
@@ -110,7 +103,7 @@ def start_record(config: CaptureConfig, loaded: LoadedModel, images: list[Path],
         "argv": sys.argv,
         "config": config_record(config),
         "model": loaded.describe(),
-        "device_name": _device_name(loaded),
+        "device_name": loaded.device_name,  # also in model: kept here for readers of older runs
         "packages": _versions(),
         "images": {"total": len(images), "ok": 0, "failed": 0},
         "world_size": 1,

@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from dsocr.capture.attention import check_sdpa_backend, text_head_dim
 from dsocr.capture.config import CaptureConfig, ProfileMode, SdpaBackend
 from dsocr.capture.distributed import Ranks, image_size_bytes, join, shard
 from dsocr.capture.images import ImageReadError, discover_images
-from dsocr.capture.models import LoadedModel, load_model
+from dsocr.capture.models import LoadedModel, load_model, resolve_family, resolve_prompt
 from dsocr.capture.profile_image import ShapeHistory, check_backend_runs, failed_row, profile_image, warm_up
 from dsocr.capture.result import CaptureResult, OnImage, OnStart
 from dsocr.capture.run_record import (
@@ -212,6 +212,9 @@ def run(
 def _run(config: CaptureConfig, callbacks: _Callbacks, loaded: LoadedModel | None, ranks: Ranks) -> CaptureResult:
     run_dir = config.out
     # Everything that can reject the command runs before the first byte is written.
+    # The prompt first: no --prompt means the model family's default (the family is read from
+    # the model's config.json, no weights), and run.json records the prompt that runs.
+    config = replace(config, prompt=resolve_prompt(config, loaded.family if loaded else resolve_family(config)))
     previous = check_resumable(run_dir, config)
     images = _user_images(config, previous)
     loaded = loaded or load_model(config)

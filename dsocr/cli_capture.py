@@ -21,7 +21,6 @@ from dsocr.options import (
     DEFAULT_FULL_CHUNK_STEPS,
     DEFAULT_GPUS,
     DEFAULT_MAX_NEW_TOKENS,
-    DEFAULT_PROMPT,
     DEFAULT_SEED,
     DEFAULT_WARMUP_TOKENS,
     DEFAULT_WINDOW_EVERY,
@@ -111,13 +110,24 @@ def capture(
     ] = None,
     model: Annotated[
         Path | None,
-        typer.Option(help="Local DeepSeek-OCR-2 model folder. Default: the embedded tiny model.", show_default=False),
+        typer.Option(
+            help="Local model folder (DeepSeek-OCR-2, or another registered family) or an architecture "
+            ".json (random weights). Default: the embedded tiny DeepSeek-OCR-2.",
+            show_default=False,
+        ),
     ] = None,
     device: Annotated[Device, typer.Option(help="Where the model runs.")] = Device.cpu,
     dtype: Annotated[
         DType | None, typer.Option(help="Weights and activations. Default: bf16 on cuda, fp32 on cpu.")
     ] = None,
-    prompt: Annotated[str, typer.Option(help="Prompt; must contain <image>.")] = DEFAULT_PROMPT,
+    prompt: Annotated[
+        str | None,
+        typer.Option(
+            help="Prompt with the family's image placeholder (<image> for DeepSeek-OCR-2). "
+            "Default: the model family's own (docs/families.md).",
+            show_default=False,
+        ),
+    ] = None,
     max_new_tokens: Annotated[
         str,
         typer.Option("--max-new-tokens", help="Integer >= 1, or 'inf': until EOS, bounded by the model's context."),

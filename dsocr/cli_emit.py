@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from dsocr._app import JsonOption, RunDirArg, app
-from dsocr.options import DEFAULT_LINE_WIDTH, DEFAULT_MODEL_ID, DEFAULT_QUALITY, VIZ_DIR
+from dsocr.options import DEFAULT_FAMILY, DEFAULT_LINE_WIDTH, DEFAULT_MODEL_ID, DEFAULT_QUALITY, VIZ_DIR
 
 
 @app.command()
@@ -54,6 +54,8 @@ def emit(
     style = RenderStyle(line_width=line_width, labels=not no_labels, quality=quality, crops=crops, markdown=markdown)
     options = EmitOptions(viz_dir=viz_dir, style=style, only=tuple(only or ()), force=force, jobs=jobs)
     summary = render_run(run_dir, options)
+    for warning in summary.warnings:
+        typer.echo(f"WARNING: {warning}", err=True)
     typer.echo(json.dumps(summary.as_json(), ensure_ascii=False, indent=2) if as_json else summary.line())
     if summary.failures:
         raise EmitFailedError(summary.failure_message())
@@ -70,9 +72,12 @@ def import_(
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create (new or empty).")],
     model_id: Annotated[str, typer.Option("--model-id", help="Model id recorded in run.json.")] = DEFAULT_MODEL_ID,
+    family: Annotated[
+        str, typer.Option("--family", help="Model family that wrote the outputs (how emit reads them).")
+    ] = DEFAULT_FAMILY,
 ) -> None:
     """Turn DeepSeek-OCR outputs produced elsewhere into a run directory that emit and analyze read."""
     from dsocr.emit import import_outputs
 
-    summary = import_outputs(outputs, out, model_id=model_id)
+    summary = import_outputs(outputs, out, model_id=model_id, family=family)
     typer.echo(summary.line())

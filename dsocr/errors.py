@@ -18,7 +18,7 @@ class RunDirError(DsocrError):
 
 
 class ModelLoadError(DsocrError):
-    """A model folder does not exist or does not hold a supported DeepSeek-OCR model."""
+    """A model folder does not exist, or holds a model no registered model family loads."""
 
 
 class MissingExtraError(DsocrError):

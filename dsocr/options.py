@@ -12,6 +12,8 @@ import enum
 
 # ---- capture ----
 INF_TOKEN = "inf"
+#: The model family of `dsocr import` outputs unless --family says otherwise (dsocr/families.py).
+DEFAULT_FAMILY = "deepseek_ocr2"
 DEFAULT_PROMPT = "<image>\n<|grounding|>Convert the document to markdown."
 DEFAULT_MAX_NEW_TOKENS = INF_TOKEN
 DEFAULT_FIRST_STEPS = 8

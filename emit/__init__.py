@@ -1,9 +1,11 @@
 """Stage 3: per-image result_with_boxes.jpg and info.json from the Parquet alone (no torch).
 
 Public API: :func:`render_run` (``dsocr emit``), :func:`import_outputs` (``dsocr import``),
-:func:`parse_grounding` (DeepSeek-OCR output to blocks, boxes and clean text).
+:func:`parse_grounding` (DeepSeek-OCR output to blocks, boxes and clean text),
+:func:`parse_output` (any family's output, by its grammar).
 """
 
+from dsocr.emit.family import parse_output
 from dsocr.emit.grounding import Grounding, parse_grounding
 from dsocr.emit.importer import ImportSummary, import_outputs
 from dsocr.emit.options import EmitOptions, RenderStyle
@@ -18,5 +20,6 @@ __all__ = [
     "RenderStyle",
     "import_outputs",
     "parse_grounding",
+    "parse_output",
     "render_run",
 ]

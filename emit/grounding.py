@@ -13,14 +13,16 @@ from dataclasses import dataclass
 from enum import Enum, auto
 
 from dsocr.emit._warnings import WarningList, quote
-from dsocr.emit.boxes import NormBox, parse_box_list
+from dsocr.emit.boxes import NORM_MAX, NormBox, parse_box_list
+
+from dsocr.families import DEEPSEEK_EOS_TEXT
 
 REF_OPEN = "<|ref|>"
 REF_CLOSE = "<|/ref|>"
 DET_OPEN = "<|det|>"
 DET_CLOSE = "<|/det|>"
 #: DeepSeek's end-of-sentence token, spelled with full-width bars and U+2581 (▁).
-EOS = "<\uff5cend\u2581of\u2581sentence\uff5c>"
+EOS = DEEPSEEK_EOS_TEXT
 
 #: Boxes kept per image; a model stuck in a loop may write thousands.
 MAX_BOXES = 1000
@@ -55,6 +57,7 @@ class Grounding:
     blocks: tuple[Block, ...]
     text_clean: str
     warnings: tuple[str, ...]
+    scale: int = NORM_MAX  # the boxes' coordinates are 0..scale of the original image
 
     @property
     def box_count(self) -> int:
@@ -79,8 +82,9 @@ class _OpenBlock:
 class _Parser:
     """The state machine: feed it text and special tokens in order, then call finish()."""
 
-    def __init__(self, max_boxes: int, warnings: WarningList) -> None:
+    def __init__(self, max_boxes: int, scale: int, warnings: WarningList) -> None:
         self._state = _State.TEXT
+        self._scale = scale
         self._warnings = warnings
         self._box_room = max_boxes
         self._over_budget = 0
@@ -184,7 +188,9 @@ class _Parser:
             end = content.rfind("]") + 1
             content, trailing = content[:end], content[end:]
             self._warnings.add(f"unclosed {DET_OPEN} of {quote(self._label)}: read up to its last ']'")
-        box_list = parse_box_list(content, label=self._label, budget=self._box_room, warnings=self._warnings)
+        box_list = parse_box_list(
+            content, label=self._label, budget=self._box_room, warnings=self._warnings, scale=self._scale
+        )
         self._box_room -= len(box_list.boxes)
         self._over_budget += box_list.over_budget
         self._blocks.append(_OpenBlock(self._label, box_list.boxes, []))
@@ -193,23 +199,28 @@ class _Parser:
             self.on_text(trailing)
 
 
-def _cut_at_eos(text_raw: str, warnings: WarningList) -> str:
-    """The output up to the first EOS; anything written after it is ignored with a warning."""
-    body, found, after = text_raw.partition(EOS)
+def cut_at_eos(text_raw: str, eos: str | None, warnings: WarningList) -> str:
+    """The output up to the first ``eos``; anything written after it is ignored with a warning."""
+    if not eos:
+        return text_raw
+    body, found, after = text_raw.partition(eos)
     if found and after.strip():
         warnings.add(f"{len(after)} characters after the end-of-sentence token ignored: {quote(after)}")
     return body
 
 
-def parse_grounding(text_raw: str, *, max_boxes: int = MAX_BOXES) -> Grounding:
+def parse_grounding(
+    text_raw: str, *, max_boxes: int = MAX_BOXES, scale: int = NORM_MAX, eos: str | None = EOS
+) -> Grounding:
     """Parse one model output (special tokens kept) into blocks, clean text and warnings.
 
     Never raises on malformed output. ``text_clean`` is the text a person reads: grounding
-    blocks and special tokens removed, runs of blank lines collapsed, stripped.
+    blocks and special tokens removed, runs of blank lines collapsed, stripped. Boxes are
+    read in coordinates 0..``scale``; output after ``eos`` is ignored.
     """
     warnings = WarningList()
-    body = _cut_at_eos(text_raw, warnings)
-    parser = _Parser(max_boxes, warnings)
+    body = cut_at_eos(text_raw, eos, warnings)
+    parser = _Parser(max_boxes, scale, warnings)
     position = 0
     for match in _SPECIAL.finditer(body):
         if match.start() > position:
@@ -219,4 +230,4 @@ def parse_grounding(text_raw: str, *, max_boxes: int = MAX_BOXES) -> Grounding:
     if position < len(body):
         parser.on_text(body[position:])
     blocks, text_clean = parser.finish()
-    return Grounding(blocks, text_clean, warnings.as_tuple())
+    return Grounding(blocks, text_clean, warnings.as_tuple(), scale)

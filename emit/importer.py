@@ -8,7 +8,9 @@ Input is JSON Lines, one object per image::
 ``text_raw`` or ``text`` (the model output, special tokens kept), unless ``error`` says the
 image failed. Optional: ``timings_ms`` (``vision``, ``prefill``, ``decode``), ``prompt``,
 ``prompt_tokens``, ``generated_tokens``, ``stop_reason``. Other keys are ignored.
-The result is a run directory (run.json and predictions.parquet) that emit and analyze read.
+The result is a run directory (run.json and predictions.parquet) that emit and analyze read;
+run.json records the model family (``--family``, default DeepSeek-OCR-2), which tells emit
+how to read the outputs.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from PIL import Image
 
 from dsocr import __version__, schema
 from dsocr.errors import BadInputError, RunDirError
-from dsocr.options import DEFAULT_MODEL_ID
+from dsocr.families import facts_for
+from dsocr.options import DEFAULT_FAMILY, DEFAULT_MODEL_ID
 from dsocr.rundir import (
     PREDICTIONS_FILE,
     RUN_JSON,
@@ -188,29 +191,35 @@ def read_outputs(jsonl: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _run_record(jsonl: Path, model_id: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _run_record(jsonl: Path, model_id: str, family: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     failed = sum(row["status"] != STATUS_OK for row in rows)
     return {
         "schema_version": schema.SCHEMA_VERSION,
         "kind": RUN_KIND,
         "dsocr_version": __version__,
         "status": RUN_STATUS_COMPLETE,
-        "model": {"id": model_id},
+        "model": {"id": model_id, "family": family},
         "source": str(jsonl.resolve()),
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "images": {"total": len(rows), "ok": len(rows) - failed, "failed": failed},
     }
 
 
-def import_outputs(jsonl: Path, out: Path, *, model_id: str = DEFAULT_MODEL_ID) -> ImportSummary:
-    """Write run directory ``out`` from the outputs in ``jsonl``; ``out`` must be new or empty."""
+def import_outputs(
+    jsonl: Path, out: Path, *, model_id: str = DEFAULT_MODEL_ID, family: str = DEFAULT_FAMILY
+) -> ImportSummary:
+    """Write run directory ``out`` from the outputs in ``jsonl``; ``out`` must be new or empty.
+
+    ``family``: the model family that wrote the outputs (a name dsocr.families knows).
+    """
     started = time.perf_counter()
+    facts_for(family, where="--family")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunDirError(f"--out {out} exists and is not an empty folder")
     rows = read_outputs(jsonl)
     write_table_atomic(rows_to_table(rows, schema.PREDICTIONS), out / PREDICTIONS_FILE)
     # run.json last: a run directory whose run.json says complete has all its files.
-    write_json_atomic(out / RUN_JSON, _run_record(jsonl, model_id, rows))
+    write_json_atomic(out / RUN_JSON, _run_record(jsonl, model_id, family, rows))
     unreadable = [row["image_path"] for row in rows if row["width"] is None and row["status"] == STATUS_OK]
     failed = sum(row["status"] != STATUS_OK for row in rows)
     return ImportSummary(out, len(rows), failed, unreadable, time.perf_counter() - started)

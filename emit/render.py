@@ -1,6 +1,6 @@
 """Draw grounding boxes the way DeepSeek-OCR's own script does, deterministically.
 
-Per box: a translucent fill, an opaque outline (thicker for ``title``) and the label on a
+Per box: a translucent fill, an opaque outline (thicker for headings such as ``title``) and the label on a
 white tag above the box, in the block's colour. The vendor picks colours at random; here the
 colour is a hash of the label and the block index, so two renders are byte-identical.
 """
@@ -16,11 +16,11 @@ from dsocr.emit.grounding import Grounding
 from dsocr.emit.options import RenderStyle
 from PIL import Image, ImageDraw, ImageFont
 
+from dsocr.families import DEEPSEEK_OCR2, FamilyFacts
+
 RGB = tuple[int, int, int]
 PixelBox = tuple[int, int, int, int]
 
-TITLE_LABEL = "title"
-IMAGE_LABEL = "image"
 TITLE_WIDTH_FACTOR = 2  # vendor: 4 px outlines for titles, 2 px for everything else
 FILL_ALPHA = 20  # vendor's fill opacity, out of 255
 # Vendor colour ranges (red and green below 200, blue below 255): dark enough to read on white.
@@ -41,12 +41,18 @@ JPEG_FORMAT = "JPEG"
 
 @dataclass(frozen=True)
 class PlacedBox:
-    """A box in pixels of the image it is drawn on, with its block's label, index and colour."""
+    """A box in pixels of the image it is drawn on, with its block's label, index and colour.
+
+    ``emphasis``: drawn thicker (a heading label of the family); ``crop``: cut out as an image
+    (a figure label of the family).
+    """
 
     block: int
     label: str
     pixels: PixelBox
     colour: RGB
+    emphasis: bool = False
+    crop: bool = False
 
 
 def block_colour(label: str, index: int) -> RGB:
@@ -56,10 +62,18 @@ def block_colour(label: str, index: int) -> RGB:
     return red, green, blue
 
 
-def place_boxes(grounding: Grounding, width: int, height: int) -> list[PlacedBox]:
-    """Every kept box of ``grounding`` in pixels of a ``width`` x ``height`` image, in order."""
+def place_boxes(grounding: Grounding, width: int, height: int, family: FamilyFacts = DEEPSEEK_OCR2) -> list[PlacedBox]:
+    """Every kept box of ``grounding`` in pixels of a ``width`` x ``height`` image, in order;
+    ``family`` says which labels are headings and which are figures."""
     return [
-        PlacedBox(block.index, block.label, box.to_pixels(width, height), block_colour(block.label, block.index))
+        PlacedBox(
+            block.index,
+            block.label,
+            box.to_pixels(width, height, grounding.scale),
+            block_colour(block.label, block.index),
+            emphasis=block.label in family.emphasis_labels,
+            crop=block.label in family.crop_labels,
+        )
         for block in grounding.blocks
         for box in block.boxes
     ]
@@ -83,9 +97,9 @@ def tag_text(label: str) -> str:
     return printable[:LABEL_MAX_CHARS]
 
 
-def outline_width(label: str, style: RenderStyle) -> int:
-    """Outline width of a box: TITLE_WIDTH_FACTOR times the style's width for titles."""
-    return style.line_width * TITLE_WIDTH_FACTOR if label == TITLE_LABEL else style.line_width
+def outline_width(box: PlacedBox, style: RenderStyle) -> int:
+    """Outline width of a box: TITLE_WIDTH_FACTOR times the style's width for headings."""
+    return style.line_width * TITLE_WIDTH_FACTOR if box.emphasis else style.line_width
 
 
 def _area(pixels: PixelBox) -> int:
@@ -112,7 +126,7 @@ def draw_boxes(image: Image.Image, placed: list[PlacedBox], style: RenderStyle) 
         blend.rectangle(box.pixels, fill=(*box.colour, FILL_ALPHA))
     draw = ImageDraw.Draw(image)
     for box in placed:
-        draw.rectangle(box.pixels, outline=box.colour, width=outline_width(box.label, style))
+        draw.rectangle(box.pixels, outline=box.colour, width=outline_width(box, style))
     if style.labels:
         _draw_labels(draw, placed, label_font(label_font_size(*image.size)))
     return unfilled
@@ -140,13 +154,13 @@ def _draw_labels(draw: ImageDraw.ImageDraw, placed: list[PlacedBox], font: Image
 
 
 def image_crops(image: Image.Image, placed: list[PlacedBox]) -> list[tuple[int, Image.Image | None]]:
-    """``(position, crop)`` for each box labelled ``image``, cut from ``image`` as it is now.
+    """``(position, crop)`` for each figure box (``crop``, e.g. labelled ``image``), cut from ``image`` as it is now.
 
     ``position`` is the box's position in ``placed``; the crop is None for an empty box.
     """
     crops: list[tuple[int, Image.Image | None]] = []
     for position, box in enumerate(placed):
-        if box.label != IMAGE_LABEL:
+        if not box.crop:
             continue
         x1, y1, x2, y2 = box.pixels
         crops.append((position, image.crop(box.pixels) if x2 > x1 and y2 > y1 else None))

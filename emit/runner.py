@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 from dsocr.emit.artifacts import INFO_FILE
-from dsocr.emit.grounding import parse_grounding
+from dsocr.emit.family import parse_output, run_family
 from dsocr.emit.info import (
     EMIT_CAPTURE_FAILED,
     EMIT_FAILED,
@@ -34,7 +34,8 @@ from dsocr.emit.timings import AnalysisTimings, load_analysis_timings, stage_tim
 from dsocr.emit.worker import RenderJob, RenderOutcome, render_image, render_images
 
 from dsocr.errors import DsocrError, RunDirError
-from dsocr.rundir import PREDICTIONS_JSONL, read_predictions, read_run_json, write_bytes_atomic
+from dsocr.families import FamilyFacts
+from dsocr.rundir import PREDICTIONS_JSONL, RUN_JSON, read_predictions, read_run_json, write_bytes_atomic
 
 #: The prediction columns emit reads (decode_step_ms, the largest, is not among them).
 COLUMNS = [
@@ -80,6 +81,7 @@ class EmitSummary:
     not_selected: int = 0
     capture_failed: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # about the whole run (the CLI prints them)
     seconds: float = 0.0
 
     def line(self) -> str:
@@ -115,6 +117,7 @@ class EmitSummary:
             "capture_failed": self.capture_failed,
             "not_selected": self.not_selected,
             "failures": [{"image_path": path, "error": error} for path, error in self.failures],
+            "warnings": self.warnings,
             "seconds": self.seconds,
         }
 
@@ -125,6 +128,8 @@ class _RunContext:
 
     viz_root: Path
     model_id: str
+    family: FamilyFacts
+    family_warning: str | None  # set when run.json names no family and the default was taken
     imported: bool
     analysis: AnalysisTimings
     inputs_ns: int
@@ -163,9 +168,9 @@ def _plan_row(context: _RunContext, row: dict[str, Any]) -> tuple[dict[str, Any]
         status, viz = EMIT_UP_TO_DATE, link
     else:
         status, viz = EMIT_RENDERED, link
-        job = RenderJob(row, timings, context.model_id, out_dir, context.options.style)
+        job = RenderJob(row, timings, context.model_id, out_dir, context.options.style, context.family)
     has_text = row["status"] == STATUS_OK or row.get("text_raw") is not None
-    grounding = parse_grounding(row.get("text_raw") or "") if has_text and job is None else None
+    grounding = parse_output(row.get("text_raw") or "", context.family) if has_text and job is None else None
     record = prediction_record(
         row=row, grounding=grounding, timings=timings, viz=viz, emit_status=status, emit_error=error
     )
@@ -199,9 +204,12 @@ def _run_jobs(jobs: list[RenderJob], workers: int) -> Iterator[RenderOutcome]:
 def _context(run_dir: Path, run: dict[str, Any], options: EmitOptions, md5_paths: list[tuple[str, str]]) -> _RunContext:
     model = run.get("model") if isinstance(run.get("model"), dict) else {}
     viz_root = run_dir / options.viz_dir
+    family, family_warning = run_family(run, where=str(run_dir / RUN_JSON))
     return _RunContext(
         viz_root=viz_root,
         model_id=str(model.get("id") or UNKNOWN_MODEL),
+        family=family,
+        family_warning=family_warning,
         imported=run.get("kind") == "import",
         analysis=load_analysis_timings(run_dir),
         inputs_ns=inputs_mtime_ns(run_dir),
@@ -255,6 +263,7 @@ def render_run(run_dir: Path, options: EmitOptions) -> EmitSummary:
     for outcome in _run_jobs(jobs, min(options.worker_count, len(jobs))):
         _record_outcome(records[outcome.image_index], outcome)
     summary = EmitSummary(run_dir, context.viz_root, run_dir / PREDICTIONS_JSONL, total=table.num_rows)
+    summary.warnings.extend(filter(None, [context.family_warning]))
     for record in records.values():
         _count(summary, record)
     try:

@@ -12,11 +12,14 @@ from typing import Any
 
 from dsocr.emit._warnings import WarningList
 from dsocr.emit.artifacts import Page, remove_outputs, write_artifacts
-from dsocr.emit.grounding import Grounding, parse_grounding
+from dsocr.emit.family import parse_output
+from dsocr.emit.grounding import Grounding
 from dsocr.emit.options import RenderStyle
 from dsocr.emit.render import place_boxes
 from dsocr.emit.timings import StageTimings
 from PIL import Image, ImageOps
+
+from dsocr.families import FamilyFacts
 
 # Pillow reports an unreadable file with any of these, depending on the format and the damage
 # (SyntaxError and EOFError come from its decoders, DecompressionBombError from huge images).
@@ -33,6 +36,7 @@ class RenderJob:
     model_id: str
     out_dir: Path
     style: RenderStyle
+    family: FamilyFacts  # travels with the job: a worker never looks a family up by name
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ def render_image(job: RenderJob) -> RenderOutcome:
     """
     row = job.row
     text_raw = row.get("text_raw")
-    grounding = parse_grounding(text_raw or "")
+    grounding = parse_output(text_raw or "", job.family)
     source = source_path(row["image_path"])
     try:
         image = open_source(source)
@@ -95,7 +99,7 @@ def render_image(job: RenderJob) -> RenderOutcome:
         source=source,
         image=image,
         grounding=grounding,
-        placed=place_boxes(grounding, *image.size),
+        placed=place_boxes(grounding, *image.size, job.family),
         warnings=warnings,
     )
     try:

@@ -14,6 +14,7 @@ from dsocr import rundir, schema
 from dsocr._app import app
 
 MODEL_ID = "deepseek-ai/DeepSeek-OCR-2"
+FAMILY = "deepseek_ocr2"
 EOS = "<\uff5cend\u2581of\u2581sentence\uff5c>"
 PAGE_SIZE = (400, 300)
 PAGE_COLOUR = (255, 255, 255)
@@ -77,14 +78,17 @@ def prediction_row(image_index: int, image_path: Path | str, text_raw: str | Non
     return {**row, **extra}
 
 
-def make_run(run_dir: Path, rows: list[dict[str, Any]], *, model_id: str = MODEL_ID) -> Path:
-    """A finished capture run directory: run.json and predictions.parquet, written by rundir."""
+def make_run(
+    run_dir: Path, rows: list[dict[str, Any]], *, model_id: str = MODEL_ID, family: str | None = FAMILY
+) -> Path:
+    """A finished capture run directory: run.json and predictions.parquet, written by rundir
+    (``family`` None: a run.json without model.family, as older imports wrote)."""
     rundir.write_table_atomic(rundir.rows_to_table(rows, schema.PREDICTIONS), run_dir / rundir.PREDICTIONS_FILE)
     run_json = {
         "schema_version": schema.SCHEMA_VERSION,
         "kind": "capture",
         "status": "complete",
-        "model": {"id": model_id},
+        "model": {"id": model_id} if family is None else {"id": model_id, "family": family},
     }
     rundir.write_json_atomic(run_dir / rundir.RUN_JSON, run_json)
     return run_dir

@@ -15,6 +15,7 @@ from dsocr.capture.models import EMBEDDED_CONFIG
 from PIL import Image
 
 from dsocr import schema
+from dsocr.families import DEEPSEEK_OCR2
 from dsocr.rundir import (
     PREDICTIONS_FILE,
     path_md5,
@@ -59,6 +60,12 @@ def test_inf_run_writes_documented_artifacts(inf_run: Path) -> None:
     assert record["status"] == "complete"
     assert record["config"]["max_new_tokens"] is None
     assert record["model"]["context_limit"] == EMBEDDED_CONTEXT
+    assert record["model"]["family"] == "deepseek_ocr2"
+    assert record["model"]["architecture"]["text_config"]["max_position_embeddings"] == EMBEDDED_CONTEXT
+    assert isinstance(record["model"]["device_name"], str) and record["model"]["device_name"]
+    # No --prompt: the family's default, recorded as run (and so a resume matches older runs).
+    assert record["config"]["prompt"] == DEEPSEEK_OCR2.default_prompt
+    assert set(read_predictions(inf_run).column("prompt").to_pylist()) == {DEEPSEEK_OCR2.default_prompt}
     assert record["images"] == {"total": 3, "ok": 3, "failed": 0}
     table = read_checked(inf_run / PREDICTIONS_FILE, "predictions")
     assert table.schema.equals(schema.PREDICTIONS, check_metadata=False)
@@ -182,17 +189,21 @@ def test_bad_model_folders_give_one_error_line(tmp_path: Path, sample_pages: lis
     v1 = tmp_path / "DeepSeek-OCR"
     v1.mkdir()
     (v1 / "config.json").write_text('{"model_type": "deepseek_vl_v2"}')
+    architecture = tmp_path / "bert.json"
+    architecture.write_text('{"model_type": "bert"}')
+    unknown = "model_type 'bert' is not a registered model family (registered: deepseek_ocr2)"
     cases = {
-        tmp_path / "nowhere": "no such folder",
-        other: "not a DeepSeek-OCR-2 model (model_type 'bert')",
-        v1: "DeepSeek-OCR v1 (deepseek_vl_v2) needs its remote code",
+        tmp_path / "nowhere": f"--model {tmp_path / 'nowhere'}: no such folder",
+        other: f"--model {other}: {unknown}",
+        architecture: f"{architecture}: {unknown}",
+        v1: f"--model {v1}: DeepSeek-OCR v1 (deepseek_vl_v2) needs its remote code; "
+        "this version profiles DeepSeek-OCR-2 (native in transformers)",
     }
     for folder, message in cases.items():
         result = run_capture(sample_pages[0], "--out", tmp_path / "run", "--model", folder)
         assert result.exit_code == 1
-        assert result.output.strip() == f"Error: --model {folder}: {message}" or message in result.output
-        assert "Traceback" not in result.output
-        assert not (tmp_path / "run" / "run.json").exists()
+        assert result.output.strip() == f"Error: {message}"
+        assert not (tmp_path / "run").exists()
 
 
 def test_out_holding_a_run_needs_resume_and_the_same_settings(eight_run: Path, sample_pages: list[Path]) -> None:

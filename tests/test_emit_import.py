@@ -38,7 +38,7 @@ def test_imported_outputs_emit_like_a_capture(tmp_path: Path) -> None:
         "schema_version": schema.SCHEMA_VERSION,
         "kind": "import",
         "status": "complete",
-        "model": {"id": "deepseek-ai/DeepSeek-OCR"},
+        "model": {"id": "deepseek-ai/DeepSeek-OCR", "family": "deepseek_ocr2"},
         "source": str(outputs.resolve()),
     }
     info = read_info(run_dir, first)
