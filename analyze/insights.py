@@ -46,8 +46,11 @@ def run_roofline_table(
 def _reason(run: dict[str, Any], peak: DevicePeak) -> str | None:
     """Why roofline figures are missing (None when everything could be computed)."""
     model = _model(run)
-    if architecture(model.get("architecture")) is None:
+    if not model.get("architecture"):
         return "run.json records no model architecture (captured before dsocr recorded it): FLOPs and bytes unknown"
+    if architecture(model.get("architecture")) is None:
+        family = model.get("family") or "this model"
+        return f"the FLOP and byte model covers DeepSeek-OCR-2 configs only, not {family}'s: FLOPs and bytes unknown"
     if model.get("dtype") not in DTYPE_BYTES:
         return f"model dtype {model.get('dtype')!r} has no known width: bytes unknown"
     return peak.reason
