@@ -3,7 +3,7 @@
 Both runs are analyzed in memory (nothing is written), so the comparison never reads a stale
 summary. A verdict accounts for the spread across images: the difference of the medians
 (B - A) counts only when it exceeds the noise, the larger of NOISE_FLOOR of A's median and twice
-the standard error of the difference (paired per image when both runs hold the same images,
+the standard error of the difference (from the per-image relative changes when both runs hold the same images,
 else from each run's spread). docs/analysis.md states the rule.
 """
 
@@ -50,7 +50,8 @@ def verdict(
     """Medians of both runs, their difference, the noise it must exceed, and the verdict.
 
     ``lower_is_faster``: True for times, False for rates, None for counts (verdict higher/lower).
-    ``paired``: per-image differences B - A when both runs hold the same images.
+    ``paired``: per-image relative changes B/A - 1 when both runs hold the same images: images of
+    different sizes (or a cold first image) then compare on one scale, scaled by A's median.
     """
     median_a, median_b = _median(a), _median(b)
     result: dict[str, Any] = {"a": median_a, "b": median_b, "images_a": len(a), "images_b": len(b)}
@@ -58,7 +59,7 @@ def verdict(
         return result | {"delta": None, "rel_delta": None, "noise": None, "verdict": None}
     delta = median_b - median_a
     paired_ok = paired is not None and len(paired) > 1
-    error = _std_error(paired or []) if paired_ok else math.hypot(_std_error(a), _std_error(b))
+    error = _std_error(paired or []) * abs(median_a) if paired_ok else math.hypot(_std_error(a), _std_error(b))
     noise = max(NOISE_FLOOR * abs(median_a), SE_MULTIPLE * error)
     if abs(delta) <= noise:
         word = SAME
@@ -86,7 +87,7 @@ def _by_image(rows: list[dict[str, Any]], md5: Mapping[tuple[int, int], str], na
 
 def _compare_figure(a: dict[str, float], b: dict[str, float], lower_is_faster: bool | None) -> dict[str, Any]:
     same_images = bool(a) and a.keys() == b.keys()
-    paired = [b[key] - a[key] for key in a] if same_images else None
+    paired = [b[key] / a[key] - 1 for key in a if a[key]] if same_images else None
     return verdict(list(a.values()), list(b.values()), lower_is_faster=lower_is_faster, paired=paired)
 
 

@@ -27,10 +27,13 @@ def test_verdict_needs_a_change_beyond_the_spread() -> None:
     # A 10% shift inside a wide spread across images is noise...
     wide = verdict([5.0, 10.0, 15.0, 20.0], [5.5, 11.0, 16.5, 22.0], lower_is_faster=True)
     assert wide["verdict"] == SAME and wide["noise"] > abs(wide["delta"])
-    # ...unless the same images moved together (paired differences have no spread).
+    # ...unless the same images moved together (every image 10% slower: paired changes have no spread).
     paired = verdict([5.0, 10.0, 15.0, 20.0], [5.5, 11.0, 16.5, 22.0], lower_is_faster=True,
-                     paired=[0.5, 1.0, 1.5, 2.0])  # fmt: skip
+                     paired=[0.1, 0.1, 0.1, 0.1])  # fmt: skip
     assert paired["verdict"] == SLOWER
+    # Images that moved apart are noise: one 30% faster, one 50% slower.
+    apart = verdict([10.0, 10.0], [7.0, 15.0], lower_is_faster=True, paired=[-0.3, 0.5])
+    assert apart["verdict"] == SAME
     # One image each: only the 2% floor applies.
     assert verdict([100.0], [101.5], lower_is_faster=True)["verdict"] == SAME
     assert verdict([100.0], [110.0], lower_is_faster=None)["verdict"] == HIGHER
@@ -78,7 +81,8 @@ def test_a_twice_slower_run_is_slower_with_the_same_kernels(gpu_pair: tuple[Path
     assert result.exit_code == 0, result.output
     comparison = json.loads(result.output)
     assert comparison["differing_options"] == []
-    assert comparison["images"] == {"a": 1, "b": 1, "matched": 1}
+    images = rundir.read_predictions(gpu_pair[0]).num_rows
+    assert comparison["images"] == {"a": images, "b": images, "matched": images}
     for stage in ("vision", "prefill_text", "prefill", "decode"):
         entry = comparison["stages"][stage]
         assert entry["verdict"] == SLOWER
