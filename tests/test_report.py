@@ -92,16 +92,25 @@ def test_gpu_fixture_figures_hold_the_run_numbers(gpu_run: Path) -> None:
     invoke("analyze", gpu_run)
     run = load_run(gpu_run)
     step_ms = run.predictions["decode_step_ms"][0].as_py()
+    cold = run.predictions["decode_step_cold"].to_pylist()
     latency = latency_figure(run)
     assert latency.data[0].y.tolist() == pytest.approx(step_ms, rel=1e-6)  # float32 on the page
     # Every step is traced in this full-mode fixture: one shaded window over all of them.
     assert [(s["x0"], s["x1"]) for s in latency.layout.shapes] == [(0.5, len(step_ms) + 0.5)]
+    # The fixture runs one page twice: the first image's steps are cold, the second's warm.
+    assert latency.data[1].x.tolist() == [k + 1 for k, flag in enumerate(cold[0]) if flag] != []
+    last = latency.layout.updatemenus[0].buttons[-1].args[0]
+    assert last["x"][1] == [k + 1 for k, flag in enumerate(cold[-1]) if flag]
     busy_idle = gpu_steps_figure(run)
-    steps = pq.read_table(gpu_run / "analysis" / "steps.parquet")
-    decode = [r for r in pq.read_table(gpu_run / "analysis" / "timings.parquet").to_pylist() if r["stage"] == "decode"]
-    assert float(np.sum(busy_idle.data[0].y)) == pytest.approx(decode[0]["gpu_busy_ms"], rel=1e-5)
+    steps = [
+        row for row in pq.read_table(gpu_run / "analysis" / "steps.parquet").to_pylist() if row["image_index"] == 0
+    ]
+    timings = pq.read_table(gpu_run / "analysis" / "timings.parquet").to_pylist()
+    decode = next(row for row in timings if row["stage"] == "decode" and row["image_index"] == 0)
+    assert float(np.sum(busy_idle.data[0].y)) == pytest.approx(decode["gpu_busy_ms"], rel=1e-5)
     busy_plus_idle = np.asarray(busy_idle.data[0].y, dtype=float) + np.asarray(busy_idle.data[1].y, dtype=float)
-    assert busy_plus_idle == pytest.approx(steps["wall_ms"].to_numpy(), rel=1e-5)
+    expected = [max(row["wall_ms"], row["gpu_busy_ms"]) for row in steps]
+    assert busy_plus_idle == pytest.approx(expected, rel=1e-5)
     kinds = [fig.layout.title.text.split(" (")[0] for fig in top_figures(run)]
     assert kinds == [
         "Top kernels per stage",
