@@ -22,6 +22,7 @@ from dsocr.analyze.ranges import Ranges, clean_ranges
 from dsocr.analyze.reference import ok_predictions, timings_table
 from dsocr.analyze.stages import MEASURED, measure_stages
 from dsocr.analyze.steps import step_tables
+from dsocr.analyze.step_table import steps_table
 from dsocr.analyze.summary import Summary, summarize, to_json
 
 from dsocr import rundir
@@ -31,6 +32,7 @@ TIMINGS_FILE = "timings.parquet"
 KERNELS_FILE = "kernels.parquet"
 SUMMARY_FILE = "summary.json"
 ROOFLINE_FILE = "roofline.parquet"
+STEPS_FILE = "steps.parquet"
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ def analyze_run(
             kernels_table([]),
         )
     timings = timings_table(predictions, measured, ranges.table, has_trace=has_trace)
-    steps = step_tables(ranges.table, gpu.table if gpu is not None else None, predictions)
+    decode_steps = step_tables(ranges.table, gpu.table if gpu is not None else None, predictions)
     inputs = AnalysisInputs(
         run_dir=run_dir,
         run=run,
@@ -136,16 +138,19 @@ def analyze_run(
         latency=latency_table(predictions, ranges.table),
         kernels=kernels,
         cold_operators=cold_operators,
-        steps=steps,
+        steps=decode_steps,
         peak=peak,
-        roofline=run_roofline_table(run, peak, predictions, timings, steps),
+        roofline=run_roofline_table(run, peak, predictions, timings, decode_steps),
         profiler_flops=profiler_flops,
     )
     summary = summarize(inputs)
+    # Per traced decode step (the report's busy/idle plot); its own module, read by nothing here.
+    steps = steps_table(ranges.table, gpu.table if gpu is not None else None)
     output_dir = run_dir / rundir.ANALYSIS_DIR
     if write:
         rundir.write_table_atomic(inputs.timings, output_dir / TIMINGS_FILE)
         rundir.write_table_atomic(kernels, output_dir / KERNELS_FILE)
         rundir.write_table_atomic(inputs.roofline, output_dir / ROOFLINE_FILE)
+        rundir.write_table_atomic(steps, output_dir / STEPS_FILE)
         rundir.write_json_atomic(output_dir / SUMMARY_FILE, to_json(summary))
     return Analysis(summary=summary, timings=inputs.timings, kernels=kernels, output_dir=output_dir)

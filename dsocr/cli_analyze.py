@@ -20,10 +20,13 @@ def analyze(
     as_json: JsonOption = False,
     peak_tflops: PeakTflopsOption = None,
     peak_gbps: PeakGbpsOption = None,
+    with_report: Annotated[
+        bool, typer.Option("--report", help="Also write analysis/report.html (needs the [report] extra).")
+    ] = False,
 ) -> None:
     """Per-image and per-stage timings (CPU, GPU busy, GPU span), latency, top kernels, roofline and
     findings, from the run's Parquet alone; writes analysis/timings.parquet, kernels.parquet,
-    roofline.parquet and summary.json."""
+    steps.parquet, roofline.parquet and summary.json (and report.html with --report)."""
     if top < 1:
         raise BadInputError(f"--top {top}: must be at least 1")
     from rich.console import Console
@@ -33,12 +36,19 @@ def analyze(
     from dsocr.analyze.summary import to_json
 
     analysis = analyze_run(run_dir, top=top, peak_tflops=peak_tflops, peak_gbps=peak_gbps)
+    report_line = None
+    if with_report:
+        from dsocr.cli_report import write_report
+
+        report_line = write_report(run_dir)
     if as_json:
         typer.echo(json.dumps(to_json(analysis.summary), ensure_ascii=False, indent=2))
         return
     console = Console()
     print_report(analysis.summary, console)
     console.print(f"wrote {analysis.output_dir}/", highlight=False)
+    if report_line:
+        console.print(report_line, highlight=False, soft_wrap=True)
 
 
 @app.command("export-trace")
