@@ -21,8 +21,8 @@ from dsocr.analyze.profiler_flops import add_stage_flops
 from dsocr.analyze.ranges import Ranges, clean_ranges
 from dsocr.analyze.reference import ok_predictions, timings_table
 from dsocr.analyze.stages import MEASURED, measure_stages
-from dsocr.analyze.steps import step_tables
 from dsocr.analyze.step_table import steps_table
+from dsocr.analyze.steps import step_tables
 from dsocr.analyze.summary import Summary, summarize, to_json
 
 from dsocr import rundir
