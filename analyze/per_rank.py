@@ -6,12 +6,14 @@ import statistics
 from typing import Any
 
 import pyarrow as pa
-from dsocr.analyze.categories import STAGE_DECODE, STAGE_PREFILL, STAGES
+
+from dsocr.records import RunRecord
+from dsocr.vocab import STAGES, Stage
 
 # The stage time a rank spent, by the best measure each row has (device time first).
 _MEASURES = ("gpu_range_ms", "cpu_ms", "reference_ms")
 # prefill contains vision, prefill_text is prefill minus vision: prefill + decode is the whole image.
-_WHOLE_IMAGE_STAGES = (STAGE_PREFILL, STAGE_DECODE)
+_WHOLE_IMAGE_STAGES = (Stage.prefill, Stage.decode)
 
 
 def _measure(row: dict[str, Any]) -> tuple[str | None, float | None]:
@@ -21,9 +23,9 @@ def _measure(row: dict[str, Any]) -> tuple[str | None, float | None]:
     return None, None
 
 
-def rank_figures(timings: pa.Table, run: dict[str, Any]) -> dict[str, Any]:
+def rank_figures(timings: pa.Table, run: RunRecord) -> dict[str, Any]:
     """``ranks`` of summary.json: per rank, images and stage totals and medians; the imbalance."""
-    seconds_by_rank = {entry["rank"]: entry.get("capture_seconds") for entry in run.get("ranks", [])}
+    seconds_by_rank = {entry.rank: entry.capture_seconds for entry in run.ranks or ()}
     per_rank: dict[int, dict[str, Any]] = {}
     for row in timings.to_pylist():
         measure, value = _measure(row)
@@ -54,7 +56,7 @@ def rank_figures(timings: pa.Table, run: dict[str, Any]) -> dict[str, Any]:
             }
         )
     return {
-        "world_size": run.get("world_size", 1),
+        "world_size": run.world_size,
         "per_rank": ranks,
         **_imbalance(ranks),
     }

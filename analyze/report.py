@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from dsocr.analyze.categories import KIND_CPU_OPERATOR, KIND_KERNEL, STAGES
 from rich import box
 from rich.console import Console
 from rich.table import Table
+
+from dsocr.vocab import STAGES, KernelKind, Stage
+
+# Per-rank columns: vision, then prefill (which contains it) and decode, whose sum is the image.
+_RANK_STAGES = (Stage.vision, Stage.prefill, Stage.decode)
 
 DASH = "–"
 TOP_SHOWN = 5
@@ -93,18 +97,18 @@ def _latency_table(summary: dict[str, Any]) -> Table:
     ]
     for label, name in rows:
         table.add_row(label, _num(latency[name]["median"]), _num(latency[name]["p90"]))
-    idle = summary["stages"]["decode"].get("gpu_idle_share", {})
+    idle = summary["stages"][Stage.decode].get("gpu_idle_share", {})
     if summary["trace"]["device_time"]:
         table.add_row("decode GPU idle share", _share(idle.get("median")), _share(idle.get("p90")))
     return table
 
 
 def _top_table(summary: dict[str, Any]) -> Table | None:
-    kind = KIND_KERNEL if summary["trace"]["device_time"] else KIND_CPU_OPERATOR
+    kind = KernelKind.kernel if summary["trace"]["device_time"] else KernelKind.cpu_operator
     rows = [row for row in summary["top"] if row["kind"] == kind]
     if not rows:
         return None
-    label = "GPU time" if kind == KIND_KERNEL else "CPU self time"
+    label = "GPU time" if kind == KernelKind.kernel else "CPU self time"
     title = f"top {kind.replace('_', ' ')}s per stage ({label}, all images)"
     table = Table(title=title, box=box.SIMPLE_HEAD)
     table.add_column("stage", no_wrap=True)
@@ -194,14 +198,14 @@ def _rank_table(summary: dict[str, Any]) -> Table | None:
     if ranks.get("world_size", 1) <= 1:
         return None
     table = Table(title=f"per rank ({ranks['world_size']} processes): stage totals, ms", box=None)
-    for column in ("rank", "images", "vision", "prefill", "decode", "prefill+decode", "capture s"):
+    for column in ("rank", "images", *_RANK_STAGES, "prefill+decode", "capture s"):
         table.add_column(column, justify="right")
     for rank in ranks["per_rank"]:
         stages = rank["stages"]
         table.add_row(
             str(rank["rank"]),
             str(rank["images"]),
-            *(_num(stages.get(name, {}).get("total_ms"), 1) for name in ("vision", "prefill", "decode")),
+            *(_num(stages.get(name, {}).get("total_ms"), 1) for name in _RANK_STAGES),
             _num(rank["stage_ms"], 1),
             _num(rank["capture_seconds"], 1),
         )

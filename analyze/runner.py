@@ -10,7 +10,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from dsocr.analyze.attribution import GpuWork, attribute_gpu_ops, lane_ids, operator_rows, place
-from dsocr.analyze.categories import NS_PER_MS, RANGE_DECODE_STEP, RANGE_PREFILL, RANGE_VISION
 from dsocr.analyze.cold import ColdOperatorTotals, cold_impact
 from dsocr.analyze.cpu_self import self_time_ns
 from dsocr.analyze.kernels import DEFAULT_TOP, CpuOperatorTotals, kernels_table, name_codes, top_gpu
@@ -24,12 +23,8 @@ from dsocr.analyze.stages import MEASURED, measure_stages
 from dsocr.analyze.summary import Coverage, summarize
 
 from dsocr import rundir
-
-TIMINGS_FILE = "timings.parquet"
-KERNELS_FILE = "kernels.parquet"
-SUMMARY_FILE = "summary.json"
-RUN_KIND_IMPORT = "import"
-PROFILE_OFF = "off"
+from dsocr.records import RunRecord
+from dsocr.vocab import NS_PER_MS, AnalysisFile, ImageStatus, ProfileMode, RangeStage, RunKind, Stage
 
 
 @dataclass(frozen=True)
@@ -42,11 +37,11 @@ class Analysis:
     output_dir: Path
 
 
-def _missing_reason(run: dict[str, Any], predictions: pa.Table) -> str:
-    if run.get("kind") == RUN_KIND_IMPORT:
+def _missing_reason(run: RunRecord, predictions: pa.Table) -> str:
+    if run.kind is RunKind.import_:
         return "imported outputs carry no trace"
     modes = {mode for mode in predictions["profile_mode"].to_pylist() if mode}
-    if modes == {PROFILE_OFF}:
+    if modes == {ProfileMode.off}:
         return "profiling was off (--profile off)"
     return f"no trace files under {rundir.TRACE_DIR}/"
 
@@ -54,11 +49,11 @@ def _missing_reason(run: dict[str, Any], predictions: pa.Table) -> str:
 def _ranges_without_work(ranges: pa.Table, work: pa.Table) -> int:
     """Vision, prefill and decode-step ranges that launched nothing on the GPU."""
     missing = 0
-    for stage, flag in ((RANGE_VISION, "in_vision"), (RANGE_PREFILL, "in_prefill")):
+    for stage, flag in ((RangeStage.vision, "in_vision"), (RangeStage.prefill, "in_prefill")):
         stage_ranges = ranges.filter(pc.equal(ranges["stage"], stage))
         with_work = np.unique(image_key(work.filter(work[flag])))
         missing += int(np.count_nonzero(~np.isin(image_key(stage_ranges), with_work)))
-    steps = ranges.filter(pc.equal(ranges["stage"], RANGE_DECODE_STEP))
+    steps = ranges.filter(pc.equal(ranges["stage"], RangeStage.decode_step))
     stepped = work.filter(pc.is_valid(work["step"]))
     all_keys = np.concatenate([image_key(steps), image_key(stepped)])
     all_steps = np.concatenate([steps["step"].to_numpy(), stepped["step"].to_numpy()])
@@ -70,7 +65,7 @@ def _ranges_without_work(ranges: pa.Table, work: pa.Table) -> int:
 def _coverage(
     trace: TraceTables, ranges: Ranges, gpu: GpuWork | None, timings: pa.Table, predictions: pa.Table
 ) -> Coverage:
-    decode = timings.filter(pc.and_(pc.equal(timings["stage"], "decode"), pc.is_valid(timings["cpu_ms"])))
+    decode = timings.filter(pc.and_(pc.equal(timings["stage"], Stage.decode), pc.is_valid(timings["cpu_ms"])))
     images_with_trace = trace.chunks.group_by(["rank", "image_index"]).aggregate([]).num_rows
     statuses = predictions["status"].to_pylist()
     figures: dict[str, Any] = {
@@ -79,8 +74,8 @@ def _coverage(
         "flush_chunks": trace.chunks.num_rows,
         "flush_gaps": trace.chunks.num_rows - images_with_trace,
         "images_with_trace": images_with_trace,
-        "images_ok": statuses.count("ok"),
-        "images_failed": len(statuses) - statuses.count("ok"),
+        "images_ok": statuses.count(ImageStatus.ok),
+        "images_failed": len(statuses) - statuses.count(ImageStatus.ok),
         "ranges": ranges.table.num_rows,
         "ranges_cut_by_flush": ranges.cut_by_flush,
         "duplicate_ranges": ranges.duplicates,
@@ -189,7 +184,7 @@ def analyze_run(run_dir: Path, *, top: int = DEFAULT_TOP, write: bool = True) ->
     summary["cold"] = None if impact is None else impact.to_dict()
     output_dir = run_dir / rundir.ANALYSIS_DIR
     if write:
-        rundir.write_table_atomic(timings, output_dir / TIMINGS_FILE)
-        rundir.write_table_atomic(kernels, output_dir / KERNELS_FILE)
-        rundir.write_json_atomic(output_dir / SUMMARY_FILE, summary)
+        rundir.write_table_atomic(timings, rundir.analysis_path(run_dir, AnalysisFile.timings))
+        rundir.write_table_atomic(kernels, rundir.analysis_path(run_dir, AnalysisFile.kernels))
+        rundir.write_json_atomic(rundir.analysis_path(run_dir, AnalysisFile.summary), summary)
     return Analysis(summary=summary, timings=timings, kernels=kernels, output_dir=output_dir)

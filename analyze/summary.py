@@ -7,10 +7,10 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from dsocr.analyze.categories import STAGE_DECODE, STAGES
 from dsocr.analyze.stats import describe
 
 from dsocr import schema
+from dsocr.vocab import STAGES, Stage
 
 STAGE_FIGURES = (
     "cpu_ms",
@@ -87,7 +87,7 @@ def _stage_summary(timings: pa.Table, stage: str) -> dict[str, Any]:
         "rel_diff": describe(diffs),
         "max_abs_rel_diff": max((abs(value) for value in diffs), default=None),
     }
-    if stage == STAGE_DECODE:
+    if stage == Stage.decode:
         busy, span = _column(measured, "gpu_busy_ms"), _column(measured, "gpu_span_ms")
         shares = [1 - b / s for b, s in zip(busy, span, strict=True) if b is not None and s]
         figures["gpu_idle_share"] = describe(shares)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dsocr.errors import BadInputError
+from dsocr.vocab import ProfileMode
 
 INF_TOKEN = "inf"
 DEFAULT_PROMPT = "<image>\n<|grounding|>Convert the document to markdown."
@@ -15,14 +16,6 @@ DEFAULT_FIRST_STEPS = 8
 DEFAULT_WINDOW_STEPS = 4
 DEFAULT_WINDOW_EVERY = 64
 DEFAULT_FULL_CHUNK_STEPS = 64
-
-
-class ProfileMode(enum.StrEnum):
-    """How much of each image torch.profiler records."""
-
-    sampled = "sampled"
-    full = "full"
-    off = "off"
 
 
 class ProfilerSessions(enum.StrEnum):

@@ -32,7 +32,7 @@ from transformers.models.deepseek_ocr2.image_processing_pil_deepseek_ocr2 import
 
 from dsocr.errors import BadInputError, ModelLoadError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)
 
 EMBEDDED_CONFIG = Path(__file__).parent / "embedded" / "tiny-deepseek-ocr2.json"
 EMBEDDED_MODEL_ID = "embedded:tiny-deepseek-ocr2"

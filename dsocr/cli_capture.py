@@ -21,13 +21,13 @@ from dsocr.capture.config import (
     CaptureConfig,
     Device,
     DType,
-    ProfileMode,
     ProfilerSessions,
     SamplingSchedule,
     SdpaBackend,
     parse_max_new_tokens,
 )
 from dsocr.errors import BadInputError, MissingExtraError
+from dsocr.vocab import ProfileMode
 
 RUNS_ROOT = Path("runs")
 INSTALL_HINT = "dsocr capture needs torch, transformers and nvtx: pip install -e '.[capture]' (with torch==2.13.0)"

@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from analyze_helpers import gpu_run_or_skip, invoke, plain_stage_figures, plain_stream_ms
+from trace_helpers import read_trace
 
 from dsocr import rundir
 
@@ -56,7 +57,7 @@ def test_gpu_span_matches_the_cuda_events(analyzed: Path) -> None:
 
 
 def test_kernel_attribution_matches_a_plain_loop(analyzed: Path) -> None:
-    trace = rundir.read_trace(analyzed, columns=GPU_COLUMNS)
+    trace = read_trace(analyzed, columns=GPU_COLUMNS)
     trace = trace.filter(pc.is_in(trace["cat"].cast(pa.string()), value_set=pa.array(KEPT_CATS)))
     rows = trace.to_pylist()
     expected = plain_stage_figures(rows)
