@@ -36,6 +36,8 @@ class ModelRecord:
     context_limit: int | None = None
     context_limit_source: str | None = None
     eos_token_id: int | None = None
+    #: The attention implementation in effect (transformers' ``_attn_implementation``, e.g. sdpa).
+    attn_implementation: str | None = None
     #: The loaded HF config's ``to_dict()`` (JSON-able): layer counts and sizes for roofline models.
     architecture: dict[str, Any] | None = None
     #: What ran it: ``torch.cuda.get_device_name`` (e.g. "NVIDIA H200") on CUDA, the CPU's name otherwise.
@@ -54,6 +56,7 @@ class ModelRecord:
             context_limit=reader.integer("context_limit"),
             context_limit_source=reader.text("context_limit_source"),
             eos_token_id=reader.integer("eos_token_id"),
+            attn_implementation=reader.text("attn_implementation"),
             architecture=reader.mapping("architecture"),
             device_name=reader.text("device_name"),
         )

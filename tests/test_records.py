@@ -45,7 +45,7 @@ def test_the_committed_gpu_capture_reads_as_a_typed_record() -> None:
     shared = set(original) & set(written)
     added_later = {"profiler_sessions": None, "sdpa_backend": None, "attn_implementation": None}
     assert {key: written[key] for key in shared} == {key: original[key] for key in shared} | {
-        "model": {**original["model"], "architecture": None, "device_name": None},
+        "model": {**original["model"], "attn_implementation": None, "architecture": None, "device_name": None},
         "config": {**original["config"], **added_later},
     }
 
