@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from dsocr.analyze.attribution import GpuWork, attribute_gpu_ops, lane_ids, operator_rows, place
-from dsocr.analyze.categories import NS_PER_MS
 from dsocr.analyze.cold import ColdOperatorTotals
 from dsocr.analyze.cpu_self import self_time_ns
 from dsocr.analyze.inputs import AnalysisInputs
@@ -23,10 +22,7 @@ from dsocr.analyze.summary import Summary, summarize, to_json
 
 from dsocr import rundir
 from dsocr.options import DEFAULT_TOP
-
-TIMINGS_FILE = "timings.parquet"
-KERNELS_FILE = "kernels.parquet"
-SUMMARY_FILE = "summary.json"
+from dsocr.vocab import NS_PER_MS, AnalysisFile
 
 
 @dataclass(frozen=True)
@@ -118,7 +114,7 @@ def analyze_run(run_dir: Path, *, top: int = DEFAULT_TOP, write: bool = True) ->
     summary = summarize(inputs)
     output_dir = run_dir / rundir.ANALYSIS_DIR
     if write:
-        rundir.write_table_atomic(inputs.timings, output_dir / TIMINGS_FILE)
-        rundir.write_table_atomic(kernels, output_dir / KERNELS_FILE)
-        rundir.write_json_atomic(output_dir / SUMMARY_FILE, to_json(summary))
+        rundir.write_table_atomic(inputs.timings, rundir.analysis_path(run_dir, AnalysisFile.timings))
+        rundir.write_table_atomic(kernels, rundir.analysis_path(run_dir, AnalysisFile.kernels))
+        rundir.write_json_atomic(rundir.analysis_path(run_dir, AnalysisFile.summary), to_json(summary))
     return Analysis(summary=summary, timings=inputs.timings, kernels=kernels, output_dir=output_dir)
