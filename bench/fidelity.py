@@ -89,18 +89,16 @@ def _kernels_before_launch(run_dir: Path) -> dict[str, int] | None:
     files = trace_files(run_dir)
     if not files:
         return None
-    table = pa.concat_tables(
-        [pq.read_table(path, columns=["image_index", "cat", "ts_ns", "correlation"]) for path in files]
-    )
+    keys = ["image_index", "chunk", "correlation"]
+    table = pa.concat_tables([pq.read_table(path, columns=[*keys, "cat", "ts_ns"]) for path in files])
     cat = pc.cast(table["cat"], pa.string())
-    kernels = table.filter(pc.equal(cat, "kernel")).select(["image_index", "correlation", "ts_ns"])
-    launches = table.filter(pc.is_in(cat, pa.array(["cuda_runtime", "cuda_driver"]))).select(
-        ["image_index", "correlation", "ts_ns"]
-    )
+    kernels = table.filter(pc.equal(cat, "kernel")).select([*keys, "ts_ns"])
+    launches = table.filter(pc.is_in(cat, pa.array(["cuda_runtime", "cuda_driver"]))).select([*keys, "ts_ns"])
     if kernels.num_rows == 0:
         return None
-    launches = launches.rename_columns(["image_index", "correlation", "launch_ts_ns"])
-    joined = kernels.join(launches, ["image_index", "correlation"])
+    # Per flush chunk: CUPTI restarts its correlation ids when it is torn down between sessions.
+    launches = launches.rename_columns([*keys, "launch_ts_ns"])
+    joined = kernels.join(launches, keys)
     early = pc.sum(pc.less(joined["ts_ns"], joined["launch_ts_ns"])).as_py() or 0
     return {"kernels": kernels.num_rows, "joined": joined.num_rows, "start_before_launch": early}
 

@@ -64,11 +64,24 @@ def test_cuda_sampled_sessions_trace_only_the_planned_steps(tmp_path: Path, samp
     step_ranges = trace.filter(pc.equal(trace["cat"], "gpu_user_annotation"))
     steps_on_gpu = {step for step in step_ranges.column("range_step").to_pylist() if step is not None}
     assert steps_on_gpu == set(traced)
-    kernels = trace.filter(pc.equal(trace["cat"], "kernel")).select(["correlation", "ts_ns"])
+    # Joined per flush chunk: CUPTI restarts its correlation ids when torn down between sessions.
+    kernels = trace.filter(pc.equal(trace["cat"], "kernel"))
     launches = trace.filter(pc.is_in(trace["cat"], pa.array(["cuda_runtime", "cuda_driver"])))
-    launch_ts = dict(zip(launches["correlation"].to_pylist(), launches["ts_ns"].to_pylist(), strict=True))
-    early = [ts for corr, ts in zip(kernels["correlation"].to_pylist(), kernels["ts_ns"].to_pylist(), strict=True)
-             if ts < launch_ts[corr]]  # fmt: skip
+    launch_ts = {
+        (chunk, corr): ts
+        for chunk, corr, ts in zip(
+            launches["chunk"].to_pylist(), launches["correlation"].to_pylist(), launches["ts_ns"].to_pylist(),
+            strict=True,
+        )
+    }  # fmt: skip
+    early = [
+        ts
+        for chunk, corr, ts in zip(
+            kernels["chunk"].to_pylist(), kernels["correlation"].to_pylist(), kernels["ts_ns"].to_pylist(),
+            strict=True,
+        )
+        if ts < launch_ts[(chunk, corr)]
+    ]  # fmt: skip
     analyzed = CliRunner().invoke(app, ["analyze", str(run_dir), "--json"])
     assert analyzed.exit_code == 0, analyzed.output
     coverage = json.loads(analyzed.output)["coverage"]
