@@ -3,11 +3,11 @@
 venv := ".venv"
 py := venv / "bin/python"
 
-# Create .venv and install dsocr with the capture and dev extras (CPU torch 2.13.0).
+# Create .venv and install dsocr with the capture, report and dev extras (CPU torch 2.13.0).
 setup:
     python3 -m venv {{venv}}
     {{py}} -m pip install -q --upgrade pip
-    {{py}} -m pip install -q torch==2.13.0 -e '.[capture,dev]'
+    {{py}} -m pip install -q torch==2.13.0 -e '.[capture,report,dev]'
 
 # Capture, analyze and emit the sample pages on the embedded tiny model.
 demo out="runs/demo":

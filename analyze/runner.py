@@ -18,6 +18,7 @@ from dsocr.analyze.load import TraceTables, load_trace
 from dsocr.analyze.ranges import Ranges, clean_ranges
 from dsocr.analyze.reference import ok_predictions, timings_table
 from dsocr.analyze.stages import MEASURED, measure_stages
+from dsocr.analyze.step_table import steps_table
 from dsocr.analyze.summary import Summary, summarize, to_json
 
 from dsocr import rundir
@@ -112,9 +113,12 @@ def analyze_run(run_dir: Path, *, top: int = DEFAULT_TOP, write: bool = True) ->
         cold_operators=cold_operators,
     )
     summary = summarize(inputs)
+    # Per traced decode step (the report's busy/idle plot); its own module, read by nothing here.
+    steps = steps_table(ranges.table, gpu.table if gpu is not None else None)
     output_dir = run_dir / rundir.ANALYSIS_DIR
     if write:
         rundir.write_table_atomic(inputs.timings, rundir.analysis_path(run_dir, AnalysisFile.timings))
         rundir.write_table_atomic(kernels, rundir.analysis_path(run_dir, AnalysisFile.kernels))
+        rundir.write_table_atomic(steps, rundir.analysis_path(run_dir, AnalysisFile.steps))
         rundir.write_json_atomic(rundir.analysis_path(run_dir, AnalysisFile.summary), to_json(summary))
     return Analysis(summary=summary, timings=inputs.timings, kernels=kernels, output_dir=output_dir)

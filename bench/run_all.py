@@ -17,6 +17,7 @@ SCRIPTS = (
     ["profiling_overhead.py", "--device", "cpu", "--tokens", "16", "--repeats", "1"],
     ["bench_analyze.py"],
     ["bench_emit.py"],
+    ["bench_report.py"],
 )
 
 

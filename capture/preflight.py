@@ -6,6 +6,8 @@ option into one ``Error:`` line instead of one per rank followed by the launcher
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from dsocr.capture.config import CaptureConfig
 from dsocr.capture.images import discover_images
 
@@ -24,7 +26,7 @@ def preflight(config: CaptureConfig) -> None:
     # The prompt's placeholder depends on the family, read from the config file (no weights).
     from dsocr.capture.models import resolve_family, resolve_prompt
 
-    resolve_prompt(config, resolve_family(config))
+    config = replace(config, prompt=resolve_prompt(config, resolve_family(config)))
     # run_record loads the GPU stack; the ranks are about to load it anyway.
     from dsocr.capture.run_record import check_resumable
 

@@ -18,9 +18,13 @@ def analyze(
     run_dir: RunDirArg,
     top: Annotated[int, typer.Option(help="Kernels and operators kept per stage and kind.")] = DEFAULT_TOP,
     as_json: JsonOption = False,
+    with_report: Annotated[
+        bool, typer.Option("--report", help="Also write analysis/report.html (needs the [report] extra).")
+    ] = False,
 ) -> None:
     """Per-image and per-stage timings (CPU, GPU busy, GPU span), latency and top kernels, from
-    the run's Parquet alone; writes analysis/timings.parquet, kernels.parquet and summary.json."""
+    the run's Parquet alone; writes analysis/timings.parquet, kernels.parquet, steps.parquet and
+    summary.json (and report.html with --report)."""
     if top < 1:
         raise BadInputError(f"--top {top}: must be at least 1")
     from rich.console import Console
@@ -30,12 +34,19 @@ def analyze(
     from dsocr.analyze.summary import to_json
 
     analysis = analyze_run(run_dir, top=top)
+    report_line = None
+    if with_report:
+        from dsocr.cli_report import write_report
+
+        report_line = write_report(run_dir)
     if as_json:
         typer.echo(json.dumps(to_json(analysis.summary), ensure_ascii=False, indent=2))
         return
     console = Console()
     print_report(analysis.summary, console)
     console.print(f"wrote {analysis.output_dir}/", highlight=False)
+    if report_line:
+        console.print(report_line, highlight=False, soft_wrap=True)
 
 
 @app.command("export-trace")

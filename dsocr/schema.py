@@ -130,11 +130,26 @@ KERNELS = _versioned(
     ],
 )
 
+#: One row per traced decode step, written by ``dsocr analyze`` (the report plots it).
+STEPS = _versioned(
+    "steps",
+    [
+        pa.field("image_index", pa.int32(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False),
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("wall_ms", pa.float64()),
+        pa.field("gpu_busy_ms", pa.float64()),
+        pa.field("gpu_span_ms", pa.float64()),
+        pa.field("kernel_count", pa.int64()),
+    ],
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "predictions": PREDICTIONS,
     "trace": TRACE,
     "timings": TIMINGS,
     "kernels": KERNELS,
+    "steps": STEPS,
 }
 
 

@@ -146,3 +146,4 @@ class AnalysisFile(enum.StrEnum):
     timings = "timings.parquet"
     kernels = "kernels.parquet"
     summary = "summary.json"
+    steps = "steps.parquet"

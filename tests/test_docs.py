@@ -27,6 +27,7 @@ SCHEMA_SECTIONS = {
     "trace": "## trace/",
     "timings": "### analysis/timings.parquet",
     "kernels": "### analysis/kernels.parquet",
+    "steps": "### analysis/steps.parquet",
 }
 # A table cell boundary: a pipe not escaped as \|.
 _CELL = re.compile(r"(?<!\\)\|")

@@ -1,0 +1,191 @@
+"""The run at a glance, as HTML: model, device, options, images, stop reasons, findings, coverage."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from dsocr.report.inputs import RunInputs
+
+from dsocr.records import RunRecord
+from dsocr.vocab import ImageStatus
+
+DASH = "–"
+#: Rows of the per-image table; a larger run shows the first ones and says so.
+MAX_IMAGE_ROWS = 500
+LATENCY_ROWS = (
+    ("TTFT ms", "ttft_ms"),
+    ("TPOT p50 ms", "tpot_p50_ms"),
+    ("TPOT p90 ms", "tpot_p90_ms"),
+    ("decode tokens/s", "decode_tokens_per_s"),
+)
+
+
+def esc(value: Any) -> str:
+    """Any value as escaped text: dicts and lists as compact JSON, None as a dash."""
+    if value is None:
+        return DASH
+    if isinstance(value, dict | list):
+        return html.escape(json.dumps(value, ensure_ascii=False))
+    if isinstance(value, float):
+        return f"{value:,.3f}"
+    return html.escape(str(value))
+
+
+def key_values(pairs: list[tuple[str, Any]]) -> str:
+    rows = "".join(f"<tr><th>{html.escape(key)}</th><td>{esc(value)}</td></tr>" for key, value in pairs)
+    return f'<table class="kv">{rows}</table>'
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in header)
+    body = "".join("<tr>" + "".join(f"<td>{esc(value)}</td>" for value in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def not_available(reason: str) -> str:
+    return f'<p class="na">not available: {html.escape(reason)}</p>'
+
+
+def config_options(record: RunRecord) -> dict[str, Any]:
+    """run.json ``config`` as JSON (empty for an import, which records no options)."""
+    return record.to_json()["config"] or {}
+
+
+def facts(run: RunInputs) -> list[tuple[str, Any]]:
+    """The identifying facts of a run, in display order (also compared side by side)."""
+    record, model = run.run, run.run.model
+    predictions = run.predictions
+    statuses = Counter(predictions["status"].to_pylist())
+    ok = statuses.get(ImageStatus.ok, 0)
+    stops = Counter(reason for reason in predictions["stop_reason"].to_pylist() if reason)
+    trace = run.summary.get("trace", {})
+    return [
+        ("run", str(run.run_dir)),
+        ("kind / status", f"{record.kind} / {record.status}"),
+        ("model", model.id),
+        ("family / source", f"{model.family or DASH} / {model.source or DASH}"),
+        ("parameters", model.parameters),
+        ("dtype", model.dtype),
+        ("device", model.device_name or model.device),
+        ("images", f"{predictions.num_rows} total, {ok} ok, {predictions.num_rows - ok} failed"),
+        ("stop reasons", ", ".join(f"{reason} {count}" for reason, count in sorted(stops.items())) or None),
+        ("profile mode", ", ".join(trace.get("profile_modes") or []) or None),
+        ("reference clock", ", ".join(trace.get("timing_clocks") or []) or None),
+        ("trace", "present" if trace.get("present") else f"missing: {trace.get('missing_reason')}"),
+        ("GPU activity in the trace", trace.get("device_time")),
+        ("capture seconds", record.capture_seconds),
+        ("started / finished", f"{record.started_at or DASH} / {record.finished_at or DASH}"),
+        ("dsocr", record.dsocr_version),
+    ]
+
+
+def findings_html(summary: dict[str, Any]) -> str:
+    findings = summary.get("findings")
+    if findings is None:
+        return not_available("this analysis has no findings section (written by a newer `dsocr analyze`)")
+    if not findings:
+        return "<p>analyze found nothing to flag.</p>"
+    items = []
+    for finding in findings:
+        evidence = finding.get("evidence")
+        items.append(
+            f'<li class="sev-{esc(finding.get("severity"))}"><b>{esc(finding.get("severity"))}</b> '
+            f"<code>{esc(finding.get('id'))}</code> {esc(finding.get('message'))}"
+            + (f'<div class="evidence">evidence: {esc(evidence)}</div>' if evidence else "")
+            + "</li>"
+        )
+    return f'<ul class="findings">{"".join(items)}</ul>'
+
+
+COLD_FIGURES = (
+    ("cold steps (a decode length new to the process)", "cold_steps"),
+    ("warm steps", "warm_steps"),
+    ("warm step p50 ms", "warm_step_p50_ms"),
+    ("time cold steps add over the warm median, ms", "cold_added_ms"),
+)
+
+
+def cold_html(summary: dict[str, Any]) -> str:
+    """analyze's cold-step impact (summary.json ``cold``), with the images it flags."""
+    cold = summary.get("cold")
+    if not isinstance(cold, dict):
+        return not_available("the capture recorded no cold-step flags (decode_step_cold)")
+    rows = [(label, cold.get(key)) for label, key in COLD_FIGURES]
+    flagged = cold.get("flagged_images") or []
+    rows.append(
+        (
+            "images whose TPOT cold steps raise noticeably",
+            ", ".join(f"img {i.get('image_index')}" for i in flagged) or None,
+        )
+    )
+    return key_values(rows)
+
+
+def glance_html(run: RunInputs) -> str:
+    """Facts, latency and findings beside the options; warnings; coverage folded away."""
+    record, summary = run.run, run.summary
+    latency = summary.get("latency", {})
+    latency_rows = [[label, (latency.get(key) or {}).get("median"), (latency.get(key) or {}).get("p90")]
+                    for label, key in LATENCY_ROWS]  # fmt: skip
+    config = config_options(record)
+    options = (
+        key_values(sorted(config.items())) if config else not_available("run.json records no options (an imported run)")
+    )
+    left = key_values(facts(run)) + "<h3>Latency across images</h3>" + table(["figure", "median", "p90"], latency_rows)
+    parts = [f'<div class="cols"><div>{left}</div><div><h3>Options</h3>{options}</div></div>']
+    parts.append("<h3>Findings</h3>" + findings_html(summary))
+    parts.append("<h3>Cold decode steps</h3>" + cold_html(summary))
+    warnings = record.warnings
+    if warnings:
+        parts.append("<h3>Capture warnings</h3><ul>" + "".join(f"<li>{esc(w)}</li>" for w in warnings) + "</ul>")
+    coverage = summary.get("coverage")
+    body = key_values(sorted(coverage.items())) if coverage else not_available("no coverage in summary.json")
+    parts.append(f"<details><summary>Coverage of the trace (what it could not see)</summary>{body}</details>")
+    return "".join(parts)
+
+
+def images_html(run: RunInputs) -> str:
+    """One row per image: status, tokens, stop reason, TTFT and TPOT (from summary.json images[])."""
+    latency = {row.get("image_index"): row for row in run.summary.get("images") or []}
+    columns = ["image_index", "image_path", "status", "stop_reason", "prompt_tokens", "generated_tokens", "error"]
+    rows = []
+    for row in run.predictions.select(columns).to_pylist()[:MAX_IMAGE_ROWS]:
+        figures = latency.get(row["image_index"], {})
+        rows.append(
+            [
+                row["image_index"],
+                Path(row["image_path"]).name,
+                row["status"],
+                row["stop_reason"],
+                row["prompt_tokens"],
+                row["generated_tokens"],
+                figures.get("ttft_ms"),
+                figures.get("tpot_p50_ms"),
+                figures.get("tpot_warm_p50_ms"),
+                figures.get("cold_steps"),
+                row["error"],
+            ]
+        )
+    header = [
+        "image",
+        "file",
+        "status",
+        "stop",
+        "prompt tok",
+        "generated",
+        "TTFT ms",
+        "TPOT p50 ms",
+        "TPOT warm p50 ms",
+        "cold steps",
+        "error",
+    ]
+    note = (
+        f"<p>first {MAX_IMAGE_ROWS} of {run.predictions.num_rows} images</p>"
+        if run.predictions.num_rows > MAX_IMAGE_ROWS
+        else ""
+    )
+    return table(header, rows) + note
