@@ -23,7 +23,8 @@ def preflight(config: CaptureConfig) -> None:
         discover_images(config.images)
     if config.model is not None and not config.model.exists():
         raise ModelLoadError(f"--model {config.model}: no such folder")
-    # The prompt's placeholder depends on the family, read from the config file (no weights).
+    # The prompt's placeholder depends on the family, read from the config file (no weights);
+    # the resume check compares the prompt that runs, as the ranks (capture.runner) do.
     from dsocr.capture.models import resolve_family, resolve_prompt
 
     config = replace(config, prompt=resolve_prompt(config, resolve_family(config)))

@@ -16,6 +16,7 @@ from PIL import Image
 from trace_helpers import read_trace
 
 from dsocr import schema
+from dsocr.errors import RunDirError
 from dsocr.families import DEEPSEEK_OCR2
 from dsocr.records import ImageCounts
 from dsocr.rundir import (
@@ -220,6 +221,21 @@ def test_out_holding_a_run_needs_resume_and_the_same_settings(eight_run: Path, s
     predictions, record, traces = before
     assert read_predictions(eight_run).equals(predictions)
     assert (eight_run / "run.json").read_bytes() == record and sorted(trace_files(eight_run)) == traces
+
+
+def test_the_gpus_preflight_resumes_a_run_of_the_familys_default_prompt(
+    eight_run: Path, sample_pages: list[Path]
+) -> None:
+    """--gpus checks --resume in the parent: without --prompt it must compare the prompt that ran."""
+    from dsocr.capture.config import CaptureConfig, ProfileMode
+    from dsocr.capture.preflight import preflight
+
+    images = tuple(map(str, sample_pages[:2]))
+    preflight(CaptureConfig(images=images, out=eight_run, max_new_tokens=8, profile=ProfileMode.full, resume=True))
+    other = CaptureConfig(images=images, out=eight_run, max_new_tokens=8, profile=ProfileMode.full, resume=True,
+                          prompt="<image>\nFree OCR.")  # fmt: skip
+    with pytest.raises(RunDirError, match=r"differs in prompt\)"):
+        preflight(other)
 
 
 @pytest.mark.slow  # two captures of three pages
