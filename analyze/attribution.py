@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from dsocr.analyze.categories import RANGE_DECODE_STEP, RANGE_PREFILL, RANGE_VISION
 from dsocr.analyze.intervals import NOT_FOUND, locate
 from dsocr.analyze.keys import chunk_key, image_key, match_ids
 from dsocr.analyze.ranges import Ranges
+
+from dsocr.vocab import RangeStage
 
 _LOW_32 = (1 << 32) - 1
 
@@ -73,7 +74,7 @@ def place(points: pa.Table, time_ns: np.ndarray, lane: np.ndarray, ranges: Range
     """Append ``lane``, ``in_vision``, ``in_prefill`` and ``step``: the dsocr ranges open on the
     row's thread (``lane``) at ``time_ns``. Row order is kept."""
     found = {}
-    for stage in (RANGE_VISION, RANGE_PREFILL, RANGE_DECODE_STEP):
+    for stage in (RangeStage.vision, RangeStage.prefill, RangeStage.decode_step):
         stage_ranges = ranges.table.filter(pc.equal(ranges.table["stage"], stage))
         index = locate(
             lane,
@@ -83,15 +84,15 @@ def place(points: pa.Table, time_ns: np.ndarray, lane: np.ndarray, ranges: Range
             stage_ranges["end_ns"].to_numpy(),
         )
         found[stage] = (index, stage_ranges)
-    step_index, step_ranges = found[RANGE_DECODE_STEP]
+    step_index, step_ranges = found[RangeStage.decode_step]
     in_step = step_index != NOT_FOUND
     steps = np.zeros(step_index.size, dtype=np.int32)
     if in_step.any():
         steps[in_step] = step_ranges["step"].fill_null(0).to_numpy()[step_index[in_step]]
     return (
         points.append_column("lane", pa.array(lane))
-        .append_column("in_vision", pa.array(found[RANGE_VISION][0] != NOT_FOUND))
-        .append_column("in_prefill", pa.array(found[RANGE_PREFILL][0] != NOT_FOUND))
+        .append_column("in_vision", pa.array(found[RangeStage.vision][0] != NOT_FOUND))
+        .append_column("in_prefill", pa.array(found[RangeStage.prefill][0] != NOT_FOUND))
         .append_column("step", pa.array(steps, mask=~in_step))
     )
 

@@ -18,11 +18,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-from dsocr.analyze.categories import GPU_OP_CATS, NS_PER_US
+from dsocr.analyze.categories import GPU_OP_CATS
 from dsocr.analyze.load import check_trace_file
 
 from dsocr import rundir, schema
 from dsocr.errors import BadInputError, RunDirError
+from dsocr.vocab import NS_PER_US
 
 EXPORT_DIR = "export"
 FRACTION_DIGITS = 3

@@ -16,6 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from dsocr.analyze.keys import image_key
 
+from dsocr.vocab import NS_PER_MS
+
 #: An image is flagged when its cold steps raise its TPOT by more than this share.
 COLD_TPOT_FLAG_SHARE = 0.10
 #: Operators named per flagged run (cold against warm steps).
@@ -157,8 +159,8 @@ class ColdOperatorTotals:
         """Operators by (cold ms per step - warm ms per step), largest first."""
         if not self._cold_steps or not self._warm_steps:
             return []
-        cold_per_step = self._cold_ns / len(self._cold_steps) / 1e6
-        warm_per_step = self._warm_ns / len(self._warm_steps) / 1e6
+        cold_per_step = self._cold_ns / len(self._cold_steps) / NS_PER_MS
+        warm_per_step = self._warm_ns / len(self._warm_steps) / NS_PER_MS
         labels = [*self._names, "(unnamed)"]
         order = np.argsort(-(cold_per_step - warm_per_step))[:count]
         return [

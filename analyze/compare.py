@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from dsocr.analyze.categories import STAGE_PREFILL, STAGES
 from dsocr.analyze.runner import Analysis, analyze_run
 from dsocr.analyze.summary import to_json
 
 from dsocr import rundir
+from dsocr.vocab import STAGES, Stage
 
 FASTER, SLOWER, SAME = "faster", "slower", "same within noise"
 HIGHER, LOWER = "higher", "lower"
@@ -191,7 +191,7 @@ def _top_deltas(a: pa.Table, b: pa.Table, *, top: int) -> list[dict[str, Any]]:
     """Kernels and operators by (stage, kind, name) with both totals; absent means outside that run's top.
     ``prefill`` is left out: it is vision plus prefill_text, both listed."""
     keys = ["stage", "kind", "name"]
-    a, b = (table.filter(pc.not_equal(table["stage"], STAGE_PREFILL)) for table in (a, b))
+    a, b = (table.filter(pc.not_equal(table["stage"], Stage.prefill)) for table in (a, b))
     left = a.select([*keys, "calls", "total_ms"]).rename_columns([*keys, "calls_a", "total_ms_a"])
     right = b.select([*keys, "calls", "total_ms"]).rename_columns([*keys, "calls_b", "total_ms_b"])
     joined = left.join(right, keys, join_type="full outer")
@@ -241,7 +241,9 @@ def compare_runs(
     return {
         "run_a": str(run_a),
         "run_b": str(run_b),
-        "differing_options": differing_options(rundir.read_run_json(run_a), rundir.read_run_json(run_b)),
+        "differing_options": differing_options(
+            rundir.read_run_json(run_a).to_json(), rundir.read_run_json(run_b).to_json()
+        ),
         "images": {"a": len(md5_a), "b": len(md5_b), "matched": len(set(md5_a.values()) & set(md5_b.values()))},
         "stages": _stages(a, b, md5_a, md5_b),
         "latency": _latency(a, b, md5_a, md5_b),

@@ -7,10 +7,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from dsocr.analyze.categories import NS_PER_MS, RANGE_DECODE_STEP, RANGE_PREFILL, RANGE_VISION, STAGE_DECODE
 from dsocr.analyze.inputs import AnalysisInputs
 from dsocr.analyze.keys import image_key, step_key
-from dsocr.analyze.reference import STATUS_OK
+
+from dsocr.vocab import NS_PER_MS, ImageStatus, RangeStage, Stage
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,11 @@ class Coverage:
 def _ranges_without_work(ranges: pa.Table, work: pa.Table) -> int:
     """Vision, prefill and decode-step ranges that launched nothing on the GPU."""
     missing = 0
-    for stage, flag in ((RANGE_VISION, "in_vision"), (RANGE_PREFILL, "in_prefill")):
+    for stage, flag in ((RangeStage.vision, "in_vision"), (RangeStage.prefill, "in_prefill")):
         stage_ranges = ranges.filter(pc.equal(ranges["stage"], stage))
         with_work = np.unique(image_key(work.filter(work[flag])))
         missing += int(np.count_nonzero(~np.isin(image_key(stage_ranges), with_work)))
-    steps = ranges.filter(pc.equal(ranges["stage"], RANGE_DECODE_STEP))
+    steps = ranges.filter(pc.equal(ranges["stage"], RangeStage.decode_step))
     stepped = work.filter(pc.is_valid(work["step"]))
     all_keys = np.concatenate([image_key(steps), image_key(stepped)])
     all_steps = np.concatenate([steps["step"].to_numpy(), stepped["step"].to_numpy()])
@@ -63,7 +63,7 @@ def _ranges_without_work(ranges: pa.Table, work: pa.Table) -> int:
 def coverage_figures(inputs: AnalysisInputs) -> Coverage:
     """The counts of summary.json ``coverage`` (GPU counts stay 0 on a trace without device time)."""
     trace, ranges, timings = inputs.trace, inputs.ranges, inputs.timings
-    decode = timings.filter(pc.and_(pc.equal(timings["stage"], STAGE_DECODE), pc.is_valid(timings["cpu_ms"])))
+    decode = timings.filter(pc.and_(pc.equal(timings["stage"], Stage.decode), pc.is_valid(timings["cpu_ms"])))
     images_with_trace = trace.chunks.group_by(["rank", "image_index"]).aggregate([]).num_rows
     statuses = inputs.predictions["status"].to_pylist()
     steps_traced = int(pc.sum(decode["steps_traced"]).as_py() or 0)
@@ -74,8 +74,8 @@ def coverage_figures(inputs: AnalysisInputs) -> Coverage:
         flush_chunks=trace.chunks.num_rows,
         flush_gaps=trace.chunks.num_rows - images_with_trace,
         images_with_trace=images_with_trace,
-        images_ok=statuses.count(STATUS_OK),
-        images_failed=len(statuses) - statuses.count(STATUS_OK),
+        images_ok=statuses.count(ImageStatus.ok),
+        images_failed=len(statuses) - statuses.count(ImageStatus.ok),
         ranges=ranges.table.num_rows,
         ranges_cut_by_flush=ranges.cut_by_flush,
         duplicate_ranges=ranges.duplicates,

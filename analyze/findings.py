@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from dsocr.analyze.categories import KIND_CPU_OPERATOR, STAGE_DECODE, STAGE_PREFILL_TEXT, STAGE_VISION
 from dsocr.analyze.keys import image_key
 from dsocr.analyze.reference import ok_predictions
 from dsocr.analyze.roofline import Roofline
 from dsocr.analyze.stats import MEDIAN, grouped_quantiles
 from dsocr.analyze.steps import step_codes
+
+from dsocr.vocab import KernelKind, Stage
 
 SEVERITY_HIGH, SEVERITY_MEDIUM, SEVERITY_LOW = "high", "medium", "low"
 #: Share of the run's stage time above which a finding is high, or medium, severity.
@@ -104,7 +105,7 @@ def short_name(name: str) -> str:
 
 
 def host_bound_decode(inputs: FindingInputs) -> list[dict[str, Any]]:
-    rows = _stage(inputs.timings, STAGE_DECODE)
+    rows = _stage(inputs.timings, Stage.decode)
     rows = rows.filter(pc.is_valid(rows["gpu_busy_ms"]))
     wall, busy = _sum(rows, "cpu_ms"), _sum(rows, "gpu_busy_ms")
     steps = int(_sum(rows, "steps_traced"))
@@ -200,7 +201,7 @@ def dominant_cpu_operator(inputs: FindingInputs) -> list[dict[str, Any]]:
     found = []
     seen: set[str] = set()
     for row in inputs.top:
-        if row["kind"] != KIND_CPU_OPERATOR or row["stage"] in seen or row["stage"] == "prefill":
+        if row["kind"] != KernelKind.cpu_operator or row["stage"] in seen or row["stage"] == "prefill":
             continue
         seen.add(row["stage"])
         if row["share"] < OPERATOR_SHARE:
@@ -248,19 +249,19 @@ def outlier_steps(inputs: FindingInputs) -> list[dict[str, Any]]:
 
 def outlier_images(inputs: FindingInputs) -> list[dict[str, Any]]:
     found = []
-    for stage in (STAGE_VISION, STAGE_PREFILL_TEXT, STAGE_DECODE):
+    for stage in (Stage.vision, Stage.prefill_text, Stage.decode):
         rows = _stage(inputs.timings, stage)
         if rows.num_rows < MIN_IMAGES_FOR_OUTLIERS:
             continue
         wall = rows["cpu_ms"].to_numpy()
-        if stage == STAGE_DECODE:
+        if stage == Stage.decode:
             wall = wall / np.maximum(rows["steps_traced"].fill_null(1).to_numpy(), 1)
         median = float(np.median(wall))
         slow = wall > IMAGE_OUTLIER_FACTOR * median
         if not slow.any():
             continue
         images = rows["image_index"].to_numpy()[slow].tolist()
-        per = " per step" if stage == STAGE_DECODE else ""
+        per = " per step" if stage == Stage.decode else ""
         excess = float((wall[slow] - median).sum())
         message = (
             f"{len(images)} image(s) took over {IMAGE_OUTLIER_FACTOR}x the median {stage} time{per}"
@@ -307,7 +308,7 @@ def profiler_overhead(inputs: FindingInputs) -> list[dict[str, Any]]:
 
 def roofline_distance(inputs: FindingInputs) -> list[dict[str, Any]]:
     found = []
-    for stage in (STAGE_VISION, STAGE_PREFILL_TEXT, STAGE_DECODE):
+    for stage in (Stage.vision, Stage.prefill_text, Stage.decode):
         figures = inputs.roofline.stage(stage) if inputs.roofline is not None else None
         if figures is None:
             continue
@@ -347,7 +348,7 @@ DETECTORS: tuple[Callable[[FindingInputs], list[dict[str, Any]]], ...] = (
 def findings(inputs: FindingInputs) -> list[dict[str, Any]]:
     """Every detector's findings, with a severity by the share of the run's time at stake, largest first."""
     result = [finding for detector in DETECTORS for finding in detector(inputs)]
-    run_ms = sum(_sum(_stage(inputs.timings, stage), "cpu_ms") for stage in ("prefill", STAGE_DECODE))
+    run_ms = sum(_sum(_stage(inputs.timings, stage), "cpu_ms") for stage in ("prefill", Stage.decode))
     for finding in result:
         share = finding["time_at_stake_ms"] / run_ms if run_ms else 0.0
         finding["evidence"]["share_of_run"] = share

@@ -7,8 +7,9 @@ import re
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from dsocr.analyze.categories import NS_PER_MS
 from dsocr.analyze.stages import stage_masks
+
+from dsocr.vocab import NS_PER_MS
 
 #: Kernels that only move or convert data: dtype casts and layout copies run as PyTorch's
 #: ``direct_copy_kernel_cuda`` elementwise kernels, concatenation as ``CatArrayBatchedCopy``

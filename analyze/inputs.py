@@ -16,14 +16,16 @@ from dsocr.analyze.peaks import DevicePeak
 from dsocr.analyze.ranges import Ranges
 from dsocr.analyze.steps import StepTables
 
+from dsocr.records import RunRecord
+
 
 @dataclass(frozen=True)
 class AnalysisInputs:
     """The run as read (run.json, predictions, trace) and the per-image tables computed from it."""
 
     run_dir: Path
-    #: run.json as read.
-    run: dict[str, Any]
+    #: run.json as read and validated.
+    run: RunRecord
     #: predictions (schema PREDICTIONS), every row, failed images included.
     predictions: pa.Table
     trace: TraceTables

@@ -3,8 +3,6 @@ table and device peaks that the runner computes once for them."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pyarrow as pa
 from dsocr.analyze.findings import Finding, FindingInputs, typed_findings
 from dsocr.analyze.flops import DTYPE_BYTES, architecture
@@ -15,44 +13,39 @@ from dsocr.analyze.profiler_flops import profiler_check
 from dsocr.analyze.roofline import Roofline, roofline_summary, roofline_table
 from dsocr.analyze.steps import StepTables
 
+from dsocr.records import RunRecord
+
 DEVICE_CPU = "cpu"
 
 
-def _model(run: dict[str, Any]) -> dict[str, Any]:
-    return run.get("model") or {}
-
-
-def run_peak(run: dict[str, Any], *, peak_tflops: float | None, peak_gbps: float | None) -> DevicePeak:
+def run_peak(run: RunRecord, *, peak_tflops: float | None, peak_gbps: float | None) -> DevicePeak:
     """The peaks for a run: its recorded device name and dtype, then the overrides."""
-    model = _model(run)
-    name = model.get("device_name") or run.get("device_name")
-    peak = device_peak(name, model.get("dtype"), peak_tflops=peak_tflops, peak_gbps=peak_gbps)
-    if model.get("device") == DEVICE_CPU and peak.reason is not None:
+    model = run.model
+    peak = device_peak(model.device_name, model.dtype, peak_tflops=peak_tflops, peak_gbps=peak_gbps)
+    if model.device == DEVICE_CPU and peak.reason is not None:
         reason = "CPU run: the peaks table holds GPUs; pass --peak-tflops and --peak-gbps for this CPU"
         return DevicePeak(**{**peak.__dict__, "reason": reason})
     return peak
 
 
 def run_roofline_table(
-    run: dict[str, Any], peak: DevicePeak, predictions: pa.Table, timings: pa.Table, steps: StepTables
+    run: RunRecord, peak: DevicePeak, predictions: pa.Table, timings: pa.Table, steps: StepTables
 ) -> pa.Table:
     """The ROOFLINE table of a run (empty when run.json records no architecture or dtype width)."""
-    model = _model(run)
-    return roofline_table(
-        architecture(model.get("architecture")), model.get("dtype"), peak, predictions, timings, steps.steps
-    )
+    model = run.model
+    return roofline_table(architecture(model.architecture), model.dtype, peak, predictions, timings, steps.steps)
 
 
-def _reason(run: dict[str, Any], peak: DevicePeak) -> str | None:
+def _reason(run: RunRecord, peak: DevicePeak) -> str | None:
     """Why roofline figures are missing (None when everything could be computed)."""
-    model = _model(run)
-    if not model.get("architecture"):
+    model = run.model
+    if not model.architecture:
         return "run.json records no model architecture (captured before dsocr recorded it): FLOPs and bytes unknown"
-    if architecture(model.get("architecture")) is None:
-        family = model.get("family") or "this model"
+    if architecture(model.architecture) is None:
+        family = model.family or "this model"
         return f"the FLOP and byte model covers DeepSeek-OCR-2 configs only, not {family}'s: FLOPs and bytes unknown"
-    if model.get("dtype") not in DTYPE_BYTES:
-        return f"model dtype {model.get('dtype')!r} has no known width: bytes unknown"
+    if model.dtype not in DTYPE_BYTES:
+        return f"model dtype {model.dtype!r} has no known width: bytes unknown"
     return peak.reason
 
 

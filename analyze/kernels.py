@@ -12,18 +12,11 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from dsocr.analyze.categories import (
-    KIND_CPU_OPERATOR,
-    KIND_KERNEL,
-    KIND_OPERATOR,
-    NO_OPERATOR,
-    NS_PER_MS,
-    NS_PER_US,
-    STAGES,
-)
+from dsocr.analyze.categories import NO_OPERATOR
 from dsocr.analyze.stages import stage_masks
 
 from dsocr import schema
+from dsocr.vocab import NS_PER_MS, NS_PER_US, STAGES, KernelKind
 
 NO_CODE = -1
 
@@ -99,8 +92,8 @@ def top_gpu(work: pa.Table, operator_codes: np.ndarray, operator_names: list[str
             continue
         total = float(durations[mask].sum())
         for kind, codes, names in (
-            (KIND_KERNEL, kernel_codes, kernel_names),
-            (KIND_OPERATOR, operator_codes, operator_names),
+            (KernelKind.kernel, kernel_codes, kernel_names),
+            (KernelKind.operator, operator_codes, operator_names),
         ):
             tables.append(
                 _top(codes[mask], names, durations[mask], stage=stage, kind=kind, denominator_ns=total, top=top)
@@ -134,7 +127,7 @@ class CpuOperatorTotals:
                 self._calls[stage],
                 self.names,
                 stage=stage,
-                kind=KIND_CPU_OPERATOR,
+                kind=KernelKind.cpu_operator,
                 denominator_ns=stage_cpu_ns.get(stage, 0.0),
                 top=top,
             )

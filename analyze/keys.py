@@ -9,6 +9,11 @@ _IMAGE_BITS = 32
 _IMAGE_MASK = (1 << _IMAGE_BITS) - 1
 
 
+def pack_image_key(rank: int, image_index: int) -> int:
+    """The image key of one (rank, image_index), as ``image_key`` computes it per row."""
+    return (rank << _IMAGE_BITS) | image_index
+
+
 def image_key(table: pa.Table) -> np.ndarray:
     """``rank << 32 | image_index`` per row (both are non-negative int32 in every dsocr table)."""
     rank = table["rank"].fill_null(0).to_numpy().astype(np.int64)
@@ -26,6 +31,11 @@ def step_key(image_keys: np.ndarray, steps: np.ndarray) -> np.ndarray:
     """One int64 per (image, step): the image's dense index in the high bits, the step below."""
     _, dense = np.unique(image_keys, return_inverse=True)
     return (dense.astype(np.int64) << _IMAGE_BITS) | np.asarray(steps, dtype=np.int64)
+
+
+def step_key_image(step_keys: np.ndarray) -> np.ndarray:
+    """The dense image index of each step key (its position among ``step_key``'s sorted images)."""
+    return np.asarray(step_keys, dtype=np.int64) >> _IMAGE_BITS
 
 
 _ID_BITS = 40

@@ -11,11 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from dsocr.analyze.categories import MS_PER_S, NS_PER_MS, RANGE_DECODE_STEP, RANGE_PREFILL
 from dsocr.analyze.cold import image_cold
 from dsocr.analyze.keys import image_key
 from dsocr.analyze.reference import ok_predictions
 from dsocr.analyze.stats import MEDIAN, P90, P99, grouped_quantiles
+
+from dsocr.vocab import MS_PER_S, NS_PER_MS, RangeStage
 
 SOURCE_TRACE = "trace"
 SOURCE_REFERENCE = "reference"
@@ -71,7 +72,7 @@ def _step_stats(keys: np.ndarray, step_ms: np.ndarray) -> dict[int, dict[str, fl
 
 
 def _from_trace(ranges: pa.Table) -> tuple[dict[int, float], dict[int, dict]]:
-    prefill = ranges.filter(pc.equal(ranges["stage"], RANGE_PREFILL))
+    prefill = ranges.filter(pc.equal(ranges["stage"], RangeStage.prefill))
     ttft = dict(
         zip(
             image_key(prefill).tolist(),
@@ -79,7 +80,7 @@ def _from_trace(ranges: pa.Table) -> tuple[dict[int, float], dict[int, dict]]:
             strict=True,
         )
     )
-    steps = ranges.filter(pc.equal(ranges["stage"], RANGE_DECODE_STEP))
+    steps = ranges.filter(pc.equal(ranges["stage"], RangeStage.decode_step))
     step_ms = pc.subtract(steps["end_ns"], steps["start_ns"]).to_numpy() / NS_PER_MS
     return ttft, _step_stats(image_key(steps), step_ms)
 

@@ -6,13 +6,14 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from dsocr.analyze.categories import STAGE_DECODE, STAGE_PREFILL, STAGES
 from dsocr.analyze.inputs import AnalysisInputs
+
+from dsocr.vocab import STAGES, Stage
 
 # The stage time a rank spent, by the best measure each row has (device time first).
 _MEASURES = ("gpu_range_ms", "cpu_ms", "reference_ms")
 # prefill contains vision, prefill_text is prefill minus vision: prefill + decode is the whole image.
-_WHOLE_IMAGE_STAGES = (STAGE_PREFILL, STAGE_DECODE)
+_WHOLE_IMAGE_STAGES = (Stage.prefill, Stage.decode)
 IMBALANCE_BY_WALL = "capture_seconds"
 IMBALANCE_BY_STAGES = "stage_ms"
 
@@ -75,7 +76,7 @@ def _rank_figures(rank: int, entry: dict[str, Any], capture_seconds: float | Non
 def rank_figures(inputs: AnalysisInputs) -> Ranks:
     """Per rank: images, stage totals and medians; the slowest rank and the load imbalance."""
     run = inputs.run
-    seconds_by_rank = {entry["rank"]: entry.get("capture_seconds") for entry in run.get("ranks", [])}
+    seconds_by_rank = {entry.rank: entry.capture_seconds for entry in run.ranks or ()}
     per_rank: dict[int, dict[str, Any]] = {}
     for row in inputs.timings.to_pylist():
         measure, value = _measure(row)
@@ -85,7 +86,7 @@ def rank_figures(inputs: AnalysisInputs) -> Ranks:
         if value is not None:
             stage["values"].append(value)
     ranks = [_rank_figures(rank, per_rank[rank], seconds_by_rank.get(rank)) for rank in sorted(per_rank)]
-    world_size = run.get("world_size", 1)
+    world_size = run.world_size
     if not ranks:
         return Ranks(world_size, ranks, slowest_rank=None, imbalance=None, imbalance_by=None)
     # Capture wall time when every rank recorded it, else stage time.

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from dsocr.analyze.categories import RANGE_DECODE_STEP, RANGE_PREFILL, RANGE_VISION
 from dsocr.analyze.load import CHUNK_KEYS, IMAGE_KEYS
 
+from dsocr.vocab import RangeStage
+
 #: Stages whose ranges attribute work: vision and prefill (one per image), decode steps.
-ATTRIBUTING_STAGES = (RANGE_VISION, RANGE_PREFILL, RANGE_DECODE_STEP)
+ATTRIBUTING_STAGES = (RangeStage.vision, RangeStage.prefill, RangeStage.decode_step)
 LANE_KEYS = ["rank", "image_index", "pid", "tid"]
 
 

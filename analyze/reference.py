@@ -12,32 +12,23 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from dsocr.analyze.categories import (
-    CLOCK_CUDA_EVENT,
-    RANGE_DECODE_STEP,
-    STAGE_DECODE,
-    STAGE_PREFILL,
-    STAGE_PREFILL_TEXT,
-    STAGE_VISION,
-    STAGES,
-)
-from dsocr.analyze.keys import image_key
+from dsocr.analyze.keys import image_key, pack_image_key
 
 from dsocr import schema
+from dsocr.vocab import STAGES, ImageStatus, RangeStage, Stage, TimingClock
 
-STATUS_OK = "ok"
 MEASURE_GPU_RANGE = "gpu_range_ms"
 MEASURE_CPU = "cpu_ms"
 
 
 def ok_predictions(predictions: pa.Table) -> pa.Table:
     """The prediction rows of images that were processed."""
-    return predictions.filter(pc.equal(predictions["status"], STATUS_OK))
+    return predictions.filter(pc.equal(predictions["status"], ImageStatus.ok))
 
 
 def traced_step_reference(predictions: pa.Table, ranges: pa.Table) -> dict[int, float]:
     """Per image key: the sum of decode_step_ms over the steps that are in the trace."""
-    steps = ranges.filter(pc.equal(ranges["stage"], RANGE_DECODE_STEP))
+    steps = ranges.filter(pc.equal(ranges["stage"], RangeStage.decode_step))
     if steps.num_rows == 0 or predictions.num_rows == 0:
         return {}
     lists = predictions["decode_step_ms"].combine_chunks()
@@ -59,11 +50,11 @@ def traced_step_reference(predictions: pa.Table, ranges: pa.Table) -> dict[int, 
 
 def _reference(row: dict[str, Any], stage: str, traced_decode: float | None, has_trace: bool) -> float | None:
     vision, prefill = row["vision_ms"], row["prefill_ms"]
-    if stage == STAGE_VISION:
+    if stage == Stage.vision:
         return vision
-    if stage == STAGE_PREFILL:
+    if stage == Stage.prefill:
         return prefill
-    if stage == STAGE_PREFILL_TEXT:
+    if stage == Stage.prefill_text:
         return None if vision is None or prefill is None else prefill - vision
     return traced_decode if has_trace else row["decode_ms"]
 
@@ -91,12 +82,12 @@ def timings_table(predictions: pa.Table, measured: pa.Table, ranges: pa.Table, *
     rows = []
     for prediction in ok.select(list(columns)).to_pylist():
         rank = prediction["rank"] or 0
-        key = (rank << 32) | prediction["image_index"]
+        key = pack_image_key(rank, prediction["image_index"])
         for stage in STAGES:
             found = by_image.get((rank, prediction["image_index"], stage), {})
             measure = None
             if found:
-                gpu = prediction["timing_clock"] == CLOCK_CUDA_EVENT and found.get("gpu_range_ms") is not None
+                gpu = prediction["timing_clock"] == TimingClock.cuda_event and found.get("gpu_range_ms") is not None
                 measure = MEASURE_GPU_RANGE if gpu else MEASURE_CPU
             reference = _reference(prediction, stage, traced.get(key), has_trace and bool(found))
             generated = prediction["generated_tokens"]
@@ -111,8 +102,8 @@ def timings_table(predictions: pa.Table, measured: pa.Table, ranges: pa.Table, *
                     "kernel_count": found.get("kernel_count"),
                     "reference_ms": reference,
                     "reference_rel_diff": _relative(found.get(measure) if measure else None, reference),
-                    "steps_traced": found.get("steps_traced") if stage == STAGE_DECODE else None,
-                    "steps_total": max(generated - 1, 0) if stage == STAGE_DECODE and generated else None,
+                    "steps_traced": found.get("steps_traced") if stage == Stage.decode else None,
+                    "steps_total": max(generated - 1, 0) if stage == Stage.decode and generated else None,
                     "check_measure": measure if reference is not None else None,
                     "gpu_range_ms": found.get("gpu_range_ms"),
                     "memcpy_count": found.get("memcpy_count"),

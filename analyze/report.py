@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from dsocr.analyze.categories import KIND_CPU_OPERATOR, KIND_KERNEL, STAGE_DECODE, STAGES
 from dsocr.analyze.report_insights import finding_lines, roofline_lines, roofline_table
 from dsocr.analyze.summary import Spread, Summary
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from dsocr.vocab import STAGES, KernelKind, Stage
+
 DASH = "–"
 TOP_SHOWN = 5
-RANK_STAGES = ("vision", "prefill", "decode")
+# Per-rank columns: vision, then prefill (which contains it) and decode, whose sum is the image.
+RANK_STAGES = (Stage.vision, Stage.prefill, Stage.decode)
 PERCENT = 100
 NAME_WIDTH = 36
 
@@ -96,18 +98,18 @@ def _latency_table(summary: Summary) -> Table:
     for label, name in rows:
         figure = getattr(latency, name)
         table.add_row(label, _num(figure.median), _num(figure.p90))
-    idle = summary.stages[STAGE_DECODE].gpu_idle_share
+    idle = summary.stages[Stage.decode].gpu_idle_share
     if summary.trace.device_time and idle is not None:
         table.add_row("decode GPU idle share", _share(idle.median), _share(idle.p90))
     return table
 
 
 def _top_table(summary: Summary) -> Table | None:
-    kind = KIND_KERNEL if summary.trace.device_time else KIND_CPU_OPERATOR
+    kind = KernelKind.kernel if summary.trace.device_time else KernelKind.cpu_operator
     rows = [row for row in summary.top if row.kind == kind]
     if not rows:
         return None
-    label = "GPU time" if kind == KIND_KERNEL else "CPU self time"
+    label = "GPU time" if kind == KernelKind.kernel else "CPU self time"
     title = f"top {kind.replace('_', ' ')}s per stage ({label}, all images)"
     table = Table(title=title, box=box.SIMPLE_HEAD)
     table.add_column("stage", no_wrap=True)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dsocr.analyze.categories import STAGES
 from dsocr.analyze.summary import Summary
 from rich import box
 from rich.markup import escape
 from rich.table import Table
+
+from dsocr.vocab import STAGES
 
 DASH = "–"
 TERA, GIGA = 1e12, 1e9

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from dsocr.analyze.categories import NS_PER_US, STAGE_DECODE, STAGE_PREFILL, STAGE_PREFILL_TEXT, STAGE_VISION, STAGES
 from dsocr.analyze.flops import (
     DTYPE_BYTES,
     Architecture,
@@ -31,6 +30,7 @@ from dsocr.analyze.reference import ok_predictions
 from dsocr.analyze.stats import describe
 
 from dsocr import schema
+from dsocr.vocab import NS_PER_US, STAGES, Stage
 
 STAGE_DECODE_STEP = "decode_step"
 HOST_BUSY_SHARE = 0.5
@@ -108,7 +108,7 @@ def _stage_rows(arch: Architecture, width: int, ok: pa.Table, timings: pa.Table)
         prompt = prediction["prompt_tokens"]
         text = prefill_cost(arch, prompt, width) if prompt else None
         both = vision + text if vision is not None and text is not None else None
-        for stage, cost in ((STAGE_VISION, vision), (STAGE_PREFILL_TEXT, text), (STAGE_PREFILL, both)):
+        for stage, cost in ((Stage.vision, vision), (Stage.prefill_text, text), (Stage.prefill, both)):
             timing = measured.get((rank, image, stage), {})
             wall = timing.get("cpu_ms")
             rows.append(
@@ -117,7 +117,7 @@ def _stage_rows(arch: Architecture, width: int, ok: pa.Table, timings: pa.Table)
                     "image_index": image,
                     "stage": stage,
                     "step": None,
-                    "tokens": tiles if stage == STAGE_VISION else prompt,
+                    "tokens": tiles if stage == Stage.vision else prompt,
                     "flops": cost.flops if cost else None,
                     "bytes": cost.bytes if cost else None,
                     "attention_flops": cost.attention_flops if cost else None,
@@ -191,7 +191,7 @@ def roofline_table(
         {
             "rank": decode["rank"],
             "image_index": decode["image_index"],
-            "stage": pa.array([STAGE_DECODE] * decode.num_rows, pa.string()),
+            "stage": pa.array([Stage.decode] * decode.num_rows, pa.string()),
             "step": pa.nulls(decode.num_rows, pa.int32()),
             "tokens": pa.nulls(decode.num_rows, pa.int64()),
             **{name: decode[name] for name in _SUMMED},

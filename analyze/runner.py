@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from dsocr.analyze.attribution import GpuWork, attribute_gpu_ops, lane_ids, operator_rows, place
-from dsocr.analyze.categories import NS_PER_MS
 from dsocr.analyze.cold import ColdOperatorTotals
 from dsocr.analyze.cpu_self import self_time_ns
 from dsocr.analyze.inputs import AnalysisInputs
@@ -27,12 +26,7 @@ from dsocr.analyze.summary import Summary, summarize, to_json
 
 from dsocr import rundir
 from dsocr.options import DEFAULT_TOP
-
-TIMINGS_FILE = "timings.parquet"
-KERNELS_FILE = "kernels.parquet"
-SUMMARY_FILE = "summary.json"
-ROOFLINE_FILE = "roofline.parquet"
-STEPS_FILE = "steps.parquet"
+from dsocr.vocab import NS_PER_MS, AnalysisFile
 
 
 @dataclass(frozen=True)
@@ -148,9 +142,9 @@ def analyze_run(
     steps = steps_table(ranges.table, gpu.table if gpu is not None else None)
     output_dir = run_dir / rundir.ANALYSIS_DIR
     if write:
-        rundir.write_table_atomic(inputs.timings, output_dir / TIMINGS_FILE)
-        rundir.write_table_atomic(kernels, output_dir / KERNELS_FILE)
-        rundir.write_table_atomic(inputs.roofline, output_dir / ROOFLINE_FILE)
-        rundir.write_table_atomic(steps, output_dir / STEPS_FILE)
-        rundir.write_json_atomic(output_dir / SUMMARY_FILE, to_json(summary))
+        rundir.write_table_atomic(inputs.timings, rundir.analysis_path(run_dir, AnalysisFile.timings))
+        rundir.write_table_atomic(kernels, rundir.analysis_path(run_dir, AnalysisFile.kernels))
+        rundir.write_table_atomic(inputs.roofline, rundir.analysis_path(run_dir, AnalysisFile.roofline))
+        rundir.write_table_atomic(steps, rundir.analysis_path(run_dir, AnalysisFile.steps))
+        rundir.write_json_atomic(rundir.analysis_path(run_dir, AnalysisFile.summary), to_json(summary))
     return Analysis(summary=summary, timings=inputs.timings, kernels=kernels, output_dir=output_dir)

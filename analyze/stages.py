@@ -5,19 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from dsocr.analyze.categories import (
-    NS_PER_MS,
-    RANGE_DECODE_STEP,
-    RANGE_PREFILL,
-    RANGE_VISION,
-    STAGE_DECODE,
-    STAGE_PREFILL,
-    STAGE_PREFILL_TEXT,
-    STAGE_VISION,
-    STAGES,
-)
+from dsocr.analyze.categories import GPU_OP_CATS
 from dsocr.analyze.intervals import running_max_before, union_by_group
-from dsocr.analyze.keys import image_key, split_image_key, step_key
+from dsocr.analyze.keys import image_key, split_image_key, step_key, step_key_image
+
+from dsocr.vocab import NS_PER_MS, STAGES, RangeStage, Stage
 
 MEASURED = pa.schema(
     [
@@ -42,10 +34,10 @@ def stage_masks(work: pa.Table) -> dict[str, np.ndarray]:
     prefill = work["in_prefill"].to_numpy(zero_copy_only=False)
     decode = work["step"].is_valid().to_numpy(zero_copy_only=False)
     return {
-        STAGE_VISION: vision,
-        STAGE_PREFILL: prefill,
-        STAGE_PREFILL_TEXT: prefill & ~vision,
-        STAGE_DECODE: decode,
+        Stage.vision: vision,
+        Stage.prefill: prefill,
+        Stage.prefill_text: prefill & ~vision,
+        Stage.decode: decode,
     }
 
 
@@ -55,28 +47,28 @@ def _cpu_by_image(ranges: pa.Table) -> dict[str, dict[int, tuple[float, int | No
     keys = image_key(ranges)
     stage = ranges["stage"].to_numpy(zero_copy_only=False)
     result: dict[str, dict[int, tuple[float, int | None]]] = {}
-    for range_stage, stage_name in ((RANGE_VISION, STAGE_VISION), (RANGE_PREFILL, STAGE_PREFILL)):
+    for range_stage, stage_name in ((RangeStage.vision, Stage.vision), (RangeStage.prefill, Stage.prefill)):
         mask = stage == range_stage
         result[stage_name] = {
             int(k): (float(d) / NS_PER_MS, None) for k, d in zip(keys[mask], durations.to_numpy()[mask], strict=True)
         }
-    mask = stage == RANGE_DECODE_STEP
+    mask = stage == RangeStage.decode_step
     unique, inverse, counts = np.unique(keys[mask], return_inverse=True, return_counts=True)
     sums = np.zeros(unique.size, dtype=np.int64)
     np.add.at(sums, inverse, durations.to_numpy()[mask])
-    result[STAGE_DECODE] = {
+    result[Stage.decode] = {
         int(k): (float(s) / NS_PER_MS, int(c)) for k, s, c in zip(unique, sums, counts, strict=True)
     }
     text = {}
-    for key, (prefill_ms, _) in result[STAGE_PREFILL].items():
-        if key in result[STAGE_VISION]:
-            text[key] = (prefill_ms - result[STAGE_VISION][key][0], None)
-    result[STAGE_PREFILL_TEXT] = text
+    for key, (prefill_ms, _) in result[Stage.prefill].items():
+        if key in result[Stage.vision]:
+            text[key] = (prefill_ms - result[Stage.vision][key][0], None)
+    result[Stage.prefill_text] = text
     return result
 
 
 #: The activity kinds whose union is GPU busy time, each counted on its own.
-COUNTED_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
+COUNTED_CATS = GPU_OP_CATS  # kernel, gpu_memcpy, gpu_memset: the count tuple follows this order
 
 
 def _gpu_by_image(work: pa.Table) -> dict[str, dict[int, tuple[float, float, tuple[int, int, int]]]]:
@@ -94,10 +86,10 @@ def _gpu_by_image(work: pa.Table) -> dict[str, dict[int, tuple[float, float, tup
     for stage, mask in stage_masks(work).items():
         union = union_by_group(keys[mask], start[mask], end[mask])
         span = union.last_end_ns - union.first_start_ns
-        if stage == STAGE_DECODE:
+        if stage == Stage.decode:
             # Sampled traces skip steps: the span is the sum of each traced step's own span.
             per_step = union_by_group(step_key(keys[mask], steps[mask]), start[mask], end[mask])
-            owner = np.unique(keys[mask])[per_step.keys >> 32]
+            owner = np.unique(keys[mask])[step_key_image(per_step.keys)]
             span = np.zeros(union.keys.size, dtype=np.int64)
             np.add.at(span, np.searchsorted(union.keys, owner), per_step.last_end_ns - per_step.first_start_ns)
         counts = []
@@ -114,10 +106,10 @@ def _gpu_by_image(work: pa.Table) -> dict[str, dict[int, tuple[float, float, tup
         }
     # Kernels launched before vision and after it make prefill_text's own first-to-last span
     # cover vision too; like its CPU time, its span is prefill's minus vision's.
-    for key, (busy, _, count) in result[STAGE_PREFILL_TEXT].items():
-        prefill_span = result[STAGE_PREFILL].get(key, (0.0, 0.0, (0, 0, 0)))[1]
-        vision_span = result[STAGE_VISION].get(key, (0.0, 0.0, (0, 0, 0)))[1]
-        result[STAGE_PREFILL_TEXT][key] = (busy, prefill_span - vision_span, count)
+    for key, (busy, _, count) in result[Stage.prefill_text].items():
+        prefill_span = result[Stage.prefill].get(key, (0.0, 0.0, (0, 0, 0)))[1]
+        vision_span = result[Stage.vision].get(key, (0.0, 0.0, (0, 0, 0)))[1]
+        result[Stage.prefill_text][key] = (busy, prefill_span - vision_span, count)
     return result
 
 
@@ -140,19 +132,19 @@ def _stream_ms(ranges: pa.Table, work: pa.Table) -> dict[str, dict[int, float]]:
     stage = ranges["stage"].to_numpy(zero_copy_only=False)
     result: dict[str, dict[int, float]] = {}
     for range_stage, name in (
-        (RANGE_VISION, STAGE_VISION),
-        (RANGE_PREFILL, STAGE_PREFILL),
-        (RANGE_DECODE_STEP, STAGE_DECODE),
+        (RangeStage.vision, Stage.vision),
+        (RangeStage.prefill, Stage.prefill),
+        (RangeStage.decode_step, Stage.decode),
     ):
         mask = stage == range_stage
         unique, inverse = np.unique(keys[mask], return_inverse=True)
         totals = np.zeros(unique.size, dtype=np.int64)
         np.add.at(totals, inverse, lengths[mask])
         result[name] = {int(k): float(v) / NS_PER_MS for k, v in zip(unique, totals, strict=True)}
-    result[STAGE_PREFILL_TEXT] = {
-        key: value - result[STAGE_VISION][key]
-        for key, value in result[STAGE_PREFILL].items()
-        if key in result[STAGE_VISION]
+    result[Stage.prefill_text] = {
+        key: value - result[Stage.vision][key]
+        for key, value in result[Stage.prefill].items()
+        if key in result[Stage.vision]
     }
     return result
 

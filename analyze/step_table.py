@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from dsocr.analyze.categories import NS_PER_MS, RANGE_DECODE_STEP
 from dsocr.analyze.intervals import union_by_group
 from dsocr.analyze.keys import image_key, split_image_key
 
 from dsocr import schema
+from dsocr.vocab import NS_PER_MS, RangeStage
 
 _STEP_BITS = 24  # decode steps per image stay far below 2**24 (the context is at most ~10**5)
 
@@ -26,7 +26,7 @@ def _keys(dense_images: np.ndarray, image_keys: np.ndarray, steps: np.ndarray) -
 def steps_table(ranges: pa.Table, work: pa.Table | None) -> pa.Table:
     """One row per traced decode-step range (STEPS schema); GPU columns null when ``work`` is None
     (no device time in the trace), 0 for a step that launched nothing."""
-    steps = ranges.filter(pc.equal(ranges["stage"], RANGE_DECODE_STEP))
+    steps = ranges.filter(pc.equal(ranges["stage"], RangeStage.decode_step))
     if steps.num_rows == 0:
         return schema.STEPS.empty_table()
     range_images = image_key(steps)

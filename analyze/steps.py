@@ -7,10 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from dsocr.analyze.categories import NS_PER_MS, RANGE_DECODE_STEP
 from dsocr.analyze.intervals import union_by_group
 from dsocr.analyze.keys import image_key
 from dsocr.analyze.reference import ok_predictions
+
+from dsocr.vocab import NS_PER_MS, RangeStage
 
 SOURCE_TRACE = "trace"
 SOURCE_REFERENCE = "reference"
@@ -36,7 +37,7 @@ def step_codes(images: np.ndarray, keys: np.ndarray, steps: np.ndarray) -> np.nd
 
 def traced_steps(ranges: pa.Table, work: pa.Table | None) -> pa.Table:
     """One row per traced decode-step range (STEPS); GPU columns null when ``work`` is None."""
-    steps = ranges.filter(pc.equal(ranges["stage"], RANGE_DECODE_STEP))
+    steps = ranges.filter(pc.equal(ranges["stage"], RangeStage.decode_step))
     keys, numbers = image_key(steps), steps["step"].fill_null(0).to_numpy()
     wall = (steps["end_ns"].to_numpy() - steps["start_ns"].to_numpy()) / NS_PER_MS
     busy: pa.Array = pa.nulls(steps.num_rows, pa.float64())

@@ -19,7 +19,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from dsocr.analyze.categories import STAGE_DECODE, STAGES
 from dsocr.analyze.cold import ColdImpact, cold_impact
 from dsocr.analyze.coverage import Coverage, coverage_figures
 from dsocr.analyze.findings import Finding
@@ -31,12 +30,11 @@ from dsocr.analyze.roofline import Roofline
 from dsocr.analyze.stats import describe
 
 from dsocr import rundir, schema
+from dsocr.vocab import STAGES, ProfileMode, RunKind, Stage
 
 Metric = Callable[[AnalysisInputs], Any]
 _METRIC = "metric"
 _OMIT_NONE = "omit_none"
-RUN_KIND_IMPORT = "import"
-PROFILE_OFF = "off"
 
 
 def metric(compute: Metric) -> dict[str, Metric]:
@@ -129,9 +127,9 @@ def trace_state(inputs: AnalysisInputs) -> TraceState:
     modes = sorted({mode for mode in predictions["profile_mode"].to_pylist() if mode})
     if inputs.has_trace:
         missing = None
-    elif inputs.run.get("kind") == RUN_KIND_IMPORT:
+    elif inputs.run.kind is RunKind.import_:
         missing = "imported outputs carry no trace"
-    elif modes == [PROFILE_OFF]:
+    elif modes == [ProfileMode.off]:
         missing = "profiling was off (--profile off)"
     else:
         missing = f"no trace files under {rundir.TRACE_DIR}/"
@@ -159,7 +157,7 @@ def _stage(timings: pa.Table, stage: str) -> StageFigures:
         max_abs_rel_diff=max((abs(value) for value in diffs), default=None),
     )
     decode: dict[str, Any] = {}
-    if stage == STAGE_DECODE:
+    if stage == Stage.decode:
         busy, span = _column(measured, "gpu_busy_ms"), _column(measured, "gpu_span_ms")
         decode["gpu_idle_share"] = _spread([1 - b / s for b, s in zip(busy, span, strict=True) if b is not None and s])
         decode["steps_traced"] = sum(value or 0 for value in _column(measured, "steps_traced"))

@@ -41,6 +41,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -128,7 +129,8 @@ def run_child(
 
 def replicate(source: Path, out: Path, events: int) -> int:
     """Write a run of about ``events`` events made of shifted copies of ``source``'s images."""
-    trace = rundir.read_trace(source)
+    files = [str(path) for path in rundir.trace_files(source)]
+    trace = ds.dataset(files, format="parquet", schema=schema.TRACE).to_table()
     predictions = rundir.read_predictions(source)
     copies = max(1, math.ceil(events / trace.num_rows))
     extent = pc.max(pc.add(trace["ts_ns"], trace["dur_ns"])).as_py() - pc.min(trace["ts_ns"]).as_py()

@@ -38,6 +38,8 @@ sys.path.insert(0, str(ROOT))
 from dsocr.emit import EmitOptions, render_run  # noqa: E402
 
 from dsocr import rundir, schema  # noqa: E402
+from dsocr.records import ImageCounts, ModelRecord, RunRecord  # noqa: E402
+from dsocr.vocab import ImageStatus, RunKind, RunStatus, StopReason  # noqa: E402
 
 DEFAULT_IMAGES = 96
 DEFAULT_REPEATS = 3
@@ -106,17 +108,18 @@ def make_workload(folder: Path, count: int, image_format: str, seed: int) -> tup
                 "image_index": index,
                 "image_path": str(path.resolve()),
                 "image_md5": rundir.path_md5(path),
-                "status": "ok",
+                "status": ImageStatus.ok,
                 "width": page.width,
                 "height": page.height,
                 "text_raw": _text_raw(blocks) + "<\uff5cend\u2581of\u2581sentence\uff5c>",
-                "stop_reason": "eos",
+                "stop_reason": StopReason.eos,
             }
         )
     run_dir = folder / "run"
     rundir.write_table_atomic(rundir.rows_to_table(rows, schema.PREDICTIONS), run_dir / rundir.PREDICTIONS_FILE)
-    run_json = {"schema_version": schema.SCHEMA_VERSION, "kind": "capture", "status": "complete", "model": {"id": "b"}}
-    rundir.write_json_atomic(run_dir / rundir.RUN_JSON, run_json)
+    counts = ImageCounts(total=count, ok=count)
+    record = RunRecord(kind=RunKind.capture, status=RunStatus.complete, model=ModelRecord(id="b"), images=counts)
+    rundir.write_run_json(run_dir, record)
     return run_dir, workload
 
 

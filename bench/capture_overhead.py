@@ -25,8 +25,9 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from dsocr.capture.samples import write_sample_images  # noqa: E402
+
 from dsocr.rundir import read_predictions, read_run_json, trace_files  # noqa: E402
-from dsocr.samples import write_sample_images  # noqa: E402
 
 EMBEDDED_CONFIG = ROOT / "capture" / "embedded" / "tiny-deepseek-ocr2.json"
 KIB = 1024
@@ -62,7 +63,7 @@ def _capture(args: argparse.Namespace, images: list[Path], mode: str, out: Path,
         "mode": mode,
         "images": len(rows),
         "generated_tokens": tokens,
-        "capture_seconds": read_run_json(out)["capture_seconds"],
+        "capture_seconds": read_run_json(out).capture_seconds,
         "process_wall_seconds": wall_s,
         "peak_rss_mib": peak_mib,
         "peak_rss_mib_after_each_image": [row["peak_rss_mib"] for row in rows],

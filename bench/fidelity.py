@@ -25,9 +25,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from dsocr.capture.samples import write_sample_images
 
 from dsocr.rundir import read_predictions, read_run_json, trace_files
-from dsocr.samples import write_sample_images
+from dsocr.vocab import ImageStatus
 
 ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED_CONFIG = ROOT / "capture" / "embedded" / "tiny-deepseek-ocr2.json"
@@ -117,7 +118,7 @@ def _capture(args: argparse.Namespace, images: list[Path], name: str) -> dict[st
     wall_s = time.perf_counter() - start
     if status.returncode != 0:
         raise SystemExit(f"{name}: capture failed ({status.returncode}); see {out.with_suffix('.log')}")
-    rows = [row for row in read_predictions(out).to_pylist() if row["status"] == "ok"]
+    rows = [row for row in read_predictions(out).to_pylist() if row["status"] == ImageStatus.ok]
     images_figures = [_image_figures(row) for row in sorted(rows, key=lambda row: row["image_index"])]
     steady = images_figures[1:] or images_figures
     run = read_run_json(out)
@@ -126,8 +127,8 @@ def _capture(args: argparse.Namespace, images: list[Path], name: str) -> dict[st
         "flags": flags,
         "env": env,
         "process_wall_seconds": wall_s,
-        "capture_seconds": run["capture_seconds"],
-        "profiler_env": run.get("profiler_env"),
+        "capture_seconds": run.capture_seconds,
+        "profiler_env": run.profiler_env,
         "images": images_figures,
         "steady_untraced_step_p50_ms": _median(
             [i["untraced_step_p50_ms"] for i in steady if i["untraced_step_p50_ms"]]

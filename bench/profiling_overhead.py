@@ -27,15 +27,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-from dsocr.capture.config import CaptureConfig, Device, ProfileMode  # noqa: E402
+from dsocr.capture.config import CaptureConfig, Device  # noqa: E402
 from dsocr.capture.images import load_image  # noqa: E402
 from dsocr.capture.models import LoadedModel, encode, greedy_generate, load_model, resolve_prompt  # noqa: E402
 from dsocr.capture.profile_image import profile_image  # noqa: E402
 from dsocr.capture.runner import run  # noqa: E402
+from dsocr.capture.samples import write_sample_images  # noqa: E402
 from dsocr.capture.tracing import TraceWriter  # noqa: E402
 
 from dsocr.rundir import read_predictions, read_run_json, trace_files  # noqa: E402
-from dsocr.samples import write_sample_images  # noqa: E402
+from dsocr.vocab import ProfileMode  # noqa: E402
 
 EMBEDDED_CONFIG = ROOT / "capture" / "embedded" / "tiny-deepseek-ocr2.json"
 KIB = 1024
@@ -73,7 +74,7 @@ def _capture(loaded: LoadedModel, images: list[Path], config: CaptureConfig, out
     run(dataclasses.replace(config, images=tuple(map(str, images)), out=out), loaded=loaded)
     rows = read_predictions(out).to_pylist()
     return {
-        "capture_seconds": read_run_json(out)["capture_seconds"],
+        "capture_seconds": read_run_json(out).capture_seconds,
         "decode_ms_per_token": [row["decode_ms"] / max(len(row["decode_step_ms"]), 1) for row in rows],
         "prefill_ms": [row["prefill_ms"] for row in rows],
         "generated_tokens": sum(row["generated_tokens"] for row in rows),

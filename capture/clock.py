@@ -11,14 +11,11 @@ from typing import Protocol
 
 import torch
 
-NS_PER_MS = 1e6
-
-CLOCK_CUDA_EVENT = "cuda_event"
-CLOCK_PERF_COUNTER = "perf_counter"
+from dsocr.vocab import NS_PER_MS, TimingClock
 
 
 class Clock(Protocol):
-    name: str
+    name: TimingClock
 
     def mark(self) -> int:
         """Record a point in time; returns its handle."""
@@ -36,7 +33,7 @@ class Clock(Protocol):
 class PerfCounterClock:
     """Host wall clock (CPU runs)."""
 
-    name = CLOCK_PERF_COUNTER
+    name = TimingClock.perf_counter
 
     def __init__(self) -> None:
         self._times_ns: list[int] = []
@@ -55,7 +52,7 @@ class PerfCounterClock:
 class CudaEventClock:
     """CUDA events on the current stream: device time between two points of the stream."""
 
-    name = CLOCK_CUDA_EVENT
+    name = TimingClock.cuda_event
 
     def __init__(self) -> None:
         self._events: list[torch.cuda.Event] = []

@@ -6,18 +6,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from dsocr.errors import BadInputError
+from dsocr.vocab import StopReason
 
 #: Used for `--max-new-tokens inf` when the model exposes no context length (a WARNING says so).
 FALLBACK_DECODE_CEILING = 4096
 
-# Config attributes that bound the sequence length, most authoritative first.
-_CONTEXT_ATTRIBUTES = ("max_position_embeddings", "max_sequence_length", "seq_length", "n_positions", "sliding_window")
-
-STOP_EOS = "eos"
-STOP_MAX_NEW_TOKENS = "max_new_tokens"
-STOP_MODEL_LIMIT = "model_limit"
-STOP_FALLBACK_CEILING = "fallback_ceiling"
-STOP_ERROR = "error"
+# Config attributes that bound the sequence length, most authoritative first. Not
+# `sliding_window`: that is how far attention looks back, and a model with one still takes
+# sequences up to its max_position_embeddings.
+_CONTEXT_ATTRIBUTES = ("max_position_embeddings", "max_sequence_length", "seq_length", "n_positions")
 
 
 @dataclass(frozen=True)
@@ -33,7 +30,7 @@ class TokenCap:
     """The resolved cap of one generation and the stop reason that reaching it means."""
 
     max_new_tokens: int
-    reason_at_cap: str
+    reason_at_cap: StopReason
     #: A WARNING for the run's log and run.json when the cap is not what was asked.
     warning: str | None = None
 
@@ -64,21 +61,21 @@ def resolve_cap(requested: int | None, prompt_tokens: int, limit: ContextLimit) 
                 "--max-new-tokens inf: the model exposes no context length; using the fallback ceiling "
                 f"FALLBACK_DECODE_CEILING={FALLBACK_DECODE_CEILING} new tokens"
             )
-            return TokenCap(FALLBACK_DECODE_CEILING, STOP_FALLBACK_CEILING, warning)
-        return TokenCap(room, STOP_MODEL_LIMIT)
+            return TokenCap(FALLBACK_DECODE_CEILING, StopReason.fallback_ceiling, warning)
+        return TokenCap(room, StopReason.model_limit)
     if room is not None and requested > room:
         warning = (
             f"--max-new-tokens {requested} exceeds the model's remaining context "
             f"({limit.source} {limit.tokens} - prompt {prompt_tokens} = {room}); capped at {room}"
         )
-        return TokenCap(room, STOP_MODEL_LIMIT, warning)
-    return TokenCap(requested, STOP_MAX_NEW_TOKENS)
+        return TokenCap(room, StopReason.model_limit, warning)
+    return TokenCap(requested, StopReason.max_new_tokens)
 
 
-def stop_reason(generated_tokens: int, last_token_is_eos: bool, cap: TokenCap) -> str:
+def stop_reason(generated_tokens: int, last_token_is_eos: bool, cap: TokenCap) -> StopReason:
     """Why a generation ended: EOS, or reaching its cap (and what the cap was)."""
     if last_token_is_eos:
-        return STOP_EOS
+        return StopReason.eos
     if generated_tokens >= cap.max_new_tokens:
         return cap.reason_at_cap
     raise AssertionError(f"generation ended after {generated_tokens} tokens without EOS or cap {cap}")

@@ -13,14 +13,16 @@ from dsocr.capture.attention import sdpa_backend
 from dsocr.capture.clock import clock_for
 from dsocr.capture.config import CaptureConfig
 from dsocr.capture.images import load_image
-from dsocr.capture.limits import STOP_ERROR, TokenCap, resolve_cap, stop_reason
+from dsocr.capture.limits import TokenCap, resolve_cap, stop_reason
 from dsocr.capture.models import LoadedModel, decode_text, encode, greedy_generate, image_token_count
 from dsocr.capture.timeline import ImageTimeline
 from dsocr.capture.tracing import ImageTrace, TraceWriter
 from transformers import StoppingCriteriaList
 
 from dsocr.errors import BadInputError
+from dsocr.records import PredictionRow
 from dsocr.rundir import path_md5
+from dsocr.vocab import ImageStatus, StopReason
 
 KIB_PER_MIB = 1024
 #: What torch raises when the allowed SDPA backends have no kernel for a call.
@@ -53,17 +55,17 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KIB_PER_MIB
 
 
-def failed_row(config: CaptureConfig, image_index: int, image_path: Path, error: str, rank: int) -> dict[str, Any]:
+def failed_row(config: CaptureConfig, image_index: int, image_path: Path, error: str, rank: int) -> PredictionRow:
     """The prediction row of an image that could not be processed."""
     return {
         "image_index": image_index,
         "image_path": str(image_path),
         "image_md5": path_md5(image_path),
-        "status": "failed",
+        "status": ImageStatus.failed,
         "error": error,
         "prompt": config.prompt,
         "max_new_tokens_requested": config.max_new_tokens,
-        "stop_reason": STOP_ERROR,
+        "stop_reason": StopReason.error,
         "profile_mode": config.profile.value,
         "rank": rank,
         "started_unix_ns": time.time_ns(),
@@ -129,7 +131,7 @@ def profile_image(
     image_path: Path,
     rank: int,
     shapes: ShapeHistory,
-) -> tuple[dict[str, Any], ImageTrace, TokenCap]:
+) -> tuple[PredictionRow, ImageTrace, TokenCap]:
     """Run one image; return its row (without trace_events), its trace futures and its cap.
 
     Raises ImageReadError or BadInputError for a bad image or a prompt that fills the context.
@@ -156,11 +158,11 @@ def profile_image(
         raise RuntimeError(f"generate returned {len(generated)} tokens, the timeline saw {timeline.generated_tokens}")
     steps = len(times.decode_step_ms)
     seq_lens = shapes.decode_lengths(prompt_tokens, steps)
-    row = {
+    row: PredictionRow = {
         "image_index": image_index,
         "image_path": str(image_path),
         "image_md5": path_md5(image_path),
-        "status": "ok",
+        "status": ImageStatus.ok,
         "width": image.width,
         "height": image.height,
         "prompt": config.prompt,

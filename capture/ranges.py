@@ -11,17 +11,15 @@ from dataclasses import dataclass
 import nvtx
 import torch
 
-RANGE_PREFIX = "dsocr."
-NVTX_DOMAIN = "dsocr"
-STEP_SEPARATOR = "#"
+from dsocr.vocab import NVTX_DOMAIN, RangeStage, range_name
 
 # NVTX colours (ARGB) per stage, so the Nsight timeline reads at a glance.
-_STAGE_COLORS = {"vision": 0xFF4C72B0, "prefill": 0xFFDD8452, "decode": 0xFF55A868, "decode_step": 0xFF8C8C8C}
-
-
-def range_name(stage: str, step: int | None = None) -> str:
-    """The record_function name of a stage range, e.g. ``dsocr.decode_step#12``."""
-    return f"{RANGE_PREFIX}{stage}" if step is None else f"{RANGE_PREFIX}{stage}{STEP_SEPARATOR}{step}"
+_STAGE_COLORS = {
+    RangeStage.vision: 0xFF4C72B0,
+    RangeStage.prefill: 0xFFDD8452,
+    RangeStage.decode: 0xFF55A868,
+    RangeStage.decode_step: 0xFF8C8C8C,
+}
 
 
 @dataclass
@@ -37,7 +35,7 @@ class OpenRange:
         nvtx.end_range(self._nvtx_id)
 
 
-def open_range(stage: str, *, image_index: int, step: int | None = None, in_trace: bool = True) -> OpenRange:
+def open_range(stage: RangeStage, *, image_index: int, step: int | None = None, in_trace: bool = True) -> OpenRange:
     """Open ``dsocr.<stage>[#step]``; the NVTX message also names the image, its payload is the index.
 
     ``in_trace=False`` opens the NVTX range only: a record_function that outlives a profiler

@@ -11,14 +11,17 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-STATUS_OK = "ok"
+from dsocr.vocab import ImageStatus
+
+if TYPE_CHECKING:
+    from dsocr.records import PredictionRow
 
 #: ``on_start(total, already_done)``: images of the run, and how many a resumed run had done.
 OnStart = Callable[[int, int], None]
 #: ``on_image(row)``: the prediction row of an image this process just finished (ok or failed).
-OnImage = Callable[[dict[str, Any]], None]
+OnImage = Callable[["PredictionRow"], None]
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ class CaptureResult:
     model_id: str
     device: str
     is_leader: bool
-    rows: tuple[dict[str, Any], ...]
+    rows: tuple[PredictionRow, ...]
     #: Wall time of this session's image loop (model loading excluded).
     capture_seconds: float
 
@@ -56,9 +59,9 @@ class CaptureResult:
         return capture_figures(self.rows)
 
 
-def capture_figures(rows: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> CaptureFigures:
+def capture_figures(rows: tuple[PredictionRow, ...] | list[PredictionRow]) -> CaptureFigures:
     """Counts, token totals, medians, stop reasons and trace events of prediction rows."""
-    ok = [row for row in rows if row["status"] == STATUS_OK]
+    ok = [row for row in rows if row["status"] == ImageStatus.ok]
     steps = [ms for row in ok for ms in row.get("decode_step_ms") or []]
     prefill = [row["prefill_ms"] for row in ok if row.get("prefill_ms") is not None]
     events = [row["trace_events"] for row in ok if row.get("trace_events") is not None]

@@ -8,36 +8,30 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 from dsocr.capture.attention import check_sdpa_backend, text_head_dim
-from dsocr.capture.config import CaptureConfig, ProfileMode, SdpaBackend
+from dsocr.capture.config import CaptureConfig, SdpaBackend
 from dsocr.capture.distributed import Ranks, image_size_bytes, join, shard
 from dsocr.capture.images import ImageReadError, discover_images
 from dsocr.capture.models import LoadedModel, load_model, resolve_family, resolve_prompt
 from dsocr.capture.profile_image import ShapeHistory, check_backend_runs, failed_row, profile_image, warm_up
 from dsocr.capture.result import CaptureResult, OnImage, OnStart
-from dsocr.capture.run_record import (
-    WarningCollector,
-    check_resumable,
-    finish_record,
-    start_record,
-    write_record,
-)
+from dsocr.capture.run_record import WarningCollector, check_resumable, finish_record, start_record
+from dsocr.capture.samples import sample_image_paths, write_sample_images
 from dsocr.capture.tracing import TEARDOWN_CUPTI_ENV, ImageTrace, TraceWriter, teardown_cupti_setting
 
 from dsocr.errors import BadInputError, DsocrError
+from dsocr.records import PredictionRow, RankRecord, RunRecord
 from dsocr.rundir import (
     CAPTURE_LOG,
-    RUN_STATUS_COMPLETE,
-    RUN_STATUS_INTERRUPTED,
     TRACE_DIR,
     finalize_predictions,
     read_predictions,
     write_prediction_part,
+    write_run_json,
 )
-from dsocr.samples import sample_image_paths, write_sample_images
+from dsocr.vocab import ImageStatus, ProfileMode, RunStatus
 
 log = logging.getLogger(__package__)
 
@@ -53,9 +47,9 @@ class CaptureInterrupted(DsocrError):
 class _Pending:
     """Rows whose trace conversions are still running; a row is written only once they finish."""
 
-    items: list[tuple[dict[str, Any], ImageTrace]] = field(default_factory=list)
+    items: list[tuple[PredictionRow, ImageTrace]] = field(default_factory=list)
 
-    def write_finished(self, run_dir: Path, *, wait: bool) -> list[dict[str, Any]]:
+    def write_finished(self, run_dir: Path, *, wait: bool) -> list[PredictionRow]:
         written, still = [], []
         for row, image_trace in self.items:
             if wait or image_trace.done():
@@ -99,16 +93,20 @@ def _logging_to(run_dir: Path, warnings: list[str], rank: int) -> Iterator[None]
         file_handler.close()
 
 
-def _user_images(config: CaptureConfig, previous: dict[str, Any] | None) -> list[Path] | None:
+def _user_images(config: CaptureConfig, previous: RunRecord | None) -> list[Path] | None:
     """The run's images when they come from the user or a resumed run; None means sample pages."""
-    if previous is not None and previous.get("image_paths"):
-        return [Path(path) for path in previous["image_paths"]]
+    if previous is not None and previous.image_paths:
+        return [Path(path) for path in previous.image_paths]
     return discover_images(config.images) if config.images else None
 
 
 def _done_indices(run_dir: Path) -> set[int]:
     table = read_predictions(run_dir)
-    return {row["image_index"] for row in table.select(["image_index", "status"]).to_pylist() if row["status"] == "ok"}
+    return {
+        row["image_index"]
+        for row in table.select(["image_index", "status"]).to_pylist()
+        if row["status"] == ImageStatus.ok
+    }
 
 
 def _my_images(images: list[Path], done: set[int], ranks: Ranks) -> list[tuple[int, Path]]:
@@ -125,7 +123,7 @@ def _profile_all(
     callbacks: _Callbacks,
     ranks: Ranks,
     done: set[int],
-) -> list[dict[str, Any]]:
+) -> list[PredictionRow]:
     todo = _my_images(images, done, ranks)
     if done:
         log.info("resuming: %d of %d images already done", len(done), len(images))
@@ -142,7 +140,7 @@ def _profile_all(
     tracer = TraceWriter(config, run_dir, loaded.device, ranks.rank)
 
     pending = _Pending()
-    rows: list[dict[str, Any]] = []
+    rows: list[PredictionRow] = []
     warned: set[str] = set()
     on_image = callbacks.on_image if ranks.is_leader else None
     if ranks.is_leader and callbacks.on_start is not None:
@@ -227,36 +225,43 @@ def _run(config: CaptureConfig, callbacks: _Callbacks, loaded: LoadedModel | Non
         images = images or write_sample_images(run_dir / SAMPLES_DIR)
     ranks.barrier()
     images = images or sample_image_paths(run_dir / SAMPLES_DIR)
-    warnings: list[str] = list(previous.get("warnings", [])) if previous else []
+    record = start_record(config, loaded, images, previous, world_size=ranks.world_size)
+    # Filled by the WarningCollector while the run goes on; every write of run.json takes it.
+    warnings: list[str] = list(record.warnings)
     with _logging_to(run_dir, warnings, ranks.rank):
         log.info("model %s: %s", loaded.model_id, loaded.describe())
-        record = start_record(config, loaded, images, previous)
         if config.profile is not ProfileMode.off:
             # Set before the first profiler starts: Kineto reads it then.
-            record["profiler_env"] = {TEARDOWN_CUPTI_ENV: teardown_cupti_setting(loaded.device)}
-        record.update(warnings=warnings, image_paths=[str(path) for path in images], world_size=ranks.world_size)
+            profiler_env = {TEARDOWN_CUPTI_ENV: teardown_cupti_setting(loaded.device)}
+            record = replace(record, profiler_env=profiler_env)
         done = _done_indices(run_dir)
         ranks.barrier()  # every rank has read what is done before anything new is written
         if ranks.is_leader:
-            write_record(run_dir, record)
+            write_run_json(run_dir, replace(record, warnings=tuple(warnings)))
         loop_start = time.perf_counter()
         try:
             rows = _profile_all(config, loaded, run_dir, images, callbacks, ranks, done)
         except KeyboardInterrupt:
             if ranks.is_leader:
-                write_record(run_dir, {**record, "status": RUN_STATUS_INTERRUPTED})
+                interrupted = replace(record, status=RunStatus.interrupted, warnings=tuple(warnings))
+                write_run_json(run_dir, interrupted)
             raise CaptureInterrupted(
                 f"interrupted; finished images are kept, continue with --resume --out {run_dir}"
             ) from None
         rank_seconds = time.perf_counter() - loop_start
-        per_rank = ranks.gather({"rank": ranks.rank, "images": len(rows), "capture_seconds": rank_seconds})
+        per_rank = ranks.gather(RankRecord(rank=ranks.rank, images=len(rows), capture_seconds=rank_seconds))
         if ranks.is_leader:
             table = finalize_predictions(run_dir)
             statuses = table.column("status").to_pylist()
-            ok = statuses.count("ok")
-            capture_seconds = time.perf_counter() - loop_start
-            finished = finish_record(record, RUN_STATUS_COMPLETE, ok, len(statuses) - ok, capture_seconds)
-            write_record(run_dir, {**finished, "ranks": per_rank})
+            ok = statuses.count(ImageStatus.ok)
+            finished = finish_record(
+                replace(record, warnings=tuple(warnings)),
+                ok=ok,
+                failed=len(statuses) - ok,
+                capture_seconds=time.perf_counter() - loop_start,
+                ranks=per_rank,
+            )
+            write_run_json(run_dir, finished)
             rows = table.to_pylist()
     return CaptureResult(
         run_dir=run_dir,

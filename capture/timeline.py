@@ -19,6 +19,8 @@ from dsocr.capture.clock import Clock
 from dsocr.capture.ranges import OpenRange, open_range
 from transformers import StoppingCriteria
 
+from dsocr.vocab import RangeStage
+
 
 @dataclass
 class StageTimes:
@@ -64,32 +66,32 @@ class ImageTimeline(StoppingCriteria):
         self._eos_token_id = eos_token_id
         self._decode_in_trace = decode_in_trace
         self._marks = _Marks()
-        self._open: dict[str, OpenRange] = {}
+        self._open: dict[RangeStage, OpenRange] = {}
         self.generated_tokens = 0
         self.last_token_is_eos = False
 
-    def _open_range(self, stage: str, step: int | None = None, in_trace: bool = True) -> None:
+    def _open_range(self, stage: RangeStage, step: int | None = None, in_trace: bool = True) -> None:
         self._open[stage] = open_range(stage, image_index=self._image_index, step=step, in_trace=in_trace)
 
-    def _close_range(self, stage: str) -> None:
+    def _close_range(self, stage: RangeStage) -> None:
         self._open.pop(stage).close()
 
     def begin(self) -> None:
         """Call right before generate: prefill (and TTFT) starts here."""
         self._marks.prefill_start = self._clock.mark()
-        self._open_range("prefill")
+        self._open_range(RangeStage.prefill)
 
     def on_vision_forward(self, module: torch.nn.Module, args: tuple) -> None:
         """Forward pre-hook of the vision tower (runs for the global view and again for tiles)."""
         if self._marks.vision_start is None:
-            self._open_range("vision")
+            self._open_range(RangeStage.vision)
             self._marks.vision_start = self._clock.mark()
 
     def on_text_forward(self, module: torch.nn.Module, args: tuple) -> None:
         """Forward pre-hook of the language model: its first call ends vision."""
-        if "vision" in self._open:
+        if RangeStage.vision in self._open:
             self._marks.vision_end = self._clock.mark()
-            self._close_range("vision")
+            self._close_range(RangeStage.vision)
 
     def _ends_with_eos(self, input_ids: torch.LongTensor) -> bool:
         # One host sync per token; generate itself syncs at the same point for its stop check.
@@ -101,23 +103,23 @@ class ImageTimeline(StoppingCriteria):
         token = self.generated_tokens
         last = self._ends_with_eos(input_ids) or token >= self._max_new_tokens
         if token == 1:
-            self._close_range("prefill")
+            self._close_range(RangeStage.prefill)
         else:
-            self._close_range("decode_step")
-        if last and "decode" in self._open:
-            self._close_range("decode")
+            self._close_range(RangeStage.decode_step)
+        if last and RangeStage.decode in self._open:
+            self._close_range(RangeStage.decode)
         self._marks.token_before_step.append(self._clock.mark())
         self._profiler_step()
         self._marks.token_after_step.append(self._clock.mark())
         if not last:
             if token == 1:
-                self._open_range("decode", in_trace=self._decode_in_trace)
-            self._open_range("decode_step", step=token)
+                self._open_range(RangeStage.decode, in_trace=self._decode_in_trace)
+            self._open_range(RangeStage.decode_step, step=token)
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
     def abandon(self) -> None:
         """Close whatever is still open (generate raised), innermost first."""
-        for stage in ("vision", "decode_step", "decode", "prefill"):
+        for stage in (RangeStage.vision, RangeStage.decode_step, RangeStage.decode, RangeStage.prefill):
             if stage in self._open:
                 self._close_range(stage)
 

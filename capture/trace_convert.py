@@ -17,23 +17,14 @@ from dsocr.capture.op_flops import op_flops
 
 from dsocr import schema
 from dsocr.rundir import write_table_atomic
+from dsocr.vocab import NS_PER_US, parse_range_name
 
-NS_PER_US = 1000
 CPU_OP = "cpu_op"
 COMPLETE_EVENT = "X"
-RANGE_PREFIX = "dsocr."
-STEP_SEPARATOR = "#"
 
 
 def _optional_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _range_fields(name: str) -> tuple[str | None, int | None]:
-    if not name.startswith(RANGE_PREFIX):
-        return None, None
-    stage, _, step = name[len(RANGE_PREFIX) :].partition(STEP_SEPARATOR)
-    return stage, (int(step) if step.isdigit() else None)
 
 
 def events_to_table(trace: dict[str, Any], *, image_index: int, rank: int, chunk: int) -> pa.Table:
@@ -45,7 +36,7 @@ def events_to_table(trace: dict[str, Any], *, image_index: int, rank: int, chunk
             continue
         args = event.get("args") or {}
         name = str(event.get("name", ""))
-        stage, step = _range_fields(name)
+        stage, step = parse_range_name(name)
         columns["cat"].append(str(event.get("cat", "")))
         columns["name"].append(name)
         columns["ts_ns"].append(base_ns + round(float(event["ts"]) * NS_PER_US))

@@ -21,18 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from dsocr.capture.config import CaptureConfig, ProfileMode, ProfilerSessions
-from dsocr.capture.ranges import range_name
+from dsocr.capture.config import CaptureConfig, ProfilerSessions
 from dsocr.capture.schedule import StepPlan, full_plan, sampled_plan, schedule_from_plan
 from dsocr.capture.trace_convert import convert_chunk
 from torch.profiler import ProfilerActivity, profile
 
 from dsocr.rundir import TRACE_DIR
+from dsocr.vocab import NS_PER_MS, ProfileMode, RangeStage, range_name
 
 PENDING_DIR = ".pending"
-NS_PER_MS = 1e6
-#: Marks the end of each profiler session in the trace (``dsocr.session_end``).
-SESSION_END_STAGE = "session_end"
 CONVERTER_PROCESSES = 1
 #: Kineto reads it when a profiler starts: "1" finalizes CUPTI at every stop (no callbacks left
 #: on between sessions). A value the user set is kept (and recorded in run.json).
@@ -135,7 +132,7 @@ class _WindowSessions:
         # The session's last CPU event: a range still open at the stop ends after it (Kineto
         # writes the stop as its end), a range that closed before it does not (analyze tells the
         # two apart by this).
-        with torch.profiler.record_function(range_name(SESSION_END_STAGE)):
+        with torch.profiler.record_function(range_name(RangeStage.session_end)):
             pass
         stopping = time.perf_counter_ns()
         active.stop()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -27,18 +26,16 @@ from dsocr.options import (
     DEFAULT_WINDOW_STEPS,
     Device,
     DType,
-    ProfileMode,
     ProfilerSessions,
     SdpaBackend,
 )
+from dsocr.vocab import ProfileMode
 
 if TYPE_CHECKING:
     from dsocr.capture.config import CaptureConfig
     from dsocr.capture.result import CaptureResult
 
 RUNS_ROOT = Path("runs")
-#: capture's logger (its modules log under ``__package__``).
-CAPTURE_LOGGER = "dsocr.capture"
 INSTALL_HINT = "dsocr capture needs torch, transformers and nvtx: pip install -e '.[capture]' (with torch==2.13.0)"
 
 
@@ -82,6 +79,8 @@ def _launch_ranks(config: CaptureConfig, argv: list[str], processes: int) -> int
 def _run(config: CaptureConfig) -> CaptureResult:
     """capture.runner.run with a progress bar on stderr and its warnings shown as they happen."""
     try:
+        # runner's logger is capture's package logger: every capture module's records reach it.
+        from dsocr.capture.runner import log as capture_log
         from dsocr.capture.runner import run
     except ImportError as exc:
         raise _missing_extra(exc) from None
@@ -90,7 +89,7 @@ def _run(config: CaptureConfig) -> CaptureResult:
     from dsocr.cli_capture_view import ProgressView, warnings_to
 
     stderr = Console(stderr=True)
-    with warnings_to(logging.getLogger(CAPTURE_LOGGER), stderr), ProgressView(stderr) as view:
+    with warnings_to(capture_log, stderr), ProgressView(stderr) as view:
         return run(config, on_start=view.start, on_image=view.image)
 
 

@@ -10,24 +10,25 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from dsocr.vocab import MS_PER_S
+
 if TYPE_CHECKING:
     from dsocr.capture.result import CaptureResult
-
-MS_PER_S = 1_000
+    from dsocr.records import PredictionRow
 
 
 def _stderr() -> Console:
     return Console(stderr=True)
 
 
-def image_note(row: dict[str, Any]) -> str:
+def image_note(row: PredictionRow) -> str:
     """The progress bar's note about the image just finished: tokens and decode speed, or its error."""
     steps = len(row.get("decode_step_ms") or [])
     if not steps or not row.get("decode_ms"):
@@ -64,7 +65,7 @@ class ProgressView:
         self._progress.start()
         self._task = self._progress.add_task("capture", total=total, completed=done, last="")
 
-    def image(self, row: dict[str, Any]) -> None:
+    def image(self, row: PredictionRow) -> None:
         if self._task is not None:
             self._progress.update(self._task, advance=1, last=image_note(row))
 

@@ -3,12 +3,16 @@
 The CLI declares its options from these names without importing a stage, so that
 ``dsocr --help`` (and every process that re-imports the CLI) loads no numpy, pyarrow or torch.
 The stages import the same names, so a default cannot differ between the CLI and the library.
-This module imports nothing but the standard library.
+This module imports nothing but the standard library and ``dsocr.vocab`` (the closed sets that
+also appear in run files, e.g. ``ProfileMode``, live there and are re-exported here).
 """
 
 from __future__ import annotations
 
 import enum
+
+# Re-exported: the CLI declares --profile from it; the set itself is run-file vocabulary.
+from dsocr.vocab import ProfileMode as ProfileMode
 
 # ---- capture ----
 INF_TOKEN = "inf"
@@ -23,14 +27,6 @@ DEFAULT_FULL_CHUNK_STEPS = 64
 DEFAULT_SEED = 0
 DEFAULT_GPUS = 1
 DEFAULT_WARMUP_TOKENS = 0
-
-
-class ProfileMode(enum.StrEnum):
-    """How much of each image torch.profiler records."""
-
-    sampled = "sampled"
-    full = "full"
-    off = "off"
 
 
 class ProfilerSessions(enum.StrEnum):

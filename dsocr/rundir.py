@@ -16,17 +16,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Iterable
+import secrets
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from dsocr import options, schema
 from dsocr.errors import RunDirError, SchemaMismatchError
+from dsocr.records import PredictionRow, RunRecord
+from dsocr.vocab import AnalysisFile
 
 RUN_JSON = "run.json"
 CAPTURE_LOG = "capture.log"
@@ -37,22 +38,10 @@ ANALYSIS_DIR = "analysis"
 VIZ_DIR = options.VIZ_DIR
 PREDICTIONS_JSONL = "predictions.jsonl"
 
-RUN_STATUS_RUNNING = "running"
-RUN_STATUS_COMPLETE = "complete"
-RUN_STATUS_INTERRUPTED = "interrupted"
-
 PARQUET_COMPRESSION = "zstd"
+#: Published artifacts get the mode a plain open() gives: this, less the process umask.
 FILE_MODE = 0o666
-
-
-def _current_umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
-# mkstemp creates 0600 files; published artifacts get the mode a plain open() would give.
-_PUBLISHED_MODE = FILE_MODE & ~_current_umask()
+_TEMP_NAME_BYTES = 8
 
 
 def path_md5(image_path: str | os.PathLike[str]) -> str:
@@ -60,12 +49,25 @@ def path_md5(image_path: str | os.PathLike[str]) -> str:
     return hashlib.md5(str(Path(image_path).resolve()).encode("utf-8")).hexdigest()
 
 
+def analysis_path(run_dir: Path, name: AnalysisFile) -> Path:
+    """Where ``dsocr analyze`` writes one of its files."""
+    return run_dir / ANALYSIS_DIR / name
+
+
 def _temp_beside(path: Path) -> Path:
+    """A new, empty temp file beside ``path``.
+
+    Created like a plain open() creates a file (FILE_MODE less the umask, which the kernel
+    applies), not with mkstemp's 0600: reading the umask would mean setting it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(handle, _PUBLISHED_MODE)
-    os.close(handle)
-    return Path(temp_name)
+    while True:
+        temp = path.parent / f".{path.name}.{secrets.token_hex(_TEMP_NAME_BYTES)}.tmp"
+        try:
+            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+        except FileExistsError:
+            continue
+        return temp
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -94,8 +96,8 @@ def write_table_atomic(table: pa.Table, path: Path) -> None:
         temp.unlink(missing_ok=True)
 
 
-def read_run_json(run_dir: Path) -> dict[str, Any]:
-    """Read and version-check ``run.json``."""
+def read_run_json(run_dir: Path) -> RunRecord:
+    """Read, version-check and validate ``run.json``."""
     path = run_dir / RUN_JSON
     if not path.is_file():
         raise RunDirError(f"{run_dir}: not a dsocr run directory (no {RUN_JSON})")
@@ -103,17 +105,26 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise RunDirError(f"{path}: unreadable ({exc})") from exc
-    if payload.get("schema_version") != schema.SCHEMA_VERSION:
-        raise SchemaMismatchError(
-            f"{path}: schema version {payload.get('schema_version')!r}, "
-            f"this dsocr reads version {schema.SCHEMA_VERSION}"
-        )
-    return payload
+    return RunRecord.from_json(payload, source=str(path))
 
 
-def rows_to_table(rows: Iterable[dict[str, Any]], table_schema: pa.Schema) -> pa.Table:
-    """Build a table of ``table_schema`` from row dicts; absent keys become nulls."""
+def write_run_json(run_dir: Path, record: RunRecord) -> None:
+    """Write ``run.json`` atomically."""
+    write_json_atomic(run_dir / RUN_JSON, record.to_json())
+
+
+def rows_to_table(rows: Iterable[Mapping[str, Any]], table_schema: pa.Schema) -> pa.Table:
+    """Build a table of ``table_schema`` from row dicts; absent keys become nulls.
+
+    A key that is not a column is refused (SchemaMismatchError naming it): a typo would
+    otherwise become a null column without a word.
+    """
     rows = list(rows)
+    names = set(table_schema.names)
+    unknown = sorted({key for row in rows for key in row if key not in names})
+    if unknown:
+        table = (table_schema.metadata or {}).get(schema.TABLE_KEY, b"?").decode()
+        raise SchemaMismatchError(f"{table} rows have keys that are not columns: {', '.join(unknown)}")
     columns = {name: [row.get(name) for row in rows] for name in table_schema.names}
     return pa.Table.from_pydict(columns, schema=table_schema)
 
@@ -134,7 +145,7 @@ def read_checked(path: Path, expected: str) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=expected_schema)
 
 
-def write_prediction_part(run_dir: Path, row: dict[str, Any]) -> Path:
+def write_prediction_part(run_dir: Path, row: PredictionRow) -> Path:
     """Record one finished image as its own part file, so a crash loses no finished image."""
     rank = row.get("rank") or 0
     path = run_dir / PREDICTIONS_PARTS_DIR / f"rank{rank:03d}-image{row['image_index']:07d}.parquet"
@@ -180,14 +191,3 @@ def trace_files(run_dir: Path) -> list[Path]:
     """The trace Parquet files of a run (empty when the run has no trace)."""
     trace_dir = run_dir / TRACE_DIR
     return sorted(trace_dir.rglob("*.parquet")) if trace_dir.is_dir() else []
-
-
-def read_trace(run_dir: Path, columns: list[str] | None = None) -> pa.Table:
-    """Read the whole trace of a run as one table, schema-checked (columns: a subset to read)."""
-    files = trace_files(run_dir)
-    if not files:
-        return schema.TRACE.empty_table() if columns is None else schema.TRACE.empty_table().select(columns)
-    for path in files:
-        schema.check_table(pq.read_schema(path), "trace", source=str(path))
-    dataset = ds.dataset([str(path) for path in files], format="parquet", schema=schema.TRACE)
-    return dataset.to_table(columns=columns)

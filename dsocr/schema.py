@@ -18,8 +18,6 @@ SCHEMA_VERSION = 1
 TABLE_KEY = b"dsocr.table"
 VERSION_KEY = b"dsocr.schema_version"
 
-STOP_REASONS = ("eos", "max_new_tokens", "model_limit", "fallback_ceiling", "error")
-
 
 def _versioned(name: str, fields: list[pa.Field]) -> pa.Schema:
     return pa.schema(fields, metadata={TABLE_KEY: name.encode(), VERSION_KEY: str(SCHEMA_VERSION).encode()})

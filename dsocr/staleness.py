@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from dsocr import rundir
+from dsocr.vocab import AnalysisFile
 
 #: The file analyze writes last; its age stands for the whole analysis.
-SUMMARY_FILE = "summary.json"
+SUMMARY_FILE = AnalysisFile.summary
 
 
 def _inputs(run_dir: Path) -> list[Path]:

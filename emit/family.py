@@ -11,22 +11,21 @@ family then.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 from dsocr.emit._warnings import WarningList
 from dsocr.emit.grounding import MAX_BOXES, Grounding, cut_at_eos, parse_grounding
 
 from dsocr.families import UNRECORDED_FAMILY, FamilyFacts, OutputGrammar, facts_for
+from dsocr.records import RunRecord
 
 _BLANK_LINES = re.compile(r"\n{3,}")
 
 
-def run_family(run: Mapping[str, Any], *, where: str) -> tuple[FamilyFacts, str | None]:
-    """The facts of the family that wrote ``run`` (a run.json) and the warning of the fallback,
+def run_family(run: RunRecord, *, where: str) -> tuple[FamilyFacts, str | None]:
+    """The facts of the family that wrote ``run`` (its run.json) and the warning of the fallback,
     if taken; BadInputError for a family that is not known."""
-    model = run.get("model")
-    family = model.get("family") if isinstance(model, Mapping) else None
+    family = run.model.family
     if family is None:
         warning = (
             f"{where} names no model.family (a run written before dsocr recorded it): "

@@ -25,25 +25,14 @@ from typing import Any
 
 from PIL import Image
 
-from dsocr import __version__, schema
+from dsocr import schema
 from dsocr.errors import BadInputError, RunDirError
 from dsocr.families import facts_for
 from dsocr.options import DEFAULT_FAMILY, DEFAULT_MODEL_ID
-from dsocr.rundir import (
-    PREDICTIONS_FILE,
-    RUN_JSON,
-    RUN_STATUS_COMPLETE,
-    path_md5,
-    rows_to_table,
-    write_json_atomic,
-    write_table_atomic,
-)
+from dsocr.records import ImageCounts, ModelRecord, PredictionRow, RunRecord
+from dsocr.rundir import PREDICTIONS_FILE, path_md5, rows_to_table, write_run_json, write_table_atomic
+from dsocr.vocab import REFERENCE_STAGES, ImageStatus, RunKind, RunStatus, StopReason
 
-RUN_KIND = "import"
-STATUS_OK = "ok"
-STATUS_FAILED = "failed"
-STOP_ERROR = "error"
-TIMING_STAGES = ("vision", "prefill", "decode")
 INTEGER_KEYS = ("prompt_tokens", "generated_tokens")
 TEXT_KEYS = ("text_raw", "text")
 # EXIF orientations that swap width and height (rotations by 90 or 270 degrees).
@@ -100,13 +89,13 @@ def _timings(entry: dict[str, Any], where: str) -> dict[str, float | None]:
     timings = entry.get("timings_ms") or {}
     if not isinstance(timings, dict):
         raise BadInputError(f"{where}: timings_ms must be an object")
-    unknown = sorted(set(timings) - set(TIMING_STAGES))
+    unknown = sorted(set(timings) - set(REFERENCE_STAGES))
     if unknown:
         raise BadInputError(
-            f"{where}: timings_ms has unknown stages {', '.join(unknown)} (known: vision, prefill, decode)"
+            f"{where}: timings_ms has unknown stages {', '.join(unknown)} (known: {', '.join(REFERENCE_STAGES)})"
         )
     values: dict[str, float | None] = {}
-    for stage in TIMING_STAGES:
+    for stage in REFERENCE_STAGES:
         value = timings.get(stage)
         valid = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
         if value is not None and not valid:
@@ -126,8 +115,8 @@ def _optional(entry: dict[str, Any], where: str) -> dict[str, Any]:
     if prompt is not None and not isinstance(prompt, str):
         raise BadInputError(f"{where}: prompt must be a string")
     stop_reason = entry.get("stop_reason")
-    if stop_reason is not None and stop_reason not in schema.STOP_REASONS:
-        raise BadInputError(f"{where}: stop_reason {stop_reason!r} is not one of {', '.join(schema.STOP_REASONS)}")
+    if stop_reason is not None and stop_reason not in set(StopReason):
+        raise BadInputError(f"{where}: stop_reason {stop_reason!r} is not one of {', '.join(StopReason)}")
     error = entry.get("error")
     if error is not None and not isinstance(error, str):
         raise BadInputError(f"{where}: error must be a string")
@@ -142,7 +131,7 @@ def _image_path(entry: dict[str, Any], base: Path, where: str) -> Path:
     return (path if path.is_absolute() else base / path).resolve()
 
 
-def _row(entry: Any, index: int, base: Path, where: str) -> dict[str, Any]:
+def _row(entry: Any, index: int, base: Path, where: str) -> PredictionRow:
     """The prediction row of one JSONL object."""
     if not isinstance(entry, dict):
         raise BadInputError(f"{where}: expected a JSON object")
@@ -154,24 +143,24 @@ def _row(entry: Any, index: int, base: Path, where: str) -> dict[str, Any]:
         "image_index": index,
         "image_path": str(path),
         "image_md5": path_md5(path),
-        "status": STATUS_FAILED if failed else STATUS_OK,
+        "status": ImageStatus.failed if failed else ImageStatus.ok,
         "text_raw": _text(entry, where),
         "width": None if size is None else size[0],
         "height": None if size is None else size[1],
         **optional,
-        "stop_reason": STOP_ERROR if failed else optional["stop_reason"],
+        "stop_reason": StopReason.error if failed else optional["stop_reason"],
         **_timings(entry, where),
     }
 
 
-def read_outputs(jsonl: Path) -> list[dict[str, Any]]:
+def read_outputs(jsonl: Path) -> list[PredictionRow]:
     """Prediction rows from an outputs JSONL file; BadInputError naming the line of any problem."""
     try:
         lines = jsonl.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInputError(f"{jsonl}: unreadable ({exc})") from exc
     base = jsonl.resolve().parent
-    rows: list[dict[str, Any]] = []
+    rows: list[PredictionRow] = []
     first_line: dict[str, int] = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -191,18 +180,16 @@ def read_outputs(jsonl: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _run_record(jsonl: Path, model_id: str, family: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    failed = sum(row["status"] != STATUS_OK for row in rows)
-    return {
-        "schema_version": schema.SCHEMA_VERSION,
-        "kind": RUN_KIND,
-        "dsocr_version": __version__,
-        "status": RUN_STATUS_COMPLETE,
-        "model": {"id": model_id, "family": family},
-        "source": str(jsonl.resolve()),
-        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "images": {"total": len(rows), "ok": len(rows) - failed, "failed": failed},
-    }
+def _run_record(jsonl: Path, model_id: str, family: str, rows: list[PredictionRow]) -> RunRecord:
+    failed = sum(row["status"] != ImageStatus.ok for row in rows)
+    return RunRecord(
+        kind=RunKind.import_,
+        status=RunStatus.complete,
+        model=ModelRecord(id=model_id, family=family),
+        source=str(jsonl.resolve()),
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        images=ImageCounts(total=len(rows), ok=len(rows) - failed, failed=failed),
+    )
 
 
 def import_outputs(
@@ -219,7 +206,7 @@ def import_outputs(
     rows = read_outputs(jsonl)
     write_table_atomic(rows_to_table(rows, schema.PREDICTIONS), out / PREDICTIONS_FILE)
     # run.json last: a run directory whose run.json says complete has all its files.
-    write_json_atomic(out / RUN_JSON, _run_record(jsonl, model_id, family, rows))
-    unreadable = [row["image_path"] for row in rows if row["width"] is None and row["status"] == STATUS_OK]
-    failed = sum(row["status"] != STATUS_OK for row in rows)
+    write_run_json(out, _run_record(jsonl, model_id, family, rows))
+    unreadable = [row["image_path"] for row in rows if row["width"] is None and row["status"] == ImageStatus.ok]
+    failed = sum(row["status"] != ImageStatus.ok for row in rows)
     return ImportSummary(out, len(rows), failed, unreadable, time.perf_counter() - started)

@@ -35,7 +35,9 @@ from dsocr.emit.worker import RenderJob, RenderOutcome, render_image, render_ima
 
 from dsocr.errors import DsocrError, RunDirError
 from dsocr.families import FamilyFacts
+from dsocr.records import RunRecord
 from dsocr.rundir import PREDICTIONS_JSONL, RUN_JSON, read_predictions, read_run_json, write_bytes_atomic
+from dsocr.vocab import ImageStatus, RunKind
 
 #: The prediction columns emit reads (decode_step_ms, the largest, is not among them).
 COLUMNS = [
@@ -55,7 +57,6 @@ COLUMNS = [
     "prefill_ms",
     "decode_ms",
 ]
-STATUS_OK = "ok"
 UNKNOWN_MODEL = "unknown"
 BATCH_ROWS = 256  # rows converted to Python at a time
 IMAGES_PER_TASK = 2  # small tasks keep workers evenly busy; each image costs far more than IPC
@@ -156,7 +157,7 @@ def _plan_row(context: _RunContext, row: dict[str, Any]) -> tuple[dict[str, Any]
     job = None
     viz: str | None = None
     error = None
-    if row["status"] != STATUS_OK:
+    if row["status"] != ImageStatus.ok:
         status = EMIT_CAPTURE_FAILED
     elif not is_md5(row["image_md5"]):
         # The folder name comes from the Parquet: anything but a digest could point elsewhere.
@@ -169,7 +170,7 @@ def _plan_row(context: _RunContext, row: dict[str, Any]) -> tuple[dict[str, Any]
     else:
         status, viz = EMIT_RENDERED, link
         job = RenderJob(row, timings, context.model_id, out_dir, context.options.style, context.family)
-    has_text = row["status"] == STATUS_OK or row.get("text_raw") is not None
+    has_text = row["status"] == ImageStatus.ok or row.get("text_raw") is not None
     grounding = parse_output(row.get("text_raw") or "", context.family) if has_text and job is None else None
     record = prediction_record(
         row=row, grounding=grounding, timings=timings, viz=viz, emit_status=status, emit_error=error
@@ -201,16 +202,15 @@ def _run_jobs(jobs: list[RenderJob], workers: int) -> Iterator[RenderOutcome]:
             yield from future.result()
 
 
-def _context(run_dir: Path, run: dict[str, Any], options: EmitOptions, md5_paths: list[tuple[str, str]]) -> _RunContext:
-    model = run.get("model") if isinstance(run.get("model"), dict) else {}
+def _context(run_dir: Path, run: RunRecord, options: EmitOptions, md5_paths: list[tuple[str, str]]) -> _RunContext:
     viz_root = run_dir / options.viz_dir
     family, family_warning = run_family(run, where=str(run_dir / RUN_JSON))
     return _RunContext(
         viz_root=viz_root,
-        model_id=str(model.get("id") or UNKNOWN_MODEL),
+        model_id=run.model.id or UNKNOWN_MODEL,
         family=family,
         family_warning=family_warning,
-        imported=run.get("kind") == "import",
+        imported=run.kind is RunKind.import_,
         analysis=load_analysis_timings(run_dir),
         inputs_ns=inputs_mtime_ns(run_dir),
         selected=select_md5s(options.only, md5_paths),

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dsocr.rundir import ANALYSIS_DIR, read_checked
+from dsocr.rundir import analysis_path, read_checked
+from dsocr.vocab import REFERENCE_STAGES, AnalysisFile, Stage
 
-TIMINGS_FILE = "timings.parquet"
-#: The stages info.json reports, in order; prefill_text is part of prefill here.
-STAGES = ("vision", "prefill", "decode")
+#: The stages info.json reports, in order (prefill_text is part of prefill here): the ones a
+#: prediction row also times itself, so every stage has a fallback.
+STAGES = REFERENCE_STAGES
 SOURCE_CAPTURE = "capture:reference"
 SOURCE_IMPORT = "import"
 SOURCE_TRACE_COMPLETE = "analysis:complete_trace"
@@ -46,7 +47,7 @@ AnalysisTimings = Mapping[tuple[int, int, str], dict[str, Any]]
 
 def timings_path(run_dir: Path) -> Path:
     """Where ``dsocr analyze`` writes its per-image timings."""
-    return run_dir / ANALYSIS_DIR / TIMINGS_FILE
+    return analysis_path(run_dir, AnalysisFile.timings)
 
 
 def load_analysis_timings(run_dir: Path) -> AnalysisTimings:
@@ -68,7 +69,7 @@ def _complete_trace_ms(figures: dict[str, Any] | None, stage: str) -> float | No
     """A trace figure that covers the whole stage (every decode step traced), else None."""
     if figures is None:
         return None
-    if stage == "decode" and (figures["steps_total"] is None or figures["steps_traced"] != figures["steps_total"]):
+    if stage == Stage.decode and (figures["steps_total"] is None or figures["steps_traced"] != figures["steps_total"]):
         return None
     return figures["gpu_span_ms"] if figures["gpu_span_ms"] is not None else figures["cpu_ms"]
 

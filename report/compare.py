@@ -7,7 +7,7 @@ import html
 import numpy as np
 import plotly.graph_objects as go
 from dsocr.report._unavailable import Unavailable
-from dsocr.report.glance import esc, facts, findings_html
+from dsocr.report.glance import config_options, esc, facts, findings_html
 from dsocr.report.inputs import RunInputs
 from dsocr.report.latency_fig import cold_slot, image_series, line_slot
 from dsocr.report.page import Section
@@ -18,6 +18,8 @@ from dsocr.report.style import RUN_COLORS, STACKED_STAGES, TEMPLATE, figure, sho
 from dsocr.report.top_fig import STAGE_ORDER, top_rows
 from dsocr.report.verdicts import verdicts_html
 from plotly.subplots import make_subplots
+
+from dsocr.vocab import KernelKind
 
 #: (row title, summary.json stage figure) compared per stage.
 MEASURES = (
@@ -37,7 +39,7 @@ def _labels(a: RunInputs, b: RunInputs) -> tuple[str, str]:
 def facts_html(a: RunInputs, b: RunInputs) -> str:
     """Facts and options of both runs in one table; rows that differ come first, in bold."""
     rows_a, rows_b = dict(facts(a)), dict(facts(b))
-    config_a, config_b = a.run.get("config") or {}, b.run.get("config") or {}
+    config_a, config_b = config_options(a.run), config_options(b.run)
     keys = [(key, rows_a.get(key), rows_b.get(key)) for key in rows_a]
     keys += [(f"option {k}", config_a.get(k), config_b.get(k)) for k in sorted(set(config_a) | set(config_b))]
     first = [row for row in keys if row[0] == "run"]
@@ -166,7 +168,9 @@ def step_histogram_figure(a: RunInputs, b: RunInputs) -> go.Figure | Unavailable
 def top_overlay_figure(a: RunInputs, b: RunInputs) -> go.Figure | Unavailable:
     """Top kernels (or CPU operators) per stage, both runs' totals side by side."""
     rows_a, rows_b = top_rows(a), top_rows(b)
-    kind = "kernel" if any(r["kind"] == "kernel" for r in rows_a + rows_b) else "cpu_operator"
+    kind = (
+        KernelKind.kernel if any(r["kind"] == KernelKind.kernel for r in rows_a + rows_b) else KernelKind.cpu_operator
+    )
     stages = [s for s in STAGE_ORDER if any(r["stage"] == s and r["kind"] == kind for r in rows_a + rows_b)]
     if not stages:
         return Unavailable("neither run has kernel or operator rows")
@@ -196,7 +200,7 @@ def top_overlay_figure(a: RunInputs, b: RunInputs) -> go.Figure | Unavailable:
                 row=number,
                 col=1,
             )
-    measure = "GPU time" if kind == "kernel" else "CPU self time"
+    measure = "GPU time" if kind == KernelKind.kernel else "CPU self time"
     fig.update_layout(
         template=TEMPLATE,
         barmode="group",

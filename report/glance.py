@@ -10,6 +10,9 @@ from typing import Any
 
 from dsocr.report.inputs import RunInputs
 
+from dsocr.records import RunRecord
+from dsocr.vocab import ImageStatus
+
 DASH = "–"
 #: Rows of the per-image table; a larger run shows the first ones and says so.
 MAX_IMAGE_ROWS = 500
@@ -47,31 +50,36 @@ def not_available(reason: str) -> str:
     return f'<p class="na">not available: {html.escape(reason)}</p>'
 
 
+def config_options(record: RunRecord) -> dict[str, Any]:
+    """run.json ``config`` as JSON (empty for an import, which records no options)."""
+    return record.to_json()["config"] or {}
+
+
 def facts(run: RunInputs) -> list[tuple[str, Any]]:
     """The identifying facts of a run, in display order (also compared side by side)."""
-    record, model = run.run, run.run.get("model") or {}
+    record, model = run.run, run.run.model
     predictions = run.predictions
     statuses = Counter(predictions["status"].to_pylist())
-    ok = statuses.get("ok", 0)
+    ok = statuses.get(ImageStatus.ok, 0)
     stops = Counter(reason for reason in predictions["stop_reason"].to_pylist() if reason)
     trace = run.summary.get("trace", {})
     return [
         ("run", str(run.run_dir)),
-        ("kind / status", f"{record.get('kind', DASH)} / {record.get('status', DASH)}"),
-        ("model", model.get("id")),
-        ("family / source", f"{model.get('family', DASH)} / {model.get('source', DASH)}"),
-        ("parameters", model.get("parameters")),
-        ("dtype", model.get("dtype")),
-        ("device", record.get("device_name") or model.get("device_name") or model.get("device")),
+        ("kind / status", f"{record.kind} / {record.status}"),
+        ("model", model.id),
+        ("family / source", f"{model.family or DASH} / {model.source or DASH}"),
+        ("parameters", model.parameters),
+        ("dtype", model.dtype),
+        ("device", model.device_name or model.device),
         ("images", f"{predictions.num_rows} total, {ok} ok, {predictions.num_rows - ok} failed"),
         ("stop reasons", ", ".join(f"{reason} {count}" for reason, count in sorted(stops.items())) or None),
         ("profile mode", ", ".join(trace.get("profile_modes") or []) or None),
         ("reference clock", ", ".join(trace.get("timing_clocks") or []) or None),
         ("trace", "present" if trace.get("present") else f"missing: {trace.get('missing_reason')}"),
         ("GPU activity in the trace", trace.get("device_time")),
-        ("capture seconds", record.get("capture_seconds")),
-        ("started / finished", f"{record.get('started_at', DASH)} / {record.get('finished_at', DASH)}"),
-        ("dsocr", record.get("dsocr_version")),
+        ("capture seconds", record.capture_seconds),
+        ("started / finished", f"{record.started_at or DASH} / {record.finished_at or DASH}"),
+        ("dsocr", record.dsocr_version),
     ]
 
 
@@ -123,7 +131,7 @@ def glance_html(run: RunInputs) -> str:
     latency = summary.get("latency", {})
     latency_rows = [[label, (latency.get(key) or {}).get("median"), (latency.get(key) or {}).get("p90")]
                     for label, key in LATENCY_ROWS]  # fmt: skip
-    config = record.get("config")
+    config = config_options(record)
     options = (
         key_values(sorted(config.items())) if config else not_available("run.json records no options (an imported run)")
     )
@@ -131,7 +139,7 @@ def glance_html(run: RunInputs) -> str:
     parts = [f'<div class="cols"><div>{left}</div><div><h3>Options</h3>{options}</div></div>']
     parts.append("<h3>Findings</h3>" + findings_html(summary))
     parts.append("<h3>Cold decode steps</h3>" + cold_html(summary))
-    warnings = record.get("warnings") or []
+    warnings = record.warnings
     if warnings:
         parts.append("<h3>Capture warnings</h3><ul>" + "".join(f"<li>{esc(w)}</li>" for w in warnings) + "</ul>")
     coverage = summary.get("coverage")

@@ -15,11 +15,13 @@ import pyarrow as pa
 
 from dsocr import rundir, schema
 from dsocr.errors import RunDirError, SchemaMismatchError
+from dsocr.records import RunRecord
+from dsocr.vocab import AnalysisFile
 
-SUMMARY_FILE = "summary.json"
-TIMINGS_FILE = "timings.parquet"
-KERNELS_FILE = "kernels.parquet"
-STEPS_FILE = "steps.parquet"
+SUMMARY_FILE = AnalysisFile.summary
+TIMINGS_FILE = AnalysisFile.timings
+KERNELS_FILE = AnalysisFile.kernels
+STEPS_FILE = AnalysisFile.steps
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class RunInputs:
     """One run as the report sees it. A None table has its reason in ``missing``."""
 
     run_dir: Path
-    run: dict[str, Any]
+    run: RunRecord
     predictions: pa.Table
     summary: dict[str, Any]
     timings: pa.Table | None

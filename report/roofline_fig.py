@@ -15,7 +15,8 @@ import plotly.graph_objects as go
 from dsocr.report._unavailable import Unavailable
 from dsocr.report.style import STAGE_COLORS, figure
 
-STAGES = ("vision", "prefill_text", "prefill", "decode")
+from dsocr.vocab import STAGES
+
 #: (achieved key, what it divides by, marker) plotted per stage over the run.
 RATES = (("achieved_tflops", "GPU busy time", "circle"), ("achieved_tflops_wall", "wall time", "circle-open"))
 TFLOPS_PER_GFLOPS = 1e-3

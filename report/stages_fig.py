@@ -10,6 +10,8 @@ from dsocr.report.inputs import RunInputs
 from dsocr.report.style import STACKED_STAGES, STAGE_COLORS, TEMPLATE
 from plotly.subplots import make_subplots
 
+from dsocr.vocab import ImageStatus, Stage
+
 #: (row title, timings column) of the measured rows; GPU rows only when the trace has device time.
 CPU_ROW = ("CPU wall time of the ranges (ms)", "cpu_ms")
 GPU_ROW = ("GPU busy time (ms)", "gpu_busy_ms")
@@ -17,7 +19,7 @@ ROW_HEIGHT = 260
 
 
 def _ok(predictions: pa.Table) -> pa.Table:
-    return predictions.filter(pc.equal(predictions["status"], "ok"))
+    return predictions.filter(pc.equal(predictions["status"], ImageStatus.ok))
 
 
 def _reference_rows(predictions: pa.Table) -> dict[str, dict[int, float | None]]:
@@ -29,9 +31,9 @@ def _reference_rows(predictions: pa.Table) -> dict[str, dict[int, float | None]]
         if row["prefill_ms"] is not None and row["vision_ms"] is not None
     }
     return {
-        "vision": {row["image_index"]: row["vision_ms"] for row in rows},
-        "prefill_text": text,
-        "decode": {row["image_index"]: row["decode_ms"] for row in rows},
+        Stage.vision: {row["image_index"]: row["vision_ms"] for row in rows},
+        Stage.prefill_text: text,
+        Stage.decode: {row["image_index"]: row["decode_ms"] for row in rows},
     }
 
 

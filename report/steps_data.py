@@ -9,6 +9,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from dsocr.report.inputs import RunInputs
 
+from dsocr.vocab import ImageStatus
+
 #: Optional prediction columns (added by the cold-step work): read when the schema has them.
 COLD_COLUMN = "decode_step_cold"
 
@@ -41,7 +43,7 @@ def traced_steps(steps: pa.Table | None) -> dict[int, np.ndarray]:
 
 def image_steps(run: RunInputs) -> list[ImageSteps]:
     """Every processed image with at least one decode step, in image order."""
-    ok = run.predictions.filter(pc.equal(run.predictions["status"], "ok"))
+    ok = run.predictions.filter(pc.equal(run.predictions["status"], ImageStatus.ok))
     traced = traced_steps(run.steps)
     has_cold = COLD_COLUMN in ok.column_names
     columns = ["image_index", "image_path", "decode_step_ms", *([COLD_COLUMN] if has_cold else [])]

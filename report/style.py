@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from dsocr.vocab import Stage
+
 #: Stages stacked in the stage bars: prefill contains vision, so these three add up to the image.
-STACKED_STAGES = ("vision", "prefill_text", "decode")
-STAGE_COLORS = {"vision": "#4c78a8", "prefill_text": "#f58518", "prefill": "#e45756", "decode": "#54a24b"}
+STACKED_STAGES = (Stage.vision, Stage.prefill_text, Stage.decode)
+STAGE_COLORS = {
+    Stage.vision: "#4c78a8",
+    Stage.prefill_text: "#f58518",
+    Stage.prefill: "#e45756",
+    Stage.decode: "#54a24b",
+}
 RUN_COLORS = ("#4c78a8", "#e45756")
 BUSY_COLOR, IDLE_COLOR = "#54a24b", "#d3d3d3"
 TRACED_FILL = "rgba(84,162,75,0.15)"

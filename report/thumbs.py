@@ -14,6 +14,7 @@ from dsocr.report.inputs import RunInputs
 from PIL import Image
 
 from dsocr import rundir
+from dsocr.vocab import ImageStatus
 
 RESULT_IMAGE = "result_with_boxes.jpg"
 THUMB_SIZE = (180, 255)
@@ -37,7 +38,7 @@ def _thumbnail(path: Path) -> str | None:
 
 def thumbnails_html(run: RunInputs, page_dir: Path) -> str | Unavailable:
     """A grid of linked thumbnails; links are relative to the page so the run folder can move."""
-    ok = run.predictions.filter(pc.equal(run.predictions["status"], "ok")).select(
+    ok = run.predictions.filter(pc.equal(run.predictions["status"], ImageStatus.ok)).select(
         ["image_index", "image_md5", "image_path"]
     )
     renders = [

@@ -8,12 +8,14 @@ from dsocr.report.inputs import RunInputs
 from dsocr.report.style import STAGE_COLORS, TEMPLATE, short
 from plotly.subplots import make_subplots
 
-STAGE_ORDER = ("vision", "prefill_text", "prefill", "decode")
+from dsocr.vocab import STAGES, KernelKind
+
+STAGE_ORDER = STAGES
 #: kind -> (figure title, what the bars measure)
 KINDS = {
-    "kernel": ("Top kernels per stage", "GPU time, ms"),
-    "operator": ("Top operators per stage by the GPU time they launched", "GPU time, ms"),
-    "cpu_operator": ("Top CPU operators per stage", "CPU self time, ms"),
+    KernelKind.kernel: ("Top kernels per stage", "GPU time, ms"),
+    KernelKind.operator: ("Top operators per stage by the GPU time they launched", "GPU time, ms"),
+    KernelKind.cpu_operator: ("Top CPU operators per stage", "CPU self time, ms"),
 }
 SHOWN = 10
 HOVER = (

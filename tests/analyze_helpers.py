@@ -16,6 +16,8 @@ from typer.testing import CliRunner, Result
 import dsocr.cli  # noqa: F401  (registers every command)
 from dsocr import rundir, schema
 from dsocr._app import app
+from dsocr.records import ImageCounts, ModelRecord, RunRecord
+from dsocr.vocab import ImageStatus, RunKind, RunStatus
 
 GPU_RUN = Path(__file__).parent / "data" / "gpu-run"
 NS_PER_MS = 1_000_000
@@ -257,7 +259,11 @@ def write_run(
 ) -> list[dict[str, Any]]:
     """Write run.json, predictions parts and trace files for ``specs``; return every trace row."""
     rng = random.Random(seed)
-    rundir.write_json_atomic(run_dir / rundir.RUN_JSON, {"schema_version": schema.SCHEMA_VERSION, "kind": "capture"})
+    ok = sum(spec.status == ImageStatus.ok for spec in specs)
+    counts = ImageCounts(total=len(specs), ok=ok, failed=len(specs) - ok)
+    model = ModelRecord(id="synthetic")
+    record = RunRecord(kind=RunKind.capture, status=RunStatus.complete, model=model, images=counts)
+    rundir.write_run_json(run_dir, record)
     all_rows: list[dict[str, Any]] = []
     start = BASE_NS
     for spec in specs:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from dsocr.samples import write_sample_images
+from dsocr.capture.samples import write_sample_images
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,8 @@ from typer.testing import CliRunner, Result
 import dsocr.cli  # noqa: F401  (registers every command)
 from dsocr import rundir, schema
 from dsocr._app import app
+from dsocr.records import ImageCounts, ModelRecord, RunRecord
+from dsocr.vocab import ImageStatus, RunKind, RunStatus
 
 MODEL_ID = "deepseek-ai/DeepSeek-OCR-2"
 FAMILY = "deepseek_ocr2"
@@ -82,15 +84,13 @@ def make_run(
     run_dir: Path, rows: list[dict[str, Any]], *, model_id: str = MODEL_ID, family: str | None = FAMILY
 ) -> Path:
     """A finished capture run directory: run.json and predictions.parquet, written by rundir
-    (``family`` None: a run.json without model.family, as older imports wrote)."""
+    (``family`` None: model.family null, as in imports written before dsocr recorded it)."""
     rundir.write_table_atomic(rundir.rows_to_table(rows, schema.PREDICTIONS), run_dir / rundir.PREDICTIONS_FILE)
-    run_json = {
-        "schema_version": schema.SCHEMA_VERSION,
-        "kind": "capture",
-        "status": "complete",
-        "model": {"id": model_id} if family is None else {"id": model_id, "family": family},
-    }
-    rundir.write_json_atomic(run_dir / rundir.RUN_JSON, run_json)
+    ok = sum(row["status"] == ImageStatus.ok for row in rows)
+    counts = ImageCounts(total=len(rows), ok=ok, failed=len(rows) - ok)
+    model = ModelRecord(id=model_id, family=family)
+    record = RunRecord(kind=RunKind.capture, status=RunStatus.complete, model=model, images=counts)
+    rundir.write_run_json(run_dir, record)
     return run_dir
 
 

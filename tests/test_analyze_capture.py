@@ -10,16 +10,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from analyze_helpers import capture_run, cpu_full_run, cpu_sampled_run, invoke  # noqa: F401  (fixtures)
+from trace_helpers import read_trace
 
 from dsocr import rundir
+from dsocr.vocab import NS_PER_MS
 
 #: CPU ranges vs perf_counter marks taken right beside them (observed within 1.2%).
 CPU_TOLERANCE = 0.05
-NS_PER_MS = 1e6
 
 
 def _ranges(run_dir: Path) -> dict[tuple[int, str, int | None], float]:
-    trace = rundir.read_trace(run_dir, columns=["image_index", "cat", "range_stage", "range_step", "dur_ns"])
+    trace = read_trace(run_dir, columns=["image_index", "cat", "range_stage", "range_step", "dur_ns"])
     rows = trace.filter(pc.equal(trace["cat"], "user_annotation")).to_pylist()
     return {
         (row["image_index"], row["range_stage"], row["range_step"]): row["dur_ns"] / NS_PER_MS
@@ -88,7 +89,7 @@ def test_export_trace_of_a_real_capture(cpu_full_run: Path, tmp_path: Path) -> N
     result = invoke("export-trace", cpu_full_run, "--out", out)
     assert result.exit_code == 0, result.output
     events = [event for event in json.loads(out.read_text())["traceEvents"] if event["ph"] == "X"]
-    trace = rundir.read_trace(cpu_full_run, columns=["cat", "name"])
+    trace = read_trace(cpu_full_run, columns=["cat", "name"])
     counts: dict[str, int] = defaultdict(int)
     for cat in trace["cat"].to_pylist():
         counts[cat] += 1

@@ -108,11 +108,8 @@ def test_compare_prints_differing_options_first(gpu_pair: tuple[Path, Path], tmp
     result = invoke("compare", old, gpu_pair[0])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[3:6] == [
-        "differing options (A -> B):",
-        "  model.architecture: 'not recorded' -> 'recorded'",
-        "  model.device_name: None -> 'NVIDIA H200'",
-    ]
+    # An older run kept the device name at the top level of run.json: read into model, it is the same.
+    assert lines[3:5] == ["differing options (A -> B):", "  model.architecture: 'not recorded' -> 'recorded'"]
     assert "same within noise" in result.output and "slower" not in result.output
     assert "findings appeared in B: roofline_distance." in result.output
     assert "findings vanished in B: none" in result.output

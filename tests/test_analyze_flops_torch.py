@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 from analyze_helpers import cpu_full_run, invoke  # noqa: F401  (fixture)
+from trace_helpers import read_trace
 
 from dsocr import rundir
 
@@ -126,7 +127,7 @@ def _with_architecture(run_dir: Path, target: Path) -> Path:
 
 def test_cpu_run_roofline_and_profiler_check(cpu_full_run: Path, tmp_path: Path) -> None:  # noqa: F811
     run_dir = _with_architecture(cpu_full_run, tmp_path / "run")
-    trace = rundir.read_trace(run_dir, columns=["cat", "name", "flops"])
+    trace = read_trace(run_dir, columns=["cat", "name", "flops"])
     counted = trace.filter(pc.is_valid(trace["flops"]))
     assert counted.num_rows > 0
     assert set(counted["name"].cast("string").to_pylist()) <= {"aten::mm", "aten::addmm", "aten::bmm",

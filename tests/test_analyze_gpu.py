@@ -17,6 +17,7 @@ from dsocr.analyze.report import print_report
 from dsocr.analyze.runner import analyze_run
 from dsocr.analyze.summary import METRICS, to_json
 from rich.console import Console
+from trace_helpers import read_trace
 
 from dsocr import rundir
 
@@ -62,7 +63,7 @@ def test_gpu_span_matches_the_cuda_events(analyzed: Path) -> None:
 
 
 def test_kernel_attribution_matches_a_plain_loop(analyzed: Path) -> None:
-    trace = rundir.read_trace(analyzed, columns=GPU_COLUMNS)
+    trace = read_trace(analyzed, columns=GPU_COLUMNS)
     trace = trace.filter(pc.is_in(trace["cat"].cast(pa.string()), value_set=pa.array(KEPT_CATS)))
     rows = trace.to_pylist()
     expected = plain_stage_figures(rows)

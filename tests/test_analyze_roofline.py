@@ -17,6 +17,7 @@ from dsocr.analyze.flops import architecture, decode_step_cost, tiles_from_image
 from dsocr.analyze.gpu_figures import COPY_PATTERN
 from dsocr.analyze.peaks import PEAKS, device_peak, find_peak
 from dsocr.analyze.steps import STEPS
+from trace_helpers import read_trace
 
 from dsocr import rundir
 from dsocr.errors import BadInputError
@@ -36,7 +37,8 @@ def full_architecture() -> dict:
 
 def copy_run(source: Path, target: Path, *, with_architecture: bool) -> Path:
     """A copy of a run without its analysis/. Without ``with_architecture``, run.json loses
-    ``model.architecture`` and ``model.device_name``, as in a run captured before dsocr recorded them."""
+    ``model.architecture`` and ``model.device_name`` (keeping the top-level device name older runs
+    wrote), as in a run captured before dsocr recorded them."""
     shutil.copytree(source, target, ignore=shutil.ignore_patterns(rundir.ANALYSIS_DIR))
     run = json.loads((target / rundir.RUN_JSON).read_text())
     if with_architecture:
@@ -192,7 +194,7 @@ def test_findings_on_the_gpu_capture(gpu_run: Path) -> None:
 
 def _plain_rows(run_dir: Path) -> list[dict]:
     columns = ["image_index", "chunk", "cat", "name", "ts_ns", "dur_ns", "correlation", "range_stage"]
-    trace = rundir.read_trace(run_dir, columns=columns)
+    trace = read_trace(run_dir, columns=columns)
     return trace.to_pylist()
 
 

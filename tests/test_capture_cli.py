@@ -13,17 +13,18 @@ import pytest
 from capture_helpers import run_capture
 from dsocr.capture.models import EMBEDDED_CONFIG
 from PIL import Image
+from trace_helpers import read_trace
 
 from dsocr import schema
 from dsocr.errors import RunDirError
 from dsocr.families import DEEPSEEK_OCR2
+from dsocr.records import ImageCounts
 from dsocr.rundir import (
     PREDICTIONS_FILE,
     path_md5,
     read_checked,
     read_predictions,
     read_run_json,
-    read_trace,
     trace_files,
 )
 
@@ -58,16 +59,17 @@ def _ranges(run_dir: Path, image_index: int) -> list[dict]:
 @pytest.mark.slow  # inf_run: three pages until EOS or the context (about 2 min on 2 cores)
 def test_inf_run_writes_documented_artifacts(inf_run: Path) -> None:
     record = read_run_json(inf_run)
-    assert record["status"] == "complete"
-    assert record["config"]["max_new_tokens"] is None
-    assert record["model"]["context_limit"] == EMBEDDED_CONTEXT
-    assert record["model"]["family"] == "deepseek_ocr2"
-    assert record["model"]["architecture"]["text_config"]["max_position_embeddings"] == EMBEDDED_CONTEXT
-    assert isinstance(record["model"]["device_name"], str) and record["model"]["device_name"]
+    assert record.status == "complete"
+    assert record.config is not None and record.config.max_new_tokens is None
+    assert record.model.context_limit == EMBEDDED_CONTEXT
+    assert record.model.family == "deepseek_ocr2"
+    assert record.model.architecture is not None
+    assert record.model.architecture["text_config"]["max_position_embeddings"] == EMBEDDED_CONTEXT
+    assert isinstance(record.model.device_name, str) and record.model.device_name
     # No --prompt: the family's default, recorded as run (and so a resume matches older runs).
-    assert record["config"]["prompt"] == DEEPSEEK_OCR2.default_prompt
+    assert record.config.prompt == DEEPSEEK_OCR2.default_prompt
     assert set(read_predictions(inf_run).column("prompt").to_pylist()) == {DEEPSEEK_OCR2.default_prompt}
-    assert record["images"] == {"total": 3, "ok": 3, "failed": 0}
+    assert record.images == ImageCounts(total=3, ok=3, failed=0)
     table = read_checked(inf_run / PREDICTIONS_FILE, "predictions")
     assert table.schema.equals(schema.PREDICTIONS, check_metadata=False)
     assert not (inf_run / "predictions.parts").exists()
@@ -164,7 +166,7 @@ def test_bad_images_become_failed_rows_and_the_run_goes_on(
     assert "1500x1500 is 2 MP, over the 2 MP limit" in rows["huge.png"]["error"]
     for name in ("corrupt.png", "missing.jpg", "huge.png"):
         assert rows[name]["status"] == "failed" and rows[name]["stop_reason"] == "error"
-    assert read_run_json(run_dir)["images"] == {"total": 4, "ok": 1, "failed": 3}
+    assert read_run_json(run_dir).images == ImageCounts(total=4, ok=1, failed=3)
 
 
 @pytest.mark.parametrize(
@@ -257,7 +259,7 @@ def test_resume_finishes_an_interrupted_run(
     assert first.output.strip().splitlines()[-1] == (
         f"Error: interrupted; finished images are kept, continue with --resume --out {run_dir}"
     )
-    assert read_run_json(run_dir)["status"] == "interrupted"
+    assert read_run_json(run_dir).status == "interrupted"
     kept = read_predictions(run_dir).to_pylist()
     assert [row["image_index"] for row in kept] == [0]
     # A trace file left by the interrupted image must not survive into the finished run.
@@ -272,7 +274,7 @@ def test_resume_finishes_an_interrupted_run(
     assert rows[0]["started_unix_ns"] == kept[0]["started_unix_ns"]  # image 0 was not run again
     assert not stray.exists()
     record = read_run_json(run_dir)
-    assert record["status"] == "complete" and len(record["resumed_at"]) == 1
+    assert record.status == "complete" and len(record.resumed_at) == 1
     trace = read_trace(run_dir, columns=["image_index"])
     assert set(trace.column("image_index").to_pylist()) == {0, 1, 2}
 
@@ -286,11 +288,11 @@ def test_integer_above_the_context_is_capped_with_a_recorded_warning(tmp_path: P
     room = EMBEDDED_CONTEXT - row["prompt_tokens"]
     assert row["max_new_tokens_requested"] == 5000 and row["max_new_tokens_resolved"] == room
     assert row["stop_reason"] in CAP_REASONS and row["generated_tokens"] <= room
-    warnings = read_run_json(run_dir)["warnings"]
-    assert warnings == [
+    warnings = read_run_json(run_dir).warnings
+    assert warnings == (
         f"--max-new-tokens 5000 exceeds the model's remaining context (text_config.max_position_embeddings "
-        f"{EMBEDDED_CONTEXT} - prompt {row['prompt_tokens']} = {room}); capped at {room}"
-    ]
+        f"{EMBEDDED_CONTEXT} - prompt {row['prompt_tokens']} = {room}); capped at {room}",
+    )
     assert f"capped at {room}" in (run_dir / "capture.log").read_text()
 
 
@@ -334,7 +336,7 @@ def test_a_local_checkpoint_folder_loads_through_transformers(tmp_path: Path, sa
         )
         assert result.exit_code == 0, result.output
         runs[name] = read_predictions(run_dir).to_pylist()[0]
-    assert read_run_json(tmp_path / "checkpoint")["model"]["source"] == "checkpoint"
-    assert read_run_json(tmp_path / "checkpoint")["model"]["id"] == str(folder.resolve())
+    assert read_run_json(tmp_path / "checkpoint").model.source == "checkpoint"
+    assert read_run_json(tmp_path / "checkpoint").model.id == str(folder.resolve())
     for column in ("text_raw", "prompt_tokens", "image_tokens", "generated_tokens"):
         assert runs["checkpoint"][column] == runs["embedded"][column]

@@ -54,16 +54,16 @@ def test_two_ranks_give_the_single_process_results(tmp_path: Path, sample_pages:
         image_index = int(path.name[len("image") : path.name.index("-")])
         assert expected_rank[image_index] == rank
     record = read_run_json(tmp_path / "multi")
-    assert record["world_size"] == 2 and record["status"] == "complete"
-    assert [entry["rank"] for entry in record["ranks"]] == [0, 1]
-    assert sum(entry["images"] for entry in record["ranks"]) == len(sample_pages)
+    assert record.world_size == 2 and record.status == "complete"
+    assert record.ranks is not None and [entry.rank for entry in record.ranks] == [0, 1]
+    assert sum(entry.images for entry in record.ranks) == len(sample_pages)
 
     # analyze and emit read the ranks' parts as one run.
     ranks = analyze_run(tmp_path / "multi").summary.ranks
     assert ranks.world_size == 2
     images_per_rank = {entry.rank: entry.images for entry in ranks.per_rank}
     assert images_per_rank == {rank: len(indices) for rank, indices in enumerate(shard(sizes, 2))}
-    seconds = {entry["rank"]: entry["capture_seconds"] for entry in record["ranks"]}
+    seconds = {entry.rank: entry.capture_seconds for entry in record.ranks}
     assert ranks.slowest_rank == max(seconds, key=seconds.get)
     assert ranks.imbalance == pytest.approx(max(seconds.values()) / (sum(seconds.values()) / 2))
     emitted = CliRunner().invoke(app, ["emit", str(tmp_path / "multi")])
@@ -111,7 +111,7 @@ def test_resume_after_killing_one_rank(tmp_path: Path, sample_pages: list[Path])
     assert launcher.wait(timeout=KILLED_RUN_TIMEOUT_S) != 0
     survivors = read_predictions(run_dir).to_pylist()
     assert 1 <= len(survivors) < len(images)
-    assert read_run_json(run_dir)["status"] == "running"
+    assert read_run_json(run_dir).status == "running"
 
     resumed = run_capture(*arguments, "--gpus", "2", "--resume")
     assert resumed.exit_code == 0, resumed.output
@@ -121,7 +121,7 @@ def test_resume_after_killing_one_rank(tmp_path: Path, sample_pages: list[Path])
     before = {row["image_index"]: row["started_unix_ns"] for row in survivors}
     assert {index: rows[index]["started_unix_ns"] for index in before} == before  # not run again
     record = read_run_json(run_dir)
-    assert record["status"] == "complete" and record["world_size"] == 2
+    assert record.status == "complete" and record.world_size == 2
 
 
 @pytest.mark.parametrize("value", ["0", "-2"])

@@ -112,10 +112,11 @@ def test_sdpa_backend_and_attention_are_recorded(tmp_path: Path, sample_pages: l
         "--sdpa-backend", "math", "--attn-implementation", "eager",
     )  # fmt: skip
     run = read_run_json(run_dir)
-    assert run["config"]["sdpa_backend"] == "math"
-    assert run["config"]["attn_implementation"] == "eager"
-    assert run["model"]["attn_implementation"] == "eager"
-    assert run.get("profiler_env") is None
+    assert run.config is not None
+    assert run.config.sdpa_backend == "math"
+    assert run.config.attn_implementation == "eager"
+    assert run.model.attn_implementation == "eager"
+    assert run.profiler_env is None
 
 
 @pytest.mark.parametrize(

@@ -15,10 +15,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from capture_helpers import run_capture  # noqa: E402
+from trace_helpers import read_trace  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from dsocr._app import app  # noqa: E402
-from dsocr.rundir import read_predictions, read_trace  # noqa: E402
+from dsocr.rundir import read_predictions  # noqa: E402
 
 GPU_OP_CATS = ["kernel", "gpu_memcpy", "gpu_memset"]
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

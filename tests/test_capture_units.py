@@ -13,6 +13,7 @@ from dsocr.capture.schedule import full_plan, sampled_plan, sampled_records, sch
 from dsocr.capture.tokenizer import EOS_TOKEN, build_tokenizer
 from dsocr.capture.trace_convert import events_to_table
 from torch.profiler import ProfilerAction
+from transformers import MistralConfig
 
 from dsocr.errors import BadInputError
 
@@ -33,9 +34,16 @@ def test_context_limit_prefers_the_text_config() -> None:
     assert find_context_limit(config) == ContextLimit(8192, "text_config.max_position_embeddings")
     flat = SimpleNamespace(n_positions=1024)
     assert find_context_limit(flat) == ContextLimit(1024, "config.n_positions")
-    windowed = SimpleNamespace(text_config=SimpleNamespace(sliding_window=4096))
-    assert find_context_limit(windowed) == ContextLimit(4096, "text_config.sliding_window")
     assert find_context_limit(SimpleNamespace(hidden_size=64)) == ContextLimit(None, None)
+
+
+def test_sliding_window_is_an_attention_window_not_a_context_limit() -> None:
+    # A real HF config with both: attention looks back 4096 tokens, sequences run to 32768.
+    mistral = MistralConfig(max_position_embeddings=32768, sliding_window=4096)
+    assert find_context_limit(mistral) == ContextLimit(32768, "config.max_position_embeddings")
+    # A window alone says nothing about how long a sequence may be.
+    windowed = SimpleNamespace(text_config=SimpleNamespace(sliding_window=4096))
+    assert find_context_limit(windowed) == ContextLimit(None, None)
 
 
 def test_inf_is_bounded_by_the_model_limit() -> None:

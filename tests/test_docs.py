@@ -3,6 +3,7 @@ artifacts: every Parquet schema column with its type, and the keys of every JSON
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -59,7 +60,9 @@ def _section(heading: str) -> str:
 
 def _table(heading: str) -> dict[str, list[str]]:
     """The first table of a section: each name of a row's first cell -> the row's other cells."""
-    rows = [line for line in _section(heading).splitlines() if line.startswith("|")]
+    lines = _section(heading).splitlines()
+    start = next((index for index, line in enumerate(lines) if line.startswith("|")), len(lines))
+    rows = list(itertools.takewhile(lambda line: line.startswith("|"), lines[start:]))
     assert len(rows) > 2, f"no table under {heading}"
     table: dict[str, list[str]] = {}
     for row in rows[2:]:  # header and separator
@@ -129,8 +132,9 @@ def test_every_parquet_column_is_documented_with_its_type(name: str) -> None:
 
 
 def test_run_json_keys_are_documented(captured: Path) -> None:
-    record = rundir.read_run_json(captured)
+    record = rundir.read_run_json(captured).to_json()
     assert set(_table("## run.json")) == set(record)
+    assert set(_table("### run.json: `model`")) == set(record["model"])
 
 
 def test_summary_json_parts_and_their_keys_are_documented(captured: Path) -> None:

@@ -34,13 +34,16 @@ def test_imported_outputs_emit_like_a_capture(tmp_path: Path) -> None:
     assert emitted.exit_code == 0, emitted.output
     assert "2 rendered of 2" in emitted.stdout
     run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    assert {key: run[key] for key in ("schema_version", "kind", "status", "model", "source")} == {
+    assert {key: run[key] for key in ("schema_version", "kind", "status", "source", "images")} == {
         "schema_version": schema.SCHEMA_VERSION,
         "kind": "import",
         "status": "complete",
-        "model": {"id": "deepseek-ai/DeepSeek-OCR", "family": "deepseek_ocr2"},
         "source": str(outputs.resolve()),
+        "images": {"total": 2, "ok": 2, "failed": 0},
     }
+    # An import knows only the model's id and family; every other model key is written, as null.
+    assert (run["model"]["id"], run["model"]["family"]) == ("deepseek-ai/DeepSeek-OCR", "deepseek_ocr2")
+    assert {key for key, value in run["model"].items() if value is not None} == {"id", "family"}
     info = read_info(run_dir, first)
     assert info["source_image"] == str(first.resolve())
     assert (info["model_id"], info["width"], info["height"], info["text_clean"]) == (

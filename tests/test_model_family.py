@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from transformers.models.clip import CLIPImageProcessorPil
 
 from dsocr.errors import ModelLoadError
 from dsocr.families import FamilyFacts, OutputGrammar, facts_for
+from dsocr.records import ModelRecord
 from dsocr.rundir import read_predictions, read_run_json, trace_files
 
 IMAGE_SIZE = 32
@@ -135,12 +137,12 @@ def llava_run(tiny_llava: ModelFamily, tmp_path_factory: pytest.TempPathFactory,
 
 
 def test_a_registered_family_captures_with_its_own_model_prompt_and_image_tokens(llava_run: Path) -> None:
-    model = read_run_json(llava_run)["model"]
-    assert model["family"] == "tiny_llava"
-    assert model["id"] == "random-weights:tiny-llava.json"
-    assert model["architecture"]["model_type"] == "llava"
-    assert model["architecture"]["text_config"]["hidden_size"] == TINY_LLAVA_ARCHITECTURE["text_config"]["hidden_size"]
-    assert model["context_limit"] == CONTEXT
+    model = read_run_json(llava_run).model
+    assert model.family == "tiny_llava"
+    assert model.id == "random-weights:tiny-llava.json"
+    assert model.architecture is not None and model.architecture["model_type"] == "llava"
+    assert model.architecture["text_config"]["hidden_size"] == TINY_LLAVA_ARCHITECTURE["text_config"]["hidden_size"]
+    assert model.context_limit == CONTEXT
     (row,) = read_predictions(llava_run).to_pylist()
     assert row["status"] == "ok", row["error"]
     assert row["prompt"] == TINY_LLAVA_FACTS.default_prompt
@@ -219,6 +221,8 @@ def test_describe_records_the_architecture_and_the_device_name() -> None:
     assert loaded.image_token_id == build_tokenizer().convert_tokens_to_ids(IMAGE_TOKEN)
     cpu_names = re.findall(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
     assert described["device_name"] == cpu_names[0].strip()
+    # run.json's model record takes describe() whole: every key it gives is a ModelRecord field.
+    assert asdict(ModelRecord.from_describe(loaded.describe())) == described
 
 
 def test_a_registered_family_loads_its_checkpoint_folders(
@@ -237,7 +241,7 @@ def test_a_registered_family_loads_its_checkpoint_folders(
                              "--profile", "off")  # fmt: skip
         assert result.exit_code == 0, result.output
         rows[name] = read_predictions(tmp_path / name).to_pylist()[0]
-    assert read_run_json(tmp_path / "checkpoint")["model"]["source"] == "checkpoint"
-    assert read_run_json(tmp_path / "checkpoint")["model"]["family"] == "tiny_llava"
+    model = read_run_json(tmp_path / "checkpoint").model
+    assert (model.source, model.family) == ("checkpoint", "tiny_llava")
     for column in ("text_raw", "prompt_tokens", "image_tokens", "generated_tokens"):
         assert rows["checkpoint"][column] == rows["architecture"][column]
