@@ -26,9 +26,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from dsocr.capture.models import EMBEDDED_CONFIG, encode, greedy_generate, load_random_weights  # noqa: E402
 from dsocr.capture.op_flops import op_flops  # noqa: E402
+from dsocr.capture.samples import write_sample_images  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
-
-from dsocr.samples import write_sample_images  # noqa: E402
 
 PROMPT = "<image>\nFree OCR."
 
