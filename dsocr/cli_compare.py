@@ -22,10 +22,19 @@ def compare(
     as_json: JsonOption = False,
     peak_tflops: PeakTflopsOption = None,
     peak_gbps: PeakGbpsOption = None,
+    report: Annotated[
+        bool,
+        typer.Option(
+            "--report",
+            help="Also write one HTML page with both runs overlaid and these verdicts: "
+            "RUN_A/analysis/compare-<RUN_B>.html (needs the [report] extra).",
+        ),
+    ] = False,
 ) -> None:
     """Two runs side by side: differing options first, then per stage and per image TTFT, TPOT,
     tokens/s, GPU busy and kernels with a verdict each (faster, slower, same within noise), the
-    largest kernel and operator changes, and the findings that appear or vanish. Writes nothing."""
+    largest kernel and operator changes, and the findings that appear or vanish. Writes nothing
+    unless --report."""
     if top < 1:
         raise BadInputError(f"--top {top}: must be at least 1")
     from rich.console import Console
@@ -36,5 +45,10 @@ def compare(
     comparison = compare_runs(run_a, run_b, top=top, peak_tflops=peak_tflops, peak_gbps=peak_gbps)
     if as_json:
         typer.echo(json.dumps(comparison, ensure_ascii=False, indent=2))
-        return
-    print_comparison(comparison, Console())
+    else:
+        print_comparison(comparison, Console())
+    if report:
+        from dsocr.cli_report import write_report
+
+        # On stderr: --json keeps stdout one JSON document.
+        typer.echo(write_report(run_a, against=run_b, comparison=comparison), err=True)

@@ -248,6 +248,21 @@ def test_report_against_a_second_run(tmp_path: Path, cpu_full_run: Path, cpu_sam
     _assert_drawn(page)
 
 
+@pytest.mark.slow
+def test_compare_report_carries_the_verdicts(tmp_path: Path, cpu_full_run: Path, cpu_sampled_run: Path) -> None:  # noqa: F811
+    a, b = _copy(cpu_full_run, tmp_path / "full"), _copy(cpu_sampled_run, tmp_path / "sampled")
+    result = invoke("compare", a, b, "--json", "--report")
+    assert result.exit_code == 0, result.output
+    comparison = json.loads(result.stdout)
+    page = a / "analysis" / "compare-sampled.html"
+    assert f"wrote {page} (" in result.stderr
+    text = page.read_text(encoding="utf-8")
+    assert "not available: verdicts come from" not in text
+    verdict = comparison["stages"]["decode"]["figures"]["cpu_ms"]["verdict"]
+    assert "<td>decode</td><td>cpu_ms</td>" in text and verdict in text
+    _assert_drawn(page)
+
+
 def test_imported_run_without_trace_shows_the_reference_clock(tmp_path: Path) -> None:
     pages = [draw_page(tmp_path / f"p{index}.png", shade=index * 10) for index in range(2)]
     outputs = write_jsonl(
