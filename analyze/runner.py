@@ -20,8 +20,7 @@ from dsocr.analyze.profiler_flops import add_stage_flops
 from dsocr.analyze.ranges import Ranges, clean_ranges
 from dsocr.analyze.reference import ok_predictions, timings_table
 from dsocr.analyze.stages import MEASURED, measure_stages
-from dsocr.analyze.step_table import steps_table
-from dsocr.analyze.steps import step_tables
+from dsocr.analyze.steps import step_tables, steps_file_table
 from dsocr.analyze.summary import Summary, summarize, to_json
 
 from dsocr import rundir
@@ -138,8 +137,8 @@ def analyze_run(
         profiler_flops=profiler_flops,
     )
     summary = summarize(inputs)
-    # Per traced decode step (the report's busy/idle plot); its own module, read by nothing here.
-    steps = steps_table(ranges.table, gpu.table if gpu is not None else None)
+    # Per traced decode step, for the report's busy/idle plot: the traced steps computed above.
+    steps = steps_file_table(decode_steps.traced)
     output_dir = run_dir / rundir.ANALYSIS_DIR
     if write:
         rundir.write_table_atomic(inputs.timings, rundir.analysis_path(run_dir, AnalysisFile.timings))

@@ -11,6 +11,7 @@ from dsocr.analyze.intervals import union_by_group
 from dsocr.analyze.keys import image_key
 from dsocr.analyze.reference import ok_predictions
 
+from dsocr import schema
 from dsocr.vocab import NS_PER_MS, RangeStage
 
 SOURCE_TRACE = "trace"
@@ -26,6 +27,7 @@ STEPS = pa.schema(
         pa.field("wall_ms", pa.float64()),
         pa.field("gpu_busy_ms", pa.float64()),
         pa.field("kernel_count", pa.int64()),
+        pa.field("gpu_span_ms", pa.float64()),
     ]
 )
 
@@ -41,6 +43,7 @@ def traced_steps(ranges: pa.Table, work: pa.Table | None) -> pa.Table:
     keys, numbers = image_key(steps), steps["step"].fill_null(0).to_numpy()
     wall = (steps["end_ns"].to_numpy() - steps["start_ns"].to_numpy()) / NS_PER_MS
     busy: pa.Array = pa.nulls(steps.num_rows, pa.float64())
+    span: pa.Array = pa.nulls(steps.num_rows, pa.float64())
     kernels: pa.Array = pa.nulls(steps.num_rows, pa.int64())
     if work is not None:
         stepped = work.filter(pc.is_valid(work["step"]))
@@ -51,10 +54,13 @@ def traced_steps(ranges: pa.Table, work: pa.Table | None) -> pa.Table:
         start = stepped["ts_ns"].to_numpy()
         union = union_by_group(work_codes, start, start + stepped["dur_ns"].to_numpy())
         busy_ns = np.zeros(steps.num_rows, dtype=np.int64)
+        span_ns = np.zeros(steps.num_rows, dtype=np.int64)
         position = np.minimum(np.searchsorted(union.keys, codes), max(union.keys.size - 1, 0))
         hit = union.keys[position] == codes if union.keys.size else np.zeros(steps.num_rows, dtype=bool)
         busy_ns[hit] = union.busy_ns[position[hit]]
+        span_ns[hit] = (union.last_end_ns - union.first_start_ns)[position[hit]]
         busy = pa.array(busy_ns / NS_PER_MS)
+        span = pa.array(span_ns / NS_PER_MS)
         is_kernel = pc.equal(stepped["cat"], "kernel").to_numpy(zero_copy_only=False)
         kernel_codes, counts = np.unique(work_codes[is_kernel], return_counts=True)
         found = np.minimum(np.searchsorted(kernel_codes, codes), max(kernel_codes.size - 1, 0))
@@ -72,9 +78,16 @@ def traced_steps(ranges: pa.Table, work: pa.Table | None) -> pa.Table:
             "wall_ms": pa.array(wall, pa.float64()),
             "gpu_busy_ms": busy,
             "kernel_count": kernels,
+            "gpu_span_ms": span,
         },
         schema=STEPS,
     )
+
+
+def steps_file_table(traced: pa.Table) -> pa.Table:
+    """The traced steps as ``analysis/steps.parquet`` stores them (schema.STEPS, sorted)."""
+    table = traced.select(schema.STEPS.names).cast(schema.STEPS)
+    return table.sort_by([("rank", "ascending"), ("image_index", "ascending"), ("step", "ascending")])
 
 
 def reference_steps(predictions: pa.Table) -> pa.Table:
@@ -95,6 +108,7 @@ def reference_steps(predictions: pa.Table) -> pa.Table:
             "wall_ms": pa.array(values, pa.float64(), mask=np.isnan(values)),
             "gpu_busy_ms": pa.nulls(parents.size, pa.float64()),
             "kernel_count": pa.nulls(parents.size, pa.int64()),
+            "gpu_span_ms": pa.nulls(parents.size, pa.float64()),
         },
         schema=STEPS,
     )
