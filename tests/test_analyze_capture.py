@@ -17,6 +17,18 @@ from dsocr.vocab import NS_PER_MS
 
 #: CPU ranges vs perf_counter marks taken right beside them (observed within 1.2%).
 CPU_TOLERANCE = 0.05
+#: A range opens after its clock mark and closes before the next one, so on a busy 2-core box
+#: each range may come out shorter by its own enter/exit cost (0.24 ms per step seen in CI).
+RANGE_OVERHEAD_MS = 0.5
+
+
+def _assert_close_to_reference(row: dict, ranges_in_sum: int) -> None:
+    """The range time is within CPU_TOLERANCE of the clock, or short of it by range overhead only."""
+    measured, reference = row[row["check_measure"]], row["reference_ms"]
+    if abs(row["reference_rel_diff"]) < CPU_TOLERANCE:
+        return
+    assert measured <= reference * (1 + CPU_TOLERANCE), row
+    assert reference - measured < RANGE_OVERHEAD_MS * ranges_in_sum, row
 
 
 def _ranges(run_dir: Path) -> dict[tuple[int, str, int | None], float]:
@@ -52,7 +64,7 @@ def test_full_cpu_trace(cpu_full_run: Path) -> None:  # noqa: F811
             row = timings[(image, stage)]
             assert row["check_measure"] == "cpu_ms"
             assert row["gpu_busy_ms"] is None
-            assert abs(row["reference_rel_diff"]) < CPU_TOLERANCE, (stage, row)
+            _assert_close_to_reference(row, ranges_in_sum=len(steps) if stage == "decode" else 1)
     kernels = pq.read_table(cpu_full_run / "analysis" / "kernels.parquet")
     assert set(kernels["kind"].to_pylist()) == {"cpu_operator"}
     assert set(kernels["stage"].to_pylist()) == {"vision", "prefill_text", "prefill", "decode"}
@@ -71,7 +83,7 @@ def test_sampled_cpu_trace_counts_untraced_steps(cpu_sampled_run: Path) -> None:
     step_ms = rundir.read_predictions(cpu_sampled_run)["decode_step_ms"][0].as_py()
     decode = _timings(cpu_sampled_run)[(0, "decode")]
     assert decode["reference_ms"] == pytest.approx(sum(step_ms[step - 1] for step in traced))
-    assert abs(decode["reference_rel_diff"]) < CPU_TOLERANCE
+    _assert_close_to_reference(decode, ranges_in_sum=len(traced))
 
 
 def test_profile_off_run_reports_the_reference(tmp_path: Path, sample_pages: list[Path]) -> None:
