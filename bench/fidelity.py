@@ -45,6 +45,7 @@ VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
         {"TEARDOWN_CUPTI": "0"},
     ),
     "full": (["--profile", "full"], {}),
+    "full-with-flops": (["--profile", "full", "--with-flops"], {}),
     "full-image-session-no-teardown": (
         ["--profile", "full", "--profiler-sessions", "image"],
         {"TEARDOWN_CUPTI": "0"},

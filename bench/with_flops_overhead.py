@@ -32,17 +32,28 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 PROMPT = "<image>\nFree OCR."
 
 
-def _one(loaded, inputs, tokens: int, with_flops: bool, activities, export: Path) -> tuple[float, float, int, int]:
+def _one(loaded, inputs, tokens: int, with_flops: bool, activities, export: Path) -> dict[str, float]:
+    prof = profile(activities=activities, with_flops=with_flops)
+    prof.start()
     start = time.perf_counter()
-    with profile(activities=activities, with_flops=with_flops) as prof:
-        greedy_generate(loaded, inputs, tokens)
+    greedy_generate(loaded, inputs, tokens)
     generate_s = time.perf_counter() - start
+    start = time.perf_counter()
+    prof.stop()  # where Kineto collects the session: the cost dsocr pays per window or chunk
+    stop_s = time.perf_counter() - start
     start = time.perf_counter()
     prof.export_chrome_trace(str(export))
     export_s = time.perf_counter() - start
     events = json.loads(export.read_text())["traceEvents"]
     counted = sum(1 for event in events if op_flops(event.get("name", ""), event.get("args") or {}))
-    return generate_s, export_s, export.stat().st_size, counted
+    return {
+        "generate_s": generate_s,
+        "stop_s": stop_s,
+        "export_s": export_s,
+        "json_mb": export.stat().st_size / 1e6,
+        "events": len(events),
+        "operators_with_flops": counted,
+    }
 
 
 def main() -> None:
@@ -51,6 +62,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", type=Path, help="write the medians here")
     args = parser.parse_args()
     dtype = torch.float32 if args.device == "cpu" else torch.bfloat16
     loaded = load_random_weights(args.model, device=args.device, dtype=dtype, seed=0)
@@ -61,20 +73,28 @@ def main() -> None:
 
         inputs = encode(loaded, Image.open(page).convert("RGB"), PROMPT)
         greedy_generate(loaded, inputs, args.tokens)  # warm-up
-        results: dict[bool, list[tuple[float, float, int, int]]] = {False: [], True: []}
+        results: dict[bool, list[dict[str, float]]] = {False: [], True: []}
         for repeat in range(args.repeats):
             for with_flops in (False, True) if repeat % 2 == 0 else (True, False):
                 results[with_flops].append(
                     _one(loaded, inputs, args.tokens, with_flops, activities, Path(tmp) / "trace.json")
                 )
+    medians = {
+        f"with_flops={with_flops}": {key: statistics.median(row[key] for row in rows) for key in rows[0]}
+        for with_flops, rows in results.items()
+    }
     print(f"{args.model.name}, {args.device}, {args.tokens} tokens, {args.repeats} repeats (medians)")
-    for with_flops, rows in results.items():
-        generate = statistics.median(row[0] for row in rows)
-        export = statistics.median(row[1] for row in rows)
+    for name, row in medians.items():
         print(
-            f"with_flops={with_flops!s:5}: generate {generate:.3f} s, export {export:.3f} s,"
-            f" JSON {rows[0][2] / 1e6:.1f} MB, operators with FLOPs {rows[0][3]}"
+            f"{name:16}: generate {row['generate_s']:.3f} s, stop {row['stop_s']:.3f} s,"
+            f" export {row['export_s']:.3f} s, JSON {row['json_mb']:.1f} MB, events {row['events']:.0f},"
+            f" operators with FLOPs {row['operators_with_flops']:.0f}"
         )
+    off, on = medians["with_flops=False"], medians["with_flops=True"]
+    stop_ratio, generate_ratio = on["stop_s"] / off["stop_s"], on["generate_s"] / off["generate_s"]
+    print(f"with_flops costs: stop {stop_ratio:.2f}x, generate {generate_ratio:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps({"tokens": args.tokens, "device": args.device, **medians}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -96,8 +96,13 @@ class CaptureConfig:
     sdpa_backend: SdpaBackend = SdpaBackend.auto
     #: transformers' attn_implementation for the model (None: the model's default, sdpa).
     attn_implementation: str | None = None
+    #: Record operator input shapes and FLOP counts (torch's ``with_flops``): off by default
+    #: because it multiplies the profiler's stop cost (docs/performance.md).
+    with_flops: bool = False
 
     def __post_init__(self) -> None:
+        if self.with_flops and self.profile is ProfileMode.off:
+            raise BadInputError("--with-flops needs a trace: use --profile sampled or full")
         if self.warmup_tokens < 0:
             raise BadInputError(f"--warmup-tokens must be >= 0, got {self.warmup_tokens}")
         if self.full_chunk_steps < 1:

@@ -47,6 +47,7 @@ def config_record(config: CaptureConfig) -> ConfigRecord:
         profiler_sessions=config.profiler_sessions.value,
         sdpa_backend=config.sdpa_backend.value,
         attn_implementation=config.attn_implementation,
+        with_flops=config.with_flops,
     )
 
 

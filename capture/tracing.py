@@ -155,7 +155,7 @@ class TraceWriter:
         # Records the input shapes the converter turns into FLOPs of matrix products (op_flops.py),
         # for analyze's roofline cross-check. Full mode only: sampled mode exists to keep the
         # profiler's cost low (docs/performance.md).
-        self._with_flops = config.profile is ProfileMode.full
+        self._with_flops = config.with_flops
         self._activities = [ProfilerActivity.CPU]
         if device.type == "cuda":
             self._activities.append(ProfilerActivity.CUDA)

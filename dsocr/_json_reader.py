@@ -41,6 +41,14 @@ class JsonReader:
             raise self._fail(key, "an integer", value)
         return value
 
+    def boolean(self, key: str) -> bool | None:
+        value = self._get(key, False)
+        if value is None:
+            return None
+        if not isinstance(value, bool):
+            raise self._fail(key, "true or false", value)
+        return value
+
     def number(self, key: str) -> float | None:
         value = self._get(key, False)
         if value is None:

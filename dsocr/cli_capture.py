@@ -179,6 +179,14 @@ def capture(
             "(the slower earlier design, kept to measure against).",
         ),
     ] = ProfilerSessions.window,
+    with_flops: Annotated[
+        bool,
+        typer.Option(
+            "--with-flops",
+            help="Record operator shapes and FLOP counts for analyze's roofline cross-check "
+            "(makes each profiler stop several times slower: docs/performance.md).",
+        ),
+    ] = False,
 ) -> None:
     """Run DeepSeek-OCR on images under torch.profiler; write outputs and traces to Parquet."""
     if gpus < 1:
@@ -204,6 +212,7 @@ def capture(
         sdpa_backend=sdpa_backend,
         attn_implementation=attn_implementation,
         profiler_sessions=profiler_sessions,
+        with_flops=with_flops,
     )
     if gpus > 1 and "WORLD_SIZE" not in os.environ:
         # Every rank must agree on --out, so the resolved default goes on the command line.

@@ -127,6 +127,8 @@ class ConfigRecord:
     sdpa_backend: str | None = None
     #: transformers' attn_implementation (null: the model's default).
     attn_implementation: str | None = None
+    #: Whether the profiler recorded shapes and FLOP counts; null in runs before the option.
+    with_flops: bool | None = None
 
     #: Options that change what is measured: a resumed run must match them.
     FINGERPRINT = (
@@ -141,6 +143,7 @@ class ConfigRecord:
         "profiler_sessions",
         "sdpa_backend",
         "attn_implementation",
+        "with_flops",
     )
 
     def differing(self, other: ConfigRecord | None) -> list[str]:
@@ -167,6 +170,7 @@ class ConfigRecord:
             profiler_sessions=reader.text("profiler_sessions"),
             sdpa_backend=reader.text("sdpa_backend"),
             attn_implementation=reader.text("attn_implementation"),
+            with_flops=reader.boolean("with_flops"),
         )
 
 

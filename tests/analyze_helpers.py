@@ -324,7 +324,7 @@ def capture_run(out: Path, pages: list[Path], *extra: str) -> Path:
 def cpu_full_run(tmp_path_factory: pytest.TempPathFactory, sample_pages: list[Path]) -> Path:
     """A real CPU capture: 2 pages, 8 tokens, every step traced in one chunk."""
     out = tmp_path_factory.mktemp("analyze-cpu") / "full"
-    return capture_run(out, sample_pages[:2], "--max-new-tokens", "8", "--profile", "full")
+    return capture_run(out, sample_pages[:2], "--max-new-tokens", "8", "--profile", "full", "--with-flops")
 
 
 @pytest.fixture(scope="session")

@@ -149,6 +149,30 @@ def test_resume_refuses_another_sdpa_backend(tmp_path: Path, sample_pages: list[
     assert "differs in sdpa_backend" in result.output
 
 
+def test_full_mode_records_shapes_only_when_asked(tmp_path: Path, sample_pages: list[Path]) -> None:
+    """--with-flops is opt-in: a plain full trace has no FLOP counts; the option fills them."""
+    import pyarrow.compute as pc
+    from trace_helpers import read_trace
+
+    counts = {}
+    for name, extra in (("plain", []), ("flops", ["--with-flops"])):
+        run_dir = capture_run(
+            tmp_path / name, sample_pages[:1], "--max-new-tokens", "2", "--profile", "full", *extra
+        )  # fmt: skip
+        run = read_run_json(run_dir)
+        assert run.config is not None and run.config.with_flops is bool(extra)
+        trace = read_trace(run_dir, columns=["flops"])
+        counts[name] = pc.sum(pc.is_valid(trace["flops"]).cast("int64")).as_py()
+    assert counts["plain"] == 0 < counts["flops"]
+
+
+def test_with_flops_needs_a_trace(tmp_path: Path, sample_pages: list[Path]) -> None:
+    result = invoke("capture", sample_pages[0], "--out", tmp_path / "run", "--profile", "off", "--with-flops")
+    assert result.exit_code == 1
+    assert "Error: --with-flops needs a trace" in result.output
+    assert "Traceback" not in result.output
+
+
 def _row(cold: list[bool], steps: list[float], index: int = 0) -> dict:
     return {"image_index": index, "rank": 0, "decode_step_ms": steps, "decode_step_cold": cold}
 
