@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from dsocr._app import JsonOption, RunDirArg, app
-from dsocr.options import DEFAULT_FAMILY, DEFAULT_LINE_WIDTH, DEFAULT_MODEL_ID, DEFAULT_QUALITY, VIZ_DIR
+from dsocr.options import DEFAULT_FAMILY, DEFAULT_MODEL_ID, DEFAULT_QUALITY, VIZ_DIR
 
 
 @app.command()
@@ -22,8 +22,14 @@ def emit(
         Path, typer.Option("--viz-dir", help="Root of the per-image folders, relative to the run unless absolute.")
     ] = Path(VIZ_DIR),
     line_width: Annotated[
-        int, typer.Option("--line-width", help="Box outline width in pixels (titles get twice it).")
-    ] = DEFAULT_LINE_WIDTH,
+        int | None,
+        typer.Option(
+            "--line-width",
+            help="Box outline width in pixels, 1..64 (titles get twice it). "
+            "Default: 2 px per 1000 px of the page's shorter side, at least 2.",
+            show_default=False,
+        ),
+    ] = None,
     no_labels: Annotated[bool, typer.Option("--no-labels", help="Draw boxes without their label tags.")] = False,
     quality: Annotated[int, typer.Option("--quality", help="JPEG quality, 1..95.")] = DEFAULT_QUALITY,
     crops: Annotated[
@@ -42,6 +48,14 @@ def emit(
     jobs: Annotated[
         int | None, typer.Option("--jobs", "-j", help="Worker processes. Default: all cores.", show_default=False)
     ] = None,
+    image_root: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--image-root",
+            help="OLD=NEW: read images recorded under folder OLD from folder NEW (they moved); repeatable.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Draw each prediction's boxes into viz/<md5>/ and write predictions.jsonl (no model, no torch).
@@ -49,14 +63,17 @@ def emit(
     Each image folder gets result_with_boxes.jpg and info.json, made from the run's Parquet
     alone. Images whose outputs are newer than the predictions are skipped unless --force.
     """
-    from dsocr.emit import EmitFailedError, EmitOptions, RenderStyle, render_run
+    from dsocr.emit import EmitFailedError, EmitOptions, RenderStyle, parse_image_root, render_run
 
     style = RenderStyle(line_width=line_width, labels=not no_labels, quality=quality, crops=crops, markdown=markdown)
-    options = EmitOptions(viz_dir=viz_dir, style=style, only=tuple(only or ()), force=force, jobs=jobs)
+    roots = tuple(parse_image_root(value) for value in image_root or ())
+    options = EmitOptions(
+        viz_dir=viz_dir, style=style, only=tuple(only or ()), force=force, jobs=jobs, image_roots=roots
+    )
     summary = render_run(run_dir, options)
     for warning in summary.warnings:
         typer.echo(f"WARNING: {warning}", err=True)
-    typer.echo(json.dumps(summary.as_json(), ensure_ascii=False, indent=2) if as_json else summary.line())
+    typer.echo(json.dumps(summary.as_json(), ensure_ascii=False, indent=2) if as_json else "\n".join(summary.lines()))
     if summary.failures:
         raise EmitFailedError(summary.failure_message())
 

@@ -66,7 +66,6 @@ DEFAULT_TOP_DELTAS = 10
 # ---- emit and import ----
 #: Root of the per-image folders, relative to the run (``--viz-dir``; also rundir.VIZ_DIR).
 VIZ_DIR = "viz"
-DEFAULT_LINE_WIDTH = 2  # the vendor's outline width; titles get TITLE_WIDTH_FACTOR times it
 DEFAULT_QUALITY = 90  # JPEG quality; above the vendor's 75 so small print stays legible
 #: run.json model.id of an import when ``--model-id`` is not given.
 DEFAULT_MODEL_ID = "unknown"

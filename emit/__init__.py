@@ -10,16 +10,19 @@ from dsocr.emit.grounding import Grounding, parse_grounding
 from dsocr.emit.importer import ImportSummary, import_outputs
 from dsocr.emit.options import EmitOptions, RenderStyle
 from dsocr.emit.runner import EmitFailedError, EmitSummary, render_run
+from dsocr.emit.sources import ImageRoot, parse_image_root
 
 __all__ = [
     "EmitFailedError",
     "EmitOptions",
     "EmitSummary",
     "Grounding",
+    "ImageRoot",
     "ImportSummary",
     "RenderStyle",
     "import_outputs",
     "parse_grounding",
+    "parse_image_root",
     "parse_output",
     "render_run",
 ]

@@ -1,14 +1,16 @@
 """Every file emit writes in an image folder, in one list.
 
 Each :class:`Artifact` names its file (or folder), the RenderStyle flag that turns it on (None:
-always written) and the function that writes it from the rendered :class:`Page`. Writing,
-removing stale outputs and the up-to-date check (emit/plan.py) all walk ``ARTIFACTS``. To add
+always written) and the function that stages it from the rendered :class:`Page` (emit/folder.py:
+nothing replaces the previous render until every file is written). Writing, removing stale
+outputs and the up-to-date check (emit/plan.py) all walk ``ARTIFACTS``. To add
 one (e.g. ``result.mmd``): one entry here, one RenderStyle flag with its CLI option
 (dsocr/cli_emit.py), one row in docs/run-format.md's artifact table.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,14 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from dsocr.emit._warnings import WarningList
+from dsocr.emit.folder import StagedFolder
 from dsocr.emit.grounding import Grounding
 from dsocr.emit.info import build_info
 from dsocr.emit.options import RenderStyle
 from dsocr.emit.render import PlacedBox, draw_boxes, encode_jpeg, image_crops
 from dsocr.emit.timings import StageTimings
 from PIL import Image
-
-from dsocr.rundir import write_bytes_atomic, write_json_atomic
 
 INFO_FILE = "info.json"
 RESULT_IMAGE = "result_with_boxes.jpg"
@@ -47,6 +48,8 @@ class Page:
     grounding: Grounding
     placed: list[PlacedBox]
     warnings: WarningList
+    #: Where the artifacts are staged until the render is complete.
+    folder: StagedFolder
     #: Position in ``placed`` -> crop file, relative to the folder (written by the crops artifact).
     crops: dict[int, str] = field(default_factory=dict)
 
@@ -66,39 +69,45 @@ class Artifact:
     def wanted(self, style: RenderStyle) -> bool:
         return self.option is None or bool(getattr(style, self.option))
 
-    def remove(self, out_dir: Path) -> None:
-        """Delete what this artifact wrote in ``out_dir`` (and nothing else)."""
+    def remove_stale(self, out_dir: Path, kept: set[str]) -> None:
+        """Delete what an earlier render of this artifact left in ``out_dir`` and the new one did
+        not write (names relative to ``out_dir`` in ``kept`` stay), and nothing else."""
         path = out_dir / self.name
         if self.files is None:
-            path.unlink(missing_ok=True)
-        elif path.is_dir():
+            if self.name not in kept:
+                path.unlink(missing_ok=True)
+        elif path.is_dir() and not path.is_symlink():
             for child in path.iterdir():
-                if self.files.fullmatch(child.name):
+                if self.files.fullmatch(child.name) and f"{self.name}/{child.name}" not in kept:
                     child.unlink()
 
 
 def _write_crops(page: Page) -> None:
-    """Each ``image`` box cut from the undrawn source as images/N.jpg (N counts image boxes, as the vendor's)."""
+    """Each ``image`` box cut from the undrawn source as images/N.jpg (N counts image boxes, as the vendor's).
+
+    Each crop is encoded and written before the next is cut: memory holds one crop at a time.
+    """
     for number, (position, crop) in enumerate(image_crops(page.image, page.placed)):
         if crop is None:
             page.warnings.add(f"image box {page.placed[position].pixels} is empty: no crop")
             continue
         relative = f"{CROPS_DIR}/{number}.jpg"
-        write_bytes_atomic(page.out_dir / relative, encode_jpeg(crop, page.style.quality))
+        page.folder.add(relative, encode_jpeg(crop, page.style.quality))
         page.crops[position] = relative
+        del crop  # before the next one is cut
 
 
 def _write_markdown(page: Page) -> None:
     """The text a person reads (info.json's text_clean), as the Markdown it is."""
     text = page.grounding.text_clean
-    write_bytes_atomic(page.out_dir / RESULT_MMD, (text + "\n" if text else "").encode("utf-8"))
+    page.folder.add(RESULT_MMD, (text + "\n" if text else "").encode("utf-8"))
 
 
 def _write_result_image(page: Page) -> None:
     unfilled = draw_boxes(page.image, page.placed, page.style)
     if unfilled:
         page.warnings.add(f"{unfilled} boxes drawn without fill: the fills already covered the page many times")
-    write_bytes_atomic(page.out_dir / RESULT_IMAGE, encode_jpeg(page.image, page.style.quality))
+    page.folder.add(RESULT_IMAGE, encode_jpeg(page.image, page.style.quality))
 
 
 def _write_info(page: Page) -> None:
@@ -114,8 +123,10 @@ def _write_info(page: Page) -> None:
         model_id=page.model_id,
         style=page.style,
         warnings=page.warnings.as_tuple(),
+        files=dict(page.folder.digests),
     )
-    write_json_atomic(page.out_dir / INFO_FILE, info)
+    text = json.dumps(info, ensure_ascii=False, indent=2) + "\n"
+    page.folder.add(INFO_FILE, text.encode("utf-8"))
 
 
 #: In writing order: crops before the boxes are drawn over the source, info.json last (a folder
@@ -128,17 +139,20 @@ ARTIFACTS: tuple[Artifact, ...] = (
 )
 
 
+#: Folders of an image folder that emit writes into (never followed when they are links).
+SUBFOLDERS = tuple(artifact.name for artifact in ARTIFACTS if artifact.files is not None)
+
+
 def write_artifacts(page: Page) -> None:
-    """Write every artifact ``page.style`` asks for, in order."""
+    """Stage every artifact ``page.style`` asks for, in order, then put them in place together
+    (info.json last) and remove what an earlier render wrote that this one did not."""
     for artifact in ARTIFACTS:
         if artifact.wanted(page.style):
             artifact.write(page)
-
-
-def remove_outputs(out_dir: Path) -> None:
-    """Remove every file emit writes in an image folder (and nothing else)."""
+    kept = set(page.folder.digests)
+    page.folder.commit()
     for artifact in ARTIFACTS:
-        artifact.remove(out_dir)
+        artifact.remove_stale(page.out_dir, kept)
 
 
 def expected_files(style: RenderStyle) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from dsocr.emit.grounding import Grounding
 from dsocr.emit.options import RenderStyle
-from dsocr.emit.render import PlacedBox
+from dsocr.emit.render import PlacedBox, line_width
 from dsocr.emit.timings import StageTimings
 
 from dsocr.schema import SCHEMA_VERSION
@@ -55,8 +55,10 @@ def build_info(
     model_id: str,
     style: RenderStyle,
     warnings: tuple[str, ...],
+    files: Mapping[str, str],
 ) -> dict[str, Any]:
-    """info.json of one rendered image. ``crops`` maps a box's position in ``placed`` to its file."""
+    """info.json of one rendered image. ``crops`` maps a box's position in ``placed`` to its file;
+    ``files`` each other file of the render (relative name) to its sha256."""
     norms = [box.as_list() for block in grounding.blocks for box in block.boxes]
     return {
         "schema_version": SCHEMA_VERSION,
@@ -80,6 +82,8 @@ def build_info(
         ],
         "warnings": list(warnings),
         "render": style.as_json(),
+        "line_width_px": line_width(style, *size),
+        "files": dict(files),
     }
 
 

@@ -7,8 +7,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dsocr.emit.sources import ImageRoot
+
 from dsocr.errors import BadInputError
-from dsocr.options import DEFAULT_LINE_WIDTH, DEFAULT_QUALITY, VIZ_DIR
+from dsocr.options import DEFAULT_QUALITY, VIZ_DIR
 
 MAX_LINE_WIDTH = 64
 MIN_QUALITY = 1
@@ -19,14 +21,15 @@ MAX_QUALITY = 95  # Pillow's documented ceiling: above it files grow with no vis
 class RenderStyle:
     """How a page is drawn and saved. Recorded in info.json; a change makes outputs stale."""
 
-    line_width: int = DEFAULT_LINE_WIDTH
+    #: Outline width in pixels; None: scaled with each page (emit/render.py, line_width).
+    line_width: int | None = None
     labels: bool = True
     quality: int = DEFAULT_QUALITY
     crops: bool = False
     markdown: bool = False
 
     def __post_init__(self) -> None:
-        if not 1 <= self.line_width <= MAX_LINE_WIDTH:
+        if self.line_width is not None and not 1 <= self.line_width <= MAX_LINE_WIDTH:
             raise BadInputError(f"--line-width {self.line_width}: must be 1..{MAX_LINE_WIDTH}")
         if not MIN_QUALITY <= self.quality <= MAX_QUALITY:
             raise BadInputError(f"--quality {self.quality}: must be {MIN_QUALITY}..{MAX_QUALITY}")
@@ -42,7 +45,8 @@ class EmitOptions:
 
     viz_dir: root of the per-image folders, relative to the run unless absolute (default ``viz``).
     only: image md5s or paths to render (default: all). force: re-render up-to-date images.
-    jobs: worker processes (default: os.cpu_count()).
+    jobs: worker processes (default: os.cpu_count()). image_roots: ``--image-root`` remaps of
+    moved image folders (default: none).
     """
 
     viz_dir: Path = Path(VIZ_DIR)
@@ -50,6 +54,7 @@ class EmitOptions:
     only: tuple[str, ...] = ()
     force: bool = False
     jobs: int | None = None
+    image_roots: tuple[ImageRoot, ...] = ()
 
     def __post_init__(self) -> None:
         if self.jobs is not None and self.jobs < 1:

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from dsocr.emit.artifacts import INFO_FILE, expected_files
+from dsocr.emit.folder import file_sha256
 from dsocr.emit.options import RenderStyle
 from dsocr.emit.timings import timings_path
 
@@ -60,8 +61,13 @@ def inputs_mtime_ns(run_dir: Path) -> int:
 
 
 def is_up_to_date(out_dir: Path, inputs_ns: int, style: RenderStyle) -> bool:
-    """True when every file ``style`` asks for is newer than the inputs, and info.json says it was
-    drawn in ``style``."""
+    """True when the folder holds a complete render in ``style`` of the current inputs.
+
+    Judged from what is on disk, not from any record of an earlier emit: every file ``style``
+    asks for exists and is newer than the inputs, info.json says it was drawn in ``style``, and
+    every file info.json lists has the sha256 it records (a render killed between its renames,
+    or two emits that wrote one folder, leave files that do not match).
+    """
     if min(_mtime_ns(out_dir / name) for name in expected_files(style)) <= inputs_ns:
         return False
     info_path = out_dir / INFO_FILE
@@ -69,4 +75,18 @@ def is_up_to_date(out_dir: Path, inputs_ns: int, style: RenderStyle) -> bool:
         info = json.loads(info_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False  # unreadable: render it again
-    return isinstance(info, dict) and info.get("render") == style.as_json()
+    if not isinstance(info, dict) or info.get("render") != style.as_json():
+        return False
+    files = info.get("files")
+    if not isinstance(files, dict) or not all(name in files for name in expected_files(style) if name != INFO_FILE):
+        return False
+    return all(
+        isinstance(name, str) and _inside(out_dir, name) and file_sha256(out_dir / name) == digest
+        for name, digest in files.items()
+    )
+
+
+def _inside(out_dir: Path, name: str) -> bool:
+    """True when ``name`` (from info.json) is a plain relative path that stays in ``out_dir``."""
+    relative = Path(name)
+    return not relative.is_absolute() and ".." not in relative.parts

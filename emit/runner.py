@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from dsocr.emit.artifacts import INFO_FILE
+from dsocr.emit.artifacts import INFO_FILE, SUBFOLDERS
 from dsocr.emit.family import parse_output, run_family
+from dsocr.emit.guard import check_viz_root, check_writable, clear_run_temps, emit_lock
 from dsocr.emit.info import (
     EMIT_CAPTURE_FAILED,
     EMIT_FAILED,
@@ -30,8 +31,9 @@ from dsocr.emit.info import (
 )
 from dsocr.emit.options import EmitOptions
 from dsocr.emit.plan import inputs_mtime_ns, is_md5, is_up_to_date, select_md5s
+from dsocr.emit.sources import check_roots_used, recorded_source, source_now
 from dsocr.emit.timings import AnalysisTimings, load_analysis_timings, stage_timings
-from dsocr.emit.worker import RenderJob, RenderOutcome, render_image, render_images
+from dsocr.emit.worker import RenderJob, RenderOutcome, init_worker, render_image, render_images
 
 from dsocr.errors import DsocrError, RunDirError
 from dsocr.families import FamilyFacts
@@ -63,6 +65,8 @@ IMAGES_PER_TASK = 2  # small tasks keep workers evenly busy; each image costs fa
 TASKS_IN_FLIGHT_PER_WORKER = 2
 # Workers start clean ("spawn"): nothing of the parent (threads, open files) leaks into them.
 POOL_START_METHOD = "spawn"
+#: Up to this many images, emit prints each one's folder; beyond, the viz root and predictions.jsonl.
+MAX_LISTED_FOLDERS = 10
 
 
 class EmitFailedError(DsocrError):
@@ -83,6 +87,8 @@ class EmitSummary:
     capture_failed: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # about the whole run (the CLI prints them)
+    #: (image_path, folder) of each image with a render, in image order.
+    folders: list[tuple[str, Path]] = field(default_factory=list)
     seconds: float = 0.0
 
     def line(self) -> str:
@@ -96,6 +102,17 @@ class EmitSummary:
         ]
         parts += [f"{count} {what}" for count, what in optional if count]
         return f"emit: {', '.join(parts)} of {self.total} images -> {self.viz_root} in {self.seconds:.1f} s"
+
+    def lines(self) -> list[str]:
+        """The summary line, then where each image's folder is (or how to find them, for many)."""
+        if not self.folders:
+            return [self.line()]
+        if len(self.folders) > MAX_LISTED_FOLDERS:
+            where = (
+                f"  {len(self.folders)} image folders in {self.viz_root}/<md5>/; {self.jsonl} names each image's folder"
+            )
+            return [self.line(), where]
+        return [self.line(), *(f"  {folder}/  <- {image_path}" for image_path, folder in self.folders)]
 
     def failure_message(self) -> str:
         """The one-line error when some images failed."""
@@ -118,6 +135,7 @@ class EmitSummary:
             "capture_failed": self.capture_failed,
             "not_selected": self.not_selected,
             "failures": [{"image_path": path, "error": error} for path, error in self.failures],
+            "folders": [{"image_path": path, "folder": str(folder)} for path, folder in self.folders],
             "warnings": self.warnings,
             "seconds": self.seconds,
         }
@@ -137,6 +155,7 @@ class _RunContext:
     selected: set[str] | None
     options: EmitOptions
     viz_link: str
+    run_dir: Path
 
 
 def _viz_root_link(run_dir: Path, viz_root: Path) -> str:
@@ -165,17 +184,34 @@ def _plan_row(context: _RunContext, row: dict[str, Any]) -> tuple[dict[str, Any]
     elif context.selected is not None and row["image_md5"] not in context.selected:
         status = EMIT_NOT_SELECTED
         viz = link if (out_dir / INFO_FILE).is_file() else None
-    elif not context.options.force and is_up_to_date(out_dir, context.inputs_ns, context.options.style):
+    elif not context.options.force and is_up_to_date(_unlinked(out_dir), context.inputs_ns, context.options.style):
         status, viz = EMIT_UP_TO_DATE, link
     else:
+        _unlinked(out_dir)
         status, viz = EMIT_RENDERED, link
-        job = RenderJob(row, timings, context.model_id, out_dir, context.options.style, context.family)
+        recorded = recorded_source(row["image_path"], row["image_md5"], context.run_dir)
+        source = source_now(recorded, context.options.image_roots)
+        job = RenderJob(row, timings, context.model_id, out_dir, context.options.style, context.family, source)
     has_text = row["status"] == ImageStatus.ok or row.get("text_raw") is not None
     grounding = parse_output(row.get("text_raw") or "", context.family) if has_text and job is None else None
     record = prediction_record(
         row=row, grounding=grounding, timings=timings, viz=viz, emit_status=status, emit_error=error
     )
     return record, job
+
+
+def _unlinked(out_dir: Path) -> Path:
+    """``out_dir``, after checking that neither it nor its images/ folder is a symbolic link.
+
+    Writing or clearing through a link would change files outside the run, so the whole emit
+    is refused (RunDirError) before anything is written.
+    """
+    for path in (out_dir, *(out_dir / name for name in SUBFOLDERS)):
+        if path.is_symlink():
+            raise RunDirError(
+                f"{path} is a symbolic link: emit never writes or deletes through a link out of the run directory"
+            )
+    return out_dir
 
 
 def _chunks(jobs: list[RenderJob], size: int) -> Iterator[list[RenderJob]]:
@@ -190,7 +226,10 @@ def _run_jobs(jobs: list[RenderJob], workers: int) -> Iterator[RenderOutcome]:
         return
     context = multiprocessing.get_context(POOL_START_METHOD)
     limit = workers * TASKS_IN_FLIGHT_PER_WORKER
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=init_worker, initargs=(os.getpid(),)
+    )
+    try:
         pending: set[Future[list[RenderOutcome]]] = set()
         for chunk in _chunks(jobs, IMAGES_PER_TASK):
             if len(pending) >= limit:
@@ -200,11 +239,16 @@ def _run_jobs(jobs: list[RenderJob], workers: int) -> Iterator[RenderOutcome]:
             pending.add(pool.submit(render_images, chunk))
         for future in pending:
             yield from future.result()
+    finally:
+        # On Ctrl-C or an error, queued images are dropped; running ones finish their folder.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _context(run_dir: Path, run: RunRecord, options: EmitOptions, md5_paths: list[tuple[str, str]]) -> _RunContext:
     viz_root = run_dir / options.viz_dir
     family, family_warning = run_family(run, where=str(run_dir / RUN_JSON))
+    if options.image_roots:
+        check_roots_used(options.image_roots, (recorded_source(path, md5, run_dir) for md5, path in md5_paths))
     return _RunContext(
         viz_root=viz_root,
         model_id=run.model.id or UNKNOWN_MODEL,
@@ -216,6 +260,7 @@ def _context(run_dir: Path, run: RunRecord, options: EmitOptions, md5_paths: lis
         selected=select_md5s(options.only, md5_paths),
         options=options,
         viz_link=_viz_root_link(run_dir, viz_root),
+        run_dir=run_dir,
     )
 
 
@@ -238,7 +283,12 @@ def _plan_rows(context: _RunContext, table: pa.Table) -> tuple[dict[int, dict[st
 
 def _record_outcome(record: dict[str, Any], outcome: RenderOutcome) -> None:
     record.update(text_clean=outcome.text_clean, boxes=outcome.boxes)
-    if outcome.error is not None:
+    if outcome.error is None:
+        return
+    if outcome.kept:
+        error = f"{outcome.error}; its previous render is kept"
+        record.update(emit_status=EMIT_FAILED, emit_error=error)
+    else:
         record.update(viz=None, emit_status=EMIT_FAILED, emit_error=outcome.error)
 
 
@@ -246,7 +296,8 @@ def render_run(run_dir: Path, options: EmitOptions) -> EmitSummary:
     """Render every prediction of ``run_dir`` into ``viz/<md5>/`` and write predictions.jsonl.
 
     Failures of single images are in the summary (and predictions.jsonl), never raised;
-    a missing or unreadable run directory raises a DsocrError.
+    a missing or unreadable run directory, a second emit of the same run, a link out of the run
+    or a viz root that cannot be written raise a DsocrError before anything is written.
     """
     started = time.perf_counter()
     run = read_run_json(run_dir)
@@ -255,21 +306,23 @@ def render_run(run_dir: Path, options: EmitOptions) -> EmitSummary:
         raise RunDirError(f"{run_dir}: no predictions to emit")
     md5_paths = list(zip(table.column("image_md5").to_pylist(), table.column("image_path").to_pylist(), strict=True))
     context = _context(run_dir, run, options, md5_paths)
-    try:
-        context.viz_root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunDirError(f"--viz-dir {context.viz_root}: cannot create it ({exc.strerror or exc})") from None
-    records, jobs = _plan_rows(context, table)
-    for outcome in _run_jobs(jobs, min(options.worker_count, len(jobs))):
-        _record_outcome(records[outcome.image_index], outcome)
-    summary = EmitSummary(run_dir, context.viz_root, run_dir / PREDICTIONS_JSONL, total=table.num_rows)
-    summary.warnings.extend(filter(None, [context.family_warning]))
-    for record in records.values():
-        _count(summary, record)
-    try:
-        _write_jsonl(summary.jsonl, list(records.values()))
-    except OSError as exc:
-        raise RunDirError(f"{summary.jsonl}: cannot write it ({exc.strerror or exc})") from None
+    with emit_lock(run_dir):
+        check_viz_root(run_dir, options.viz_dir)
+        check_writable(context.viz_root)
+        clear_run_temps(run_dir)
+        records, jobs = _plan_rows(context, table)
+        for outcome in _run_jobs(jobs, min(options.worker_count, len(jobs))):
+            _record_outcome(records[outcome.image_index], outcome)
+        summary = EmitSummary(run_dir, context.viz_root, run_dir / PREDICTIONS_JSONL, total=table.num_rows)
+        summary.warnings.extend(filter(None, [context.family_warning]))
+        for record in records.values():
+            _count(summary, record)
+            if record["viz"] is not None:
+                summary.folders.append((record["image_path"], context.viz_root / record["image_md5"]))
+        try:
+            _write_jsonl(summary.jsonl, list(records.values()))
+        except OSError as exc:
+            raise RunDirError(f"{summary.jsonl}: cannot write it ({exc.strerror or exc})") from None
     summary.seconds = time.perf_counter() - started
     return summary
 

@@ -6,13 +6,18 @@ Everything a worker needs travels in a picklable :class:`RenderJob`; a worker re
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dsocr.emit._warnings import WarningList
-from dsocr.emit.artifacts import Page, remove_outputs, write_artifacts
+from dsocr.emit.artifacts import INFO_FILE, SUBFOLDERS, Page, write_artifacts
 from dsocr.emit.family import parse_output
+from dsocr.emit.folder import StagedFolder, check_not_linked, clear_temps
 from dsocr.emit.grounding import Grounding
 from dsocr.emit.options import RenderStyle
 from dsocr.emit.render import place_boxes
@@ -25,11 +30,13 @@ from dsocr.families import FamilyFacts
 # (SyntaxError and EOFError come from its decoders, DecompressionBombError from huge images).
 _IMAGE_ERRORS = (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError)
 _RGB = "RGB"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+MOVED_HINT = "(if the images moved, map their folder with --image-root OLD=NEW)"
 
 
 @dataclass(frozen=True)
 class RenderJob:
-    """One image to render: its prediction row, resolved timings, and where to write."""
+    """One image to render: its prediction row, resolved timings, where to read and where to write."""
 
     row: dict[str, Any]
     timings: StageTimings
@@ -37,23 +44,34 @@ class RenderJob:
     out_dir: Path
     style: RenderStyle
     family: FamilyFacts  # travels with the job: a worker never looks a family up by name
+    source: Path  # absolute, after --image-root (emit/sources.py)
 
 
 @dataclass(frozen=True)
 class RenderOutcome:
     """What happened to one image (error is None when its folder was written), and the parse
-    facts predictions.jsonl needs, so that the parent never parses a rendered row itself."""
+    facts predictions.jsonl needs, so that the parent never parses a rendered row itself.
+    ``kept``: the render failed and the folder still holds its previous complete render."""
 
     image_index: int
     error: str | None
     text_clean: str
     boxes: int
+    kept: bool = False
 
 
-def source_path(recorded: str) -> Path:
-    """The absolute source path of a prediction row (capture records absolute paths already)."""
-    path = Path(recorded)
-    return path if path.is_absolute() else path.resolve()
+def init_worker(parent_pid: int) -> None:
+    """Set up a pool worker: Ctrl-C is the parent's to handle, and the worker dies with it.
+
+    Without this a terminal's Ctrl-C prints a traceback from every worker, and a killed emit
+    leaves workers rendering into folders that the next emit may be writing.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def open_source(path: Path) -> Image.Image:
@@ -74,15 +92,17 @@ def _size_warning(row: dict[str, Any], size: tuple[int, int]) -> list[str]:
 def render_image(job: RenderJob) -> RenderOutcome:
     """Render one image's folder: every artifact its style asks for (emit/artifacts.py).
 
-    A missing or unreadable source, or a failed write, is this image's error; the folder is
-    then left without outputs, so that nothing stale stands beside the new predictions.
+    A missing or unreadable source, or a failed write, is this image's error; the folder then
+    keeps its previous render untouched (emit/folder.py): a render is replaced only by a complete one.
     """
     row = job.row
     text_raw = row.get("text_raw")
     grounding = parse_output(text_raw or "", job.family)
-    source = source_path(row["image_path"])
+    source = job.source
     try:
         image = open_source(source)
+    except FileNotFoundError:
+        return _failed(job, grounding, f"source image {source} does not exist {MOVED_HINT}")
     except _IMAGE_ERRORS as exc:
         return _failed(job, grounding, f"cannot read source image {source}: {_reason(exc)}")
     warnings = WarningList()
@@ -101,12 +121,18 @@ def render_image(job: RenderJob) -> RenderOutcome:
         grounding=grounding,
         placed=place_boxes(grounding, *image.size, job.family),
         warnings=warnings,
+        folder=StagedFolder(job.out_dir),
     )
     try:
-        remove_outputs(job.out_dir)
+        # Checked again here, not only when planning: a link made since must not be followed.
+        check_not_linked(job.out_dir, SUBFOLDERS)
+        clear_temps(job.out_dir, SUBFOLDERS)
         write_artifacts(page)
     except OSError as exc:
+        page.folder.discard()
         return _failed(job, grounding, f"cannot write {job.out_dir}: {_reason(exc)}")
+    finally:
+        page.image.close()
     return RenderOutcome(row["image_index"], None, grounding.text_clean, grounding.box_count)
 
 
@@ -118,11 +144,8 @@ def _reason(exc: BaseException) -> str:
 
 
 def _failed(job: RenderJob, grounding: Grounding, error: str) -> RenderOutcome:
-    try:
-        remove_outputs(job.out_dir)
-    except OSError as exc:
-        error = f"{error}; and cannot clear {job.out_dir}: {_reason(exc)}"
-    return RenderOutcome(job.row["image_index"], error, grounding.text_clean, grounding.box_count)
+    kept = not job.out_dir.is_symlink() and (job.out_dir / INFO_FILE).is_file()
+    return RenderOutcome(job.row["image_index"], error, grounding.text_clean, grounding.box_count, kept)
 
 
 def render_images(jobs: list[RenderJob]) -> list[RenderOutcome]:

@@ -98,10 +98,10 @@ def test_heading_labels_of_the_family_get_the_thick_outline() -> None:
     from dsocr.emit.render import outline_width, place_boxes
 
     placed = place_boxes(parse_output(PERCENT_TEXT, PERCENT_FAMILY), *PAGE, PERCENT_FAMILY)
-    style = RenderStyle(line_width=3)
-    assert [outline_width(box, style) for box in placed] == [6, 3, 3]
+    assert RenderStyle(line_width=3).line_width == 3
+    assert [outline_width(box, 3) for box in placed] == [6, 3, 3]
     deepseek = place_boxes(parse_output(GOLDEN_TEXT, DEEPSEEK_OCR2), 1240, 1754, DEEPSEEK_OCR2)
-    assert [outline_width(box, style) for box in deepseek] == [6, 3, 3, 3, 3]
+    assert [outline_width(box, 3) for box in deepseek] == [6, 3, 3, 3, 3]
     assert [list(box.pixels) for box in deepseek] == GOLDEN_PIXEL_BOXES
 
 

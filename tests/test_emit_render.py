@@ -1,28 +1,34 @@
-"""Drawing: vendor-style fill, outline and label tag, deterministic colours."""
+"""Drawing: vendor-style fill, an outline outside the box scaled with the page, one fixed colour per label."""
 
 from __future__ import annotations
 
+import pytest
 from dsocr.emit.grounding import parse_grounding
 from dsocr.emit.options import RenderStyle
 from dsocr.emit.render import (
-    COLOUR_LIMITS,
     FILL_ALPHA,
     FILL_BUDGET_PAGES,
-    block_colour,
+    LABEL_COLOURS,
     draw_boxes,
     encode_jpeg,
+    label_colour,
+    line_width,
     place_boxes,
     tag_text,
 )
 from PIL import Image
 
+from dsocr.errors import BadInputError
+from dsocr.families import DEEPSEEK_OCR2
+
 WHITE = (255, 255, 255)
 SIZE = (1000, 1000)  # 999 normalized units span it almost one to one
+WCAG_AA = 4.5
 
 
-def _render(text: str, style: RenderStyle) -> Image.Image:
-    image = Image.new("RGB", SIZE, WHITE)
-    draw_boxes(image, place_boxes(parse_grounding(text), *SIZE), style)
+def _render(text: str, style: RenderStyle, size: tuple[int, int] = SIZE) -> Image.Image:
+    image = Image.new("RGB", size, WHITE)
+    draw_boxes(image, place_boxes(parse_grounding(text), *size), style)
     return image
 
 
@@ -31,25 +37,56 @@ def _blend(colour: tuple[int, int, int]) -> tuple[int, int, int]:
     return tuple(round(255 + (channel - 255) * FILL_ALPHA / 255) for channel in colour)  # type: ignore[return-value]
 
 
-def test_colours_are_deterministic_per_label_and_block_and_within_vendor_ranges() -> None:
-    colours = {block_colour(label, index) for label in ("title", "text", "image") for index in range(20)}
+def _contrast_with_white(colour: tuple[int, int, int]) -> float:
+    """WCAG 2 contrast ratio of ``colour`` against white."""
 
-    assert block_colour("text", 3) == block_colour("text", 3)
-    assert len(colours) > 50  # distinct blocks get distinct colours almost always
-    assert all(channel < limit for colour in colours for channel, limit in zip(colour, COLOUR_LIMITS, strict=True))
+    def linear(channel: int) -> float:
+        value = channel / 255
+        return value / 12.92 if value <= 0.03928 else ((value + 0.055) / 1.055) ** 2.4
+
+    red, green, blue = (linear(channel) for channel in colour)
+    return 1.05 / (0.2126 * red + 0.7152 * green + 0.0722 * blue + 0.05)
 
 
-def test_box_has_opaque_outline_translucent_fill_and_untouched_outside() -> None:
+def test_each_label_has_one_fixed_high_contrast_colour() -> None:
+    text = "".join(f"<|ref|>{label}<|/ref|><|det|>[[10, 10, 50, 50]]<|/det|>" for label in ["text", "title", "text"])
+    placed = place_boxes(parse_grounding(text), *SIZE)
+    known = [label_colour(label) for label in DEEPSEEK_OCR2.labels]
+    others = [label_colour(f"odd label {number}") for number in range(50)]
+
+    assert placed[0].colour == placed[2].colour == label_colour("text") != placed[1].colour
+    assert len(set(known)) == len(known)  # the family's labels are told apart
+    assert set(LABEL_COLOURS) >= set(DEEPSEEK_OCR2.labels)
+    assert label_colour("odd label 7") == label_colour("odd label 7")
+    assert min(_contrast_with_white(colour) for colour in known + others) >= WCAG_AA
+
+
+def test_outline_lies_outside_the_box_and_the_inside_is_only_tinted() -> None:
     image = _render("<|ref|>text<|/ref|><|det|>[[100, 500, 600, 800]]<|/det|>", RenderStyle(labels=False))
-    colour = block_colour("text", 0)
+    colour = label_colour("text")
     x1, y1, x2, y2 = (int(v / 999 * 1000) for v in (100, 500, 600, 800))
+    middle = (y1 + y2) // 2
 
-    assert image.getpixel((x1, (y1 + y2) // 2)) == colour
-    assert image.getpixel((x1 + 1, (y1 + y2) // 2)) == colour  # default width 2
-    assert image.getpixel((x1 + 2, (y1 + y2) // 2)) != colour
-    inside = image.getpixel(((x1 + x2) // 2, (y1 + y2) // 2))
-    assert all(abs(a - b) <= 1 for a, b in zip(inside, _blend(colour), strict=True)), (inside, _blend(colour))
-    assert image.getpixel((x2 + 5, y2 + 5)) == WHITE
+    assert image.getpixel((x1 - 1, middle)) == image.getpixel((x1 - 2, middle)) == colour  # 2 px on a 1000 px page
+    assert image.getpixel((x1 - 3, middle)) == WHITE
+    assert image.getpixel((x2 + 2, middle)) == colour and image.getpixel((x2 + 3, middle)) == WHITE
+    for inside in ((x1, middle), ((x1 + x2) // 2, middle), (x2, middle)):  # the block's content is not covered
+        tinted = image.getpixel(inside)
+        assert all(abs(a - b) <= 1 for a, b in zip(tinted, _blend(colour), strict=True)), (inside, tinted)
+
+
+def test_line_width_grows_with_the_page_unless_given() -> None:
+    auto = RenderStyle()
+    assert [line_width(auto, side, side) for side in (300, 1000, 1754, 4000)] == [2, 2, 4, 8]
+    assert line_width(auto, 4000, 900) == 2  # the shorter side decides
+    assert line_width(RenderStyle(line_width=5), 4000, 4000) == 5
+    with pytest.raises(BadInputError, match="--line-width 0: must be 1..64"):
+        RenderStyle(line_width=0)
+
+    large = _render("<|ref|>text<|/ref|><|det|>[[100, 500, 600, 800]]<|/det|>", auto, size=(4000, 4000))
+    x1, middle = int(100 / 999 * 4000), int(650 / 999 * 4000)
+    assert large.getpixel((x1 - 8, middle)) == label_colour("text")
+    assert large.getpixel((x1 - 9, middle)) == WHITE
 
 
 def test_titles_get_twice_the_line_width() -> None:
@@ -58,21 +95,27 @@ def test_titles_get_twice_the_line_width() -> None:
     text = _render("<|ref|>text<|/ref|><|det|>[[100, 500, 600, 800]]<|/det|>", style)
     x1, middle = 100, 650
 
-    assert title.getpixel((x1 + 5, middle)) == block_colour("title", 0)
-    assert title.getpixel((x1 + 6, middle)) != block_colour("title", 0)
-    assert text.getpixel((x1 + 2, middle)) == block_colour("text", 0)
-    assert text.getpixel((x1 + 3, middle)) != block_colour("text", 0)
+    assert title.getpixel((x1 - 6, middle)) == label_colour("title")
+    assert title.getpixel((x1 - 7, middle)) == WHITE
+    assert text.getpixel((x1 - 3, middle)) == label_colour("text")
+    assert text.getpixel((x1 - 4, middle)) == WHITE
+
+
+def test_a_box_at_the_page_edge_keeps_its_outline_on_the_page() -> None:
+    image = _render("<|ref|>text<|/ref|><|det|>[[0, 0, 999, 999]]<|/det|>", RenderStyle(labels=False))
+
+    assert image.getpixel((0, 500)) == image.getpixel((999, 500)) == label_colour("text")
 
 
 def test_label_tag_is_drawn_above_the_box_unless_labels_are_off() -> None:
     text = "<|ref|>sub_title<|/ref|><|det|>[[100, 500, 600, 800]]<|/det|>"
-    above_box = (100, 470, 300, 499)
+    above_box = (100, 460, 300, 497)  # above the 2 px outline
 
     with_label = _render(text, RenderStyle()).crop(above_box)
     without = _render(text, RenderStyle(labels=False)).crop(above_box)
 
-    assert block_colour("sub_title", 0) in {colour for _, colour in with_label.getcolors(maxcolors=100_000)}
-    assert without.getcolors() == [(200 * 29, WHITE)]
+    assert label_colour("sub_title") in {colour for _, colour in with_label.getcolors(maxcolors=100_000)}
+    assert without.getcolors() == [(200 * 37, WHITE)]
 
 
 def test_same_input_encodes_to_identical_bytes() -> None:
