@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 from dsocr.emit.artifacts import INFO_FILE, SUBFOLDERS
 from dsocr.emit.family import parse_output, run_family
+from dsocr.emit.folder import clear_temps
 from dsocr.emit.guard import check_viz_root, check_writable, clear_run_temps, emit_lock
 from dsocr.emit.info import (
     EMIT_CAPTURE_FAILED,
@@ -184,10 +185,12 @@ def _plan_row(context: _RunContext, row: dict[str, Any]) -> tuple[dict[str, Any]
     elif context.selected is not None and row["image_md5"] not in context.selected:
         status = EMIT_NOT_SELECTED
         viz = link if (out_dir / INFO_FILE).is_file() else None
-    elif not context.options.force and is_up_to_date(_unlinked(out_dir), context.inputs_ns, context.options.style):
+    elif not context.options.force and is_up_to_date(
+        _checked_folder(out_dir), context.inputs_ns, context.options.style
+    ):
         status, viz = EMIT_UP_TO_DATE, link
     else:
-        _unlinked(out_dir)
+        _checked_folder(out_dir)
         status, viz = EMIT_RENDERED, link
         recorded = recorded_source(row["image_path"], row["image_md5"], context.run_dir)
         source = source_now(recorded, context.options.image_roots)
@@ -200,8 +203,9 @@ def _plan_row(context: _RunContext, row: dict[str, Any]) -> tuple[dict[str, Any]
     return record, job
 
 
-def _unlinked(out_dir: Path) -> Path:
-    """``out_dir``, after checking that neither it nor its images/ folder is a symbolic link.
+def _checked_folder(out_dir: Path) -> Path:
+    """``out_dir``, after checking that neither it nor its images/ folder is a symbolic link, and
+    clearing the temp files a killed emit may have left in it (the run's lock is held).
 
     Writing or clearing through a link would change files outside the run, so the whole emit
     is refused (RunDirError) before anything is written.
@@ -211,6 +215,10 @@ def _unlinked(out_dir: Path) -> Path:
             raise RunDirError(
                 f"{path} is a symbolic link: emit never writes or deletes through a link out of the run directory"
             )
+    try:
+        clear_temps(out_dir, SUBFOLDERS)
+    except OSError as exc:
+        raise RunDirError(f"{out_dir}: cannot clear its temp files ({exc.strerror or exc})") from None
     return out_dir
 
 

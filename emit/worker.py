@@ -17,7 +17,7 @@ from typing import Any
 from dsocr.emit._warnings import WarningList
 from dsocr.emit.artifacts import INFO_FILE, SUBFOLDERS, Page, write_artifacts
 from dsocr.emit.family import parse_output
-from dsocr.emit.folder import StagedFolder, check_not_linked, clear_temps
+from dsocr.emit.folder import StagedFolder, check_not_linked
 from dsocr.emit.grounding import Grounding
 from dsocr.emit.options import RenderStyle
 from dsocr.emit.render import place_boxes
@@ -126,7 +126,6 @@ def render_image(job: RenderJob) -> RenderOutcome:
     try:
         # Checked again here, not only when planning: a link made since must not be followed.
         check_not_linked(job.out_dir, SUBFOLDERS)
-        clear_temps(job.out_dir, SUBFOLDERS)
         write_artifacts(page)
     except OSError as exc:
         page.folder.discard()

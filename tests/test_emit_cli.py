@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -72,7 +73,10 @@ def test_golden_run_writes_md5_folders_with_the_expected_info_json(tmp_path: Pat
     assert info["timings_ms"] == {"vision": 11.5, "prefill": 22.25, "decode": 480.0}
     assert set(info["timings_source"].values()) == {"capture:reference"}
     assert info["warnings"] == []
-    assert info["render"] == {"line_width": 2, "labels": True, "quality": 90, "crops": False, "markdown": False}
+    assert info["render"] == {"line_width": None, "labels": True, "quality": 90, "crops": False, "markdown": False}
+    assert info["line_width_px"] == 2  # 1240 px across: the vendor's 2 px
+    jpeg_bytes = (folder / "result_with_boxes.jpg").read_bytes()
+    assert info["files"] == {"result_with_boxes.jpg": hashlib.sha256(jpeg_bytes).hexdigest()}
     with Image.open(folder / "result_with_boxes.jpg") as result_image:
         assert (result_image.format, result_image.size) == ("JPEG", (1240, 1754))
 
@@ -166,14 +170,15 @@ def test_missing_source_fails_that_image_only(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "1 rendered, 1 failed of 2" in result.stdout
     assert result.stderr == (
-        f"Error: 1 of 2 images could not be rendered (first: cannot read source image {missing}: "
-        f"No such file or directory); each is listed in {run_dir / 'predictions.jsonl'}\n"
+        f"Error: 1 of 2 images could not be rendered (first: source image {missing} does not exist "
+        f"(if the images moved, map their folder with --image-root OLD=NEW)); each is listed in "
+        f"{run_dir / 'predictions.jsonl'}\n"
     )
     assert (viz_folder(run_dir, good) / "info.json").is_file()
     assert not viz_folder(run_dir, missing).exists()
     failed = read_jsonl(run_dir / "predictions.jsonl")[0]
     assert (failed["emit_status"], failed["viz"]) == ("failed", None)
-    assert "No such file or directory" in failed["emit_error"]
+    assert "does not exist" in failed["emit_error"]
 
 
 def test_unreadable_source_is_an_error_entry(tmp_path: Path) -> None:
@@ -409,7 +414,7 @@ def test_viz_dir_that_is_a_file_is_a_one_line_error(small_run: tuple[Path, list[
 
     assert (result.exit_code, result.stderr) == (
         1,
-        f"Error: --viz-dir {run_dir / 'taken'}: cannot create it (File exists)\n",
+        f"Error: {run_dir / 'taken'}: cannot write image folders there (File exists)\n",
     )
 
 

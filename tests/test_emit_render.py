@@ -80,7 +80,7 @@ def test_line_width_grows_with_the_page_unless_given() -> None:
     assert [line_width(auto, side, side) for side in (300, 1000, 1754, 4000)] == [2, 2, 4, 8]
     assert line_width(auto, 4000, 900) == 2  # the shorter side decides
     assert line_width(RenderStyle(line_width=5), 4000, 4000) == 5
-    with pytest.raises(BadInputError, match="--line-width 0: must be 1..64"):
+    with pytest.raises(BadInputError, match=r"--line-width 0: must be 1\.\.64"):
         RenderStyle(line_width=0)
 
     large = _render("<|ref|>text<|/ref|><|det|>[[100, 500, 600, 800]]<|/det|>", auto, size=(4000, 4000))
