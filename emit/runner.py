@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -227,6 +229,22 @@ def _chunks(jobs: list[RenderJob], size: int) -> Iterator[list[RenderJob]]:
         yield jobs[start : start + size]
 
 
+def _submit(pool: ProcessPoolExecutor, chunk: list[RenderJob]) -> Future[list[RenderOutcome]]:
+    """Submit one task; a worker the pool starts for it starts with Ctrl-C ignored.
+
+    A terminal's Ctrl-C reaches the whole process group: a worker still importing when it
+    arrives would print a KeyboardInterrupt traceback before its initializer could ignore it.
+    An ignored signal stays ignored across the exec that starts a "spawn" worker.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return pool.submit(render_images, chunk)  # signals are the main thread's to set
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return pool.submit(render_images, chunk)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _run_jobs(jobs: list[RenderJob], workers: int) -> Iterator[RenderOutcome]:
     """Outcomes of ``jobs`` (in completion order), in this process or in a pool of ``workers``."""
     if workers <= 1:
@@ -244,7 +262,7 @@ def _run_jobs(jobs: list[RenderJob], workers: int) -> Iterator[RenderOutcome]:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     yield from future.result()
-            pending.add(pool.submit(render_images, chunk))
+            pending.add(_submit(pool, chunk))
         for future in pending:
             yield from future.result()
     finally:

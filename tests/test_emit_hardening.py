@@ -16,11 +16,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from dsocr.emit.folder import TEMP_NAME, file_sha256
+from dsocr.emit.guard import LOCK_FILE, emit_lock
 from emit_helpers import GOLDEN_TEXT, draw_page, make_run, prediction_row, read_jsonl, run_cli, viz_folder
 
 from dsocr import rundir
-from dsocr.emit.folder import TEMP_NAME, file_sha256
-from dsocr.emit.guard import LOCK_FILE, emit_lock
 
 KILL_PAGE = (1200, 1600)
 KILL_PAGES = 24
@@ -36,9 +36,7 @@ def _emit(run_dir: Path, *args: str | Path):
 def _emit_process(run_dir: Path, *args: str) -> subprocess.Popen[str]:
     """`dsocr emit` in its own process (and process group), so that it can be killed."""
     command = [sys.executable, "-m", "dsocr.cli", "emit", str(run_dir), *args]
-    return subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def _run(tmp_path: Path, count: int, text: str = GOLDEN_TEXT, size: tuple[int, int] = (400, 300)) -> Path:
@@ -159,7 +157,7 @@ def test_two_emits_at_once_with_different_options_leave_agreeing_folders(tmp_pat
 
     first = _emit_process(run_dir, "--line-width", "3", "--jobs", "1")
     second = _emit_process(run_dir, "--line-width", "9", "--jobs", "1")
-    outcomes = [process.communicate() + (process.returncode,) for process in (first, second)]
+    outcomes = [(*process.communicate(), process.returncode) for process in (first, second)]
 
     for _, stderr, code in outcomes:
         assert code == 0 or stderr.endswith("is writing this run; run emit again when it has finished\n"), stderr
@@ -188,13 +186,13 @@ def test_links_inside_the_run_are_refused_and_nothing_outside_changes(tmp_path: 
     result = _emit(run_dir, *args)
 
     assert result.exit_code == 1
-    assert result.stderr == f"Error: {target} is a symbolic link: " + (
-        "emit never writes through a link\n"
-        if link == LOCK_FILE
-        else "emit never writes through a link out of the run directory (remove the link, or name the folder with --viz-dir)\n"
-        if link == "viz"
-        else "emit never writes or deletes through a link out of the run directory\n"
-    )
+    reasons = {
+        LOCK_FILE: "emit never writes through a link",
+        "viz": "emit never writes through a link out of the run directory "
+        "(remove the link, or name the folder with --viz-dir)",
+    }
+    reason = reasons.get(link, "emit never writes or deletes through a link out of the run directory")
+    assert result.stderr == f"Error: {target} is a symbolic link: {reason}\n"
     assert sorted(path.name for path in outside.iterdir()) == sorted(
         ["info.json", "result_with_boxes.jpg", "0.jpg", "result.mmd", LOCK_FILE]
     )
