@@ -130,6 +130,9 @@ def render_image(job: RenderJob) -> RenderOutcome:
     except OSError as exc:
         page.folder.discard()
         return _failed(job, grounding, f"cannot write {job.out_dir}: {_reason(exc)}")
+    except BaseException:
+        page.folder.discard()  # Ctrl-C (one worker: this process) or a bug: no temp file stays
+        raise
     finally:
         page.image.close()
     return RenderOutcome(row["image_index"], None, grounding.text_clean, grounding.box_count)
