@@ -83,7 +83,7 @@ def build_info(
         "warnings": list(warnings),
         "render": style.as_json(),
         "line_width_px": line_width(style, *size),
-        "files": dict(files),
+        "files": [{"name": name, "sha256": digest} for name, digest in files.items()],
     }
 
 

@@ -77,13 +77,24 @@ def is_up_to_date(out_dir: Path, inputs_ns: int, style: RenderStyle) -> bool:
         return False  # unreadable: render it again
     if not isinstance(info, dict) or info.get("render") != style.as_json():
         return False
-    files = info.get("files")
-    if not isinstance(files, dict) or not all(name in files for name in expected_files(style) if name != INFO_FILE):
+    files = _recorded_files(info.get("files"))
+    if files is None or not all(name in files for name in expected_files(style) if name != INFO_FILE):
         return False
-    return all(
-        isinstance(name, str) and _inside(out_dir, name) and file_sha256(out_dir / name) == digest
-        for name, digest in files.items()
-    )
+    return all(_inside(out_dir, name) and file_sha256(out_dir / name) == digest for name, digest in files.items())
+
+
+def _recorded_files(entries: object) -> dict[str, str] | None:
+    """info.json's ``files`` as name -> sha256, or None when it is not the documented list."""
+    if not isinstance(entries, list):
+        return None
+    files: dict[str, str] = {}
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            return None
+        if not isinstance(entry.get("sha256"), str):
+            return None
+        files[entry["name"]] = entry["sha256"]
+    return files
 
 
 def _inside(out_dir: Path, name: str) -> bool:

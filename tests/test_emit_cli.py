@@ -76,7 +76,7 @@ def test_golden_run_writes_md5_folders_with_the_expected_info_json(tmp_path: Pat
     assert info["render"] == {"line_width": None, "labels": True, "quality": 90, "crops": False, "markdown": False}
     assert info["line_width_px"] == 2  # 1240 px across: the vendor's 2 px
     jpeg_bytes = (folder / "result_with_boxes.jpg").read_bytes()
-    assert info["files"] == {"result_with_boxes.jpg": hashlib.sha256(jpeg_bytes).hexdigest()}
+    assert info["files"] == [{"name": "result_with_boxes.jpg", "sha256": hashlib.sha256(jpeg_bytes).hexdigest()}]
     with Image.open(folder / "result_with_boxes.jpg") as result_image:
         assert (result_image.format, result_image.size) == ("JPEG", (1240, 1754))
 

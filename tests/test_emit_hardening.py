@@ -51,7 +51,7 @@ def _folders(run_dir: Path) -> list[Path]:
 def _consistent(folder: Path) -> bool:
     """True when every file info.json lists has the sha256 it records (JPEG and info agree)."""
     info = json.loads((folder / "info.json").read_text(encoding="utf-8"))
-    return all(file_sha256(folder / name) == digest for name, digest in info["files"].items())
+    return all(file_sha256(folder / entry["name"]) == entry["sha256"] for entry in info["files"])
 
 
 def _temps(root: Path) -> list[Path]:
