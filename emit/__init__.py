@@ -9,8 +9,9 @@ from dsocr.emit.family import parse_output
 from dsocr.emit.grounding import Grounding, parse_grounding
 from dsocr.emit.importer import ImportSummary, import_outputs
 from dsocr.emit.options import EmitOptions, RenderStyle
-from dsocr.emit.runner import EmitFailedError, EmitSummary, render_run
+from dsocr.emit.runner import render_run
 from dsocr.emit.sources import ImageRoot, parse_image_root
+from dsocr.emit.summary import EmitFailedError, EmitSummary
 
 __all__ = [
     "EmitFailedError",

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dsocr.emit._warnings import WarningList
-from dsocr.emit.folder import StagedFolder
+from dsocr.emit.folder import StagedFolder, temp_final_name
 from dsocr.emit.grounding import Grounding
 from dsocr.emit.info import build_info
 from dsocr.emit.options import RenderStyle
@@ -68,6 +68,25 @@ class Artifact:
 
     def wanted(self, style: RenderStyle) -> bool:
         return self.option is None or bool(getattr(style, self.option))
+
+    def clear_temps(self, out_dir: Path) -> None:
+        """Delete temp files of this artifact that an earlier, killed emit left in ``out_dir``.
+
+        Only temps of emit's own file names go; called while the run's emit lock is held, so no
+        other emit is writing them.
+        """
+        folder = out_dir if self.files is None else out_dir / self.name
+        if not folder.is_dir() or folder.is_symlink():
+            return
+        for child in folder.iterdir():
+            if self._owns(temp_final_name(child.name)) and child.is_file():
+                child.unlink(missing_ok=True)
+
+    def _owns(self, final: str | None) -> bool:
+        """True when ``final`` (a file name in this artifact's folder) is one this artifact writes."""
+        if final is None:
+            return False
+        return final == self.name if self.files is None else self.files.fullmatch(final) is not None
 
     def remove_stale(self, out_dir: Path, kept: set[str]) -> None:
         """Delete what an earlier render of this artifact left in ``out_dir`` and the new one did
@@ -153,6 +172,12 @@ def write_artifacts(page: Page) -> None:
     page.folder.commit()
     for artifact in ARTIFACTS:
         artifact.remove_stale(page.out_dir, kept)
+
+
+def clear_temps(out_dir: Path) -> None:
+    """Delete the temp files a killed emit left in an image folder (and nothing else)."""
+    for artifact in ARTIFACTS:
+        artifact.clear_temps(out_dir)
 
 
 def expected_files(style: RenderStyle) -> list[str]:

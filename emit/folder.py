@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 _TEMP_TOKEN_BYTES = 8
-#: The names of emit's temp files: a kill between writing and renaming may leave one.
-TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{16}\.tmp")
+#: The names of emit's temp files (``.FINAL.HEX.tmp``): a kill between writing and renaming may leave one.
+TEMP_NAME = re.compile(r"\.(?P<final>.+)\.[0-9a-f]{16}\.tmp")
 
 
 def sha256_hex(data: bytes) -> str:
@@ -35,29 +35,18 @@ def file_sha256(path: Path) -> str | None:
         return None
 
 
-def _is_link(path: Path) -> bool:
-    return path.is_symlink()
+def temp_final_name(name: str) -> str | None:
+    """The final file name an emit temp file named ``name`` stood for, or None when it is not one."""
+    match = TEMP_NAME.fullmatch(name)
+    return None if match is None else match["final"]
 
 
 def check_not_linked(folder: Path, subfolders: tuple[str, ...]) -> None:
     """Raise OSError when ``folder`` or one of its ``subfolders`` is a symbolic link: writing
     or removing through it would touch files outside the run."""
     for path in (folder, *(folder / name for name in subfolders)):
-        if _is_link(path):
+        if path.is_symlink():
             raise OSError(f"{path} is a symbolic link: emit writes only real folders")
-
-
-def clear_temps(folder: Path, subfolders: tuple[str, ...]) -> None:
-    """Remove temp files an earlier, killed emit left in ``folder`` (and its ``subfolders``).
-
-    Only called while the run's emit lock is held, so no other emit is writing them.
-    """
-    for path in (folder, *(folder / name for name in subfolders)):
-        if not path.is_dir():
-            continue
-        for child in path.iterdir():
-            if TEMP_NAME.fullmatch(child.name) and not child.is_dir():
-                child.unlink(missing_ok=True)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from dsocr.emit.folder import TEMP_NAME
+from dsocr.emit.folder import temp_final_name
 
 from dsocr.errors import RunDirError
 from dsocr.rundir import FILE_MODE, PREDICTIONS_JSONL
@@ -65,9 +65,8 @@ def emit_lock(run_dir: Path) -> Iterator[None]:
 
 def clear_run_temps(run_dir: Path) -> None:
     """Remove predictions.jsonl temp files a killed emit left in the run (lock held)."""
-    prefix = f".{PREDICTIONS_JSONL}."
     for child in run_dir.iterdir():
-        if child.name.startswith(prefix) and TEMP_NAME.fullmatch(child.name) and child.is_file():
+        if temp_final_name(child.name) == PREDICTIONS_JSONL and child.is_file():
             child.unlink(missing_ok=True)
 
 

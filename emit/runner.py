@@ -15,14 +15,13 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from dsocr.emit.artifacts import INFO_FILE, SUBFOLDERS
+from dsocr.emit.artifacts import INFO_FILE, SUBFOLDERS, clear_temps
 from dsocr.emit.family import parse_output, run_family
-from dsocr.emit.folder import clear_temps
 from dsocr.emit.guard import check_viz_root, check_writable, clear_run_temps, emit_lock
 from dsocr.emit.info import (
     EMIT_CAPTURE_FAILED,
@@ -35,10 +34,11 @@ from dsocr.emit.info import (
 from dsocr.emit.options import EmitOptions
 from dsocr.emit.plan import inputs_mtime_ns, is_md5, is_up_to_date, select_md5s
 from dsocr.emit.sources import check_roots_used, recorded_source, source_now
+from dsocr.emit.summary import EmitSummary
 from dsocr.emit.timings import AnalysisTimings, load_analysis_timings, stage_timings
 from dsocr.emit.worker import RenderJob, RenderOutcome, init_worker, render_image, render_images
 
-from dsocr.errors import DsocrError, RunDirError
+from dsocr.errors import RunDirError
 from dsocr.families import FamilyFacts
 from dsocr.records import RunRecord
 from dsocr.rundir import PREDICTIONS_JSONL, RUN_JSON, read_predictions, read_run_json, write_bytes_atomic
@@ -68,80 +68,6 @@ IMAGES_PER_TASK = 2  # small tasks keep workers evenly busy; each image costs fa
 TASKS_IN_FLIGHT_PER_WORKER = 2
 # Workers start clean ("spawn"): nothing of the parent (threads, open files) leaks into them.
 POOL_START_METHOD = "spawn"
-#: Up to this many images, emit prints each one's folder; beyond, the viz root and predictions.jsonl.
-MAX_LISTED_FOLDERS = 10
-
-
-class EmitFailedError(DsocrError):
-    """Some images could not be rendered (the others were)."""
-
-
-@dataclass
-class EmitSummary:
-    """What one emit did, for the CLI's summary line and --json."""
-
-    run_dir: Path
-    viz_root: Path
-    jsonl: Path
-    total: int = 0
-    rendered: int = 0
-    up_to_date: int = 0
-    not_selected: int = 0
-    capture_failed: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)  # about the whole run (the CLI prints them)
-    #: (image_path, folder) of each image with a render, in image order.
-    folders: list[tuple[str, Path]] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def line(self) -> str:
-        """One line: the counts that are not zero, where the outputs are, and the time."""
-        parts = [f"{self.rendered} rendered"]
-        optional = [
-            (self.up_to_date, "up to date (--force renders them again)"),
-            (len(self.failures), "failed"),
-            (self.capture_failed, "not rendered (capture failed)"),
-            (self.not_selected, "not selected"),
-        ]
-        parts += [f"{count} {what}" for count, what in optional if count]
-        return f"emit: {', '.join(parts)} of {self.total} images -> {self.viz_root} in {self.seconds:.1f} s"
-
-    def lines(self) -> list[str]:
-        """The summary line, then where each image's folder is (or how to find them, for many)."""
-        if not self.folders:
-            return [self.line()]
-        if len(self.folders) > MAX_LISTED_FOLDERS:
-            where = (
-                f"  {len(self.folders)} image folders in {self.viz_root}/<md5>/; {self.jsonl} names each image's folder"
-            )
-            return [self.line(), where]
-        return [self.line(), *(f"  {folder}/  <- {image_path}" for image_path, folder in self.folders)]
-
-    def failure_message(self) -> str:
-        """The one-line error when some images failed."""
-        error = self.failures[0][1]
-        return (
-            f"{len(self.failures)} of {self.total} images could not be rendered (first: {error}); "
-            f"each is listed in {self.jsonl}"
-        )
-
-    def as_json(self) -> dict[str, Any]:
-        """The summary as JSON (paths as strings)."""
-        return {
-            "run_dir": str(self.run_dir),
-            "viz_root": str(self.viz_root),
-            "predictions_jsonl": str(self.jsonl),
-            "total": self.total,
-            "rendered": self.rendered,
-            "up_to_date": self.up_to_date,
-            "failed": len(self.failures),
-            "capture_failed": self.capture_failed,
-            "not_selected": self.not_selected,
-            "failures": [{"image_path": path, "error": error} for path, error in self.failures],
-            "folders": [{"image_path": path, "folder": str(folder)} for path, folder in self.folders],
-            "warnings": self.warnings,
-            "seconds": self.seconds,
-        }
 
 
 @dataclass(frozen=True)
@@ -218,7 +144,7 @@ def _checked_folder(out_dir: Path) -> Path:
                 f"{path} is a symbolic link: emit never writes or deletes through a link out of the run directory"
             )
     try:
-        clear_temps(out_dir, SUBFOLDERS)
+        clear_temps(out_dir)
     except OSError as exc:
         raise RunDirError(f"{out_dir}: cannot clear its temp files ({exc.strerror or exc})") from None
     return out_dir
@@ -342,7 +268,7 @@ def render_run(run_dir: Path, options: EmitOptions) -> EmitSummary:
         summary = EmitSummary(run_dir, context.viz_root, run_dir / PREDICTIONS_JSONL, total=table.num_rows)
         summary.warnings.extend(filter(None, [context.family_warning]))
         for record in records.values():
-            _count(summary, record)
+            summary.count(record)
             if record["viz"] is not None:
                 summary.folders.append((record["image_path"], context.viz_root / record["image_md5"]))
         try:
@@ -351,17 +277,3 @@ def render_run(run_dir: Path, options: EmitOptions) -> EmitSummary:
             raise RunDirError(f"{summary.jsonl}: cannot write it ({exc.strerror or exc})") from None
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-def _count(summary: EmitSummary, record: dict[str, Any]) -> None:
-    status = record["emit_status"]
-    if status == EMIT_FAILED:
-        summary.failures.append((record["image_path"], record["emit_error"]))
-    elif status == EMIT_RENDERED:
-        summary.rendered += 1
-    elif status == EMIT_UP_TO_DATE:
-        summary.up_to_date += 1
-    elif status == EMIT_NOT_SELECTED:
-        summary.not_selected += 1
-    else:
-        summary.capture_failed += 1

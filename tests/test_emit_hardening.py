@@ -351,14 +351,15 @@ def test_stale_temp_files_of_a_killed_emit_are_cleared(tmp_path: Path) -> None:
     ]
     for path in planted:
         path.write_bytes(b"half written")
-    kept = folder / "notes.txt"  # not emit's: never removed
-    kept.write_text("mine", encoding="utf-8")
+    kept = [folder / "notes.txt", folder / ".notes.txt.0123456789abcdef.tmp"]  # not emit's: never removed
+    for path in kept:
+        path.write_text("mine", encoding="utf-8")
 
     result = _emit(run_dir, "--crops")
 
     assert "0 rendered, 1 up to date" in result.stdout
     assert not any(path.exists() for path in planted)
-    assert kept.read_text(encoding="utf-8") == "mine"
+    assert [path.read_text(encoding="utf-8") for path in kept] == ["mine", "mine"]
 
 
 def test_emit_prints_where_each_image_folder_is(tmp_path: Path) -> None:
