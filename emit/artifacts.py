@@ -82,6 +82,15 @@ class Artifact:
             if self._owns(temp_final_name(child.name)) and child.is_file():
                 child.unlink(missing_ok=True)
 
+    def present(self, out_dir: Path) -> list[str]:
+        """The files of this artifact in ``out_dir`` now, by name relative to it."""
+        path = out_dir / self.name
+        if self.files is None:
+            return [self.name] if path.is_file() else []
+        if not path.is_dir():
+            return []
+        return [f"{self.name}/{child.name}" for child in path.iterdir() if self.files.fullmatch(child.name)]
+
     def _owns(self, final: str | None) -> bool:
         """True when ``final`` (a file name in this artifact's folder) is one this artifact writes."""
         if final is None:
@@ -178,6 +187,11 @@ def clear_temps(out_dir: Path) -> None:
     """Delete the temp files a killed emit left in an image folder (and nothing else)."""
     for artifact in ARTIFACTS:
         artifact.clear_temps(out_dir)
+
+
+def present_files(out_dir: Path) -> set[str]:
+    """Every file emit writes that ``out_dir`` holds now (names relative to it), info.json aside."""
+    return {name for artifact in ARTIFACTS if artifact.name != INFO_FILE for name in artifact.present(out_dir)}
 
 
 def expected_files(style: RenderStyle) -> list[str]:

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from dsocr.emit.artifacts import INFO_FILE, expected_files
+from dsocr.emit.artifacts import INFO_FILE, expected_files, present_files
 from dsocr.emit.folder import file_sha256
 from dsocr.emit.options import RenderStyle
 from dsocr.emit.timings import timings_path
@@ -80,6 +80,8 @@ def is_up_to_date(out_dir: Path, inputs_ns: int, style: RenderStyle) -> bool:
     files = _recorded_files(info.get("files"))
     if files is None or not all(name in files for name in expected_files(style) if name != INFO_FILE):
         return False
+    if not present_files(out_dir) <= set(files):
+        return False  # a kill between the renames and the removal of an earlier render's extra files
     return all(_inside(out_dir, name) and file_sha256(out_dir / name) == digest for name, digest in files.items())
 
 

@@ -134,6 +134,11 @@ def test_a_folder_whose_files_disagree_with_its_info_json_is_not_up_to_date(tmp_
 
     assert "2 rendered of 2" in again.stdout
     assert all(_consistent(folder) for folder in (first, second))
+    # An earlier render's crop that the newer one did not write (a kill before it was removed).
+    (first / "images").mkdir()
+    (first / "images" / "0.jpg").write_bytes(thick)
+    assert "1 rendered, 1 up to date" in _emit(run_dir, "--line-width", "3").stdout
+    assert not (first / "images" / "0.jpg").exists()
 
 
 def test_a_second_emit_of_the_same_run_is_refused_with_one_line(tmp_path: Path) -> None:
