@@ -375,6 +375,8 @@ def test_emit_prints_where_each_image_folder_is(tmp_path: Path) -> None:
 
     assert lines[0].startswith("emit: 2 rendered of 2 images -> ")
     assert lines[1:] == [f"  {viz_folder(run_dir, page)}/  <- {page}" for page in pages]
+    summary = json.loads(_emit(run_dir, "--json").stdout)
+    assert summary["folders"] == [{"image_path": str(page), "folder": str(viz_folder(run_dir, page))} for page in pages]
 
 
 def test_emit_of_many_images_prints_the_viz_root_and_count(tmp_path: Path) -> None:
