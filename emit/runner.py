@@ -35,7 +35,7 @@ from dsocr.emit.options import EmitOptions
 from dsocr.emit.plan import inputs_mtime_ns, is_md5, is_up_to_date, select_md5s
 from dsocr.emit.sources import check_roots_used, recorded_source, source_now
 from dsocr.emit.summary import EmitSummary
-from dsocr.emit.timings import AnalysisTimings, load_analysis_timings, stage_timings
+from dsocr.emit.timings import AnalysisTimings, StageTimings, load_analysis_timings, stage_timings
 from dsocr.emit.worker import RenderJob, RenderOutcome, init_worker, render_image, render_images
 
 from dsocr.errors import RunDirError
@@ -113,16 +113,13 @@ def _plan_row(context: _RunContext, row: dict[str, Any]) -> tuple[dict[str, Any]
     elif context.selected is not None and row["image_md5"] not in context.selected:
         status = EMIT_NOT_SELECTED
         viz = link if (out_dir / INFO_FILE).is_file() else None
-    elif not context.options.force and is_up_to_date(
-        _checked_folder(out_dir), context.inputs_ns, context.options.style
-    ):
-        status, viz = EMIT_UP_TO_DATE, link
     else:
-        _checked_folder(out_dir)
+        _check_folder(out_dir)
         status, viz = EMIT_RENDERED, link
-        recorded = recorded_source(row["image_path"], row["image_md5"], context.run_dir)
-        source = source_now(recorded, context.options.image_roots)
-        job = RenderJob(row, timings, context.model_id, out_dir, context.options.style, context.family, source)
+        if not context.options.force and is_up_to_date(out_dir, context.inputs_ns, context.options.style):
+            status = EMIT_UP_TO_DATE
+        else:
+            job = _job(context, row, timings, out_dir)
     has_text = row["status"] == ImageStatus.ok or row.get("text_raw") is not None
     grounding = parse_output(row.get("text_raw") or "", context.family) if has_text and job is None else None
     record = prediction_record(
@@ -131,9 +128,16 @@ def _plan_row(context: _RunContext, row: dict[str, Any]) -> tuple[dict[str, Any]
     return record, job
 
 
-def _checked_folder(out_dir: Path) -> Path:
-    """``out_dir``, after checking that neither it nor its images/ folder is a symbolic link, and
-    clearing the temp files a killed emit may have left in it (the run's lock is held).
+def _job(context: _RunContext, row: dict[str, Any], timings: StageTimings, out_dir: Path) -> RenderJob:
+    """The render job of a row: where its source is now (relative paths, --image-root) and where to write."""
+    recorded = recorded_source(row["image_path"], row["image_md5"], context.run_dir)
+    source = source_now(recorded, context.options.image_roots)
+    return RenderJob(row, timings, context.model_id, out_dir, context.options.style, context.family, source)
+
+
+def _check_folder(out_dir: Path) -> None:
+    """Check that neither ``out_dir`` nor its images/ folder is a symbolic link, and clear the
+    temp files a killed emit may have left in it (the run's lock is held).
 
     Writing or clearing through a link would change files outside the run, so the whole emit
     is refused (RunDirError) before anything is written.
@@ -147,7 +151,6 @@ def _checked_folder(out_dir: Path) -> Path:
         clear_temps(out_dir)
     except OSError as exc:
         raise RunDirError(f"{out_dir}: cannot clear its temp files ({exc.strerror or exc})") from None
-    return out_dir
 
 
 def _chunks(jobs: list[RenderJob], size: int) -> Iterator[list[RenderJob]]:
