@@ -14,6 +14,8 @@ from dsocr.options import (  # re-exported: capture's modules import the option 
     DEFAULT_WINDOW_EVERY,
     DEFAULT_WINDOW_STEPS,
     INF_TOKEN,
+    CacheKind,
+    CompileMode,
     Device,
     DType,
     ProfileMode,
@@ -29,7 +31,9 @@ __all__ = [
     "DEFAULT_WINDOW_EVERY",
     "DEFAULT_WINDOW_STEPS",
     "INF_TOKEN",
+    "CacheKind",
     "CaptureConfig",
+    "CompileMode",
     "DType",
     "Device",
     "ProfileMode",
@@ -99,6 +103,13 @@ class CaptureConfig:
     #: Record operator input shapes and FLOP counts (torch's ``with_flops``): off by default
     #: because it multiplies the profiler's stop cost (docs/performance.md).
     with_flops: bool = False
+    #: The decode cache (``--cache``) and whether a static cache's decode is compiled (``--compile``).
+    cache: CacheKind = CacheKind.dynamic
+    compile: CompileMode = CompileMode.auto
+    #: Library use only (no CLI option): a torch.compile backend for ``--compile auto`` that
+    #: transformers then uses on any device, e.g. ``eager`` (Dynamo tracing only) to run the
+    #: compiled path on a CPU in tests. None: transformers' own choice (inductor, CUDA graphs).
+    compile_backend: str | None = None
 
     def __post_init__(self) -> None:
         if self.with_flops and self.profile is ProfileMode.off:

@@ -14,7 +14,8 @@ from dsocr.capture.clock import clock_for
 from dsocr.capture.config import CaptureConfig
 from dsocr.capture.images import load_image
 from dsocr.capture.limits import TokenCap, resolve_cap, stop_reason
-from dsocr.capture.models import LoadedModel, decode_text, encode, greedy_generate, image_token_count
+from dsocr.capture.models import LoadedModel, decode_text, encode, image_token_count
+from dsocr.capture.static_cache import DYNAMIC, DecodePath, compiled_graphs, generate_on
 from dsocr.capture.timeline import ImageTimeline
 from dsocr.capture.tracing import ImageTrace, TraceWriter
 from transformers import StoppingCriteriaList
@@ -73,17 +74,31 @@ def failed_row(config: CaptureConfig, image_index: int, image_path: Path, error:
 
 
 def _generate(
-    loaded: LoadedModel, inputs: dict[str, Any], cap: TokenCap, timeline: ImageTimeline, config: CaptureConfig
+    loaded: LoadedModel,
+    inputs: dict[str, Any],
+    cap: TokenCap,
+    timeline: ImageTimeline,
+    config: CaptureConfig,
+    decode: DecodePath,
 ) -> torch.LongTensor:
-    hooks = [
+    hooks = []
+
+    def on_text_forward(module: torch.nn.Module, args: tuple) -> None:
+        timeline.on_text_forward(module, args)
+        # Vision is over at the decoder's first forward: no hook of ours stays on a module for
+        # decode, whose step torch.compile may trace (a hook changing per image would recompile).
+        for hook in hooks:
+            hook.remove()
+
+    hooks += [
         loaded.vision_module.register_forward_pre_hook(timeline.on_vision_forward),
-        loaded.text_module.register_forward_pre_hook(timeline.on_text_forward),
+        loaded.text_module.register_forward_pre_hook(on_text_forward),
     ]
     try:
         with sdpa_backend(config.sdpa_backend):
             timeline.begin()
-            return greedy_generate(
-                loaded, inputs, cap.max_new_tokens, stopping_criteria=StoppingCriteriaList([timeline])
+            return generate_on(
+                loaded, decode, inputs, cap.max_new_tokens, stopping_criteria=StoppingCriteriaList([timeline])
             )
     except BaseException:
         timeline.abandon()
@@ -101,7 +116,7 @@ def check_backend_runs(loaded: LoadedModel, image_path: Path, config: CaptureCon
         with warnings.catch_warnings(), sdpa_backend(config.sdpa_backend):
             # torch explains each disabled backend in a warning before it raises.
             warnings.simplefilter("ignore")
-            greedy_generate(loaded, inputs, 1)
+            generate_on(loaded, DYNAMIC, inputs, 1)
     except RuntimeError as exc:
         if NO_KERNEL_MESSAGE not in str(exc):
             raise
@@ -117,7 +132,7 @@ def warm_up(loaded: LoadedModel, image_path: Path, config: CaptureConfig, shapes
     decode lengths it runs (its prompt + 1 .. + tokens - 1): ``shapes`` remembers them."""
     inputs = encode(loaded, load_image(image_path), config.prompt)
     with sdpa_backend(config.sdpa_backend):
-        output = greedy_generate(loaded, inputs, config.warmup_tokens)
+        output = generate_on(loaded, DYNAMIC, inputs, config.warmup_tokens)
     prompt_tokens = int(inputs["input_ids"].shape[1])
     shapes.mark_cold(shapes.decode_lengths(prompt_tokens, int(output.shape[1]) - prompt_tokens - 1))
 
@@ -131,6 +146,7 @@ def profile_image(
     image_path: Path,
     rank: int,
     shapes: ShapeHistory,
+    decode: DecodePath = DYNAMIC,
 ) -> tuple[PredictionRow, ImageTrace, TokenCap]:
     """Run one image; return its row (without trace_events), its trace futures and its cap.
 
@@ -141,7 +157,10 @@ def profile_image(
     inputs = encode(loaded, image, config.prompt)
     prompt_tokens = int(inputs["input_ids"].shape[1])
     cap = resolve_cap(config.max_new_tokens, prompt_tokens, loaded.context_limit)
+    decode.check_fits(prompt_tokens, cap.max_new_tokens)
     clock = clock_for(loaded.device)
+    decode.reset()  # before the profiler and the clock: emptying the cache is no stage's work
+    graphs_before = compiled_graphs()
     with torch.inference_mode(), tracer.profile_image(image_index) as (profiler_step, image_trace):
         timeline = ImageTimeline(
             image_index=image_index,
@@ -151,13 +170,16 @@ def profile_image(
             eos_token_id=loaded.eos_token_id,
             decode_in_trace=tracer.decode_fits_one_cycle(cap.max_new_tokens),
         )
-        output_ids = _generate(loaded, inputs, cap, timeline, config)
+        output_ids = _generate(loaded, inputs, cap, timeline, config, decode)
     times = timeline.times()
+    graphs = compiled_graphs() - graphs_before
     generated = output_ids[0, prompt_tokens:].tolist()
     if len(generated) != timeline.generated_tokens:
         raise RuntimeError(f"generate returned {len(generated)} tokens, the timeline saw {timeline.generated_tokens}")
     steps = len(times.decode_step_ms)
     seq_lens = shapes.decode_lengths(prompt_tokens, steps)
+    # A static cache attends over its whole length at every step: one shape for the whole run.
+    shape_lens = seq_lens if decode.cache_length is None else [decode.cache_length] * steps
     row: PredictionRow = {
         "image_index": image_index,
         "image_path": str(image_path),
@@ -178,7 +200,7 @@ def profile_image(
         "decode_ms": times.decode_ms,
         "decode_step_ms": times.decode_step_ms,
         "decode_step_seq_len": seq_lens,
-        "decode_step_cold": shapes.mark_cold(seq_lens),
+        "decode_step_cold": shapes.mark_cold(shape_lens),
         "decode_step_traced": [tracer.traces_step(step) for step in range(1, steps + 1)],
         "timing_clock": clock.name,
         "profile_mode": config.profile.value,
@@ -186,5 +208,6 @@ def profile_image(
         "started_unix_ns": started_unix_ns,
         "profiler_step_ms": times.profiler_step_ms,
         "peak_rss_mib": peak_rss_mib(),
+        "compiled_graphs": graphs if decode.is_static else None,
     }
     return row, image_trace, cap

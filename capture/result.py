@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from dsocr.vocab import ImageStatus
 
 if TYPE_CHECKING:
-    from dsocr.records import PredictionRow
+    from dsocr.records import PredictionRow, StaticCacheRecord
 
 #: ``on_start(total, already_done)``: images of the run, and how many a resumed run had done.
 OnStart = Callable[[int, int], None]
@@ -53,6 +53,8 @@ class CaptureResult:
     rows: tuple[PredictionRow, ...]
     #: Wall time of this session's image loop (model loading excluded).
     capture_seconds: float
+    #: ``--cache static``: the run's cache and its warm-up (compile seconds), outside capture_seconds.
+    static_cache: StaticCacheRecord | None = None
 
     @property
     def figures(self) -> CaptureFigures:

@@ -48,6 +48,8 @@ def config_record(config: CaptureConfig) -> ConfigRecord:
         sdpa_backend=config.sdpa_backend.value,
         attn_implementation=config.attn_implementation,
         with_flops=config.with_flops,
+        cache=config.cache.value,
+        compile=config.compile.value,
     )
 
 

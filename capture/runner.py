@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 from dsocr.capture.attention import check_sdpa_backend, text_head_dim
-from dsocr.capture.config import CaptureConfig, SdpaBackend
+from dsocr.capture.config import CacheKind, CaptureConfig, SdpaBackend
 from dsocr.capture.distributed import Ranks, image_size_bytes, join, shard
 from dsocr.capture.images import ImageReadError, discover_images
 from dsocr.capture.models import LoadedModel, load_model, resolve_family, resolve_prompt
@@ -19,7 +19,8 @@ from dsocr.capture.profile_image import ShapeHistory, check_backend_runs, failed
 from dsocr.capture.result import CaptureResult, OnImage, OnStart
 from dsocr.capture.run_record import WarningCollector, check_resumable, finish_record, start_record
 from dsocr.capture.samples import sample_image_paths, write_sample_images
-from dsocr.capture.tracing import TEARDOWN_CUPTI_ENV, ImageTrace, TraceWriter, teardown_cupti_setting
+from dsocr.capture.static_cache import DecodePath, check_static_support, prepare_decode
+from dsocr.capture.tracing import ImageTrace, TraceWriter, profiler_env, teardown_cupti_setting
 
 from dsocr.errors import BadInputError, DsocrError
 from dsocr.records import PredictionRow, RankRecord, RunRecord
@@ -123,6 +124,7 @@ def _profile_all(
     callbacks: _Callbacks,
     ranks: Ranks,
     done: set[int],
+    decode: DecodePath,
 ) -> list[PredictionRow]:
     todo = _my_images(images, done, ranks)
     if done:
@@ -131,7 +133,9 @@ def _profile_all(
     shapes = ShapeHistory()
     if config.sdpa_backend is not SdpaBackend.auto and todo:
         check_backend_runs(loaded, todo[0][1], config)
-    if config.warmup_tokens and todo:
+    if decode.cache_length is not None:
+        shapes.mark_cold([decode.cache_length])  # the static warm-up ran the run's only shape
+    elif config.warmup_tokens and todo:
         log.info("warm-up: %d tokens on %s", config.warmup_tokens, todo[0][1])
         try:
             warm_up(loaded, todo[0][1], config, shapes)
@@ -151,8 +155,13 @@ def _profile_all(
             try:
                 row, image_trace, cap = profile_image(
                     config=config, loaded=loaded, tracer=tracer, image_index=image_index,
-                    image_path=image_path, rank=ranks.rank, shapes=shapes,
+                    image_path=image_path, rank=ranks.rank, shapes=shapes, decode=decode,
                 )  # fmt: skip
+                if row.get("compiled_graphs"):
+                    log.warning(
+                        "image %d: torch.compile compiled %d graph(s) during the image (a recompilation: "
+                        "its timings include compile time)", image_index, row["compiled_graphs"],
+                    )  # fmt: skip
                 if cap.warning and cap.warning not in warned:
                     warned.add(cap.warning)
                     log.warning(cap.warning)
@@ -219,6 +228,8 @@ def _run(config: CaptureConfig, callbacks: _Callbacks, loaded: LoadedModel | Non
     check_sdpa_backend(
         config.sdpa_backend, device=loaded.device, dtype=loaded.dtype, head_dim=text_head_dim(loaded.model.config)
     )
+    if config.cache is CacheKind.static:
+        check_static_support(loaded)
     ranks.barrier()  # every rank has checked --out before rank 0 writes into it
     if ranks.is_leader:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -232,15 +243,27 @@ def _run(config: CaptureConfig, callbacks: _Callbacks, loaded: LoadedModel | Non
         log.info("model %s: %s", loaded.model_id, loaded.describe())
         if config.profile is not ProfileMode.off:
             # Set before the first profiler starts: Kineto reads it then.
-            profiler_env = {TEARDOWN_CUPTI_ENV: teardown_cupti_setting(loaded.device)}
-            record = replace(record, profiler_env=profiler_env)
+            teardown_cupti_setting(loaded.device)
+            record = replace(record, profiler_env=profiler_env(loaded.device))
         done = _done_indices(run_dir)
         ranks.barrier()  # every rank has read what is done before anything new is written
         if ranks.is_leader:
             write_run_json(run_dir, replace(record, warnings=tuple(warnings)))
+        # A static cache is sized, built and compiled here: outside every timing and profiler session.
+        mine = [path for _, path in _my_images(images, done, ranks)]
+        decode = prepare_decode(config, loaded, images, mine)
+        if decode.record is not None:
+            log.info("static cache: %s", decode.record)
+            if decode.record.compile_note:
+                log.warning(decode.record.compile_note)
+            record = replace(record, static_cache=decode.record)
+            if record.profiler_env is not None:
+                # Compiling with CUDA graphs may change Kineto's settings (torch turns CUPTI
+                # teardown off with CUDA graphs before CUDA 12.6): record what is in force now.
+                record = replace(record, profiler_env=profiler_env(loaded.device))
         loop_start = time.perf_counter()
         try:
-            rows = _profile_all(config, loaded, run_dir, images, callbacks, ranks, done)
+            rows = _profile_all(config, loaded, run_dir, images, callbacks, ranks, done, decode)
         except KeyboardInterrupt:
             if ranks.is_leader:
                 interrupted = replace(record, status=RunStatus.interrupted, warnings=tuple(warnings))
@@ -270,4 +293,5 @@ def _run(config: CaptureConfig, callbacks: _Callbacks, loaded: LoadedModel | Non
         is_leader=ranks.is_leader,
         rows=tuple(rows),
         capture_seconds=rank_seconds,
+        static_cache=decode.record,
     )

@@ -35,6 +35,8 @@ CONVERTER_PROCESSES = 1
 #: on between sessions). A value the user set is kept (and recorded in run.json).
 TEARDOWN_CUPTI_ENV = "TEARDOWN_CUPTI"
 TEARDOWN_CUPTI_DEFAULT = "1"
+#: Set by torch itself (to "1", with TEARDOWN_CUPTI "0") when CUDA graphs are compiled on CUDA < 12.6.
+DISABLE_CUPTI_LAZY_REINIT_ENV = "DISABLE_CUPTI_LAZY_REINIT"
 # Per-image sessions use a cyclic schedule whose cycles are flushed on purpose.
 _CYCLE_WARNING = ".*Profiler clears events at the end of each cycle.*"
 
@@ -53,6 +55,13 @@ def teardown_cupti_setting(device: torch.device) -> str | None:
     if device.type != "cuda":
         return None
     return os.environ.setdefault(TEARDOWN_CUPTI_ENV, TEARDOWN_CUPTI_DEFAULT)
+
+
+def profiler_env(device: torch.device) -> dict[str, str | None]:
+    """The Kineto settings in force now, for run.json (null on CPU, where there is no CUPTI)."""
+    if device.type != "cuda":
+        return {TEARDOWN_CUPTI_ENV: None}
+    return {name: os.environ.get(name) for name in (TEARDOWN_CUPTI_ENV, DISABLE_CUPTI_LAZY_REINIT_ENV)}
 
 
 @dataclass

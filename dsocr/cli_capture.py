@@ -24,6 +24,8 @@ from dsocr.options import (
     DEFAULT_WARMUP_TOKENS,
     DEFAULT_WINDOW_EVERY,
     DEFAULT_WINDOW_STEPS,
+    CacheKind,
+    CompileMode,
     Device,
     DType,
     ProfilerSessions,
@@ -187,6 +189,22 @@ def capture(
             "(makes each profiler stop several times slower: docs/performance.md).",
         ),
     ] = False,
+    cache: Annotated[
+        CacheKind,
+        typer.Option(
+            help="Key/value cache of decode: dynamic (grows per token) or static (one length for the whole "
+            "run, sized before the first image; what compiled decode needs)."
+        ),
+    ] = CacheKind.dynamic,
+    compile_mode: Annotated[
+        CompileMode,
+        typer.Option(
+            "--compile",
+            help="With --cache static: auto compiles decode as transformers does (torch.compile with CUDA "
+            "graphs on cuda; never on cpu), off keeps it eager. Compilation runs in a warm-up outside "
+            "every timing and profiler session.",
+        ),
+    ] = CompileMode.auto,
 ) -> None:
     """Run DeepSeek-OCR on images under torch.profiler; write outputs and traces to Parquet."""
     if gpus < 1:
@@ -213,6 +231,8 @@ def capture(
         attn_implementation=attn_implementation,
         profiler_sessions=profiler_sessions,
         with_flops=with_flops,
+        cache=cache,
+        compile=compile_mode,
     )
     if gpus > 1 and "WORLD_SIZE" not in os.environ:
         # Every rank must agree on --out, so the resolved default goes on the command line.

@@ -98,6 +98,16 @@ def summary_table(result: CaptureResult) -> Table:
         table.add_row("stop reasons", ", ".join(figures.stop_reasons))
         events = figures.trace_events
         table.add_row("trace events", str(events) if events is not None else "none (profile off)")
+    static = result.static_cache
+    if static is not None:
+        compiled = f"compiled ({static.compile_backend})" if static.compiled else "not compiled"
+        table.add_row("static cache", f"{static.length} positions, {compiled}")
+        table.add_row(
+            "warm-up s (compile s)", f"{static.warmup_seconds:.1f} ({static.compile_seconds:.1f}), outside timings"
+        )
+        recompiled = sum(1 for row in result.rows if row.get("compiled_graphs"))
+        if recompiled:
+            table.add_row("images that recompiled", str(recompiled))
     table.add_row("run directory", str(result.run_dir))
     return table
 

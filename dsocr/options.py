@@ -46,6 +46,22 @@ class SdpaBackend(enum.StrEnum):
     math = "math"
 
 
+class CacheKind(enum.StrEnum):
+    """The key/value cache generate decodes with: transformers' DynamicCache (grows per token) or a
+    StaticCache (one fixed length for the whole run, what compilation and CUDA graphs need)."""
+
+    dynamic = "dynamic"
+    static = "static"
+
+
+class CompileMode(enum.StrEnum):
+    """Whether a static cache's decode is compiled: ``auto`` does what transformers does (it
+    compiles with CUDA graphs on cuda, never on cpu), ``off`` keeps the static cache uncompiled."""
+
+    auto = "auto"
+    off = "off"
+
+
 class Device(enum.StrEnum):
     cpu = "cpu"
     cuda = "cuda"

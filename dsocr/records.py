@@ -129,6 +129,10 @@ class ConfigRecord:
     attn_implementation: str | None = None
     #: Whether the profiler recorded shapes and FLOP counts; null in runs before the option.
     with_flops: bool | None = None
+    #: ``dynamic`` or ``static`` (``--cache``); null in runs before it (dynamic).
+    cache: str | None = None
+    #: ``auto`` or ``off`` (``--compile``); null in runs before it.
+    compile: str | None = None
 
     #: Options that change what is measured: a resumed run must match them.
     FINGERPRINT = (
@@ -144,6 +148,8 @@ class ConfigRecord:
         "sdpa_backend",
         "attn_implementation",
         "with_flops",
+        "cache",
+        "compile",
     )
 
     def differing(self, other: ConfigRecord | None) -> list[str]:
@@ -171,6 +177,45 @@ class ConfigRecord:
             sdpa_backend=reader.text("sdpa_backend"),
             attn_implementation=reader.text("attn_implementation"),
             with_flops=reader.boolean("with_flops"),
+            cache=reader.text("cache"),
+            compile=reader.text("compile"),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class StaticCacheRecord:
+    """run.json ``static_cache``: the one static cache of a ``--cache static`` run and its warm-up."""
+
+    #: Positions of the cache (every image of the run decodes into it).
+    length: int
+    #: ``context_limit``, ``largest_prompt_plus_max_new_tokens`` or ``largest_prompt_plus_fallback_ceiling``.
+    length_source: str
+    #: Whether decode ran compiled (torch.compile compiled graphs during the warm-up).
+    compiled: bool
+    #: The torch.compile backend that compiled it (``inductor``: transformers' default); null when not compiled.
+    compile_backend: str | None = None
+    #: Why decode did not run compiled under ``--compile auto`` (e.g. on cpu); null otherwise.
+    compile_note: str | None = None
+    #: Tokens the warm-up generated, and its wall seconds (compilation and CUDA-graph capture included).
+    warmup_tokens: int = 0
+    warmup_seconds: float = 0.0
+    #: Seconds torch.compile spent compiling during the warm-up (part of warmup_seconds).
+    compile_seconds: float = 0.0
+    #: Graphs torch.compile compiled during the warm-up.
+    warmup_graphs: int = 0
+
+    @classmethod
+    def from_json(cls, reader: JsonReader) -> StaticCacheRecord:
+        return cls(
+            length=reader.integer("length", required=True),
+            length_source=reader.text("length_source", required=True),
+            compiled=bool(reader.boolean("compiled")),
+            compile_backend=reader.text("compile_backend"),
+            compile_note=reader.text("compile_note"),
+            warmup_tokens=reader.integer("warmup_tokens") or 0,
+            warmup_seconds=reader.number("warmup_seconds") or 0.0,
+            compile_seconds=reader.number("compile_seconds") or 0.0,
+            warmup_graphs=reader.integer("warmup_graphs") or 0,
         )
 
 
@@ -218,6 +263,8 @@ class RunRecord:
     warnings: tuple[str, ...] = ()
     #: Profiled captures: profiler environment settings in force (TEARDOWN_CUPTI).
     profiler_env: dict[str, str | None] | None = None
+    #: ``--cache static`` captures: the run's static cache and its warm-up (else null).
+    static_cache: StaticCacheRecord | None = None
     # Imports only.
     source: str | None = None
     created_at: str | None = None
@@ -238,6 +285,7 @@ class RunRecord:
         config = reader.child("config")
         ranks = reader.children("ranks")
         packages = reader.mapping("packages")
+        static_cache = reader.child("static_cache")
         model = ModelRecord.from_json(reader.child("model", required=True))
         if model.device_name is None:
             # Runs written before model.device_name kept it at the top level of run.json.
@@ -260,6 +308,7 @@ class RunRecord:
             capture_seconds=reader.number("capture_seconds"),
             warnings=reader.strings("warnings") or (),
             profiler_env=reader.mapping("profiler_env"),
+            static_cache=None if static_cache is None else StaticCacheRecord.from_json(static_cache),
             source=reader.text("source"),
             created_at=reader.text("created_at"),
         )
@@ -313,3 +362,4 @@ class PredictionRow(_RequiredPredictionKeys, total=False):
     profiler_start_ms: float | None
     profiler_stop_ms: float | None
     profiler_export_ms: float | None
+    compiled_graphs: int | None

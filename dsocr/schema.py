@@ -66,6 +66,9 @@ PREDICTIONS = _versioned(
         pa.field("profiler_start_ms", pa.float64()),
         pa.field("profiler_stop_ms", pa.float64()),
         pa.field("profiler_export_ms", pa.float64()),
+        # --cache static: graphs torch.compile compiled while this image ran (0 expected; more is a
+        # recompilation inside its timings). Null on the dynamic path.
+        pa.field("compiled_graphs", pa.int32()),
     ],
 )
 
