@@ -4,6 +4,13 @@ GPU work is projected onto the CPU ranges the way Nsight Systems projects NVTX r
 kernel, memcpy or memset belongs to the range that was open, on the launching thread, when
 the runtime or driver call with the same ``correlation`` id (same image and flush chunk)
 started. Every join here is a sorted-key match on numpy arrays that keeps the row order.
+
+CUDA graphs (a compiled decode with ``--cache static``) launch many kernels with one host call:
+CUPTI gives every kernel a graph launch ran the correlation id of its ``cudaGraphLaunch``, so
+the same join gives each of them that call, and the call's start places them all in the step
+whose range was open when the graph was launched (many kernels, one launch). Such activities
+*share* their launch: the call's host duration is not theirs (``launch_dur_ns`` is null for
+them, so no kernel of a graph counts as shorter than its launch) and ``shared_launch`` is set.
 """
 
 from __future__ import annotations
@@ -26,8 +33,9 @@ _LOW_32 = (1 << 32) - 1
 class GpuWork:
     """GPU activities with their launch placed in ranges, and what could not be placed."""
 
-    #: gpu_ops columns plus launch_ns and launch_dur_ns (null without launch), pid and tid of the launch,
-    #: lane, in_vision, in_prefill and step (null outside decode steps).
+    #: gpu_ops columns plus launch_ns and launch_dur_ns (null without launch or for a shared
+    #: launch), pid and tid of the launch, shared_launch (one call launched several activities:
+    #: a CUDA graph), lane, in_vision, in_prefill and step (null outside decode steps).
     table: pa.Table
     #: Activities whose correlation id matches no runtime/driver call in the same chunk.
     without_launch: int
@@ -37,6 +45,8 @@ class GpuWork:
     #: timestamps are corrupt (CUPTI, pytorch/pytorch#192021). Counted, and left out of ``table``
     #: so that no busy time, span or count rests on them.
     start_before_launch: int = 0
+    #: Activities that share their launch call with others (kernels of a CUDA graph launch).
+    shared_launch: int = 0
 
 
 def _thread_key(table: pa.Table) -> np.ndarray:
@@ -107,6 +117,10 @@ def attribute_gpu_ops(gpu_ops: pa.Table, launches: pa.Table, ranges: Ranges) -> 
         launches["ts_ns"].to_numpy(),
     )
     matched = row >= 0
+    # Launch calls that started several activities: a CUDA graph launch (or a launch that copies
+    # and computes); each activity keeps the call's start, none of them its duration.
+    launched_by = np.bincount(row[matched], minlength=launches.num_rows) if matched.any() else np.zeros(0, np.int64)
+    shared = matched & (launched_by[np.where(matched, row, 0)] > 1) if matched.any() else np.zeros(row.size, bool)
     take = pa.array(np.where(matched, row, 0))
     missing = pa.array(~matched)
 
@@ -119,9 +133,12 @@ def attribute_gpu_ops(gpu_ops: pa.Table, launches: pa.Table, ranges: Ranges) -> 
     with_launch = (
         gpu_ops.append_column("launch_ns", launch_ns)
         # How long the launching call took on the host (findings: kernels shorter than their launch).
-        .append_column("launch_dur_ns", launch_column("dur_ns"))
+        .append_column(
+            "launch_dur_ns", pc.if_else(pa.array(shared), pa.scalar(None, pa.int64()), launch_column("dur_ns"))
+        )
         .append_column("pid", launch_column("pid"))
         .append_column("tid", launch_column("tid"))
+        .append_column("shared_launch", pa.array(shared))
     )
     early = matched & (gpu_ops["ts_ns"].to_numpy() < launch_ns.fill_null(0).to_numpy())
     if early.any():
@@ -134,6 +151,7 @@ def attribute_gpu_ops(gpu_ops: pa.Table, launches: pa.Table, ranges: Ranges) -> 
         without_launch=int(np.count_nonzero(~matched)),
         duplicate_launch_ids=duplicates,
         start_before_launch=int(np.count_nonzero(early)),
+        shared_launch=int(np.count_nonzero(shared & ~early)),
     )
 
 

@@ -42,6 +42,8 @@ class Coverage:
     duplicate_launch_ids: int = 0
     #: GPU activities recorded as starting before their own launch (corrupt timestamps, left out).
     kernels_start_before_launch: int = 0
+    #: GPU activities that share their launch call with others: the kernels of CUDA graph launches.
+    gpu_ops_shared_launch: int = 0
 
 
 def _ranges_without_work(ranges: pa.Table, work: pa.Table) -> int:
@@ -95,5 +97,6 @@ def coverage_figures(inputs: AnalysisInputs) -> Coverage:
         gpu_ops_without_launch=inputs.gpu.without_launch,
         duplicate_launch_ids=inputs.gpu.duplicate_launch_ids,
         kernels_start_before_launch=inputs.gpu.start_before_launch,
+        gpu_ops_shared_launch=inputs.gpu.shared_launch,
         ranges_without_device_work=_ranges_without_work(ranges.table, work),
     )

@@ -47,6 +47,8 @@ def _operator_codes(work: pa.Table, cpu_ops: pa.Table) -> tuple[np.ndarray, list
     """Per GPU activity, the name code of the cpu_op that launched it (-1: none in the trace)."""
     codes, names = name_codes(cpu_ops["name"])
     rows = operator_rows(work, cpu_ops)
+    if codes.size == 0:  # no cpu_op in the trace (e.g. CUDA activity only): nothing to name
+        return np.full(rows.size, -1, dtype=np.int64), names
     return np.where(rows >= 0, codes[np.maximum(rows, 0)], -1), names
 
 
