@@ -13,6 +13,7 @@ recompilation inside the measured run is counted and flagged, never silently tim
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from collections.abc import Iterable, Mapping
@@ -71,6 +72,8 @@ class DecodePath:
     cache: CacheKind
     #: The run's static cache (None on the dynamic path); reset before each image.
     static_cache: StaticCache | None = None
+    #: Its positions (None on the dynamic path).
+    length: int | None = None
     #: None: transformers' own choice (compiled on cuda, see AUTO_COMPILE_DEVICES).
     compile_config: CompileConfig | None = None
     disable_compile: bool = False
@@ -83,7 +86,7 @@ class DecodePath:
 
     @property
     def cache_length(self) -> int | None:
-        return None if self.record is None else self.record.length
+        return self.length
 
     def reset(self) -> None:
         """Empty the static cache for the next image (in place: the addresses stay)."""
@@ -206,6 +209,16 @@ def _compile_config(config: CaptureConfig) -> CompileConfig | None:
     return compile_config
 
 
+def warmup_tokens(path: DecodePath, inputs: Mapping[str, Any], config: CaptureConfig) -> int:
+    """Tokens of the warm-up: enough to compile and capture, never more than the cache holds
+    (generate writes prompt + tokens - 1 positions)."""
+    wanted = max(config.warmup_tokens, STATIC_WARMUP_TOKENS)
+    if path.length is None:
+        return wanted
+    room = path.length - int(inputs["input_ids"].shape[1]) + 1
+    return max(1, min(wanted, room))
+
+
 def _first_inputs(loaded: LoadedModel, images: Iterable[Path], prompt: str) -> dict[str, Any] | None:
     for image_path in images:
         try:
@@ -215,23 +228,37 @@ def _first_inputs(loaded: LoadedModel, images: Iterable[Path], prompt: str) -> d
     return None
 
 
-def warm_up_static(
-    loaded: LoadedModel, path: DecodePath, images: Iterable[Path], config: CaptureConfig
-) -> tuple[float, int, float]:
+@dataclass(frozen=True)
+class WarmUp:
+    """What the static warm-up did: its tokens, wall seconds, graphs compiled, compile seconds."""
+
+    tokens: int = 0
+    seconds: float = 0.0
+    graphs: int = 0
+    compile_seconds: float = 0.0
+
+
+def warm_up_static(loaded: LoadedModel, path: DecodePath, images: Iterable[Path], config: CaptureConfig) -> WarmUp:
     """One unrecorded generate on ``path`` (the first readable image of ``images``): compilation
     and CUDA-graph capture happen here, before the first image, with no range open and no
-    profiler session. Returns (wall seconds, graphs compiled, compile seconds)."""
+    profiler session."""
     inputs = _first_inputs(loaded, images, config.prompt or "")
     if inputs is None:
-        return 0.0, 0, 0.0
+        return WarmUp()
+    tokens = warmup_tokens(path, inputs, config)
     graphs, compiling = compiled_graphs(), compile_seconds()
     started = time.perf_counter()
     path.reset()
     with sdpa_backend(config.sdpa_backend):
-        generate_on(loaded, path, inputs, max(config.warmup_tokens, STATIC_WARMUP_TOKENS))
+        generate_on(loaded, path, inputs, tokens)
     if loaded.device.type == "cuda":
         torch.cuda.synchronize(loaded.device)
-    return time.perf_counter() - started, compiled_graphs() - graphs, compile_seconds() - compiling
+    return WarmUp(
+        tokens=tokens,
+        seconds=time.perf_counter() - started,
+        graphs=compiled_graphs() - graphs,
+        compile_seconds=compile_seconds() - compiling,
+    )
 
 
 def prepare_decode(config: CaptureConfig, loaded: LoadedModel, images: list[Path], todo: list[Path]) -> DecodePath:
@@ -244,26 +271,21 @@ def prepare_decode(config: CaptureConfig, loaded: LoadedModel, images: list[Path
     path = DecodePath(
         cache=CacheKind.static,
         static_cache=_build_cache(loaded, length),
+        length=length,
         compile_config=_compile_config(config),
         disable_compile=config.compile is CompileMode.off,
     )
-    seconds, graphs, compiling = warm_up_static(loaded, path, todo, config)
-    compiled = graphs > 0
+    warm = warm_up_static(loaded, path, todo, config)
+    compiled = warm.graphs > 0
     record = StaticCacheRecord(
         length=length,
         length_source=source,
         compiled=compiled,
         compile_backend=(config.compile_backend or DEFAULT_COMPILE_BACKEND) if compiled else None,
         compile_note=compile_note(config, loaded.device, compiled),
-        warmup_tokens=max(config.warmup_tokens, STATIC_WARMUP_TOKENS),
-        warmup_seconds=seconds,
-        compile_seconds=compiling,
-        warmup_graphs=graphs,
+        warmup_tokens=warm.tokens,
+        warmup_seconds=warm.seconds,
+        compile_seconds=warm.compile_seconds,
+        warmup_graphs=warm.graphs,
     )
-    return DecodePath(
-        cache=path.cache,
-        static_cache=path.static_cache,
-        compile_config=path.compile_config,
-        disable_compile=path.disable_compile,
-        record=record,
-    )
+    return dataclasses.replace(path, record=record)
