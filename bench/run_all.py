@@ -13,6 +13,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 SCRIPTS = (
     ["fidelity.py", "--device", "cpu", "--tokens", "24", "--variants", "off,sampled,full"],
+    ["static_cache.py", "--device", "cpu", "--tokens", "24", "--variants", "dynamic-off,static-off,static-sampled"],
     ["cli_startup.py"],
     ["range_cost.py"],
     ["profiling_overhead.py", "--device", "cpu", "--tokens", "16", "--repeats", "1"],
