@@ -24,6 +24,8 @@ _BACKENDS = {
     SdpaBackend.efficient: SDPBackend.EFFICIENT_ATTENTION,
     SdpaBackend.math: SDPBackend.MATH,
 }
+#: What torch raises when the allowed SDPA backends have no kernel for a call.
+NO_KERNEL_MESSAGE = "No available kernel"
 #: Key/value length of the probe: long enough to be a real decode shape, small enough to be instant.
 PROBE_KV_LENGTH = 128
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from dsocr.capture.attention import sdpa_backend
+from dsocr.capture.attention import NO_KERNEL_MESSAGE, sdpa_backend
 from dsocr.capture.clock import clock_for
 from dsocr.capture.config import CaptureConfig
 from dsocr.capture.images import load_image
@@ -26,8 +26,6 @@ from dsocr.rundir import path_md5
 from dsocr.vocab import ImageStatus, StopReason
 
 KIB_PER_MIB = 1024
-#: What torch raises when the allowed SDPA backends have no kernel for a call.
-NO_KERNEL_MESSAGE = "No available kernel"
 
 
 class ShapeHistory:

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from dsocr.capture.attention import sdpa_backend
+from dsocr.capture.attention import NO_KERNEL_MESSAGE, sdpa_backend
 from dsocr.capture.config import CacheKind, CaptureConfig, CompileMode
 from dsocr.capture.images import ImageReadError, load_image
 from dsocr.capture.limits import FALLBACK_DECODE_CEILING
 from dsocr.capture.models import LoadedModel, encode, greedy_generate
+from torch._dynamo.exc import TorchDynamoException
 from torch._dynamo.utils import compilation_time_metrics, counters
 from transformers import CompileConfig, StaticCache
 
@@ -249,8 +250,22 @@ def warm_up_static(loaded: LoadedModel, path: DecodePath, images: Iterable[Path]
     graphs, compiling = compiled_graphs(), compile_seconds()
     started = time.perf_counter()
     path.reset()
-    with sdpa_backend(config.sdpa_backend):
-        generate_on(loaded, path, inputs, tokens)
+    try:
+        with sdpa_backend(config.sdpa_backend):
+            generate_on(loaded, path, inputs, tokens)
+    except TorchDynamoException as exc:
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        raise BadInputError(
+            f"--compile {config.compile.value}: torch.compile failed on this model "
+            f"({type(exc).__name__}: {first_line}); --compile off runs the static cache uncompiled"
+        ) from None
+    except RuntimeError as exc:
+        if NO_KERNEL_MESSAGE not in str(exc):
+            raise
+        raise BadInputError(
+            f"--cache static with --sdpa-backend {config.sdpa_backend.value}: attention over a static cache "
+            f"(masked) has no such kernel on {loaded.device.type}"
+        ) from None
     if loaded.device.type == "cuda":
         torch.cuda.synchronize(loaded.device)
     return WarmUp(

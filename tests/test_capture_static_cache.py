@@ -178,3 +178,15 @@ def test_a_static_run_resumes_only_as_a_static_run(static_run: Path, pages: list
     result = run_capture(*pages, "--out", static_run, "--max-new-tokens", str(TOKENS), "--profile", "full", "--resume")
     assert result.exit_code == 1
     assert "differs in cache, compile" in result.output.strip().splitlines()[-1]
+
+
+def test_a_compile_that_fails_is_refused_in_one_line(tmp_path: Path, sample_pages: list[Path]) -> None:
+    config = CaptureConfig(
+        images=(str(sample_pages[0]),), out=tmp_path / "run", max_new_tokens=2, profile=ProfileMode.off,
+        cache=CacheKind.static, compile_backend="no_such_backend",
+    )  # fmt: skip
+    with pytest.raises(BadInputError) as refused:
+        run(config)
+    message = str(refused.value)
+    assert message.startswith("--compile auto: torch.compile failed on this model (InvalidBackend: ")
+    assert message.endswith("--compile off runs the static cache uncompiled") and "\n" not in message
