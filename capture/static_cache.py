@@ -78,7 +78,7 @@ class DecodePath:
     #: None: transformers' own choice (compiled on cuda, see AUTO_COMPILE_DEVICES).
     compile_config: CompileConfig | None = None
     disable_compile: bool = False
-    #: What run.json records about it (None on the dynamic path until the warm-up fills it).
+    #: What run.json records about it, once warmed up (None on the dynamic path).
     record: StaticCacheRecord | None = None
 
     @property
@@ -122,6 +122,8 @@ def generate_on(
 ) -> torch.Tensor:
     """``greedy_generate`` with ``path``'s keyword arguments. The static cache must be empty
     (``path.reset()``): the caller resets it, outside whatever it times."""
+    if not path.is_static:  # the eager path exactly as before: no warning filter around it
+        return greedy_generate(loaded, dict(inputs), max_new_tokens, **extra)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_RENAMED_KWARG_WARNING, category=FutureWarning)
         return greedy_generate(loaded, dict(inputs), max_new_tokens, **path.generate_kwargs(), **extra)
