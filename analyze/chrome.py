@@ -18,11 +18,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 from dsocr.analyze.categories import GPU_OP_CATS
 from dsocr.analyze.load import check_trace_file
 
 from dsocr import rundir, schema
-from dsocr.errors import BadInputError, RunDirError
+from dsocr.errors import BadInputError, OutputError, RunDirError
 from dsocr.vocab import NS_PER_US
 
 EXPORT_DIR = "export"
@@ -36,6 +37,16 @@ def default_output(run_dir: Path, image: int | None) -> Path:
     """``analysis/export/trace.json`` or ``.../trace-image<N>.json``."""
     name = "trace.json" if image is None else f"trace-image{image}.json"
     return run_dir / rundir.ANALYSIS_DIR / EXPORT_DIR / name
+
+
+def _output_path(run_dir: Path, image: int | None, output: Path | None) -> Path:
+    """The file to write: the default one inside the run (never through a link out of it), or
+    ``--out``, which must not be a folder."""
+    if output is None:
+        return rundir.inside_run(run_dir, default_output(run_dir, image))
+    if output.is_dir():
+        raise OutputError(f"--out {output}: is a folder; give the JSON file's name")
+    return output
 
 
 def _escaped(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -105,30 +116,44 @@ def _write_strings(handle, strings: pa.ChunkedArray) -> None:
         handle.write(memoryview(chunk.buffers()[2])[offsets[0] : offsets[-1]])
 
 
-def _selection(run_dir: Path, image: int | None) -> tuple[list[Path], pc.Expression | None]:
+def _scan(files: list[Path], image: int | None) -> tuple[set[int], int | None, list[int]]:
+    """Traced images, the first timestamp and the ranks of the selection, one file at a time
+    (so a damaged file is named)."""
+    images: set[int] = set()
+    first: int | None = None
+    ranks: set[int] = set()
+    for path in files:
+        with rundir.reading(path):
+            table = pq.read_table(path, columns=["image_index", "ts_ns", "rank"])
+        images.update(pc.unique(table["image_index"]).to_pylist())
+        if image is not None:
+            table = table.filter(pc.equal(table["image_index"], image))
+        if table.num_rows:
+            low = pc.min(table["ts_ns"]).as_py()
+            first = low if first is None else min(first, low)
+            ranks.update(pc.unique(table["rank"]).to_pylist())
+    return images, first, sorted(ranks)
+
+
+def _selection(run_dir: Path, image: int | None) -> tuple[list[Path], pc.Expression | None, int, list[int]]:
+    """Files, filter, first timestamp (ns) and ranks of what is exported."""
     files = rundir.trace_files(run_dir)
     if not files:
         raise RunDirError(f"{run_dir}: the run has no trace to export (no files under {rundir.TRACE_DIR}/)")
     for path in files:
         check_trace_file(path)
-    if image is None:
-        return files, None
-    images = set(
-        ds.dataset([str(p) for p in files], schema=schema.TRACE)
-        .to_table(columns=["image_index"])["image_index"]
-        .unique()
-        .to_pylist()
-    )
-    if image not in images:
+    images, first, ranks = _scan(files, image)
+    if image is not None and image not in images:
         known = ", ".join(map(str, sorted(images)))
         raise BadInputError(f"--image {image}: no trace for that image in {run_dir} (traced images: {known})")
-    return files, pc.field("image_index") == image
+    return files, None if image is None else pc.field("image_index") == image, first or 0, ranks
 
 
 def _batches(files: list[Path], where: pc.Expression | None) -> Iterator[pa.Table]:
     """One table per trace file (an image's flush chunk), filtered, without the envelope."""
     for path in files:
-        table = ds.dataset(str(path), schema=schema.TRACE).to_table(filter=where)
+        with rundir.reading(path):
+            table = ds.dataset(str(path), schema=schema.TRACE).to_table(filter=where)
         table = table.filter(pc.and_(pc.is_valid(table["pid"]), pc.not_equal(table["cat"], ENVELOPE_CAT)))
         if table.num_rows:
             yield table
@@ -154,11 +179,8 @@ def export_trace(run_dir: Path, *, image: int | None = None, output: Path | None
     Holistic Trace Analysis needs to load it.
     """
     rundir.read_run_json(run_dir)
-    files, where = _selection(run_dir, image)
-    output = output or default_output(run_dir, image)
-    scan = ds.dataset([str(p) for p in files], schema=schema.TRACE).to_table(columns=["ts_ns", "rank"], filter=where)
-    base_ns = int(pc.min(scan["ts_ns"]).as_py() or 0)
-    ranks = scan["rank"].unique().to_pylist()
+    output = _output_path(run_dir, image, output)
+    files, where, base_ns, ranks = _selection(run_dir, image)
     rank = ranks[0] if len(ranks) == 1 else None
     header = {"schemaVersion": 1, "baseTimeNanoseconds": base_ns, "displayTimeUnit": "ms"}
     if rank is not None:
@@ -166,21 +188,21 @@ def export_trace(run_dir: Path, *, image: int | None = None, output: Path | None
     head = json.dumps(header)[:-1] + ',"traceEvents":[\n'
     pids: dict[int, bool] = {}
     events = 0
-    output.parent.mkdir(parents=True, exist_ok=True)
-    temp = output.with_name(f".{output.name}.tmp")
+    temp = rundir.temp_beside(output)
     try:
-        with temp.open("wb") as handle:
-            handle.write(head.encode())
-            for table in _batches(files, where):
-                _write_strings(handle, _records(table, base_ns))
-                events += table.num_rows
-                gpu = pc.is_in(table["cat"], value_set=pa.array(GPU_OP_CATS))
-                for pid in pc.unique(table.filter(gpu)["pid"]).to_pylist():
-                    pids[pid] = True
-                for pid in pc.unique(table.filter(pc.invert(gpu))["pid"]).to_pylist():
-                    pids.setdefault(pid, False)
-            handle.write((_metadata(pids, rank) + "\n]}\n").encode())
-        os.replace(temp, output)
+        with rundir.writing(output):
+            with temp.open("wb") as handle:
+                handle.write(head.encode())
+                for table in _batches(files, where):
+                    _write_strings(handle, _records(table, base_ns))
+                    events += table.num_rows
+                    gpu = pc.is_in(table["cat"], value_set=pa.array(GPU_OP_CATS))
+                    for pid in pc.unique(table.filter(gpu)["pid"]).to_pylist():
+                        pids[pid] = True
+                    for pid in pc.unique(table.filter(pc.invert(gpu))["pid"]).to_pylist():
+                        pids.setdefault(pid, False)
+                handle.write((_metadata(pids, rank) + "\n]}\n").encode())
+            os.replace(temp, output)
     finally:
-        temp.unlink(missing_ok=True)
+        rundir.discard(temp)
     return output, events

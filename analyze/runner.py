@@ -100,6 +100,8 @@ def analyze_run(
     Raises RunDirError / SchemaMismatchError for a directory that is not a readable dsocr run.
     """
     run = rundir.read_run_json(run_dir)
+    if write:  # Before any work: analysis/ linking out of the run is refused, not followed.
+        rundir.analysis_dir(run_dir)
     # First: a bad --peak-tflops/--peak-gbps is an error before any trace is read.
     peak = run_peak(run, peak_tflops=peak_tflops, peak_gbps=peak_gbps)
     predictions = rundir.read_predictions(run_dir)

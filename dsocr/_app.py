@@ -14,14 +14,25 @@ from dsocr.errors import DsocrError
 EXIT_ERROR = 1
 
 
+def _one_line(message: str) -> str:
+    """A message on one printable line: a library's own text (pyarrow's) may hold newlines and
+    control bytes, a path may hold anything."""
+    text = " ".join(message.split())
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
+
+
 class _ErrorsAtTheEdge(TyperGroup):
-    """Turns any DsocrError raised by a command into one line on stderr and exit status 1."""
+    """Turns any DsocrError raised by a command, and a value click cannot convert (a path with a
+    NUL byte), into one line on stderr and exit status 1."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except DsocrError as exc:
-            typer.echo(f"Error: {exc}", err=True)
+            typer.echo(f"Error: {_one_line(str(exc))}", err=True)
+            raise typer.Exit(EXIT_ERROR) from None
+        except typer.BadParameter as exc:
+            typer.echo(f"Error: {_one_line(exc.format_message())}", err=True)
             raise typer.Exit(EXIT_ERROR) from None
 
 

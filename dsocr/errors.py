@@ -23,3 +23,7 @@ class ModelLoadError(DsocrError):
 
 class MissingExtraError(DsocrError):
     """A command needs an optional dependency group that is not installed."""
+
+
+class OutputError(DsocrError):
+    """A file or folder cannot be written: read-only, full, or a file where a folder should be."""

@@ -17,7 +17,8 @@ import hashlib
 import json
 import os
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dsocr import options, schema
-from dsocr.errors import RunDirError, SchemaMismatchError
+from dsocr.errors import OutputError, RunDirError, SchemaMismatchError
 from dsocr.records import PredictionRow, RunRecord
 from dsocr.vocab import AnalysisFile
 
@@ -49,35 +50,102 @@ def path_md5(image_path: str | os.PathLike[str]) -> str:
     return hashlib.md5(str(Path(image_path).resolve()).encode("utf-8")).hexdigest()
 
 
+def inside_run(run_dir: Path, path: Path) -> Path:
+    """``path``, refused (RunDirError) when it resolves outside ``run_dir``.
+
+    A folder of the run that is a link elsewhere (``analysis -> /home/me``) would make dsocr
+    write, replace or delete files outside the run: refused, never followed.
+    """
+    try:
+        root, resolved = run_dir.resolve(), path.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+        raise RunDirError(f"{path}: cannot be resolved ({exc})") from None
+    if not resolved.is_relative_to(root):
+        raise RunDirError(
+            f"{path}: leads outside the run directory (to {resolved}); dsocr writes only inside the run:"
+            " remove the link"
+        )
+    return path
+
+
+def analysis_dir(run_dir: Path) -> Path:
+    """``run_dir/analysis``, refused when it (or a link in it) leads outside the run."""
+    return inside_run(run_dir, run_dir / ANALYSIS_DIR)
+
+
 def analysis_path(run_dir: Path, name: AnalysisFile) -> Path:
-    """Where ``dsocr analyze`` writes one of its files."""
-    return run_dir / ANALYSIS_DIR / name
+    """Where ``dsocr analyze`` writes one of its files (its folder checked by analysis_dir)."""
+    return analysis_dir(run_dir) / name
 
 
-def _temp_beside(path: Path) -> Path:
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def make_folder(folder: Path) -> None:
+    """``mkdir -p``, with OutputError naming the folder and why (a file in the way, read-only)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        blocker = next(parent for parent in (folder, *folder.parents) if parent.exists() or parent.is_symlink())
+        raise OutputError(f"{folder}: cannot create the folder: {blocker} is not a folder") from None
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot create the folder ({_reason(exc)})") from None
+    except ValueError as exc:  # an embedded NUL
+        raise OutputError(f"{folder!r}: not a usable path ({exc})") from None
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn an OSError while writing ``path`` (read-only, disk full, a folder in the way) into OutputError."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({_reason(exc)})") from None
+
+
+@contextmanager
+def reading(path: Path) -> Iterator[None]:
+    """Turn a read or decode failure of Parquet file ``path`` (damaged pages, I/O error) into RunDirError."""
+    try:
+        yield
+    except (OSError, pa.ArrowException) as exc:
+        raise RunDirError(f"{path}: unreadable Parquet ({exc})") from None
+
+
+def temp_beside(path: Path) -> Path:
     """A new, empty temp file beside ``path``.
 
     Created like a plain open() creates a file (FILE_MODE less the umask, which the kernel
     applies), not with mkstemp's 0600: reading the umask would mean setting it.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     while True:
         temp = path.parent / f".{path.name}.{secrets.token_hex(_TEMP_NAME_BYTES)}.tmp"
         try:
             os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot write ({_reason(exc)})") from None
         return temp
+
+
+def discard(temp: Path) -> None:
+    """Remove a temp file; one that cannot be removed is left (no reader reads ``.*.tmp`` files)."""
+    with suppress(OSError):
+        temp.unlink(missing_ok=True)
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to a temp file beside ``path``, then rename it over ``path``."""
-    temp = _temp_beside(path)
+    temp = temp_beside(path)
     try:
-        temp.write_bytes(data)
-        os.replace(temp, path)
+        with writing(path):
+            temp.write_bytes(data)
+            os.replace(temp, path)
     finally:
-        temp.unlink(missing_ok=True)
+        discard(temp)
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
@@ -88,12 +156,13 @@ def write_json_atomic(path: Path, payload: Any) -> None:
 
 def write_table_atomic(table: pa.Table, path: Path) -> None:
     """Write a Parquet file atomically (temp file, then rename), zstd-compressed."""
-    temp = _temp_beside(path)
+    temp = temp_beside(path)
     try:
-        pq.write_table(table, temp, compression=PARQUET_COMPRESSION)
-        os.replace(temp, path)
+        with writing(path):
+            pq.write_table(table, temp, compression=PARQUET_COMPRESSION)
+            os.replace(temp, path)
     finally:
-        temp.unlink(missing_ok=True)
+        discard(temp)
 
 
 def read_run_json(run_dir: Path) -> RunRecord:
@@ -136,7 +205,8 @@ def read_checked(path: Path, expected: str) -> pa.Table:
     except (OSError, pa.ArrowInvalid) as exc:
         raise RunDirError(f"{path}: unreadable Parquet ({exc})") from exc
     schema.check_table(file_schema, expected, source=str(path))
-    table = pq.read_table(path)
+    with reading(path):
+        table = pq.read_table(path)
     expected_schema = schema.SCHEMAS[expected]
     columns = [
         table.column(field.name) if field.name in table.column_names else pa.nulls(table.num_rows, field.type)

@@ -18,6 +18,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
+import stat
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +37,11 @@ from dsocr.rundir import PREDICTIONS_FILE, path_md5, rows_to_table, write_run_js
 from dsocr.vocab import REFERENCE_STAGES, ImageStatus, RunKind, RunStatus, StopReason
 
 INTEGER_KEYS = ("prompt_tokens", "generated_tokens")
+#: The largest value of their Parquet column (int32): a larger one is refused by range, before
+#: anything is written, instead of failing at the Parquet write.
+INTEGER_MAX = 2**31 - 1
+#: How much of a bad value an error line shows.
+SHOWN_VALUE_CHARS = 40
 TEXT_KEYS = ("text_raw", "text")
 # EXIF orientations that swap width and height (rotations by 90 or 270 degrees).
 _EXIF_ORIENTATION_TAG = 0x0112
@@ -60,8 +68,18 @@ class ImportSummary:
         return text
 
 
+def _is_regular_file(path: Path) -> bool:
+    """True for a regular file (links followed). A FIFO or device would block or never end a read."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 def _image_size(path: Path) -> tuple[int, int] | None:
     """Width and height after EXIF orientation, read from the header; None when unreadable."""
+    if not _is_regular_file(path):
+        return None
     try:
         with Image.open(path) as opened:
             width, height = opened.size
@@ -82,6 +100,16 @@ def _text(entry: dict[str, Any], where: str) -> str | None:
     value = entry[given[0]]
     if not isinstance(value, str):
         raise BadInputError(f"{where}: {given[0]} must be a string")
+    return _unicode(value, given[0], where)
+
+
+def _unicode(value: str, key: str, where: str) -> str:
+    """``value``, refused when it cannot be stored as UTF-8 (a lone surrogate such as "\\ud800")."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = ascii(value[exc.start : exc.end])
+        raise BadInputError(f"{where}: {key} holds {bad}, a lone surrogate: not valid Unicode") from None
     return value
 
 
@@ -97,9 +125,14 @@ def _timings(entry: dict[str, Any], where: str) -> dict[str, float | None]:
     values: dict[str, float | None] = {}
     for stage in REFERENCE_STAGES:
         value = timings.get(stage)
-        valid = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+        valid = (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and value >= 0
+            and (value <= sys.float_info.max if isinstance(value, int) else math.isfinite(value))
+        )
         if value is not None and not valid:
-            raise BadInputError(f"{where}: timings_ms.{stage} must be a number >= 0, not {value!r}")
+            raise BadInputError(f"{where}: timings_ms.{stage} must be a finite number >= 0, not {_short(value)}")
         values[f"{stage}_ms"] = None if value is None else float(value)
     return values
 
@@ -108,18 +141,24 @@ def _optional(entry: dict[str, Any], where: str) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key in INTEGER_KEYS:
         value = entry.get(key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-            raise BadInputError(f"{where}: {key} must be an integer >= 0, not {value!r}")
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= INTEGER_MAX
+        ):
+            raise BadInputError(f"{where}: {key} must be an integer 0..{INTEGER_MAX}, not {_short(value)}")
         values[key] = value
     prompt = entry.get("prompt")
     if prompt is not None and not isinstance(prompt, str):
         raise BadInputError(f"{where}: prompt must be a string")
+    if prompt is not None:
+        _unicode(prompt, "prompt", where)
     stop_reason = entry.get("stop_reason")
     if stop_reason is not None and stop_reason not in set(StopReason):
         raise BadInputError(f"{where}: stop_reason {stop_reason!r} is not one of {', '.join(StopReason)}")
     error = entry.get("error")
     if error is not None and not isinstance(error, str):
         raise BadInputError(f"{where}: error must be a string")
+    if error is not None:
+        _unicode(error, "error", where)
     return {**values, "prompt": prompt, "stop_reason": stop_reason, "error": error}
 
 
@@ -127,8 +166,17 @@ def _image_path(entry: dict[str, Any], base: Path, where: str) -> Path:
     image = entry.get("image")
     if not isinstance(image, str) or not image:
         raise BadInputError(f"{where}: 'image' (a path) is required")
+    _unicode(image, "image", where)
+    if "\0" in image:
+        raise BadInputError(f"{where}: image {image!a} holds a NUL character: not a path")
     path = Path(image).expanduser()
-    return (path if path.is_absolute() else base / path).resolve()
+    try:
+        resolved = (path if path.is_absolute() else base / path).resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+        raise BadInputError(f"{where}: image {image}: cannot be resolved ({exc})") from None
+    # A folder name that is not UTF-8 (bytes kept as surrogates) cannot be stored as text.
+    _unicode(str(resolved), "the resolved image path", where)
+    return resolved
 
 
 def _row(entry: Any, index: int, base: Path, where: str) -> PredictionRow:
@@ -153,12 +201,40 @@ def _row(entry: Any, index: int, base: Path, where: str) -> PredictionRow:
     }
 
 
+def _short(value: Any) -> str:
+    """A value for an error line: a 10**23 or a 4,000-digit number is named by its size."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_VALUE_CHARS else f"{text[:SHOWN_VALUE_CHARS]}... ({len(text)} characters)"
+
+
+def _read_lines(jsonl: Path) -> list[str]:
+    """The file's lines. Only a regular file is opened: a FIFO would block forever, a device
+    (/dev/zero) never end."""
+    try:
+        mode = os.stat(jsonl).st_mode
+    except (OSError, ValueError) as exc:
+        raise BadInputError(f"{jsonl}: unreadable ({exc})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise BadInputError(f"{jsonl}: {kind}; give a JSON Lines file")
+    try:
+        return jsonl.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"{jsonl}: unreadable ({exc})") from None
+
+
+def _parse(line: str, where: str) -> Any:
+    try:
+        return json.loads(line)
+    except RecursionError:  # [[[[... 100,000 deep: Python's parser recurses per level
+        raise BadInputError(f"{where}: not JSON (nested too deeply)") from None
+    except ValueError as exc:
+        raise BadInputError(f"{where}: not JSON ({exc})") from None
+
+
 def read_outputs(jsonl: Path) -> list[PredictionRow]:
     """Prediction rows from an outputs JSONL file; BadInputError naming the line of any problem."""
-    try:
-        lines = jsonl.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInputError(f"{jsonl}: unreadable ({exc})") from exc
+    lines = _read_lines(jsonl)
     base = jsonl.resolve().parent
     rows: list[PredictionRow] = []
     first_line: dict[str, int] = {}
@@ -166,11 +242,7 @@ def read_outputs(jsonl: Path) -> list[PredictionRow]:
         if not line.strip():
             continue
         where = f"{jsonl}:{number}"
-        try:
-            entry = json.loads(line)
-        except ValueError as exc:
-            raise BadInputError(f"{where}: not JSON ({exc})") from None
-        row = _row(entry, len(rows), base, where)
+        row = _row(_parse(line, where), len(rows), base, where)
         if row["image_path"] in first_line:
             raise BadInputError(f"{where}: image {row['image_path']} already on line {first_line[row['image_path']]}")
         first_line[row["image_path"]] = number
@@ -201,6 +273,8 @@ def import_outputs(
     """
     started = time.perf_counter()
     facts_for(family, where="--family")
+    _unicode(model_id, "--model-id", "dsocr import")
+    _unicode(str(jsonl.absolute()), "the outputs path", "dsocr import")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunDirError(f"--out {out} exists and is not an empty folder")
     rows = read_outputs(jsonl)

@@ -38,7 +38,7 @@ class ReportResult:
 def default_output(run_dir: Path, against: Path | None) -> Path:
     """``RUN/analysis/report.html``, or ``RUN/analysis/compare-<B>.html`` for a comparison."""
     name = REPORT_FILE if against is None else f"{COMPARE_PREFIX}{against.resolve().name}.html"
-    return run_dir / rundir.ANALYSIS_DIR / name
+    return rundir.analysis_dir(run_dir) / name  # refused when analysis/ links out of the run
 
 
 def run_sections(run: RunInputs, page_dir: Path) -> list[Section]:
