@@ -132,7 +132,7 @@ def _timings(entry: dict[str, Any], where: str) -> dict[str, float | None]:
             and (value <= sys.float_info.max if isinstance(value, int) else math.isfinite(value))
         )
         if value is not None and not valid:
-            raise BadInputError(f"{where}: timings_ms.{stage} must be a finite number >= 0, not {_short(value)}")
+            raise BadInputError(f"{where}: timings_ms.{stage} must be a number >= 0, not {_short(value)}")
         values[f"{stage}_ms"] = None if value is None else float(value)
     return values
 
