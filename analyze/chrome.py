@@ -18,7 +18,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 from dsocr.analyze.categories import GPU_OP_CATS
 from dsocr.analyze.load import check_trace_file
 
@@ -123,8 +122,7 @@ def _scan(files: list[Path], image: int | None) -> tuple[set[int], int | None, l
     first: int | None = None
     ranks: set[int] = set()
     for path in files:
-        with rundir.reading(path):
-            table = pq.read_table(path, columns=["image_index", "ts_ns", "rank"])
+        table = rundir.read_parquet(path, ["image_index", "ts_ns", "rank"])
         images.update(pc.unique(table["image_index"]).to_pylist())
         if image is not None:
             table = table.filter(pc.equal(table["image_index"], image))
@@ -153,7 +151,7 @@ def _batches(files: list[Path], where: pc.Expression | None) -> Iterator[pa.Tabl
     """One table per trace file (an image's flush chunk), filtered, without the envelope."""
     for path in files:
         with rundir.reading(path):
-            table = ds.dataset(str(path), schema=schema.TRACE).to_table(filter=where)
+            table = ds.dataset(str(path), schema=schema.TRACE, format=rundir.parquet_format()).to_table(filter=where)
         table = table.filter(pc.and_(pc.is_valid(table["pid"]), pc.not_equal(table["cat"], ENVELOPE_CAT)))
         if table.num_rows:
             yield table

@@ -63,7 +63,7 @@ def check_trace_file(path: Path) -> None:
 def _read(path: Path) -> pa.Table:
     """READ_COLUMNS of one file; nullable columns added later in this schema version read as nulls."""
     present = set(pq.read_schema(path).names)
-    table = pq.read_table(path, columns=[name for name in READ_COLUMNS if name in present])
+    table = rundir.read_parquet(path, [name for name in READ_COLUMNS if name in present])
     for name in READ_COLUMNS:
         if name not in present:
             field = schema.TRACE.field(name)
@@ -116,8 +116,7 @@ def load_trace(run_dir: Path) -> TraceTables:
     events = 0
     for path in files:
         check_trace_file(path)
-        with rundir.reading(path):  # damaged data pages fail only here, past the footer
-            table = _read(path)
+        table = _read(path)  # damaged data pages fail only here, past the footer: RunDirError
         events += table.num_rows
         cat = table["cat"]
         is_range = pc.and_(pc.equal(cat, RANGE_CAT), pc.is_valid(table["range_stage"]))

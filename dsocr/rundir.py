@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from dsocr import options, schema
@@ -40,6 +41,9 @@ VIZ_DIR = options.VIZ_DIR
 PREDICTIONS_JSONL = "predictions.jsonl"
 
 PARQUET_COMPRESSION = "zstd"
+#: Every data page carries a CRC32 and readers verify it: a damaged page is an error naming the
+#: file, never numbers decoded from garbage (zstd alone does not notice every damaged byte).
+PAGE_CHECKSUMS = True
 #: Published artifacts get the mode a plain open() gives: this, less the process umask.
 FILE_MODE = 0o666
 _TEMP_NAME_BYTES = 8
@@ -86,7 +90,7 @@ def make_folder(folder: Path) -> None:
     """``mkdir -p``, with OutputError naming the folder and why (a file in the way, read-only)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
+    except (FileExistsError, NotADirectoryError):
         blocker = next(parent for parent in (folder, *folder.parents) if parent.exists() or parent.is_symlink())
         raise OutputError(f"{folder}: cannot create the folder: {blocker} is not a folder") from None
     except OSError as exc:
@@ -159,7 +163,7 @@ def write_table_atomic(table: pa.Table, path: Path) -> None:
     temp = temp_beside(path)
     try:
         with writing(path):
-            pq.write_table(table, temp, compression=PARQUET_COMPRESSION)
+            pq.write_table(table, temp, compression=PARQUET_COMPRESSION, write_page_checksum=PAGE_CHECKSUMS)
             os.replace(temp, path)
     finally:
         discard(temp)
@@ -198,6 +202,19 @@ def rows_to_table(rows: Iterable[Mapping[str, Any]], table_schema: pa.Schema) ->
     return pa.Table.from_pydict(columns, schema=table_schema)
 
 
+def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """``columns`` (default: all) of one Parquet file, page checksums verified; RunDirError naming
+    the file when a page cannot be read or decoded."""
+    with reading(path):
+        return pq.read_table(path, columns=columns, page_checksum_verification=PAGE_CHECKSUMS)
+
+
+def parquet_format() -> ds.ParquetFileFormat:
+    """The format for pyarrow.dataset scans: page checksums verified like read_parquet."""
+    options = ds.ParquetFragmentScanOptions(page_checksum_verification=PAGE_CHECKSUMS)
+    return ds.ParquetFileFormat(default_fragment_scan_options=options)
+
+
 def read_checked(path: Path, expected: str) -> pa.Table:
     """Read one dsocr Parquet file and check its table name and schema version."""
     try:
@@ -205,8 +222,7 @@ def read_checked(path: Path, expected: str) -> pa.Table:
     except (OSError, pa.ArrowInvalid) as exc:
         raise RunDirError(f"{path}: unreadable Parquet ({exc})") from exc
     schema.check_table(file_schema, expected, source=str(path))
-    with reading(path):
-        table = pq.read_table(path)
+    table = read_parquet(path)
     expected_schema = schema.SCHEMAS[expected]
     columns = [
         table.column(field.name) if field.name in table.column_names else pa.nulls(table.num_rows, field.type)

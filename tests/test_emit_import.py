@@ -11,6 +11,7 @@ from PIL import Image
 
 from dsocr import rundir, schema
 
+INTEGER_RANGE = "must be an integer 0..2147483647"
 TEXT = "<|ref|>text<|/ref|><|det|>[[100, 100, 500, 400]]<|/det|>\nHello"
 
 
@@ -98,7 +99,28 @@ def test_failed_and_missing_images_are_kept_for_emit_to_report(tmp_path: Path) -
         (['{"image": "a.png", "text": "x"}', '{"image": "./a.png", "text": "y"}'], ":2: image "),
         (['{"image": "a.png", "text": "x", "timings_ms": {"decode": -1}}'], "timings_ms.decode must be a number >= 0"),
         (['{"image": "a.png", "text": "x", "timings_ms": {"gpu": 1}}'], "timings_ms has unknown stages gpu"),
-        (['{"image": "a.png", "text": "x", "generated_tokens": 1.5}'], "generated_tokens must be an integer >= 0"),
+        (
+            ['{"image": "a.png", "text": "x", "generated_tokens": 1.5}'],
+            "generated_tokens must be an integer 0..2147483647",
+        ),
+        # Past the int32 column: refused by range before anything is written, not at the Parquet write.
+        (
+            ['{"image": "a.png", "text": "x", "prompt_tokens": 3000000000}'],
+            "prompt_tokens must be an integer 0..2147483647, not 3000000000",
+        ),
+        (
+            ['{"image": "a.png", "text": "x", "prompt_tokens": 100000000000000000000000}'],
+            "prompt_tokens must be an integer 0..2147483647",
+        ),
+        (
+            ['{"image": "a.png", "text": "x", "timings_ms": {"decode": 1' + "0" * 400 + "}}"],
+            "timings_ms.decode must be a number >= 0, not 1000",
+        ),
+        (["[" * 100_000 + "]" * 100_000], ":1: not JSON (nested too deeply)"),
+        (['{"image": "a.png", "text": "x\\ud800"}'], ":1: text holds '\\ud800', a lone surrogate: not valid Unicode"),
+        (['{"image": "a\\ud800.png", "text": "x"}'], ":1: image holds '\\ud800', a lone surrogate"),
+        (['{"image": "a.png", "text": "x", "prompt": "\\udfff"}'], ":1: prompt holds '\\udfff', a lone surrogate"),
+        (['{"image": "a\\u0000.png", "text": "x"}'], ":1: image 'a\\x00.png' holds a NUL character: not a path"),
         (['{"image": "a.png", "text": "x", "stop_reason": "tired"}'], "stop_reason 'tired' is not one of"),
         (["[1, 2]"], ":1: expected a JSON object"),
         (["", "  "], ": no outputs (one JSON object per line expected)"),
