@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from dsocr.analyze.report_insights import finding_lines, roofline_lines, roofline_table
 from dsocr.analyze.summary import Spread, Summary
+from dsocr.analyze.table_fit import NamedTable, Whole
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from dsocr.vocab import STAGES, KernelKind, Stage
@@ -17,7 +20,8 @@ TOP_SHOWN = 5
 # Per-rank columns: vision, then prefill (which contains it) and decode, whose sum is the image.
 RANK_STAGES = (Stage.vision, Stage.prefill, Stage.decode)
 PERCENT = 100
-NAME_WIDTH = 36
+#: Where the top table's names are: the column that takes the width the others leave.
+NAME_COLUMN = 1
 
 
 def _num(value: float | None, digits: int = 2) -> str:
@@ -104,24 +108,29 @@ def _latency_table(summary: Summary) -> Table:
     return table
 
 
-def _top_table(summary: Summary) -> Table | None:
+def _top_table(summary: Summary) -> NamedTable | None:
     kind = KernelKind.kernel if summary.trace.device_time else KernelKind.cpu_operator
     rows = [row for row in summary.top if row.kind == kind]
     if not rows:
         return None
     label = "GPU time" if kind == KernelKind.kernel else "CPU self time"
     title = f"top {kind.replace('_', ' ')}s per stage ({label}, all images)"
-    table = Table(title=title, box=box.SIMPLE_HEAD)
-    table.add_column("stage", no_wrap=True)
-    table.add_column("name", overflow="ellipsis", no_wrap=True, max_width=NAME_WIDTH)
-    table.add_column("calls", justify="right")
-    table.add_column("total ms", justify="right")
-    table.add_column("mean µs", justify="right")
-    table.add_column("share", justify="right")
-    for stage in STAGES:
-        for row in [row for row in rows if row.stage == stage][:TOP_SHOWN]:
-            table.add_row(stage, row.name, str(row.calls), _num(row.total_ms), _num(row.mean_us, 1), _share(row.share))
-    return table
+    shown = [row for stage in STAGES for row in [row for row in rows if row.stage == stage][:TOP_SHOWN]]
+
+    def build(name_cell: Callable[[str], str]) -> Table:
+        table = Table(title=title, box=box.SIMPLE_HEAD)
+        table.add_column("stage")
+        table.add_column("name")
+        for header in ("calls", "total ms", "mean µs", "share"):
+            table.add_column(header, justify="right")
+        for row in shown:
+            table.add_row(
+                row.stage, escape(name_cell(row.name)), str(row.calls), _num(row.total_ms), _num(row.mean_us, 1),
+                _share(row.share),
+            )  # fmt: skip
+        return table
+
+    return NamedTable(build, tuple(row.name for row in shown), name_column=NAME_COLUMN)
 
 
 def coverage_lines(summary: Summary) -> list[str]:
@@ -216,7 +225,7 @@ def _run_line(summary: Summary) -> str:
 
 #: What the terminal report shows, in order: each entry renders one part of the summary, or
 #: None when that part has nothing to show. A new summary part that should be seen adds one here.
-SECTIONS: tuple[Callable[[Summary], Table | str | list[str] | None], ...] = (
+SECTIONS: tuple[Callable[[Summary], Table | NamedTable | str | list[str] | None], ...] = (
     _run_line,
     _stage_table,
     _latency_table,
@@ -230,11 +239,16 @@ SECTIONS: tuple[Callable[[Summary], Table | str | list[str] | None], ...] = (
 )
 
 
-def print_report(summary: Summary, console: Console) -> None:
-    """Print every section of the report (see SECTIONS)."""
+def print_report(summary: Summary, console: Console, *, wide: bool = False) -> None:
+    """Print every section of the report (see SECTIONS) at the console's width, never cutting a
+    number or a header: names are shortened in the middle, or printed whole with ``wide``."""
     for section in SECTIONS:
         shown = section(summary)
         if shown is None:
             continue
         for item in shown if isinstance(shown, list) else [shown]:
-            console.print(item, highlight=False)
+            if isinstance(item, Table):
+                item = Whole(item)
+            elif isinstance(item, NamedTable):
+                item = replace(item, wide=wide)
+            console.print(item, highlight=False, crop=False)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
+from dsocr.analyze.table_fit import NamedTable, Whole
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 DASH = "–"
 PERCENT = 100
-NAME_WIDTH = 32
+NAME_COLUMN = 1
 PER_IMAGE_SHOWN = 20
 _FIGURE_LABELS = {
     "cpu_ms": "wall ms",
@@ -66,24 +70,26 @@ def _options_lines(comparison: dict[str, Any]) -> list[str]:
     return ["differing options (A -> B):"] + [f"  {row['option']}: {row['a']!r} -> {row['b']!r}" for row in options]
 
 
-def _top_tables(comparison: dict[str, Any]) -> list[Table]:
+def _top_tables(comparison: dict[str, Any]) -> list[NamedTable]:
     """One table per kind (kernels, operators by GPU time, operators by CPU self time)."""
     tables = []
     for kind, label in _KIND_LABELS.items():
         rows = [row for row in comparison["top"] if row["kind"] == kind]
         if not rows:
             continue
-        table = Table(title=f"{label}: largest changes (ms, all images)", box=box.SIMPLE_HEAD)
-        for column in ("stage", "name", "A ms", "B ms", "B-A ms"):
-            table.add_column(column, justify="right" if column.endswith("ms") else "left", no_wrap=True)
-        table.columns[1].max_width = NAME_WIDTH
-        table.columns[1].overflow = "ellipsis"
-        for row in rows:
-            table.add_row(
-                row["stage"], row["name"], _short(row["total_ms_a"]), _short(row["total_ms_b"]),
-                _short(row["delta_ms"]),
-            )  # fmt: skip
-        tables.append(table)
+
+        def build(name_cell: Callable[[str], str], rows: list[dict[str, Any]] = rows, label: str = label) -> Table:
+            table = Table(title=f"{label}: largest changes (ms, all images)", box=box.SIMPLE_HEAD)
+            for column in ("stage", "name", "A ms", "B ms", "B-A ms"):
+                table.add_column(column, justify="right" if column.endswith("ms") else "left")
+            for row in rows:
+                table.add_row(
+                    row["stage"], escape(name_cell(row["name"])), _short(row["total_ms_a"]),
+                    _short(row["total_ms_b"]), _short(row["delta_ms"]),
+                )  # fmt: skip
+            return table
+
+        tables.append(NamedTable(build, tuple(row["name"] for row in rows), name_column=NAME_COLUMN))
     return tables
 
 
@@ -102,8 +108,9 @@ def _per_image_table(comparison: dict[str, Any]) -> Table | None:
     return table
 
 
-def print_comparison(comparison: dict[str, Any], console: Console) -> None:
-    """Differing options first, then stages, latency, per image, top changes and findings."""
+def print_comparison(comparison: dict[str, Any], console: Console, *, wide: bool = False) -> None:
+    """Differing options first, then stages, latency, per image, top changes and findings; tables
+    never cut a number or a header (names shortened in the middle unless ``wide``)."""
     console.print("[bold]dsocr compare[/]")
     for line in [f"A: {comparison['run_a']}", f"B: {comparison['run_b']}", *_options_lines(comparison)]:
         console.print(line, highlight=False, markup=False, soft_wrap=True)
@@ -115,10 +122,12 @@ def print_comparison(comparison: dict[str, Any], console: Console) -> None:
         for name, figure in entry["figures"].items()
     ]
     rows += [("latency", _FIGURE_LABELS[name], figure) for name, figure in comparison["latency"].items()]
-    console.print(_figure_table("median across images", rows))
+    console.print(Whole(_figure_table("median across images", rows)), crop=False)
     per_image = _per_image_table(comparison)
-    for table in ([per_image] if per_image is not None else []) + _top_tables(comparison):
-        console.print(table)
+    if per_image is not None:
+        console.print(Whole(per_image), crop=False)
+    for table in _top_tables(comparison):
+        console.print(replace(table, wide=wide), crop=False)
     findings = comparison["findings"]
     for label, key in (("appeared in B", "appeared"), ("vanished in B", "vanished")):
         ids = ", ".join(finding["id"] for finding in findings[key]) or "none"

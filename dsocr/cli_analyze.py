@@ -23,10 +23,19 @@ def analyze(
     with_report: Annotated[
         bool, typer.Option("--report", help="Also write analysis/report.html (needs the [report] extra).")
     ] = False,
+    wide: Annotated[
+        bool,
+        typer.Option(
+            "--wide", help="Print kernel and operator names whole (demangled), one line per row, past the terminal."
+        ),
+    ] = False,
 ) -> None:
     """Per-image and per-stage timings (CPU, GPU busy, GPU span), latency, top kernels, roofline and
     findings, from the run's Parquet alone; writes analysis/timings.parquet, kernels.parquet,
-    steps.parquet, roofline.parquet and summary.json (and report.html with --report)."""
+    steps.parquet, roofline.parquet and summary.json (and report.html with --report).
+
+    Tables fit the terminal without cutting a number or a header: long names are shortened in
+    the middle (C++ names to their function name); --wide or --json give them whole."""
     if top < 1:
         raise BadInputError(f"--top {top}: must be at least 1")
     from rich.console import Console
@@ -45,7 +54,7 @@ def analyze(
         typer.echo(json.dumps(to_json(analysis.summary), ensure_ascii=False, indent=2))
         return
     console = Console()
-    print_report(analysis.summary, console)
+    print_report(analysis.summary, console, wide=wide)
     console.print(f"wrote {analysis.output_dir}/", highlight=False)
     if report_line:
         console.print(report_line, highlight=False, soft_wrap=True)
