@@ -9,7 +9,7 @@ from dsocr.analyze.report_insights import finding_lines, roofline_lines, rooflin
 from dsocr.analyze.summary import Spread, Summary
 from dsocr.analyze.table_fit import NamedTable, Whole
 from rich import box
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
 from rich.table import Table
 
@@ -239,9 +239,10 @@ SECTIONS: tuple[Callable[[Summary], Table | NamedTable | str | list[str] | None]
 )
 
 
-def print_report(summary: Summary, console: Console, *, wide: bool = False) -> None:
-    """Print every section of the report (see SECTIONS) at the console's width, never cutting a
-    number or a header: names are shortened in the middle, or printed whole with ``wide``."""
+def renderables(summary: Summary, *, wide: bool = False) -> list[RenderableType]:
+    """Every section of the report (see SECTIONS), in order, ready to print at any width:
+    tables never cut a number or a header; names are shortened in the middle unless ``wide``."""
+    items: list[RenderableType] = []
     for section in SECTIONS:
         shown = section(summary)
         if shown is None:
@@ -251,4 +252,12 @@ def print_report(summary: Summary, console: Console, *, wide: bool = False) -> N
                 item = Whole(item)
             elif isinstance(item, NamedTable):
                 item = replace(item, wide=wide)
-            console.print(item, highlight=False, crop=False)
+            items.append(item)
+    return items
+
+
+def print_report(summary: Summary, console: Console, *, wide: bool = False) -> None:
+    """Print the report at the console's width (see renderables)."""
+    for item in renderables(summary, wide=wide):
+        # crop=False: a table wider than the terminal is wrapped by it, never cut.
+        console.print(item, highlight=False, crop=False)
