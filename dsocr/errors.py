@@ -25,5 +25,8 @@ class MissingExtraError(DsocrError):
     """A command needs an optional dependency group that is not installed."""
 
 
-class OutputError(DsocrError):
-    """A file or folder cannot be written: read-only, full, or a file where a folder should be."""
+class OutputError(DsocrError, OSError):
+    """A file or folder cannot be written: read-only, full, or a file where a folder should be.
+
+    Also an OSError, so that code which turns a failed write into a failed row (emit's
+    workers) still catches it."""
