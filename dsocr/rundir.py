@@ -246,11 +246,11 @@ def read_predictions(run_dir: Path) -> pa.Table:
     """
     tables = []
     main_file = run_dir / PREDICTIONS_FILE
-    if main_file.is_file():
-        tables.append(read_checked(main_file, "predictions"))
+    if main_file.exists():
+        tables.extend(read_checked(path, "predictions") for path in _regular_files([main_file]))
     parts_dir = run_dir / PREDICTIONS_PARTS_DIR
     if parts_dir.is_dir():
-        tables.extend(read_checked(part, "predictions") for part in sorted(parts_dir.glob("*.parquet")))
+        tables.extend(read_checked(part, "predictions") for part in _regular_files(parts_dir.glob("*.parquet")))
     if not tables:
         return schema.PREDICTIONS.empty_table()
     combined = pa.concat_tables(tables)
@@ -273,7 +273,17 @@ def finalize_predictions(run_dir: Path) -> pa.Table:
     return table
 
 
+def _regular_files(paths: Iterable[Path]) -> list[Path]:
+    """``paths`` sorted, each checked to be a regular file (links followed): a FIFO named
+    ``x.parquet`` would block its reader forever, a folder would fail it."""
+    paths = sorted(paths)
+    for path in paths:
+        if not path.is_file():
+            raise RunDirError(f"{path}: not a regular file (a folder, FIFO or device): remove it from the run")
+    return paths
+
+
 def trace_files(run_dir: Path) -> list[Path]:
     """The trace Parquet files of a run (empty when the run has no trace)."""
     trace_dir = run_dir / TRACE_DIR
-    return sorted(trace_dir.rglob("*.parquet")) if trace_dir.is_dir() else []
+    return _regular_files(trace_dir.rglob("*.parquet")) if trace_dir.is_dir() else []

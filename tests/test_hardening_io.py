@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -181,6 +182,31 @@ def test_damage_that_decodes_silently_is_caught_by_the_page_checksum(run: Path) 
     chunk = sorted((run / "trace").rglob("*.parquet"))[0]
     _flip(chunk, _silent_damage(chunk, "ts_ns"), 1)
     _assert_unreadable(run, chunk)
+
+
+def test_a_fifo_or_folder_named_like_a_parquet_file_is_refused_not_read(run: Path) -> None:
+    """A FIFO would block pyarrow's open forever; pyarrow retries on EINTR, so no alarm would
+    stop it: the command runs in its own process, with a timeout."""
+    fifo = run / "trace" / "rank=0" / "x.parquet"
+    os.mkfifo(fifo)
+    for command in ("analyze", "export-trace"):
+        done = subprocess.run(
+            [sys.executable, "-m", "dsocr.cli", command, str(run)], capture_output=True, text=True,
+            timeout=HANG_SECONDS * 3,
+        )  # fmt: skip
+        assert (done.returncode, done.stdout, done.stderr) == (
+            1, "", f"Error: {fifo}: not a regular file (a folder, FIFO or device): remove it from the run\n"
+        )  # fmt: skip
+    fifo.unlink()
+    folder = run / "predictions.parts" / "z.parquet"
+    folder.mkdir()
+    assert _one_error_line(invoke("analyze", run)).startswith(f"Error: {folder}: not a regular file")
+
+
+def test_damaged_prediction_part(run: Path) -> None:
+    part = sorted((run / "predictions.parts").glob("*.parquet"))[0]
+    _flip(part, part.stat().st_size // 2, 32)
+    assert _one_error_line(invoke("analyze", run)).startswith(f"Error: {part}: unreadable Parquet (")
 
 
 def test_symlink_loop_and_nul_as_the_run_argument(tmp_path: Path) -> None:
