@@ -10,6 +10,7 @@ first: so "NVIDIA A100-SXM4-80GB" is the A100 80GB SXM and "NVIDIA A10" is not a
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -93,7 +94,8 @@ def find_peak(device_name: str | None) -> Peak | None:
 
 
 def check_override(value: float | None, option: str) -> None:
-    if value is not None and not value > 0:
+    # Not `value > 0` alone: 1e400 parses as inf, which would make every MFU and MBU 0.
+    if value is not None and not (value > 0 and math.isfinite(value)):
         raise BadInputError(f"{option} {value}: must be a positive number")
 
 

@@ -12,6 +12,9 @@ from dsocr._app import JsonOption, PeakGbpsOption, PeakTflopsOption, RunDirArg, 
 from dsocr.errors import BadInputError
 from dsocr.options import DEFAULT_TOP
 
+#: image_index is an int32 column: a larger --image cannot name an image (and cannot be compared with one).
+IMAGE_INDEX_MAX = 2**31 - 1
+
 
 @app.command()
 def analyze(
@@ -74,8 +77,8 @@ def export_trace(
     ] = None,
 ) -> None:
     """Write the run's trace (or one image's) as Chrome trace JSON for Perfetto or HTA."""
-    if image is not None and image < 0:
-        raise BadInputError(f"--image {image}: must be a non-negative image index")
+    if image is not None and not 0 <= image <= IMAGE_INDEX_MAX:
+        raise BadInputError(f"--image {image}: must be an image index 0..{IMAGE_INDEX_MAX}")
     from dsocr.analyze.chrome import export_trace as write_chrome_trace
 
     path, events = write_chrome_trace(run_dir, image=image, output=out)

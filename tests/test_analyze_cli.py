@@ -68,7 +68,10 @@ def test_bad_options(small_run: tuple[Path, list[dict]]) -> None:
     run_dir, _ = small_run
     cases = {
         ("export-trace", "--image", "9"): "Error: --image 9: no trace for that image in",
-        ("export-trace", "--image", "-1"): "Error: --image -1: must be a non-negative image index",
+        ("export-trace", "--image", "-1"): "Error: --image -1: must be an image index 0..2147483647",
+        ("export-trace", "--image", "99999999999999999999"): "Error: --image 99999999999999999999: must be an image",
+        ("analyze", "--peak-tflops", "1e400"): "Error: --peak-tflops inf: must be a positive number",
+        ("analyze", "--peak-gbps", "nan"): "Error: --peak-gbps nan: must be a positive number",
         ("analyze", "--top", "0"): "Error: --top 0: must be at least 1",
     }
     for (command, *options), expected in cases.items():
