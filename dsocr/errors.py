@@ -29,4 +29,9 @@ class OutputError(DsocrError, OSError):
     """A file or folder cannot be written: read-only, full, or a file where a folder should be.
 
     Also an OSError, so that code which turns a failed write into a failed row (emit's
-    workers) still catches it."""
+    workers) still catches it; ``strerror`` is the system's reason alone ("Read-only file
+    system"), for such code to show without the path again."""
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.strerror = reason

@@ -92,9 +92,11 @@ def make_folder(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         blocker = next(parent for parent in (folder, *folder.parents) if parent.exists() or parent.is_symlink())
-        raise OutputError(f"{folder}: cannot create the folder: {blocker} is not a folder") from None
+        raise OutputError(
+            f"{folder}: cannot create the folder: {blocker} is not a folder", reason=f"{blocker} is not a folder"
+        ) from None
     except OSError as exc:
-        raise OutputError(f"{folder}: cannot create the folder ({_reason(exc)})") from None
+        raise OutputError(f"{folder}: cannot create the folder ({_reason(exc)})", reason=_reason(exc)) from None
     except ValueError as exc:  # an embedded NUL
         raise OutputError(f"{folder!r}: not a usable path ({exc})") from None
 
@@ -105,7 +107,7 @@ def writing(path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise OutputError(f"{path}: cannot write ({_reason(exc)})") from None
+        raise OutputError(f"{path}: cannot write ({_reason(exc)})", reason=_reason(exc)) from None
 
 
 @contextmanager
@@ -131,7 +133,7 @@ def temp_beside(path: Path) -> Path:
         except FileExistsError:
             continue
         except OSError as exc:
-            raise OutputError(f"{path}: cannot write ({_reason(exc)})") from None
+            raise OutputError(f"{path}: cannot write ({_reason(exc)})", reason=_reason(exc)) from None
         return temp
 
 
