@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -11,7 +14,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from analyze_helpers import cpu_full_run, cpu_sampled_run, gpu_run_or_skip, invoke  # noqa: F401  (fixtures)
-from dsocr.analyze.compare import FASTER, HIGHER, SAME, SLOWER, verdict
+from dsocr.analyze.compare import FASTER, HIGHER, SAME, SLOWER, compare_runs, verdict
+from dsocr.analyze.report_compare import print_comparison
+from rich.console import Console
 from test_analyze_roofline import copy_run
 
 from dsocr import rundir
@@ -131,3 +136,23 @@ def test_compare_a_missing_run_is_one_error_line(cpu_full_run: Path, tmp_path: P
     result = invoke("compare", cpu_full_run, tmp_path / "nope")
     assert result.exit_code == 1
     assert result.output.startswith("Error: ") and result.output.count("\n") == 1
+
+
+def test_compare_tables_fit_80_columns_without_cutting_a_number(gpu_pair: tuple[Path, Path]) -> None:
+    comparison = compare_runs(*gpu_pair)
+
+    def printed(width: int) -> str:
+        buffer = io.StringIO()
+        print_comparison(comparison, Console(file=buffer, width=width, color_system=None, force_terminal=False))
+        return buffer.getvalue()
+
+    def numbers(text: str) -> Counter[str]:
+        cells = [cell for line in text.splitlines() for cell in re.split(r"\s{2,}", line.strip())]
+        return Counter(cell for cell in cells if re.fullmatch(r"[-+]?[\d,]+(\.\d+)?%?", cell))
+
+    narrow, unconstrained = printed(80), printed(10_000)
+    table_lines = [line for line in narrow.splitlines() if line.startswith(" ")]
+    assert max(len(line) for line in table_lines) <= 80, narrow
+    assert numbers(narrow) == numbers(unconstrained) and numbers(narrow)
+    for header in ("stage", "figure", "B/A-1", "verdict", "A ms", "B ms", "B-A ms"):
+        assert f" {header} " in narrow
