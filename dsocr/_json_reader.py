@@ -63,6 +63,8 @@ class JsonReader:
             return None
         if not isinstance(value, str):
             raise self._fail(key, "a string", value)
+        if not _is_unicode(value):
+            raise self._fail(key, "valid Unicode (no lone surrogate)", value)
         return value
 
     def choice(self, key: str, enum: type[_E]) -> _E:
@@ -78,6 +80,8 @@ class JsonReader:
             return None
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             raise self._fail(key, "a list of strings", value)
+        if not all(_is_unicode(item) for item in value):
+            raise self._fail(key, "valid Unicode (no lone surrogate)", value)
         return tuple(value)
 
     def mapping(self, key: str) -> dict[str, Any] | None:
@@ -99,6 +103,16 @@ class JsonReader:
         if not isinstance(value, list):
             raise self._fail(key, "a list", value)
         return [JsonReader(item, self._source, f"{self._name(key)}[{index}]") for index, item in enumerate(value)]
+
+
+def _is_unicode(text: str) -> bool:
+    """False for a string JSON can hold but UTF-8 cannot (a lone surrogate, "\\ud800"): such a
+    value would fail every later write of it (Parquet, JSON, an emit folder's info.json)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _json_type(value: Any) -> str:

@@ -180,6 +180,8 @@ def read_run_json(run_dir: Path) -> RunRecord:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise RunDirError(f"{path}: unreadable ({exc})") from exc
+    except RecursionError:  # [[[[... nested deeper than Python's parser recurses
+        raise RunDirError(f"{path}: unreadable (JSON nested too deeply)") from None
     return RunRecord.from_json(payload, source=str(path))
 
 

@@ -3,6 +3,7 @@ traceback, a hang, or a write outside the run directory."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -114,6 +115,7 @@ def test_export_trace_out_that_cannot_be_written(run: Path, tmp_path: Path) -> N
         (b'{"schema_version": 1, "kind": "capt', "run.json: unreadable (Unterminated string"),
         (b"\xff\xfe\x00garbage", "run.json: unreadable ('utf-8' codec can't decode byte 0xff"),
         (b"", "run.json: unreadable (Expecting value"),
+        (b"[" * 100_000 + b"]" * 100_000, "run.json: unreadable (JSON nested too deeply)"),
     ],
 )
 def test_damaged_run_json(run: Path, content: bytes, error: str) -> None:
@@ -121,6 +123,17 @@ def test_damaged_run_json(run: Path, content: bytes, error: str) -> None:
     for command in ("analyze", "export-trace"):
         line = _one_error_line(invoke(command, run))
         assert line.startswith(f"Error: {run}/{error}"), line
+
+
+def test_run_json_text_that_utf8_cannot_hold(run: Path) -> None:
+    """A lone surrogate is valid JSON but no UTF-8 writer (Parquet, info.json) can store it."""
+    payload = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    payload["model"]["id"] = "\ud800"
+    (run / "run.json").write_text(json.dumps(payload), encoding="utf-8")  # ASCII: "\\ud800" escaped
+    for command in ("analyze", "export-trace"):
+        assert _one_error_line(invoke(command, run)) == (
+            f"Error: {run}/run.json: model.id must be valid Unicode (no lone surrogate), found '\\ud800'"
+        )
 
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
