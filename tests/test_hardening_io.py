@@ -107,6 +107,15 @@ def test_export_trace_out_that_cannot_be_written(run: Path, tmp_path: Path) -> N
     assert a_file.read_text() == "kept\n" and list(locked.iterdir()) == []
 
 
+def test_export_trace_out_that_is_a_file_is_replaced_whole(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "trace.json"
+    out.write_text("an older export\n")
+    result = invoke("export-trace", run, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["traceEvents"]
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith(".")) == []  # no temp left
+
+
 @pytest.mark.parametrize(
     ("content", "error"),
     [
