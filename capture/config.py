@@ -43,6 +43,18 @@ __all__ = [
     "parse_max_new_tokens",
 ]
 
+#: Token and step counts land in int32 Parquet columns (schema.PREDICTIONS); larger ones are refused
+#: before anything runs instead of failing at the first write, after the model has run.
+MAX_COUNT = 2**31 - 1
+#: The seed is recorded in run.json and fed to torch.manual_seed; an int64 keeps it portable.
+MAX_SEED = 2**63 - 1
+
+
+def check_count(option: str, value: int, *, minimum: int) -> None:
+    """Refuse ``value`` for ``option`` unless ``minimum <= value <= MAX_COUNT``."""
+    if not minimum <= value <= MAX_COUNT:
+        raise BadInputError(f"{option} must be between {minimum} and {MAX_COUNT}, got {value}")
+
 
 def parse_max_new_tokens(text: str | int | None) -> int | None:
     """``inf`` (any case) -> None (until EOS, bounded by the model); else an integer >= 1."""
@@ -57,6 +69,8 @@ def parse_max_new_tokens(text: str | int | None) -> int | None:
         raise BadInputError(f"--max-new-tokens must be an integer >= 1 or 'inf', got {raw!r}") from None
     if value < 1:
         raise BadInputError(f"--max-new-tokens must be an integer >= 1 or 'inf', got {value}")
+    if value > MAX_COUNT:
+        raise BadInputError(f"--max-new-tokens must be at most {MAX_COUNT} or 'inf', got {value}")
     return value
 
 
@@ -69,10 +83,9 @@ class SamplingSchedule:
     window_every: int = DEFAULT_WINDOW_EVERY
 
     def __post_init__(self) -> None:
-        if self.first_steps < 0:
-            raise BadInputError(f"--first-steps must be >= 0, got {self.first_steps}")
-        if self.window_steps < 1:
-            raise BadInputError(f"--window-steps must be >= 1, got {self.window_steps}")
+        check_count("--first-steps", self.first_steps, minimum=0)
+        check_count("--window-steps", self.window_steps, minimum=1)
+        check_count("--window-every", self.window_every, minimum=1)
         if self.window_every <= self.window_steps:
             raise BadInputError(
                 f"--window-every ({self.window_every}) must be larger than --window-steps ({self.window_steps})"
@@ -114,7 +127,9 @@ class CaptureConfig:
     def __post_init__(self) -> None:
         if self.with_flops and self.profile is ProfileMode.off:
             raise BadInputError("--with-flops needs a trace: use --profile sampled or full")
-        if self.warmup_tokens < 0:
-            raise BadInputError(f"--warmup-tokens must be >= 0, got {self.warmup_tokens}")
-        if self.full_chunk_steps < 1:
-            raise BadInputError(f"--full-chunk-steps must be >= 1, got {self.full_chunk_steps}")
+        check_count("--warmup-tokens", self.warmup_tokens, minimum=0)
+        check_count("--full-chunk-steps", self.full_chunk_steps, minimum=1)
+        if self.max_new_tokens is not None:
+            check_count("--max-new-tokens", self.max_new_tokens, minimum=1)
+        if not 0 <= self.seed <= MAX_SEED:
+            raise BadInputError(f"--seed must be between 0 and {MAX_SEED}, got {self.seed}")

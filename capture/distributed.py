@@ -9,12 +9,14 @@ the start and, once every rank finished, merges the parts and records the world 
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from dsocr.capture.signals import exit_with_parent
 
 from dsocr.errors import BadInputError
 
@@ -55,6 +57,8 @@ def join(device: str) -> Ranks:
     if world_size == 1:
         return Ranks()
     ranks = Ranks(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    # A rank outliving torchrun would capture on, unseen: SIGTERM stops it like a Ctrl-C.
+    exit_with_parent(signal.SIGTERM)
     if device == "cuda":
         if torch.cuda.device_count() <= ranks.local_rank:
             raise BadInputError(f"rank {ranks.rank}: no CUDA device {ranks.local_rank} on this host")

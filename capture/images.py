@@ -7,6 +7,7 @@ from pathlib import Path
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dsocr.errors import BadInputError, DsocrError
+from dsocr.rundir import resolved
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 LIST_SUFFIXES = frozenset({".txt", ".lst"})
@@ -19,10 +20,18 @@ class ImageReadError(DsocrError):
 
 
 def _from_list_file(list_file: Path) -> list[Path]:
+    try:
+        text = list_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise BadInputError(f"{list_file}: not a list of image paths (not UTF-8 text)") from None
+    except OSError as exc:
+        raise BadInputError(f"{list_file}: unreadable ({exc.strerror})") from None
     paths = []
-    for line in list_file.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(text.splitlines(), start=1):
         entry = line.strip()
         if entry and not entry.startswith("#"):
+            if "\0" in entry:
+                raise BadInputError(f"{list_file}:{number}: a path with a NUL byte (a binary file?)")
             path = Path(entry).expanduser()
             paths.append(path if path.is_absolute() else list_file.parent / path)
     return paths
@@ -35,6 +44,8 @@ def discover_images(arguments: tuple[str, ...]) -> list[Path]:
     """
     found: list[Path] = []
     for argument in arguments:
+        if "\0" in argument:
+            raise BadInputError(f"image argument {argument!r} holds a NUL byte")
         path = Path(argument).expanduser()
         if path.is_dir():
             found.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
@@ -42,7 +53,7 @@ def discover_images(arguments: tuple[str, ...]) -> list[Path]:
             found.extend(_from_list_file(path))
         else:
             found.append(path)
-    unique = list(dict.fromkeys(p.resolve() for p in found))
+    unique = list(dict.fromkeys(resolved(p) for p in found))
     if not unique:
         raise BadInputError(f"no images found in {', '.join(arguments)}")
     return unique

@@ -206,10 +206,19 @@ def load_random_weights(
             model, processor = family.random_weights(config_dict, options)
     except ModelLoadError as exc:
         raise ModelLoadError(f"{config_path}: {exc}") from None
-    except (ValueError, ImportError) as exc:
+    except ImportError as exc:
         if attn_implementation is None:
             raise
         raise _attention_error(attn_implementation, exc) from None
+    except (ValueError, TypeError, KeyError, AttributeError, RuntimeError) as exc:
+        # transformers refuses an unknown attention with a ValueError; anything else here is the
+        # config's content (a string where a section belongs, a negative size): one line, no traceback.
+        if attn_implementation is not None and isinstance(exc, ValueError):
+            raise _attention_error(attn_implementation, exc) from None
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        raise ModelLoadError(
+            f"{config_path}: not a usable {family.name} architecture ({type(exc).__name__}: {first_line})"
+        ) from None
     model.to(torch_device)
     model_id = EMBEDDED_MODEL_ID if config_path == EMBEDDED_CONFIG else f"random-weights:{config_path.name}"
     return _finish(model, processor, family, torch_device, model_id, "random-weights")

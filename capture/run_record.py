@@ -6,11 +6,13 @@ import dataclasses
 import datetime as dt
 import importlib.metadata
 import logging
+import os
 import platform
 import sys
 from pathlib import Path
 
 from dsocr.capture.config import CaptureConfig
+from dsocr.capture.images import discover_images
 from dsocr.capture.models import LoadedModel
 
 from dsocr.errors import RunDirError
@@ -68,8 +70,23 @@ def model_record(loaded: LoadedModel) -> ModelRecord:
     return ModelRecord.from_describe(loaded.describe())
 
 
+def check_out(run_dir: Path) -> None:
+    """Refuse an ``--out`` that cannot become a run directory: a file, a path through a file, a
+    folder this user cannot write. (A full or read-only disk shows at the first write.)"""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"--out {run_dir} is a file, not a directory")
+    existing = run_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunDirError(f"--out {run_dir}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunDirError(f"--out {run_dir}: {existing} is not writable")
+
+
 def check_resumable(run_dir: Path, config: CaptureConfig) -> RunRecord | None:
     """The existing run.json when ``config`` may write into ``run_dir``; None for a fresh directory."""
+    check_out(run_dir)
     if not (run_dir / RUN_JSON).is_file():
         if run_dir.is_dir() and any(run_dir.iterdir()):
             raise RunDirError(f"--out {run_dir} is not empty and holds no dsocr run")
@@ -84,7 +101,24 @@ def check_resumable(run_dir: Path, config: CaptureConfig) -> RunRecord | None:
         raise RunDirError(
             f"--out {run_dir} holds a different run (differs in {', '.join(differing)}); use another --out"
         )
+    _check_same_images(run_dir, config, previous)
     return previous
+
+
+def _check_same_images(run_dir: Path, config: CaptureConfig, previous: RunRecord) -> None:
+    """A resumed run keeps its own images: image arguments that name others are refused.
+
+    The same arguments as recorded continue the recorded list as it is (a folder's new files are
+    not added); other arguments must name exactly the run's images, in order.
+    """
+    if previous.config is not None and tuple(config.images) == tuple(previous.config.images):
+        return
+    named = tuple(str(path) for path in discover_images(config.images)) if config.images else ()
+    if named != tuple(previous.image_paths):
+        raise RunDirError(
+            f"--out {run_dir} holds a run of {len(previous.image_paths)} images and --resume continues "
+            "those: drop the image arguments to continue it, or use another --out for other images"
+        )
 
 
 def start_record(

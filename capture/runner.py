@@ -19,6 +19,7 @@ from dsocr.capture.profile_image import ShapeHistory, check_backend_runs, failed
 from dsocr.capture.result import CaptureResult, OnImage, OnStart
 from dsocr.capture.run_record import WarningCollector, check_resumable, finish_record, start_record
 from dsocr.capture.samples import sample_image_paths, write_sample_images
+from dsocr.capture.signals import stop_once_on_signals
 from dsocr.capture.static_cache import DecodePath, check_static_support, prepare_decode
 from dsocr.capture.tracing import ImageTrace, TraceWriter, profiler_env, teardown_cupti_setting
 
@@ -26,9 +27,12 @@ from dsocr.errors import BadInputError, DsocrError
 from dsocr.records import PredictionRow, RankRecord, RunRecord
 from dsocr.rundir import (
     CAPTURE_LOG,
+    PENDING_DIR,
     TRACE_DIR,
     finalize_predictions,
     read_predictions,
+    remove_stale_temporaries,
+    resolved,
     write_prediction_part,
     write_run_json,
 )
@@ -55,17 +59,35 @@ class _Pending:
         for row, image_trace in self.items:
             if wait or image_trace.done():
                 if image_trace.futures:
-                    row["trace_events"] = image_trace.event_count()
-                    row["trace_json_bytes"] = image_trace.json_bytes
-                    row["profiler_start_ms"] = image_trace.start_ms
-                    row["profiler_stop_ms"] = image_trace.stop_ms
-                    row["profiler_export_ms"] = image_trace.export_ms
+                    _add_trace_figures(row, image_trace)
                 write_prediction_part(run_dir, row)
                 written.append(row)
             else:
                 still.append((row, image_trace))
         self.items = still
         return written
+
+
+def _add_trace_figures(row: PredictionRow, image_trace: ImageTrace) -> None:
+    """The trace columns of a row whose conversions finished; a failed conversion fails the row
+    (the outputs are kept, the trace is not: analyze must not read half an image)."""
+    try:
+        row["trace_events"] = image_trace.event_count()
+    except Exception as exc:  # the converter's error, re-raised by its future: any kind
+        row["status"] = ImageStatus.failed
+        row["error"] = f"trace conversion failed: {one_line(exc)}"
+        log.error("image %d: %s", row["image_index"], row["error"])
+        return
+    row["trace_json_bytes"] = image_trace.json_bytes
+    row["profiler_start_ms"] = image_trace.start_ms
+    row["profiler_stop_ms"] = image_trace.stop_ms
+    row["profiler_export_ms"] = image_trace.export_ms
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its type, then the first line of its message."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -76,11 +98,14 @@ class _Callbacks:
     on_image: OnImage | None = None
 
 
+def _log_path(run_dir: Path, rank: int) -> Path:
+    return run_dir / (CAPTURE_LOG if rank == 0 else f"capture-rank{rank}.log")
+
+
 @contextmanager
 def _logging_to(run_dir: Path, warnings: list[str], rank: int) -> Iterator[None]:
     """The run's own log file and run.json's warnings; showing them on a terminal is the caller's."""
-    log_name = CAPTURE_LOG if rank == 0 else f"capture-rank{rank}.log"
-    file_handler = logging.FileHandler(run_dir / log_name, encoding="utf-8")
+    file_handler = logging.FileHandler(_log_path(run_dir, rank), encoding="utf-8")
     file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handlers = [file_handler, WarningCollector(warnings)]
     log.setLevel(logging.INFO)
@@ -132,16 +157,22 @@ def _profile_all(
     log.info("rank %d of %d: %d images", ranks.rank, ranks.world_size, len(todo))
     shapes = ShapeHistory()
     if config.sdpa_backend is not SdpaBackend.auto and todo:
-        check_backend_runs(loaded, todo[0][1], config)
+        try:
+            check_backend_runs(loaded, todo[0][1], config)
+        except Exception as exc:  # the image's own failure; a backend without a kernel is refused
+            if isinstance(exc, BadInputError):
+                raise
+            reason = exc if isinstance(exc, DsocrError) else one_line(exc)
+            log.warning("--sdpa-backend check skipped: the first image failed (%s)", reason)
     if decode.cache_length is not None:
         shapes.mark_cold([decode.cache_length])  # the static warm-up ran the run's only shape
     elif config.warmup_tokens and todo:
         log.info("warm-up: %d tokens on %s", config.warmup_tokens, todo[0][1])
         try:
             warm_up(loaded, todo[0][1], config, shapes)
-        except (ImageReadError, BadInputError) as exc:
-            log.warning("warm-up skipped: %s", exc)
-    tracer = TraceWriter(config, run_dir, loaded.device, ranks.rank)
+        except Exception as exc:  # the first image's own failure: its row will say it again
+            log.warning("warm-up skipped: %s", exc if isinstance(exc, DsocrError) else one_line(exc))
+    tracer = TraceWriter(config, run_dir, loaded.device, ranks.rank, log_path=_log_path(run_dir, ranks.rank))
 
     pending = _Pending()
     rows: list[PredictionRow] = []
@@ -165,34 +196,42 @@ def _profile_all(
                 if cap.warning and cap.warning not in warned:
                     warned.add(cap.warning)
                     log.warning(cap.warning)
-            except (ImageReadError, BadInputError) as exc:
-                log.error("image %d: %s", image_index, exc)
-                tracer.discard_image(image_index)
-                row, image_trace = (
-                    failed_row(config, image_index, image_path, str(exc), ranks.rank),
-                    ImageTrace(image_index),
+            except Exception as exc:  # any failure of one image becomes that image's row
+                row = failed_row(
+                    config, image_index, image_path, _image_error(image_index, image_path, exc), ranks.rank
                 )
-            except torch.cuda.OutOfMemoryError:
-                torch.cuda.empty_cache()
-                message = f"{image_path}: CUDA out of memory"
-                log.error("image %d: %s", image_index, message)
+                image_trace = ImageTrace(image_index)
                 tracer.discard_image(image_index)
-                row, image_trace = (
-                    failed_row(config, image_index, image_path, message, ranks.rank),
-                    ImageTrace(image_index),
-                )
             pending.items.append((row, image_trace))
             rows.extend(pending.write_finished(run_dir, wait=False))
             if on_image is not None:
                 on_image(row)
     finally:
         # Finished images are kept whatever stops the loop (Ctrl-C included): --resume skips them.
-        rows.extend(pending.write_finished(run_dir, wait=True))
-        tracer.close()
-    pending_json = run_dir / TRACE_DIR / ".pending"
+        try:
+            rows.extend(pending.write_finished(run_dir, wait=True))
+        finally:
+            tracer.close()  # a write that fails (a full disk) must not leave the converter running
+    pending_json = run_dir / TRACE_DIR / PENDING_DIR
     if pending_json.is_dir() and not any(pending_json.iterdir()):
         pending_json.rmdir()
     return rows
+
+
+def _image_error(image_index: int, image_path: Path, exc: Exception) -> str:
+    """The failed row's one-line reason; capture.log keeps the traceback of an unexpected error."""
+    expected = isinstance(exc, ImageReadError | BadInputError)
+    if expected:
+        message = str(exc)
+    elif isinstance(exc, torch.cuda.OutOfMemoryError):
+        torch.cuda.empty_cache()
+        message = f"{image_path}: CUDA out of memory"
+    else:
+        message = f"{image_path}: {one_line(exc)}"
+    log.error("image %d: %s", image_index, message)
+    if not expected:
+        log.info("image %d: traceback", image_index, exc_info=exc)
+    return message
 
 
 def run(
@@ -208,12 +247,33 @@ def run(
     ``on_start(total, already_done)`` and ``on_image(row)``: progress hooks, called on the
     leader rank only. Nothing is printed: showing progress and the result is the caller's.
     Under torchrun, each rank captures its shard of the images (see capture.distributed).
+    SIGINT or SIGTERM (main thread only) stop the run: finished images are kept, run.json says
+    ``interrupted`` and CaptureInterrupted is raised.
     """
-    ranks = join(config.device.value)
-    try:
-        return _run(config, _Callbacks(on_start, on_image), loaded, ranks)
-    finally:
-        ranks.close()
+    with stop_once_on_signals():
+        try:
+            ranks = join(config.device.value)
+            try:
+                return _run(config, _Callbacks(on_start, on_image), loaded, ranks)
+            finally:
+                ranks.close()
+        except KeyboardInterrupt:
+            # Stopped before the image loop (loading the model, joining the ranks): nothing to keep.
+            raise CaptureInterrupted(f"interrupted before the first image; {config.out} is unchanged") from None
+
+
+def _prepare_run_dir(run_dir: Path) -> list[Path]:
+    """Create the run directory, and clear what a killed capture left half-written in it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return remove_stale_temporaries(run_dir)
+
+
+def _interrupted(record: RunRecord, run_dir: Path, warnings: list[str]) -> RunRecord:
+    """run.json of a stopped run: every finished image counted (parts included)."""
+    statuses = read_predictions(run_dir).column("status").to_pylist()
+    ok = statuses.count(ImageStatus.ok)
+    counts = replace(record.images, ok=ok, failed=len(statuses) - ok)
+    return replace(record, status=RunStatus.interrupted, images=counts, warnings=tuple(warnings))
 
 
 def _run(config: CaptureConfig, callbacks: _Callbacks, loaded: LoadedModel | None, ranks: Ranks) -> CaptureResult:
@@ -231,16 +291,20 @@ def _run(config: CaptureConfig, callbacks: _Callbacks, loaded: LoadedModel | Non
     if config.cache is CacheKind.static:
         check_static_support(loaded)
     ranks.barrier()  # every rank has checked --out before rank 0 writes into it
+    stale: list[Path] = []
     if ranks.is_leader:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        stale = _prepare_run_dir(run_dir)
         images = images or write_sample_images(run_dir / SAMPLES_DIR)
     ranks.barrier()
-    images = images or sample_image_paths(run_dir / SAMPLES_DIR)
+    # Absolute paths in run.json and the rows: emit and analyze may run from another directory.
+    images = [resolved(path) for path in images or sample_image_paths(run_dir / SAMPLES_DIR)]
     record = start_record(config, loaded, images, previous, world_size=ranks.world_size)
     # Filled by the WarningCollector while the run goes on; every write of run.json takes it.
     warnings: list[str] = list(record.warnings)
     with _logging_to(run_dir, warnings, ranks.rank):
         log.info("model %s: %s", loaded.model_id, loaded.describe())
+        for path in stale:
+            log.info("removed %s, left half-written by an earlier capture that was stopped", path)
         if config.profile is not ProfileMode.off:
             # Set before the first profiler starts: Kineto reads it then.
             teardown_cupti_setting(loaded.device)
@@ -265,9 +329,9 @@ def _run(config: CaptureConfig, callbacks: _Callbacks, loaded: LoadedModel | Non
         try:
             rows = _profile_all(config, loaded, run_dir, images, callbacks, ranks, done, decode)
         except KeyboardInterrupt:
+            log.info("interrupted: finished images are kept")
             if ranks.is_leader:
-                interrupted = replace(record, status=RunStatus.interrupted, warnings=tuple(warnings))
-                write_run_json(run_dir, interrupted)
+                write_run_json(run_dir, _interrupted(record, run_dir, warnings))
             raise CaptureInterrupted(
                 f"interrupted; finished images are kept, continue with --resume --out {run_dir}"
             ) from None

@@ -13,23 +13,24 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from dsocr.capture.config import CaptureConfig, ProfilerSessions
 from dsocr.capture.schedule import StepPlan, full_plan, sampled_plan, schedule_from_plan
+from dsocr.capture.signals import helper_process_init, sigint_blocked
 from dsocr.capture.trace_convert import convert_chunk
 from torch.profiler import ProfilerActivity, profile
 
-from dsocr.rundir import TRACE_DIR
+from dsocr.rundir import FILE_MODE, PENDING_DIR, TRACE_DIR
 from dsocr.vocab import NS_PER_MS, ProfileMode, RangeStage, range_name
 
-PENDING_DIR = ".pending"
 CONVERTER_PROCESSES = 1
 #: Kineto reads it when a profiler starts: "1" finalizes CUPTI at every stop (no callbacks left
 #: on between sessions). A value the user set is kept (and recorded in run.json).
@@ -86,6 +87,40 @@ class ImageTrace:
         return sum(future.result() for future in self.futures)
 
 
+class _Fd2Into:
+    """Points file descriptor 2 at a log file while the profiler starts and stops.
+
+    Kineto prints ``USDT: ... profiler_start`` / ``profiler_stop`` from C++ straight to fd 2 at
+    every start and stop, and no setting silences them (KINETO_LOG_LEVEL does not): on a terminal
+    they break the progress bar. They go to the run's log instead. ``log_path`` None: no change.
+    """
+
+    def __init__(self, log_path: Path | None) -> None:
+        self._target: int | None = None
+        self._saved: int | None = None
+        if log_path is not None:
+            self._target = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+            self._saved = os.dup(2)
+
+    @contextlib.contextmanager
+    def redirected(self) -> Iterator[None]:
+        if self._target is None or self._saved is None:
+            yield
+            return
+        sys.stderr.flush()
+        os.dup2(self._target, 2)
+        try:
+            yield
+        finally:
+            os.dup2(self._saved, 2)
+
+    def close(self) -> None:
+        for fd in (self._target, self._saved):
+            if fd is not None:
+                os.close(fd)
+        self._target = self._saved = None
+
+
 def _release(profiler: profile) -> None:
     """Drop the session's results now: a profile object sits in a reference cycle (its action map
     holds its bound methods), so without this its events lived until a full gc collection."""
@@ -105,10 +140,12 @@ class _WindowSessions:
         start: Callable[[], profile],
         flush: Callable[[profile], None],
         costs: ImageTrace | None = None,
+        stop_session: Callable[[profile], None] | None = None,
     ) -> None:
         self._plan = plan
         self._start = start
         self._flush = flush
+        self._stop_session = stop_session or (lambda session: session.stop())
         self._costs = costs if costs is not None else ImageTrace(-1)
         self._active: profile | None = None
         self._step = 0  # the step now running: 0 is vision + prefill, K is decode step K
@@ -135,6 +172,13 @@ class _WindowSessions:
         if self._active is not None:
             self._stop()
 
+    def abandon(self) -> None:
+        """Stop the open session without exporting it: the image failed or was interrupted."""
+        if self._active is not None:
+            active, self._active = self._active, None
+            self._stop_session(active)
+            _release(active)
+
     def _stop(self) -> None:
         assert self._active is not None
         active, self._active = self._active, None
@@ -144,7 +188,7 @@ class _WindowSessions:
         with torch.profiler.record_function(range_name(RangeStage.session_end)):
             pass
         stopping = time.perf_counter_ns()
-        active.stop()
+        self._stop_session(active)
         exporting = time.perf_counter_ns()
         self._flush(active)
         self._costs.stop_ms += (exporting - stopping) / NS_PER_MS
@@ -155,7 +199,10 @@ class _WindowSessions:
 class TraceWriter:
     """Owns the converter process; hands each image profiler sessions whose events become Parquet."""
 
-    def __init__(self, config: CaptureConfig, run_dir: Path, device: torch.device, rank: int) -> None:
+    def __init__(
+        self, config: CaptureConfig, run_dir: Path, device: torch.device, rank: int, *, log_path: Path | None = None
+    ) -> None:
+        """``log_path``: where Kineto's own stderr lines go (see _Fd2Into); None leaves fd 2 alone."""
         self._mode = config.profile
         self._sessions = config.profiler_sessions
         self._plan = self._make_plan(config)
@@ -169,10 +216,9 @@ class TraceWriter:
         if device.type == "cuda":
             self._activities.append(ProfilerActivity.CUDA)
         self._pool: ProcessPoolExecutor | None = None
+        self._fd2 = _Fd2Into(log_path if self._mode is not ProfileMode.off else None)
         if self._mode is not ProfileMode.off:
-            # spawn: the worker imports only pyarrow and dsocr, never the parent's CUDA state.
-            context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(max_workers=CONVERTER_PROCESSES, mp_context=context)
+            self._pool = _start_converter()
 
     @staticmethod
     def _make_plan(config: CaptureConfig) -> StepPlan | None:
@@ -195,6 +241,14 @@ class TraceWriter:
         if self._plan is None:
             return True
         return max_new_tokens - 1 <= self._plan.first_session_steps
+
+    def _start_profiler(self, session: profile) -> None:
+        with self._fd2.redirected():
+            session.start()
+
+    def _stop_profiler(self, session: profile) -> None:
+        with self._fd2.redirected():
+            session.stop()
 
     def _flusher(self, image_index: int, image_trace: ImageTrace) -> Callable[[profile], None]:
         chunk_counter = iter(range(1_000_000_000))
@@ -222,8 +276,12 @@ class TraceWriter:
             return
         flush = self._flusher(image_index, image_trace)
         if self._sessions is ProfilerSessions.image:
-            with self._one_session_per_image(flush) as step:
-                yield step, image_trace
+            try:
+                with self._one_session_per_image(flush) as step:
+                    yield step, image_trace
+            except BaseException:
+                self._drop(image_trace)
+                raise
             return
 
         def start() -> profile:
@@ -231,15 +289,18 @@ class TraceWriter:
             with warnings.catch_warnings():
                 # torch warns that a schedule's cycles clear events; a session here is one cycle.
                 warnings.filterwarnings("ignore", message=_CYCLE_WARNING)
-                session.start()
+                self._start_profiler(session)
             return session
 
-        sessions = _WindowSessions(self._plan, start, flush, image_trace)
-        sessions.begin()
+        sessions = _WindowSessions(self._plan, start, flush, image_trace, stop_session=self._stop_profiler)
         try:
+            sessions.begin()
             yield sessions.step, image_trace
-        finally:
-            sessions.end()
+        except BaseException:
+            sessions.abandon()
+            self._drop(image_trace)
+            raise
+        sessions.end()
 
     @contextlib.contextmanager
     def _one_session_per_image(self, flush: Callable[[profile], None]) -> Iterator[Callable[[], None]]:
@@ -254,11 +315,16 @@ class TraceWriter:
                 on_trace_ready=flush,
                 with_flops=self._with_flops,
             )
-            profiler.start()
+            self._start_profiler(profiler)
+
+            def step() -> None:
+                with self._fd2.redirected():  # a cycle's start and stop happen inside step()
+                    profiler.step()
+
             try:
-                yield profiler.step
+                yield step
             finally:
-                profiler.stop()
+                self._stop_profiler(profiler)
                 _release(profiler)
 
     def discard_image(self, image_index: int) -> None:
@@ -275,7 +341,31 @@ class TraceWriter:
                 for path in directory.glob(pattern):
                     os.unlink(path)
 
+    def _drop(self, image_trace: ImageTrace) -> None:
+        """Forget a failed image's trace: wait for its conversions in flight (they write files),
+        then delete every trace file it has. Its row says why it failed; a trace would mislead."""
+        wait(image_trace.futures)
+        image_trace.futures.clear()
+        self.discard_image(image_trace.image_index)
+
     def close(self) -> None:
         """Wait for every conversion, then stop the worker."""
+        self._fd2.close()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+
+
+def _start_converter() -> ProcessPoolExecutor:
+    """The converter process, started now (not at the first chunk) with SIGINT blocked, so that a
+    Ctrl-C to the process group never reaches it, even while it starts up."""
+    # spawn: the worker imports only pyarrow and dsocr, never the parent's CUDA state.
+    context = multiprocessing.get_context("spawn")
+    with sigint_blocked():
+        pool = ProcessPoolExecutor(
+            max_workers=CONVERTER_PROCESSES,
+            mp_context=context,
+            initializer=helper_process_init,
+            initargs=(os.getpid(),),
+        )
+        pool.submit(os.getpid).result()
+    return pool

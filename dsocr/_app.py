@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,9 +22,34 @@ def _one_line(message: str) -> str:
     return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
 
 
+#: OSErrors that describe the machine, not a bug: a full or read-only disk, a folder this user
+#: cannot write, a path through a file, a symlink loop. They become one ``Error:`` line.
+ENVIRONMENT_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.ELOOP,
+        errno.ENAMETOOLONG,
+        errno.EFBIG,
+    }
+)
+
+
+def environment_error_line(exc: OSError) -> str:
+    """``Error: <path>: <reason>`` for an OSError of ENVIRONMENT_ERRNOS."""
+    where = f"{exc.filename}: " if exc.filename is not None else ""
+    return f"Error: {_one_line(where + str(exc.strerror or exc))}"
+
+
 class _ErrorsAtTheEdge(TyperGroup):
-    """Turns any DsocrError raised by a command, and a value click cannot convert (a path with a
-    NUL byte), into one line on stderr and exit status 1."""
+    """Turns any DsocrError raised by a command, a value click cannot convert (a path with a
+    NUL byte), an OSError of the environment (ENVIRONMENT_ERRNOS) and a Ctrl-C that no stage
+    handled into one line on stderr and exit status 1."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -33,6 +59,14 @@ class _ErrorsAtTheEdge(TyperGroup):
             raise typer.Exit(EXIT_ERROR) from None
         except typer.BadParameter as exc:
             typer.echo(f"Error: {_one_line(exc.format_message())}", err=True)
+            raise typer.Exit(EXIT_ERROR) from None
+        except OSError as exc:
+            if exc.errno not in ENVIRONMENT_ERRNOS:
+                raise
+            typer.echo(environment_error_line(exc), err=True)
+            raise typer.Exit(EXIT_ERROR) from None
+        except KeyboardInterrupt:
+            typer.echo("Error: interrupted", err=True)
             raise typer.Exit(EXIT_ERROR) from None
 
 

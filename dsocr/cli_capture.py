@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from dsocr._app import app
-from dsocr.errors import BadInputError, MissingExtraError
+from dsocr.errors import BadInputError, MissingExtraError, NoImageSucceededError
 from dsocr.options import (
     DEFAULT_FIRST_STEPS,
     DEFAULT_FULL_CHUNK_STEPS,
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from dsocr.capture.result import CaptureResult
 
 RUNS_ROOT = Path("runs")
+_DEFAULT_SOURCE = "DEFAULT"
+_DEFAULT_SOURCES = frozenset({_DEFAULT_SOURCE, "DEFAULT_MAP"})
 INSTALL_HINT = "dsocr capture needs torch, transformers and nvtx: pip install -e '.[capture]' (with torch==2.13.0)"
 
 
@@ -45,16 +47,29 @@ def _default_out() -> Path:
     return RUNS_ROOT / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
+def _given(ctx: typer.Context) -> frozenset[str]:
+    """The options the user gave (a default is not given: --resume takes the run's value instead)."""
+    # By the source's name: typer vendors click, so its ParameterSource is not click's.
+    return frozenset(
+        name
+        for name in ctx.params
+        if getattr(ctx.get_parameter_source(name), "name", _DEFAULT_SOURCE) not in _DEFAULT_SOURCES
+    )
+
+
 def _argv_from(ctx: typer.Context, out: Path) -> list[str]:
-    """This capture command as parsed, minus --gpus, with --out explicit: what every rank runs."""
+    """This capture command as given, minus --gpus, with --out explicit: what every rank runs.
+
+    Defaults stay off the command line: each rank applies the same default, or under --resume
+    the run's recorded value, as this process did.
+    """
     argv = ["capture", *(ctx.params.get("images") or [])]
+    given = _given(ctx)
     for param in ctx.command.params:
-        value = ctx.params.get(param.name)
-        if param.name in ("images", "gpus") or value is None:
+        value = out if param.name == "out" else ctx.params.get(param.name)
+        if param.name in ("images", "gpus") or value is None or (param.name != "out" and param.name not in given):
             continue
         flag = param.opts[0]
-        if param.name == "out":
-            value = out
         if isinstance(value, bool):
             argv += [flag] if value else []
         else:
@@ -75,15 +90,16 @@ def _launch_ranks(config: CaptureConfig, argv: list[str], processes: int) -> int
         preflight(config)
     except ImportError as exc:
         raise _missing_extra(exc) from None
-    return launch(argv, processes)
+    return launch(argv, processes, config.out)
 
 
 def _run(config: CaptureConfig) -> CaptureResult:
     """capture.runner.run with a progress bar on stderr and its warnings shown as they happen."""
     try:
         # runner's logger is capture's package logger: every capture module's records reach it.
+        from dsocr.capture.launch import LAUNCHED_ENV
+        from dsocr.capture.runner import CaptureInterrupted, run
         from dsocr.capture.runner import log as capture_log
-        from dsocr.capture.runner import run
     except ImportError as exc:
         raise _missing_extra(exc) from None
     from rich.console import Console
@@ -91,8 +107,14 @@ def _run(config: CaptureConfig) -> CaptureResult:
     from dsocr.cli_capture_view import ProgressView, warnings_to
 
     stderr = Console(stderr=True)
-    with warnings_to(capture_log, stderr), ProgressView(stderr) as view:
-        return run(config, on_start=view.start, on_image=view.image)
+    try:
+        with warnings_to(capture_log, stderr), ProgressView(stderr) as view:
+            return run(config, on_start=view.start, on_image=view.image)
+    except CaptureInterrupted:
+        if os.environ.get(LAUNCHED_ENV) and "WORLD_SIZE" in os.environ:
+            # A rank of `capture --gpus N`: the parent says it once for all ranks (capture.launch).
+            raise typer.Exit(0) from None
+        raise
 
 
 @app.command()
@@ -211,6 +233,7 @@ def capture(
         raise BadInputError(f"--gpus must be >= 1, got {gpus}")
     out = out or _default_out()
     from dsocr.capture.config import CaptureConfig, SamplingSchedule, parse_max_new_tokens
+    from dsocr.capture.resume import as_recorded
 
     # The whole configuration is validated here, before a rank is launched or a model loaded.
     config = CaptureConfig(
@@ -234,6 +257,7 @@ def capture(
         cache=cache,
         compile=compile_mode,
     )
+    config = as_recorded(config, _given(ctx))
     if gpus > 1 and "WORLD_SIZE" not in os.environ:
         # Every rank must agree on --out, so the resolved default goes on the command line.
         raise typer.Exit(_launch_ranks(config, _argv_from(ctx, out), gpus))
@@ -242,3 +266,8 @@ def capture(
         from dsocr.cli_capture_view import print_summary
 
         print_summary(result)
+        if not result.figures.images_ok:
+            raise NoImageSucceededError(
+                f"no image succeeded ({result.figures.images_failed} failed); "
+                f"each row's error is in {result.run_dir}/predictions.parquet and capture.log"
+            )

@@ -35,3 +35,7 @@ class OutputError(DsocrError, OSError):
     def __init__(self, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)
         self.strerror = reason
+
+
+class NoImageSucceededError(DsocrError):
+    """A capture ran to its end and every image failed (each failed row says why)."""

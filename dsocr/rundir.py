@@ -13,6 +13,7 @@ Layout of ``runs/x`` (documented in docs/run-format.md)::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -49,9 +50,18 @@ FILE_MODE = 0o666
 _TEMP_NAME_BYTES = 8
 
 
+def resolved(path: str | os.PathLike[str]) -> Path:
+    """``path`` absolute and resolved; a symlink loop is kept as it is, made absolute (Python 3.11
+    raises RuntimeError on one): a loop is the image's failure to report, not the run's."""
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):
+        return Path(path).absolute()
+
+
 def path_md5(image_path: str | os.PathLike[str]) -> str:
     """md5 hex digest of the absolute, resolved path string: the image's viz folder name."""
-    return hashlib.md5(str(Path(image_path).resolve()).encode("utf-8")).hexdigest()
+    return hashlib.md5(str(resolved(image_path)).encode("utf-8")).hexdigest()
 
 
 def inside_run(run_dir: Path, path: Path) -> Path:
@@ -80,6 +90,45 @@ def analysis_dir(run_dir: Path) -> Path:
 def analysis_path(run_dir: Path, name: AnalysisFile) -> Path:
     """Where ``dsocr analyze`` writes one of its files (its folder checked by analysis_dir)."""
     return analysis_dir(run_dir) / name
+
+
+#: Suffixes of the temp files temp_beside creates (``.<name>.<hex>.tmp``) and of the sample
+#: pages' (``.<name>.tmp.png``): such a file still there when a run starts was left by a process
+#: killed mid-write.
+_TEMP_SUFFIXES = (".tmp", ".tmp.png")
+#: Trace chunks exported as JSON and not yet converted when a capture was killed.
+PENDING_DIR = ".pending"
+#: Folders of a run that capture writes; stale temporaries are looked for there only (analysis/
+#: and viz/ belong to analyze and emit, which may be running).
+_CAPTURE_FOLDERS = (".", PREDICTIONS_PARTS_DIR, "samples")
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete what a killed capture left half-written in ``run_dir``; return what was deleted.
+
+    Call it only while no other process writes the run (capture's leader, before any rank
+    starts writing). Links are never followed: only files inside the run are removed.
+    """
+    stale: list[Path] = []
+    for folder in _CAPTURE_FOLDERS:
+        directory = run_dir / folder
+        if directory.is_dir() and not directory.is_symlink():
+            stale += [path for path in directory.iterdir() if _is_temp_name(path.name) and path.is_file()]
+    trace_dir = run_dir / TRACE_DIR
+    if trace_dir.is_dir() and not trace_dir.is_symlink():
+        for root, _folders, names in os.walk(trace_dir):
+            in_pending = Path(root).name == PENDING_DIR
+            stale += [Path(root, name) for name in names if in_pending or _is_temp_name(name)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    pending = trace_dir / PENDING_DIR
+    if pending.is_dir() and not pending.is_symlink() and not any(pending.iterdir()):
+        pending.rmdir()
+    return stale
+
+
+def _is_temp_name(name: str) -> bool:
+    return name.startswith(".") and name.endswith(_TEMP_SUFFIXES)
 
 
 def _reason(exc: OSError) -> str:
@@ -273,7 +322,10 @@ def finalize_predictions(run_dir: Path) -> pa.Table:
     if parts_dir.is_dir():
         for part in parts_dir.glob("*.parquet"):
             part.unlink()
-        parts_dir.rmdir()
+        for temp in parts_dir.glob(".*.tmp"):  # left by a writer killed mid-write: never a row
+            temp.unlink()
+        with contextlib.suppress(OSError):  # a file someone else put there stays, and so does the folder
+            parts_dir.rmdir()
     return table
 
 

@@ -214,7 +214,10 @@ def test_out_holding_a_run_needs_resume_and_the_same_settings(eight_run: Path, s
     again = run_capture(*sample_pages[:2], "--out", eight_run, "--max-new-tokens", "8", "--profile", "full")
     assert again.exit_code == 1
     assert "already holds a run: pass --resume" in again.output
-    different = run_capture(*sample_pages[:2], "--out", eight_run, "--max-new-tokens", "9", "--resume")
+    # Options not given take the run's values under --resume; given ones must match.
+    different = run_capture(
+        *sample_pages[:2], "--out", eight_run, "--max-new-tokens", "9", "--profile", "sampled", "--resume"
+    )
     assert different.exit_code == 1
     assert "holds a different run (differs in max_new_tokens, profile)" in different.output
     # The refused commands changed nothing.
