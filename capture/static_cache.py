@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from dsocr.capture.attention import NO_KERNEL_MESSAGE, sdpa_backend
 from dsocr.capture.config import CacheKind, CaptureConfig, CompileMode
-from dsocr.capture.images import ImageReadError, load_image
+from dsocr.capture.images import load_image
 from dsocr.capture.limits import FALLBACK_DECODE_CEILING
 from dsocr.capture.models import LoadedModel, encode, greedy_generate
 from torch._dynamo.exc import TorchDynamoException
@@ -160,7 +160,7 @@ def _prompt_lengths(loaded: LoadedModel, images: Iterable[Path], prompt: str) ->
     for path in images:
         try:
             lengths.append(int(encode(loaded, load_image(path), prompt)["input_ids"].shape[1]))
-        except ImageReadError:
+        except Exception:  # any failure of one image (the processor's too): its own row says it
             continue
     return lengths
 
@@ -226,7 +226,7 @@ def _first_inputs(loaded: LoadedModel, images: Iterable[Path], prompt: str) -> d
     for image_path in images:
         try:
             return encode(loaded, load_image(image_path), prompt)
-        except ImageReadError:
+        except Exception:  # any failure of one image (the processor's too): its own row says it
             continue
     return None
 

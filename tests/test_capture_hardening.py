@@ -84,12 +84,22 @@ def test_an_image_the_processor_cannot_resize_is_a_failed_row_and_resume_goes_on
     assert len(record.resumed_at) == 1
 
 
+def test_a_static_cache_is_sized_past_an_image_the_processor_refuses(tmp_path: Path, sample_pages: list[Path]) -> None:
+    """--cache static encodes every image beforehand to size its cache: a refused one is skipped there."""
+    tall, _wide = _extreme_pages(tmp_path / "images")
+    run_dir = tmp_path / "run"
+    options = ["--max-new-tokens", "2", "--profile", "off", "--cache", "static", "--compile", "off"]
+    result = run_capture(tall, sample_pages[0], "--out", run_dir, *options)
+    assert result.exit_code == 0, result.output
+    assert [row["status"] for row in read_predictions(run_dir).to_pylist()] == ["failed", "ok"]
+
+
 def test_an_error_inside_generate_fails_the_row_and_leaves_no_trace_of_it(
     tmp_path: Path, sample_pages: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import dsocr.capture.profile_image as profile_image_module
 
-    real_generate = profile_image_module.greedy_generate
+    real_generate = profile_image_module.generate_on
     calls = []
 
     def fails_after_generating_the_second_image(*args, **kwargs):
@@ -99,7 +109,7 @@ def test_an_error_inside_generate_fails_the_row_and_leaves_no_trace_of_it(
             raise RuntimeError("device lost\nsecond line of the message")
         return output
 
-    monkeypatch.setattr(profile_image_module, "greedy_generate", fails_after_generating_the_second_image)
+    monkeypatch.setattr(profile_image_module, "generate_on", fails_after_generating_the_second_image)
     run_dir = tmp_path / "run"
     arguments = ["--max-new-tokens", "6", "--profile", "full", "--full-chunk-steps", "2"]
     result = run_capture(*sample_pages, "--out", run_dir, *arguments)
