@@ -57,6 +57,13 @@ def _given(ctx: typer.Context) -> frozenset[str]:
     )
 
 
+def _given_options(ctx: typer.Context) -> frozenset[str]:
+    """The given options named as CaptureConfig names them: after the flag (``--compile`` is
+    ``compile``, whatever the parameter is called here), ``images`` for the arguments."""
+    given = _given(ctx)
+    return frozenset(param.opts[0].lstrip("-").replace("-", "_") for param in ctx.command.params if param.name in given)
+
+
 def _argv_from(ctx: typer.Context, out: Path) -> list[str]:
     """This capture command as given, minus --gpus, with --out explicit: what every rank runs.
 
@@ -257,7 +264,7 @@ def capture(
         cache=cache,
         compile=compile_mode,
     )
-    config = as_recorded(config, _given(ctx))
+    config = as_recorded(config, _given_options(ctx))
     if gpus > 1 and "WORLD_SIZE" not in os.environ:
         # Every rank must agree on --out, so the resolved default goes on the command line.
         raise typer.Exit(_launch_ranks(config, _argv_from(ctx, out), gpus))

@@ -343,6 +343,8 @@ def small_run(tmp_path_factory: pytest.TempPathFactory, sample_pages: list[Path]
     [
         (["--full-chunk-steps", "3"], "holds a different run (differs in full_chunk_steps); use another --out"),
         (["--warmup-tokens", "2"], "holds a different run (differs in warmup_tokens); use another --out"),
+        # An option whose parameter is named otherwise (--compile is compile_mode in the CLI).
+        (["--compile", "off"], "holds a different run (differs in compile); use another --out"),
         (["--max-new-tokens", "3", "--profile", "sampled"], "(differs in max_new_tokens, profile); use another --out"),
     ],
 )

@@ -175,7 +175,9 @@ def test_a_model_without_a_static_cache_is_refused_in_one_line(tmp_path: Path) -
 
 
 def test_a_static_run_resumes_only_as_a_static_run(static_run: Path, pages: list[Path]) -> None:
-    result = run_capture(*pages, "--out", static_run, "--max-new-tokens", str(TOKENS), "--profile", "full", "--resume")
+    # --resume takes the options not given from the run (docs/configuration.md): given ones must match.
+    options = ["--max-new-tokens", str(TOKENS), "--profile", "full", "--resume"]
+    result = run_capture(*pages, "--out", static_run, *options, "--cache", "dynamic", "--compile", "auto")
     assert result.exit_code == 1
     assert "differs in cache, compile" in result.output.strip().splitlines()[-1]
 
