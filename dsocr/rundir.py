@@ -98,9 +98,11 @@ def analysis_path(run_dir: Path, name: AnalysisFile) -> Path:
 _TEMP_SUFFIXES = (".tmp", ".tmp.png")
 #: Trace chunks exported as JSON and not yet converted when a capture was killed.
 PENDING_DIR = ".pending"
-#: Folders of a run that capture writes; stale temporaries are looked for there only (analysis/
-#: and viz/ belong to analyze and emit, which may be running).
-_CAPTURE_FOLDERS = (".", PREDICTIONS_PARTS_DIR, "samples")
+#: Folders of a run that only capture writes; stale temporaries are looked for there, in trace/,
+#: and in the run's root for capture's own files only (analysis/, viz/ and emit's files in the
+#: root belong to analyze and emit, which may be running).
+_CAPTURE_FOLDERS = (PREDICTIONS_PARTS_DIR, "samples")
+_CAPTURE_ROOT_FILES = (RUN_JSON, PREDICTIONS_FILE)
 
 
 def remove_stale_temporaries(run_dir: Path) -> list[Path]:
@@ -114,6 +116,12 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
         directory = run_dir / folder
         if directory.is_dir() and not directory.is_symlink():
             stale += [path for path in directory.iterdir() if _is_temp_name(path.name) and path.is_file()]
+    if run_dir.is_dir():
+        stale += [
+            path
+            for path in run_dir.iterdir()
+            if _is_temp_name(path.name) and path.name.startswith(tuple(f".{name}." for name in _CAPTURE_ROOT_FILES))
+        ]
     trace_dir = run_dir / TRACE_DIR
     if trace_dir.is_dir() and not trace_dir.is_symlink():
         for root, _folders, names in os.walk(trace_dir):

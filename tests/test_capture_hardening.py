@@ -157,15 +157,19 @@ def test_stale_temporaries_of_a_killed_capture_are_removed_by_the_next_resume(
     for path in stale:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"half-written")
-    kept = run_dir / "analysis" / ".summary.json.0123456789abcdef.tmp"  # analyze's, not capture's
-    kept.parent.mkdir()
-    kept.write_bytes(b"not capture's")
+    kept = [  # analyze's and emit's, not capture's: they may be writing them now
+        run_dir / "analysis" / ".summary.json.0123456789abcdef.tmp",
+        run_dir / ".predictions.jsonl.0123456789abcdef.tmp",
+    ]
+    for path in kept:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"not capture's")
 
     again = run_capture("--resume", "--out", run_dir)
     assert again.exit_code == 0, again.output
     assert [path for path in stale if path.exists()] == []
     assert not (run_dir / "predictions.parts").exists() and not (run_dir / "trace" / ".pending").exists()
-    assert kept.exists()
+    assert all(path.exists() for path in kept)
     log = (run_dir / "capture.log").read_text()
     assert all(f"removed {path}, left half-written" in log for path in stale)
     assert read_run_json(run_dir).images == ImageCounts(total=1, ok=1, failed=0)
