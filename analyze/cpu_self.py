@@ -8,6 +8,7 @@ the last earlier operator one level up. The loop runs over depth levels (tens), 
 from __future__ import annotations
 
 import numpy as np
+from dsocr.analyze.order import lex_order
 
 NO_PARENT = -1
 
@@ -28,7 +29,7 @@ def self_time_ns(lane: np.ndarray, start_ns: np.ndarray, dur_ns: np.ndarray) -> 
     index = np.flatnonzero(nests)
     lanes, starts, durs = lane[index], start_ns[index], dur_ns[index]
     # Each lane on its own stretch of a virtual axis, so ends of one lane never count in another.
-    order = np.lexsort((-durs, starts, lanes))
+    order = lex_order((-durs, starts, lanes))
     lanes, starts, durs, index = lanes[order], starts[order], durs[order], index[order]
     first = np.concatenate(([0], np.flatnonzero(lanes[1:] != lanes[:-1]) + 1))
     sizes = np.diff(np.append(first, lanes.size))

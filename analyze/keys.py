@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+from dsocr.analyze.order import lex_order
 
 _IMAGE_BITS = 32
 _IMAGE_MASK = (1 << _IMAGE_BITS) - 1
@@ -51,6 +52,13 @@ def chunk_key(table: pa.Table) -> np.ndarray:
     return (rank << _RANK_SHIFT) | (image << _CHUNK_SHIFT) | chunk
 
 
+def _run_starts(values: np.ndarray) -> np.ndarray:
+    """Where each run of equal neighbours begins (0 first when not empty)."""
+    if values.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate(([0], np.flatnonzero(values[1:] != values[:-1]) + 1))
+
+
 def match_ids(
     left_chunk: np.ndarray,
     left_id: np.ndarray,
@@ -63,17 +71,20 @@ def match_ids(
     A sorted-key equi-join that keeps the left order. Ids below 0 never match. Where several
     right rows share a key, the first by ``right_order`` wins; returns how many were passed over.
     """
-    chunks = np.unique(np.concatenate([np.unique(left_chunk), np.unique(right_chunk)]))
+    left_runs, right_runs = _run_starts(left_chunk), _run_starts(right_chunk)
+    chunks = np.unique(np.concatenate([left_chunk[left_runs], right_chunk[right_runs]]))
     if chunks.size >= 1 << (63 - _ID_BITS):
         raise ValueError(f"{chunks.size} flush chunks: too many to key")  # a bug or a corrupt trace
 
-    def keyed(chunk: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    def keyed(chunk: np.ndarray, runs: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        # Rows come a file (a chunk) at a time: look up each run of one chunk once, not each row.
+        dense = np.repeat(np.searchsorted(chunks, chunk[runs]).astype(np.int64), np.diff(np.append(runs, chunk.size)))
         valid = (ids >= 0) & (ids < (1 << _ID_BITS))
-        return np.where(valid, (np.searchsorted(chunks, chunk).astype(np.int64) << _ID_BITS) | ids, -1)
+        return np.where(valid, (dense << _ID_BITS) | ids, -1)
 
-    left_key, right_key = keyed(left_chunk, left_id), keyed(right_chunk, right_id)
+    left_key, right_key = keyed(left_chunk, left_runs, left_id), keyed(right_chunk, right_runs, right_id)
     result = np.full(left_key.size, -1, dtype=np.int64)
-    order = np.lexsort((right_order, right_key))
+    order = lex_order((right_order, right_key))
     sorted_keys = right_key[order]
     first = np.ones(sorted_keys.size, dtype=bool)
     first[1:] = sorted_keys[1:] != sorted_keys[:-1]
