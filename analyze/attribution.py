@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from dsocr.analyze.intervals import NOT_FOUND, locate
+from dsocr.analyze.intervals import NOT_FOUND
 from dsocr.analyze.keys import chunk_key, image_key, match_ids
 from dsocr.analyze.ranges import Ranges
+from dsocr.analyze.segments import PLACED_STAGES, open_ranges
 
 from dsocr.vocab import RangeStage
 
@@ -83,26 +84,16 @@ def lane_ids(points: pa.Table, ranges: Ranges) -> np.ndarray:
 def place(points: pa.Table, time_ns: np.ndarray, lane: np.ndarray, ranges: Ranges) -> pa.Table:
     """Append ``lane``, ``in_vision``, ``in_prefill`` and ``step``: the dsocr ranges open on the
     row's thread (``lane``) at ``time_ns``. Row order is kept."""
-    found = {}
-    for stage in (RangeStage.vision, RangeStage.prefill, RangeStage.decode_step):
-        stage_ranges = ranges.table.filter(pc.equal(ranges.table["stage"], stage))
-        index = locate(
-            lane,
-            time_ns,
-            stage_ranges["lane"].to_numpy(),
-            stage_ranges["start_ns"].to_numpy(),
-            stage_ranges["end_ns"].to_numpy(),
-        )
-        found[stage] = (index, stage_ranges)
-    step_index, step_ranges = found[RangeStage.decode_step]
+    vision, prefill, step_index = open_ranges(ranges.segments, lane, time_ns)
     in_step = step_index != NOT_FOUND
     steps = np.zeros(step_index.size, dtype=np.int32)
     if in_step.any():
+        step_ranges = ranges.segments.stage_tables[PLACED_STAGES.index(RangeStage.decode_step)]
         steps[in_step] = step_ranges["step"].fill_null(0).to_numpy()[step_index[in_step]]
     return (
         points.append_column("lane", pa.array(lane))
-        .append_column("in_vision", pa.array(found[RangeStage.vision][0] != NOT_FOUND))
-        .append_column("in_prefill", pa.array(found[RangeStage.prefill][0] != NOT_FOUND))
+        .append_column("in_vision", pa.array(vision != NOT_FOUND))
+        .append_column("in_prefill", pa.array(prefill != NOT_FOUND))
         .append_column("step", pa.array(steps, mask=~in_step))
     )
 

@@ -7,11 +7,13 @@ wrote the cycle's end as the range's end) and repeated ranges are counted, then 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from dsocr.analyze.load import CHUNK_KEYS, IMAGE_KEYS
+from dsocr.analyze.segments import Segments, build_segments
 
 from dsocr.vocab import RangeStage
 
@@ -30,6 +32,11 @@ class Ranges:
     duplicates: int
     #: (rank, image_index, pid, tid) of each lane id: the threads that own dsocr ranges.
     lanes: pa.Table
+
+    @cached_property
+    def segments(self) -> Segments:
+        """The lanes cut at every range boundary (built once, used for every point placed)."""
+        return build_segments(self.table, self.lanes.num_rows)
 
 
 def _stage_rows(ranges: pa.Table) -> pa.Table:
