@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from dsocr.analyze.order import lex_order
 
 NOT_FOUND = -1
 
@@ -43,7 +44,7 @@ def union_by_group(keys: np.ndarray, start_ns: np.ndarray, end_ns: np.ndarray) -
     if keys.size == 0:
         empty = np.zeros(0, dtype=np.int64)
         return GroupUnion(empty, empty, empty, empty, empty)
-    order = np.lexsort((start_ns, keys))
+    order = lex_order((start_ns, keys))
     k, s, e = keys[order], start_ns[order], end_ns[order]
     seg = _segment_starts(k)
     lengths = np.diff(np.append(seg, k.size))
@@ -131,7 +132,7 @@ def running_max_before(
     result = np.full(query_ns.size, none, dtype=np.int64)
     if keys.size == 0 or query_ns.size == 0:
         return result
-    order = np.lexsort((order_ns, keys))
+    order = lex_order((order_ns, keys))
     k = keys[order]
     t = np.asarray(order_ns, dtype=np.int64)[order]
     v = np.asarray(values, dtype=np.int64)[order]

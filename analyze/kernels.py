@@ -13,20 +13,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from dsocr.analyze.categories import NO_OPERATOR
+from dsocr.analyze.keys import name_codes
 from dsocr.analyze.stages import stage_masks
 
 from dsocr import schema
 from dsocr.vocab import NS_PER_MS, NS_PER_US, STAGES, KernelKind
-
-NO_CODE = -1
-
-
-def name_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
-    """Dictionary codes and values of a dictionary column whose chunks share one dictionary."""
-    combined = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if not pa.types.is_dictionary(combined.type):
-        combined = combined.dictionary_encode()
-    return combined.indices.fill_null(NO_CODE).to_numpy().astype(np.int64), combined.dictionary.to_pylist()
 
 
 def _bincounts(codes: np.ndarray, durations: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -6,6 +6,9 @@ import numpy as np
 import pyarrow as pa
 from dsocr.analyze.order import lex_order
 
+#: The code of a null name.
+NO_CODE = -1
+
 _IMAGE_BITS = 32
 _IMAGE_MASK = (1 << _IMAGE_BITS) - 1
 
@@ -28,9 +31,22 @@ def split_image_key(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (keys >> _IMAGE_BITS).astype(np.int32), (keys & _IMAGE_MASK).astype(np.int32)
 
 
+def dense_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)``, looked up once per run of equal neighbours.
+
+    Trace rows come a file (one image, one chunk) at a time, so image and chunk keys form a few
+    long runs: the distinct values are found among the runs, not by sorting every row.
+    """
+    values = np.asarray(values)
+    runs = _run_starts(values)
+    distinct = np.unique(values[runs])
+    lengths = np.diff(np.append(runs, values.size))
+    return distinct, np.repeat(np.searchsorted(distinct, values[runs]), lengths)
+
+
 def step_key(image_keys: np.ndarray, steps: np.ndarray) -> np.ndarray:
     """One int64 per (image, step): the image's dense index in the high bits, the step below."""
-    _, dense = np.unique(image_keys, return_inverse=True)
+    _, dense = dense_codes(image_keys)
     return (dense.astype(np.int64) << _IMAGE_BITS) | np.asarray(steps, dtype=np.int64)
 
 
@@ -59,6 +75,44 @@ def _run_starts(values: np.ndarray) -> np.ndarray:
     return np.concatenate(([0], np.flatnonzero(values[1:] != values[:-1]) + 1))
 
 
+def _match_in_chunks(
+    left_chunk: np.ndarray,
+    left_runs: np.ndarray,
+    left_id: np.ndarray,
+    right_chunk: np.ndarray,
+    right_runs: np.ndarray,
+    right_id: np.ndarray,
+) -> np.ndarray | None:
+    """``match_ids`` for the usual layout, one binary search per chunk; None where it does not apply.
+
+    The usual layout: each chunk's rows are contiguous on both sides (one file each) and the
+    right ids rise strictly within a chunk (correlation and External ids count up as the
+    profiler hands them out), so no id repeats and no key needs building or sorting.
+    """
+    left_values, right_values = left_chunk[left_runs], right_chunk[right_runs]
+    if np.unique(left_values).size != left_values.size or np.unique(right_values).size != right_values.size:
+        return None
+    rising = np.diff(right_id) > 0
+    rising[right_runs[1:] - 1] = True  # a new chunk may start its ids anywhere
+    if not rising.all():
+        return None
+    result = np.full(left_id.size, -1, dtype=np.int64)
+    right_ends = np.append(right_runs, right_id.size)
+    left_ends = np.append(left_runs, left_id.size)
+    right_of = {int(value): run for run, value in enumerate(right_values.tolist())}
+    for run, value in enumerate(left_values.tolist()):
+        other = right_of.get(int(value))
+        if other is None or right_ends[other] == right_ends[other + 1]:
+            continue
+        start, stop = int(right_ends[other]), int(right_ends[other + 1])
+        rows = slice(int(left_ends[run]), int(left_ends[run + 1]))
+        ids, candidates = left_id[rows], right_id[start:stop]
+        position = np.minimum(np.searchsorted(candidates, ids), candidates.size - 1)
+        hit = (candidates[position] == ids) & (ids >= 0) & (ids < (1 << _ID_BITS))
+        result[rows] = np.where(hit, position + start, -1)
+    return result
+
+
 def match_ids(
     left_chunk: np.ndarray,
     left_id: np.ndarray,
@@ -72,6 +126,9 @@ def match_ids(
     right rows share a key, the first by ``right_order`` wins; returns how many were passed over.
     """
     left_runs, right_runs = _run_starts(left_chunk), _run_starts(right_chunk)
+    by_chunk = _match_in_chunks(left_chunk, left_runs, left_id, right_chunk, right_runs, right_id)
+    if by_chunk is not None:
+        return by_chunk, 0
     chunks = np.unique(np.concatenate([left_chunk[left_runs], right_chunk[right_runs]]))
     if chunks.size >= 1 << (63 - _ID_BITS):
         raise ValueError(f"{chunks.size} flush chunks: too many to key")  # a bug or a corrupt trace
@@ -97,3 +154,11 @@ def match_ids(
     hit = (unique_keys[position] == left_key) & (left_key >= 0)
     result[hit] = unique_rows[position[hit]]
     return result, duplicates
+
+
+def name_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
+    """Dictionary codes and values of a dictionary column whose chunks share one dictionary."""
+    combined = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not pa.types.is_dictionary(combined.type):
+        combined = combined.dictionary_encode()
+    return combined.indices.fill_null(NO_CODE).to_numpy().astype(np.int64), combined.dictionary.to_pylist()

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from dsocr.analyze.categories import GPU_OP_CATS
 from dsocr.analyze.intervals import running_max_before, union_by_group
-from dsocr.analyze.keys import image_key, split_image_key, step_key, step_key_image
+from dsocr.analyze.keys import dense_codes, image_key, name_codes, split_image_key, step_key, step_key_image
 
 from dsocr.vocab import NS_PER_MS, STAGES, RangeStage, Stage
 
@@ -79,8 +79,12 @@ def _gpu_by_image(work: pa.Table) -> dict[str, dict[int, tuple[float, float, tup
     keys = image_key(work)
     start = work["ts_ns"].to_numpy()
     end = start + work["dur_ns"].to_numpy()
-    cats = pc.cast(work["cat"], pa.string())
-    is_cat = {cat: pc.equal(cats, cat).to_numpy(zero_copy_only=False) for cat in COUNTED_CATS}
+    cat_codes, cat_names = name_codes(work["cat"])
+    is_cat = {
+        cat: cat_codes == cat_names.index(cat) if cat in cat_names else np.zeros(work.num_rows, dtype=bool)
+        for cat in COUNTED_CATS
+    }
+    images, image_codes = dense_codes(keys)
     steps = work["step"].fill_null(0).to_numpy()
     result = {}
     for stage, mask in stage_masks(work).items():
@@ -89,13 +93,14 @@ def _gpu_by_image(work: pa.Table) -> dict[str, dict[int, tuple[float, float, tup
         if stage == Stage.decode:
             # Sampled traces skip steps: the span is the sum of each traced step's own span.
             per_step = union_by_group(step_key(keys[mask], steps[mask]), start[mask], end[mask])
-            owner = np.unique(keys[mask])[step_key_image(per_step.keys)]
+            owner = dense_codes(keys[mask])[0][step_key_image(per_step.keys)]
             span = np.zeros(union.keys.size, dtype=np.int64)
             np.add.at(span, np.searchsorted(union.keys, owner), per_step.last_end_ns - per_step.first_start_ns)
         counts = []
         for cat in COUNTED_CATS:
-            cat_keys, cat_counts = np.unique(keys[mask & is_cat[cat]], return_counts=True)
-            counts.append(dict(zip(cat_keys.tolist(), cat_counts.tolist(), strict=True)))
+            per_image = np.bincount(image_codes[mask & is_cat[cat]], minlength=images.size)
+            present = np.flatnonzero(per_image)
+            counts.append(dict(zip(images[present].tolist(), per_image[present].tolist(), strict=True)))
         result[stage] = {
             int(k): (
                 float(b) / NS_PER_MS,
@@ -120,14 +125,17 @@ def _stream_ms(ranges: pa.Table, work: pa.Table) -> dict[str, dict[int, float]]:
     where "GPU free at t" is the latest end of the work launched before t: exactly what a pair of
     CUDA events recorded at the range's ends measures (one stream; idle time included).
     """
-    launched = work.filter(pc.is_valid(work["launch_ns"]))
-    op_keys = image_key(launched)
-    launch = launched["launch_ns"].to_numpy()
-    ends = launched["ts_ns"].to_numpy() + launched["dur_ns"].to_numpy()
+    # Arrays of the launched activities only, without copying the whole work table.
+    launched = work["launch_ns"].is_valid().to_numpy(zero_copy_only=False)
+    op_keys = image_key(work)[launched]
+    launch = work["launch_ns"].fill_null(0).to_numpy()[launched]
+    ends = (work["ts_ns"].to_numpy() + work["dur_ns"].to_numpy())[launched]
     keys = image_key(ranges)
     starts, stops = ranges["start_ns"].to_numpy(), ranges["end_ns"].to_numpy()
-    begin = np.maximum(starts, running_max_before(op_keys, launch, ends, keys, starts))
-    finish = np.maximum(stops, running_max_before(op_keys, launch, ends, keys, stops))
+    # Both ends of every range in one query: the activities are sorted once.
+    free = running_max_before(op_keys, launch, ends, np.concatenate([keys, keys]), np.concatenate([starts, stops]))
+    begin = np.maximum(starts, free[: keys.size])
+    finish = np.maximum(stops, free[keys.size :])
     lengths = finish - begin
     stage = ranges["stage"].to_numpy(zero_copy_only=False)
     result: dict[str, dict[int, float]] = {}
