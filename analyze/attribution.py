@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from dsocr.analyze.intervals import NOT_FOUND
-from dsocr.analyze.keys import chunk_key, image_key, match_ids
+from dsocr.analyze.keys import chunk_key, image_key, int_values, match_ids
 from dsocr.analyze.ranges import Ranges
 from dsocr.analyze.segments import PLACED_STAGES, open_ranges
 
@@ -102,7 +102,7 @@ def attribute_gpu_ops(gpu_ops: pa.Table, launches: pa.Table, ranges: Ranges) -> 
     """Match each GPU activity to its launch call (same image, chunk and correlation), then place it."""
     row, duplicates = match_ids(
         chunk_key(gpu_ops),
-        gpu_ops["correlation"].fill_null(-1).to_numpy(),
+        int_values(gpu_ops["correlation"], -1),
         chunk_key(launches),
         launches["correlation"].to_numpy(),
         launches["ts_ns"].to_numpy(),
@@ -150,9 +150,9 @@ def operator_rows(gpu_ops: pa.Table, cpu_ops: pa.Table) -> np.ndarray:
     """For each GPU activity, the cpu_ops row whose External id it carries (same chunk); -1 if none."""
     row, _ = match_ids(
         chunk_key(gpu_ops),
-        gpu_ops["external_id"].fill_null(-1).to_numpy(),
+        int_values(gpu_ops["external_id"], -1),
         chunk_key(cpu_ops),
-        cpu_ops["external_id"].fill_null(-1).to_numpy(),
+        int_values(cpu_ops["external_id"], -1),
         cpu_ops["ts_ns"].to_numpy(),
     )
     return row

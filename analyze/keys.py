@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from dsocr.analyze.order import lex_order
 
 #: The code of a null name.
@@ -18,11 +19,36 @@ def pack_image_key(rank: int, image_index: int) -> int:
     return (rank << _IMAGE_BITS) | image_index
 
 
+def _packed(table: pa.Table, shifts: dict[str, int]) -> np.ndarray:
+    """``OR of column << shift`` per row (a null rank counts as 0).
+
+    The tables analyze keys are made a file at a time, and a file holds one image and one
+    chunk: a batch whose key columns are constant is filled with its one key, no per-row work.
+    """
+    result = np.empty(table.num_rows, dtype=np.int64)
+    position = 0
+    for batch in table.select(list(shifts)).to_batches():
+        rows = slice(position, position + batch.num_rows)
+        position += batch.num_rows
+        columns = [batch.column(name) for name in shifts]
+        if batch.num_rows and all(column.null_count == 0 for column in columns):
+            bounds = [pc.min_max(column) for column in columns]
+            if all(bound["min"].as_py() == bound["max"].as_py() for bound in bounds):
+                constant = 0
+                for bound, shift in zip(bounds, shifts.values(), strict=True):
+                    constant |= bound["min"].as_py() << shift
+                result[rows] = constant
+                continue
+        key = np.zeros(batch.num_rows, dtype=np.int64)
+        for column, shift in zip(columns, shifts.values(), strict=True):
+            key |= column.fill_null(0).to_numpy().astype(np.int64) << shift
+        result[rows] = key
+    return result
+
+
 def image_key(table: pa.Table) -> np.ndarray:
     """``rank << 32 | image_index`` per row (both are non-negative int32 in every dsocr table)."""
-    rank = table["rank"].fill_null(0).to_numpy().astype(np.int64)
-    image = table["image_index"].to_numpy().astype(np.int64)
-    return (rank << _IMAGE_BITS) | image
+    return _packed(table, {"rank": _IMAGE_BITS, "image_index": 0})
 
 
 def split_image_key(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -62,10 +88,7 @@ _RANK_SHIFT = 48
 
 def chunk_key(table: pa.Table) -> np.ndarray:
     """``rank << 48 | image_index << 16 | chunk`` per row: one flush chunk of one image."""
-    rank = table["rank"].fill_null(0).to_numpy().astype(np.int64)
-    image = table["image_index"].to_numpy().astype(np.int64)
-    chunk = table["chunk"].to_numpy().astype(np.int64)
-    return (rank << _RANK_SHIFT) | (image << _CHUNK_SHIFT) | chunk
+    return _packed(table, {"rank": _RANK_SHIFT, "image_index": _CHUNK_SHIFT, "chunk": 0})
 
 
 def _run_starts(values: np.ndarray) -> np.ndarray:
@@ -92,12 +115,13 @@ def _match_in_chunks(
     left_values, right_values = left_chunk[left_runs], right_chunk[right_runs]
     if np.unique(left_values).size != left_values.size or np.unique(right_values).size != right_values.size:
         return None
-    rising = np.diff(right_id) > 0
-    rising[right_runs[1:] - 1] = True  # a new chunk may start its ids anywhere
-    if not rising.all():
-        return None
-    result = np.full(left_id.size, -1, dtype=np.int64)
     right_ends = np.append(right_runs, right_id.size)
+    # Checked a chunk at a time: each slice stays in cache (one pass over the whole array
+    # costs far more on a machine whose memory bandwidth is shared).
+    for start, stop in zip(right_ends[:-1].tolist(), right_ends[1:].tolist(), strict=True):
+        if not (np.diff(right_id[start:stop]) > 0).all():
+            return None
+    result = np.full(left_id.size, -1, dtype=np.int64)
     left_ends = np.append(left_runs, left_id.size)
     right_of = {int(value): run for run, value in enumerate(right_values.tolist())}
     for run, value in enumerate(left_values.tolist()):
@@ -154,6 +178,13 @@ def match_ids(
     hit = (unique_keys[position] == left_key) & (left_key >= 0)
     result[hit] = unique_rows[position[hit]]
     return result, duplicates
+
+
+def int_values(column: pa.ChunkedArray | pa.Array, null: int) -> np.ndarray:
+    """An integer column as numpy, nulls as ``null`` (no fill pass when there are none)."""
+    if column.null_count:
+        column = column.fill_null(null)
+    return column.to_numpy()
 
 
 def name_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
