@@ -101,9 +101,8 @@ class CpuOperatorTotals:
         self._totals = {stage: np.zeros(len(names) + 1) for stage in STAGES}
         self._calls = {stage: np.zeros(len(names) + 1, dtype=np.int64) for stage in STAGES}
 
-    def add(self, ops: pa.Table, self_ns: np.ndarray) -> None:
-        """Add placed cpu_ops (in_vision, in_prefill, step) with their self times."""
-        codes, _ = name_codes(ops["name"])
+    def add(self, ops: pa.Table, codes: np.ndarray, self_ns: np.ndarray) -> None:
+        """Add placed cpu_ops (in_vision, in_prefill, step) with their name codes and self times."""
         for stage, mask in stage_masks(ops).items():
             if mask.any():
                 totals, calls = _bincounts(codes[mask], self_ns[mask], len(self.names))

@@ -192,4 +192,5 @@ def name_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
     combined = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if not pa.types.is_dictionary(combined.type):
         combined = combined.dictionary_encode()
-    return combined.indices.fill_null(NO_CODE).to_numpy().astype(np.int64), combined.dictionary.to_pylist()
+    # int32 codes as stored: a widening copy would cost a pass over every row for nothing.
+    return int_values(combined.indices, NO_CODE), combined.dictionary.to_pylist()

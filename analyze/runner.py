@@ -43,13 +43,12 @@ def _stage_cpu_ns(measured: pa.Table) -> dict[str, float]:
     return {row["stage"]: (row["cpu_ms_sum"] or 0.0) * NS_PER_MS for row in totals}
 
 
-def _operator_codes(work: pa.Table, cpu_ops: pa.Table) -> tuple[np.ndarray, list[str]]:
+def _operator_codes(work: pa.Table, cpu_ops: pa.Table, codes: np.ndarray) -> np.ndarray:
     """Per GPU activity, the name code of the cpu_op that launched it (-1: none in the trace)."""
-    codes, names = name_codes(cpu_ops["name"])
     rows = operator_rows(work, cpu_ops)
     if codes.size == 0:  # no cpu_op in the trace (e.g. CUDA activity only): nothing to name
-        return np.full(rows.size, -1, dtype=np.int64), names
-    return np.where(rows >= 0, codes[np.maximum(rows, 0)], -1), names
+        return np.full(rows.size, -1, dtype=np.int64)
+    return np.where(rows >= 0, codes[np.maximum(rows, 0)], -1)
 
 
 def _analyze_trace(
@@ -63,11 +62,16 @@ def _analyze_trace(
     measured = measure_stages(
         ranges.table, gpu.table if gpu is not None else trace.gpu_ops, has_device_time=trace.has_device_time
     )
-    totals = CpuOperatorTotals(name_codes(trace.cpu_ops["name"])[1])
-    cold_totals = ColdOperatorTotals(ok, totals.names)
+    # Name codes once for all cpu_ops (the chunks share one dictionary), sliced per chunk below.
+    op_codes, op_names = name_codes(trace.cpu_ops["name"])
+    totals = CpuOperatorTotals(op_names)
+    cold_totals = ColdOperatorTotals(ok, op_names)
+    offset = 0
     # One flush chunk at a time: operators nest within a chunk, and memory stays bounded.
     for batch in trace.cpu_ops.to_batches():
         ops = pa.Table.from_batches([batch])
+        codes = op_codes[offset : offset + batch.num_rows]
+        offset += batch.num_rows
         lanes = lane_ids(ops, ranges)
         ops = place(ops, ops["ts_ns"].to_numpy(), lanes, ranges)
         on_lane = lanes >= 0
@@ -75,13 +79,12 @@ def _analyze_trace(
         self_ns[on_lane] = self_time_ns(
             lanes[on_lane], ops["ts_ns"].to_numpy()[on_lane], ops["dur_ns"].to_numpy()[on_lane]
         )
-        totals.add(ops, self_ns)
-        cold_totals.add(ops, name_codes(ops["name"])[0], self_ns)
+        totals.add(ops, codes, self_ns)
+        cold_totals.add(ops, codes, self_ns)
         add_stage_flops(profiler_flops, ops)
     tables = totals.tables(_stage_cpu_ns(measured), top=top)
     if gpu is not None:
-        codes, names = _operator_codes(gpu.table, trace.cpu_ops)
-        tables = top_gpu(gpu.table, codes, names, top=top) + tables
+        tables = top_gpu(gpu.table, _operator_codes(gpu.table, trace.cpu_ops, op_codes), op_names, top=top) + tables
     return ranges, gpu, measured, kernels_table(tables), cold_totals
 
 
