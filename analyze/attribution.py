@@ -15,13 +15,14 @@ them, so no kernel of a graph counts as shorter than its launch) and ``shared_la
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from dsocr.analyze.intervals import NOT_FOUND
-from dsocr.analyze.keys import chunk_key, image_key, int_values, match_ids
+from dsocr.analyze.keys import chunk_key, image_key, int_values, match_ids, run_starts
 from dsocr.analyze.ranges import Ranges
 from dsocr.analyze.segments import PLACED_STAGES, open_ranges
 
@@ -50,10 +51,14 @@ class GpuWork:
     shared_launch: int = 0
 
 
+#: Above this many runs of one image among the points, lanes are looked up row by row at once.
+_RUN_LOOKUP_LIMIT = 256
+
+
 def _thread_key(table: pa.Table) -> np.ndarray:
     """pid and tid in one int64 (Linux process and thread ids fit in 32 bits each)."""
-    pid = table["pid"].fill_null(-1).to_numpy().astype(np.int64)
-    tid = table["tid"].fill_null(-1).to_numpy().astype(np.int64)
+    pid = int_values(table["pid"], -1).astype(np.int64, copy=False)
+    tid = int_values(table["tid"], -1).astype(np.int64, copy=False)
     return ((pid & _LOW_32) << 32) | (tid & _LOW_32)
 
 
@@ -63,6 +68,24 @@ def lane_ids(points: pa.Table, ranges: Ranges) -> np.ndarray:
     result = np.full(points.num_rows, NOT_FOUND, dtype=np.int64)
     if lanes.num_rows == 0 or points.num_rows == 0:
         return result
+    image = image_key(points)
+    runs = run_starts(image)
+    if runs.size > _RUN_LOOKUP_LIMIT:
+        return _lane_ids_by_row(image, points, lanes, result)
+    # Points come a file (one image) at a time and an image owns a lane or two: compare each
+    # run's threads with its image's lanes instead of looking every row up.
+    lane_image, lane_thread, lane_value = image_key(lanes), _thread_key(lanes), lanes["lane"].to_numpy()
+    thread = _thread_key(points)
+    ends = np.append(runs, image.size).tolist()
+    for start, stop in itertools.pairwise(ends):
+        rows = result[start:stop]
+        for lane in np.flatnonzero(lane_image == image[start]).tolist():
+            rows[thread[start:stop] == lane_thread[lane]] = lane_value[lane]
+    return result
+
+
+def _lane_ids_by_row(image: np.ndarray, points: pa.Table, lanes: pa.Table, result: np.ndarray) -> np.ndarray:
+    """``lane_ids`` for points of many interleaved images: one vectorized lookup per row."""
     images, threads = np.unique(image_key(lanes)), np.unique(_thread_key(lanes))
 
     def code(image: np.ndarray, thread: np.ndarray) -> np.ndarray:
@@ -74,7 +97,7 @@ def lane_ids(points: pa.Table, ranges: Ranges) -> np.ndarray:
     lane_codes = code(image_key(lanes), _thread_key(lanes))
     order = np.argsort(lane_codes)
     sorted_codes, lane_values = lane_codes[order], lanes["lane"].to_numpy()[order]
-    point_codes = code(image_key(points), _thread_key(points))
+    point_codes = code(image, _thread_key(points))
     position = np.minimum(np.searchsorted(sorted_codes, point_codes), sorted_codes.size - 1)
     hit = (sorted_codes[position] == point_codes) & (point_codes >= 0)
     result[hit] = lane_values[position[hit]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -64,7 +66,7 @@ def dense_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     long runs: the distinct values are found among the runs, not by sorting every row.
     """
     values = np.asarray(values)
-    runs = _run_starts(values)
+    runs = run_starts(values)
     distinct = np.unique(values[runs])
     lengths = np.diff(np.append(runs, values.size))
     return distinct, np.repeat(np.searchsorted(distinct, values[runs]), lengths)
@@ -91,7 +93,7 @@ def chunk_key(table: pa.Table) -> np.ndarray:
     return _packed(table, {"rank": _RANK_SHIFT, "image_index": _CHUNK_SHIFT, "chunk": 0})
 
 
-def _run_starts(values: np.ndarray) -> np.ndarray:
+def run_starts(values: np.ndarray) -> np.ndarray:
     """Where each run of equal neighbours begins (0 first when not empty)."""
     if values.size == 0:
         return np.zeros(0, dtype=np.int64)
@@ -118,7 +120,7 @@ def _match_in_chunks(
     right_ends = np.append(right_runs, right_id.size)
     # Checked a chunk at a time: each slice stays in cache (one pass over the whole array
     # costs far more on a machine whose memory bandwidth is shared).
-    for start, stop in zip(right_ends[:-1].tolist(), right_ends[1:].tolist(), strict=True):
+    for start, stop in itertools.pairwise(right_ends.tolist()):
         if not (np.diff(right_id[start:stop]) > 0).all():
             return None
     result = np.full(left_id.size, -1, dtype=np.int64)
@@ -149,7 +151,7 @@ def match_ids(
     A sorted-key equi-join that keeps the left order. Ids below 0 never match. Where several
     right rows share a key, the first by ``right_order`` wins; returns how many were passed over.
     """
-    left_runs, right_runs = _run_starts(left_chunk), _run_starts(right_chunk)
+    left_runs, right_runs = run_starts(left_chunk), run_starts(right_chunk)
     by_chunk = _match_in_chunks(left_chunk, left_runs, left_id, right_chunk, right_runs, right_id)
     if by_chunk is not None:
         return by_chunk, 0
