@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from dsocr.analyze.inputs import AnalysisInputs
-from dsocr.analyze.keys import image_key, step_key
+from dsocr.analyze.keys import dense_codes, image_key, step_key
 
 from dsocr.vocab import NS_PER_MS, ImageStatus, RangeStage, Stage
 
@@ -49,14 +49,16 @@ class Coverage:
 def _ranges_without_work(ranges: pa.Table, work: pa.Table) -> int:
     """Vision, prefill and decode-step ranges that launched nothing on the GPU."""
     missing = 0
+    # Numpy masks over the work's keys, not filtered copies of the whole work table.
+    work_keys = image_key(work)
     for stage, flag in ((RangeStage.vision, "in_vision"), (RangeStage.prefill, "in_prefill")):
         stage_ranges = ranges.filter(pc.equal(ranges["stage"], stage))
-        with_work = np.unique(image_key(work.filter(work[flag])))
+        with_work = dense_codes(work_keys[work[flag].to_numpy(zero_copy_only=False)])[0]
         missing += int(np.count_nonzero(~np.isin(image_key(stage_ranges), with_work)))
     steps = ranges.filter(pc.equal(ranges["stage"], RangeStage.decode_step))
-    stepped = work.filter(pc.is_valid(work["step"]))
-    all_keys = np.concatenate([image_key(steps), image_key(stepped)])
-    all_steps = np.concatenate([steps["step"].to_numpy(), stepped["step"].to_numpy()])
+    stepped = work["step"].is_valid().to_numpy(zero_copy_only=False)
+    all_keys = np.concatenate([image_key(steps), work_keys[stepped]])
+    all_steps = np.concatenate([steps["step"].to_numpy(), work["step"].fill_null(0).to_numpy()[stepped]])
     keyed = step_key(all_keys, all_steps)
     missing += int(np.count_nonzero(~np.isin(keyed[: steps.num_rows], keyed[steps.num_rows :])))
     return missing
@@ -93,7 +95,8 @@ def coverage_figures(inputs: AnalysisInputs) -> Coverage:
         figures,
         gpu_ops=work.num_rows,
         gpu_ops_outside_ranges=int(pc.sum(outside).as_py() or 0),
-        gpu_ops_outside_ranges_ms=float(pc.sum(work.filter(outside)["dur_ns"]).as_py() or 0) / NS_PER_MS,
+        gpu_ops_outside_ranges_ms=float(work["dur_ns"].to_numpy()[outside.to_numpy(zero_copy_only=False)].sum())
+        / NS_PER_MS,
         gpu_ops_without_launch=inputs.gpu.without_launch,
         duplicate_launch_ids=inputs.gpu.duplicate_launch_ids,
         kernels_start_before_launch=inputs.gpu.start_before_launch,

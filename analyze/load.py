@@ -97,8 +97,16 @@ def _roles(cat: pa.ChunkedArray) -> np.ndarray:
     return lookup[combined.indices.fill_null(len(values)).to_numpy()]
 
 
-def _valid(column: pa.ChunkedArray) -> np.ndarray:
-    return column.is_valid().to_numpy(zero_copy_only=False)
+def _rows(table: pa.Table, columns: list[str], mask: np.ndarray, *, valid: str | None = None) -> pa.Table:
+    """The rows of one role, only ``columns``, less those whose ``valid`` column is null.
+
+    Select, then filter: each role's table copies only its own columns; the null check runs
+    on the role's rows, not on every event of the file.
+    """
+    rows = table.select(columns).filter(pa.array(mask))
+    if valid is not None and rows[valid].null_count:
+        rows = rows.filter(rows[valid].is_valid())
+    return rows
 
 
 def _one_value(column: pa.ChunkedArray) -> bool:
@@ -111,14 +119,17 @@ def _windows(table: pa.Table, roles: np.ndarray) -> pa.Table:
     inside = roles != _ENVELOPE
     if table.num_rows and all(_one_value(table[key]) for key in CHUNK_KEYS):
         # The usual file: one flush chunk of one image, so one row, without a grouping pass.
-        starts = table["ts_ns"].to_numpy()[inside]
-        ends = starts + table["dur_ns"].to_numpy()[inside]
+        starts = table["ts_ns"].to_numpy()
+        ends = starts + table["dur_ns"].to_numpy()
+        any_inside = bool(inside.any())
+        first = int(starts.min(where=inside, initial=np.iinfo(np.int64).max)) if any_inside else None
+        last = int(ends.max(where=inside, initial=np.iinfo(np.int64).min)) if any_inside else None
         return pa.table(
             {
                 **{key: pa.array([table[key][0].as_py()], pa.int32()) for key in CHUNK_KEYS},
                 "ts_ns_count": pa.array([table.num_rows], pa.int64()),
-                "ts_ns_min": pa.array([int(starts.min()) if starts.size else None], pa.int64()),
-                "end_ns_max": pa.array([int(ends.max()) if ends.size else None], pa.int64()),
+                "ts_ns_min": pa.array([first], pa.int64()),
+                "end_ns_max": pa.array([last], pa.int64()),
             }
         ).select(WINDOW_COLUMNS)
     events = table.select(CHUNK_KEYS).append_column("ts_ns", table["ts_ns"])
@@ -163,13 +174,10 @@ def load_trace(run_dir: Path) -> TraceTables:
         table = _read(path)  # damaged data pages fail only here, past the footer: RunDirError
         events += table.num_rows
         roles = _roles(table["cat"])
-        # Select, then filter: each role's table copies only its own columns.
-        is_range = (roles == _RANGE) & _valid(table["range_stage"])
-        parts["ranges"].append(table.select(RANGE_COLUMNS).filter(pa.array(is_range)))
-        is_launch = (roles == _LAUNCH) & _valid(table["correlation"])
-        parts["launches"].append(table.select(LAUNCH_COLUMNS).filter(pa.array(is_launch)))
-        parts["gpu_ops"].append(table.select(GPU_OP_COLUMNS).filter(pa.array(roles == _GPU_OP)))
-        parts["cpu_ops"].append(table.select(CPU_OP_COLUMNS).filter(pa.array(roles == _CPU_OP)))
+        parts["ranges"].append(_rows(table, RANGE_COLUMNS, roles == _RANGE, valid="range_stage"))
+        parts["launches"].append(_rows(table, LAUNCH_COLUMNS, roles == _LAUNCH, valid="correlation"))
+        parts["gpu_ops"].append(_rows(table, GPU_OP_COLUMNS, roles == _GPU_OP))
+        parts["cpu_ops"].append(_rows(table, CPU_OP_COLUMNS, roles == _CPU_OP))
         parts["windows"].append(_windows(table, roles))
     return TraceTables(
         events=events,

@@ -46,7 +46,8 @@ def traced_steps(ranges: pa.Table, work: pa.Table | None) -> pa.Table:
     span: pa.Array = pa.nulls(steps.num_rows, pa.float64())
     kernels: pa.Array = pa.nulls(steps.num_rows, pa.int64())
     if work is not None:
-        stepped = work.filter(pc.is_valid(work["step"]))
+        columns = ["rank", "image_index", "step", "ts_ns", "dur_ns", "cat"]
+        stepped = work.select(columns).filter(pc.is_valid(work["step"]))  # only the columns used
         work_keys = image_key(stepped)
         images = np.unique(np.concatenate([keys, work_keys]))
         codes = step_codes(images, keys, numbers)
