@@ -8,15 +8,19 @@ piece (at the piece's first instant, with ``locate``) and looked up for every po
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from dsocr.analyze.intervals import NOT_FOUND, locate
+from dsocr.analyze.keys import run_starts
 
 from dsocr.vocab import RangeStage
 
+#: Above this many runs of one lane among the points, they are placed all at once.
+_RUN_LOOKUP_LIMIT = 256
 #: The stages a point is placed in, in the order of ``Segments.open_rows``.
 PLACED_STAGES = (RangeStage.vision, RangeStage.prefill, RangeStage.decode_step)
 
@@ -33,6 +37,10 @@ class Segments:
     lane_first: np.ndarray
     #: Every lane's distinct range starts and ends, on the virtual axis (sorted).
     boundaries: np.ndarray
+    #: The same boundaries as trace times (sorted within each lane), and per lane id the
+    #: position just past its last one.
+    times: np.ndarray
+    lane_end: np.ndarray
     #: Per stage of PLACED_STAGES, per boundary: the row (in ``stage_tables``) of the range of
     #: that stage open from that boundary to the next, or NOT_FOUND.
     open_rows: tuple[np.ndarray, ...]
@@ -69,7 +77,9 @@ def build_segments(table: pa.Table, lane_count: int) -> Segments:
         )
         for stage_table in stage_tables
     )
-    return Segments(lane_base, lane_offset, lane_extent, lane_first, boundaries, open_rows, stage_tables)
+    return Segments(
+        lane_base, lane_offset, lane_extent, lane_first, boundaries, times, lane_end, open_rows, stage_tables
+    )
 
 
 def open_ranges(segments: Segments, lane: np.ndarray, time_ns: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -79,6 +89,10 @@ def open_ranges(segments: Segments, lane: np.ndarray, time_ns: np.ndarray) -> tu
     lane = np.asarray(lane, dtype=np.int64)
     results = tuple(np.full(lane.size, NOT_FOUND, dtype=np.int64) for _ in PLACED_STAGES)
     if segments.boundaries.size == 0 or lane.size == 0:
+        return results
+    runs = run_starts(lane)
+    if runs.size <= _RUN_LOOKUP_LIMIT:
+        _open_by_run(segments, lane, np.asarray(time_ns, dtype=np.int64), runs, results)
         return results
     points = np.flatnonzero(lane >= 0)
     on = lane[points]
@@ -91,3 +105,20 @@ def open_ranges(segments: Segments, lane: np.ndarray, time_ns: np.ndarray) -> tu
     for result, rows in zip(results, segments.open_rows, strict=True):
         result[points] = rows[piece]
     return results
+
+
+def _open_by_run(
+    segments: Segments, lane: np.ndarray, time_ns: np.ndarray, runs: np.ndarray, results: tuple[np.ndarray, ...]
+) -> None:
+    """``open_ranges`` for points in a few runs of one lane (a file's cpu_ops are mostly one
+    thread's): one search among that lane's own boundaries per run, on trace times."""
+    for start, stop in itertools.pairwise(np.append(runs, lane.size).tolist()):
+        owner = int(lane[start])
+        if owner < 0:
+            continue
+        first, end = int(segments.lane_first[owner]), int(segments.lane_end[owner])
+        # Before the lane's first boundary the search gives -1, which picks the NOT_FOUND
+        # appended after the lane's own rows.
+        piece = np.searchsorted(segments.times[first:end], time_ns[start:stop], side="right") - 1
+        for result, rows in zip(results, segments.open_rows, strict=True):
+            result[start:stop] = np.append(rows[first:end], NOT_FOUND)[piece]

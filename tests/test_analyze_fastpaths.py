@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from analyze_helpers import gpu_run_or_skip
-from dsocr.analyze import attribution
+from dsocr.analyze import attribution, segments
 from dsocr.analyze.intervals import locate
 from dsocr.analyze.keys import chunk_key, dense_codes, image_key, int_values, match_ids
 from dsocr.analyze.load import _windows, load_trace
@@ -90,7 +90,10 @@ def test_lane_ids_by_run_and_by_row(trace, monkeypatch: pytest.MonkeyPatch) -> N
     assert set(by_run.tolist()) == {-1, *range(ranges.lanes.num_rows)}
 
 
-def test_open_ranges_is_locate_per_stage(trace) -> None:
+@pytest.mark.parametrize("by_run", [True, False])
+def test_open_ranges_is_locate_per_stage(trace, by_run: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not by_run:
+        monkeypatch.setattr(segments, "_RUN_LOOKUP_LIMIT", -1)
     ranges = clean_ranges(trace.ranges, trace.chunks)
     lanes = attribution.lane_ids(trace.cpu_ops, ranges)
     times = trace.cpu_ops["ts_ns"].to_numpy()
