@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from dsocr.analyze.keys import image_key
+from dsocr.analyze.keys import dense_codes, image_key
 
 from dsocr.vocab import NS_PER_MS
 
@@ -151,9 +151,9 @@ class ColdOperatorTotals:
             (self._cold_keys, self._cold_ns, self._cold_steps),
             (self._warm_keys, self._warm_ns, self._warm_steps),
         ):
-            hit = np.isin(keys, known)
+            hit = _member(keys, known)
             totals += np.bincount(codes[hit], weights=durations[hit], minlength=totals.size)
-            seen.update(np.unique(keys[hit]).tolist())
+            seen.update(dense_codes(keys[hit])[0].tolist())
 
     def top(self, count: int = COLD_TOP_OPERATORS) -> list[dict[str, Any]]:
         """Operators by (cold ms per step - warm ms per step), largest first."""
@@ -180,6 +180,13 @@ class ColdOperatorTotals:
 
 
 _STEP_BITS = 24
+
+
+def _member(keys: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """``np.isin(keys, known)`` for sorted ``known``: a binary search per key, no sort of ``keys``."""
+    if known.size == 0:
+        return np.zeros(keys.size, dtype=bool)
+    return known[np.minimum(np.searchsorted(known, keys), known.size - 1)] == keys
 
 
 def _combine(image_keys: np.ndarray, steps: np.ndarray) -> np.ndarray:
