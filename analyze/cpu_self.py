@@ -8,7 +8,7 @@ the last earlier operator one level up. The loop runs over depth levels (tens), 
 from __future__ import annotations
 
 import numpy as np
-from dsocr.analyze.order import lex_order
+from dsocr.analyze.order import is_lex_sorted
 
 NO_PARENT = -1
 
@@ -26,11 +26,16 @@ def self_time_ns(lane: np.ndarray, start_ns: np.ndarray, dur_ns: np.ndarray) -> 
     nests = dur_ns > 0
     if not nests.any():
         return result
-    index = np.flatnonzero(nests)
-    lanes, starts, durs = lane[index], start_ns[index], dur_ns[index]
+    # Copies only where needed: usually every operator lasts and the rows are already in order.
+    if nests.all():
+        index, lanes, starts, durs = np.arange(lane.size), lane, start_ns, dur_ns
+    else:
+        index = np.flatnonzero(nests)
+        lanes, starts, durs = lane[index], start_ns[index], dur_ns[index]
+    if not is_lex_sorted((-durs, starts, lanes)):
+        order = np.lexsort((-durs, starts, lanes))
+        lanes, starts, durs, index = lanes[order], starts[order], durs[order], index[order]
     # Each lane on its own stretch of a virtual axis, so ends of one lane never count in another.
-    order = lex_order((-durs, starts, lanes))
-    lanes, starts, durs, index = lanes[order], starts[order], durs[order], index[order]
     first = np.concatenate(([0], np.flatnonzero(lanes[1:] != lanes[:-1]) + 1))
     sizes = np.diff(np.append(first, lanes.size))
     base = np.repeat(starts[first], sizes)
