@@ -4,20 +4,31 @@ For each size the real event mix of a capture (default: the committed H200 captu
 tests/data/gpu-run) is replicated into a run of that many events: copy i becomes image i,
 its times shifted past copy i-1 and its correlation and External ids shifted by i times the
 source's largest id. Then, each tool in its own process (peak memory is that process's
-ru_maxrss):
+ru_maxrss, CPU time its ru_utime + ru_stime):
 
-- dsocr analyze: ``analyze_run`` on the Parquet (the process wall time includes Python start-up
-  and imports; the ``analyze_run`` time is printed beside it);
+- dsocr analyze: ``analyze_run`` on the Parquet, everything ``dsocr analyze`` computes and
+  writes (the process wall time includes Python start-up and imports; the ``analyze_run``
+  time is printed beside it);
 - HTA: ``TraceAnalysis`` load of the JSON that ``dsocr export-trace`` writes from the same
-  Parquet, then ``get_gpu_kernel_breakdown``; only up to ``--hta-max-events`` (HTA 0.5 needs
-  about 3 GB per million events).
+  Parquet (each tool reads its own input format), then ``get_gpu_kernel_breakdown``; only up
+  to ``--hta-max-events`` (HTA 0.5 needs about 1.5 GB per million events of this mix).
+
+What each side computes (like for like, and where it is not). The headline ratio gives HTA
+the least work: its load and one analysis, the kernel breakdown, against analyze's whole
+run: per-stage kernel attribution by correlation, GPU busy/span/idle per image and step, the
+CUDA-event check, CPU operator self time, top kernels and operators per stage, the roofline,
+the findings and four Parquet/JSON outputs. analyze does strictly more. ``--hta-matched``
+also times the HTA analyses that answer what analyze's outputs answer, in the same HTA
+process after the breakdown: kernels per user annotation (analyze's per-stage attribution),
+the temporal breakdown (GPU busy and idle) and the CUDA launch statistics (analyze's
+launch-bound kernels); the matched ratio counts them too. Both ratios are printed.
 
 HTA is not a dsocr dependency: install it into a separate virtual environment and pass its
 interpreter (it pulls jupyterlab, pandas and plotly)::
 
     python -m venv /tmp/hta-venv && /tmp/hta-venv/bin/pip install holistictraceanalysis==0.5.0
     python bench/bench_analyze.py --hta-python /tmp/hta-venv/bin/python                 # 0.3M
-    python bench/bench_analyze.py --sizes 0.3M,3M,10M --hta-python /tmp/hta-venv/bin/python
+    python bench/bench_analyze.py --sizes 1M,3M --hta-matched --hta-python /tmp/hta-venv/bin/python
     python bench/bench_analyze.py --cross-check --hta-python /tmp/hta-venv/bin/python    # per range
 
 ``--cross-check`` compares HTA's kernel totals per gpu_user_annotation with analyze's kernel
@@ -77,6 +88,9 @@ ANALYZE_CHILD = textwrap.dedent(
     """
 )
 
+#: HTA analyses that answer what analyze's outputs answer (``--hta-matched``), timed one by one.
+HTA_MATCHED = ("get_gpu_kernels_with_user_annotations", "get_temporal_breakdown", "get_cuda_kernel_launch_stats")
+
 HTA_CHILD = textwrap.dedent(
     """
     import json, logging, sys, time
@@ -89,7 +103,23 @@ HTA_CHILD = textwrap.dedent(
     kernel_types, kernels = analyzer.get_gpu_kernel_breakdown(visualize=False)
     done = time.perf_counter()
     result = {"import_s": imported - start, "load_s": loaded - imported, "breakdown_s": done - loaded,
-              "kernel_rows": int(len(kernels)), "kernel_total_us": float(kernel_types["sum"].sum())}
+              "kernel_rows": int(len(kernels)), "kernel_total_us": float(kernel_types["sum"].sum()),
+              "cpu_to_breakdown_s": time.process_time()}
+    if sys.argv[2] == "matched":
+        calls = {
+            "get_gpu_kernels_with_user_annotations": lambda: analyzer.get_gpu_kernels_with_user_annotations(rank=0),
+            "get_temporal_breakdown": lambda: analyzer.get_temporal_breakdown(visualize=False),
+            "get_cuda_kernel_launch_stats": lambda: analyzer.get_cuda_kernel_launch_stats(visualize=False),
+        }
+        result["matched_s"] = {}
+        for name, call in calls.items():
+            began = time.perf_counter()
+            try:
+                call()
+                result["matched_s"][name] = time.perf_counter() - began
+            except Exception as exc:  # HTA's own failure on this trace: recorded, not fatal
+                result["matched_s"][name] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+    result["cpu_end_s"] = time.process_time()
     if sys.argv[2] == "cross":
         frame = analyzer.get_gpu_kernels_with_user_annotations(rank=0, expand_names=True, shortern_names=False)
         grouped = frame.groupby("s_user_annotation")["dur"].agg(["sum", "count"])
@@ -111,8 +141,8 @@ def parse_size(text: str) -> int:
 
 def run_child(
     command: list[str], cwd: Path, extra_env: dict[str, str] | None = None
-) -> tuple[dict[str, Any], float, float]:
-    """Run a child process; return (its JSON line, wall seconds, peak RSS MiB)."""
+) -> tuple[dict[str, Any], float, float, float]:
+    """Run a child process; return (its JSON line, wall seconds, peak RSS MiB, CPU seconds)."""
     start = time.perf_counter()
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(extra_env or {})}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -124,7 +154,8 @@ def run_child(
         stdout, stderr = out.read().decode(), err.read().decode()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{command[0]} failed ({os.waitstatus_to_exitcode(status)}):\n{stderr[-3000:]}")
-    return json.loads(stdout.strip().splitlines()[-1]), wall, usage.ru_maxrss / KIB
+    cpu = usage.ru_utime + usage.ru_stime
+    return json.loads(stdout.strip().splitlines()[-1]), wall, usage.ru_maxrss / KIB, cpu
 
 
 def replicate(source: Path, out: Path, events: int) -> int:
@@ -162,13 +193,14 @@ def replicate(source: Path, out: Path, events: int) -> int:
 def measure(size: int, args: argparse.Namespace) -> dict[str, Any]:
     run_dir = args.work / f"run-{size}"
     events = replicate(args.source, run_dir, size)
-    child, wall, rss = run_child([sys.executable, "-c", ANALYZE_CHILD, str(run_dir)], ROOT)
+    child, wall, rss, cpu = run_child([sys.executable, "-c", ANALYZE_CHILD, str(run_dir)], ROOT)
     row: dict[str, Any] = {
         "target": size,
         "events": events,
         "parquet_mib": sum(p.stat().st_size for p in rundir.trace_files(run_dir)) / MIB,
         "analyze_wall_s": wall,
         "analyze_s": child["analyze_s"],
+        "analyze_cpu_s": cpu,
         "analyze_rss_mib": rss,
     }
     if args.hta_python and events <= args.hta_max_events:
@@ -178,8 +210,15 @@ def measure(size: int, args: argparse.Namespace) -> dict[str, Any]:
         path, _ = export_trace(run_dir, output=hta_dir / "rank-0.json")
         row["export_s"] = time.perf_counter() - start
         row["json_mib"] = path.stat().st_size / MIB
-        hta, hta_wall, hta_rss = run_child([str(args.hta_python), "-c", HTA_CHILD, str(hta_dir), "plain"], ROOT)
-        row |= {"hta_wall_s": hta_wall, "hta_load_s": hta["load_s"], "hta_breakdown_s": hta["breakdown_s"]}
+        mode = "matched" if args.hta_matched else "plain"
+        hta, hta_wall, hta_rss, hta_cpu = run_child([str(args.hta_python), "-c", HTA_CHILD, str(hta_dir), mode], ROOT)
+        extra = hta.get("matched_s", {})
+        extra_s = sum(value for value in extra.values() if isinstance(value, float))
+        # The headline HTA time ends with the breakdown: the matched analyses ran after it.
+        row |= {"hta_wall_s": hta_wall - extra_s, "hta_load_s": hta["load_s"], "hta_breakdown_s": hta["breakdown_s"]}
+        row["hta_cpu_s"] = hta_cpu - (hta["cpu_end_s"] - hta["cpu_to_breakdown_s"])
+        if extra:
+            row |= {"hta_matched_s": extra, "hta_matched_wall_s": hta_wall, "hta_matched_cpu_s": hta_cpu}
         row["hta_rss_mib"] = hta_rss
         if not args.keep:
             shutil.rmtree(hta_dir)
@@ -192,23 +231,33 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "–" if value is None else f"{value:,.{digits}f}"
 
 
+def add_ratios(row: dict[str, Any]) -> None:
+    """HTA over analyze: wall time, CPU time, peak memory, and wall time with the matched analyses."""
+    if "hta_wall_s" not in row:
+        return
+    row["time_ratio"] = row["hta_wall_s"] / row["analyze_wall_s"]
+    row["cpu_ratio"] = row["hta_cpu_s"] / row["analyze_cpu_s"]
+    row["memory_ratio"] = row["hta_rss_mib"] / row["analyze_rss_mib"]
+    if "hta_matched_wall_s" in row:
+        row["matched_time_ratio"] = row["hta_matched_wall_s"] / row["analyze_wall_s"]
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     header = (
-        "| events | Parquet MiB | analyze s (process / analyze_run) | analyze Mevents/s | analyze peak MiB"
-        " | JSON MiB | HTA s (load + breakdown) | HTA peak MiB | time ratio | memory ratio |"
+        "| events | Parquet MiB | analyze s (process / analyze_run) | analyze CPU s | analyze peak MiB | JSON MiB"
+        " | HTA s (load + breakdown) | HTA CPU s | HTA peak MiB | time ratio | CPU ratio | memory ratio"
+        " | HTA s with matched analyses | matched time ratio |"
     )
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
     for row in rows:
-        hta_s = row.get("hta_wall_s")
-        ratio_t = hta_s / row["analyze_wall_s"] if hta_s else None
-        ratio_m = row["hta_rss_mib"] / row["analyze_rss_mib"] if hta_s else None
         print(
             f"| {row['events']:,} | {_fmt(row['parquet_mib'])} | {_fmt(row['analyze_wall_s'], 2)} /"
-            f" {_fmt(row['analyze_s'], 2)} | {_fmt(row['events'] / row['analyze_wall_s'] / 1e6, 2)}"
-            f" | {_fmt(row['analyze_rss_mib'], 0)} | {_fmt(row.get('json_mib'), 0)}"
-            f" | {_fmt(hta_s)} ({_fmt(row.get('hta_load_s'))} + {_fmt(row.get('hta_breakdown_s'))})"
-            f" | {_fmt(row.get('hta_rss_mib'), 0)} | {_fmt(ratio_t)}x | {_fmt(ratio_m)}x |"
+            f" {_fmt(row['analyze_s'], 2)} | {_fmt(row['analyze_cpu_s'], 2)} | {_fmt(row['analyze_rss_mib'], 0)}"
+            f" | {_fmt(row.get('json_mib'), 0)} | {_fmt(row.get('hta_wall_s'))} ({_fmt(row.get('hta_load_s'))} +"
+            f" {_fmt(row.get('hta_breakdown_s'))}) | {_fmt(row.get('hta_cpu_s'))} | {_fmt(row.get('hta_rss_mib'), 0)}"
+            f" | {_fmt(row.get('time_ratio'))}x | {_fmt(row.get('cpu_ratio'))}x | {_fmt(row.get('memory_ratio'))}x"
+            f" | {_fmt(row.get('hta_matched_wall_s'))} | {_fmt(row.get('matched_time_ratio'))}x |"
         )
 
 
@@ -218,10 +267,10 @@ def cross_check(args: argparse.Namespace) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)
     shutil.copytree(args.source, run_dir, ignore=shutil.ignore_patterns(rundir.ANALYSIS_DIR))
     path, _ = export_trace(run_dir, output=run_dir / "hta" / "rank-0.json")
-    rounded, _, _ = run_child([str(args.hta_python), "-c", HTA_CHILD, str(path.parent), "plain"], ROOT)
+    rounded, *_ = run_child([str(args.hta_python), "-c", HTA_CHILD, str(path.parent), "plain"], ROOT)
     # HTA rounds each start up and each end down to whole µs by default, which turns sub-µs
     # kernels into negative intervals that its annotation join rejects: ask it not to round.
-    hta, _, _ = run_child(
+    hta, *_ = run_child(
         [str(args.hta_python), "-c", HTA_CHILD, str(path.parent), "cross"], ROOT, {"HTA_DISABLE_NS_ROUNDING": "1"}
     )
     # analyze's own per-stage kernel sums (all kernels, not only the top-k of kernels.parquet).
@@ -264,6 +313,9 @@ def main() -> None:
     parser.add_argument("--hta-python", type=Path, help="Interpreter with holistictraceanalysis installed.")
     parser.add_argument("--hta-max-events", type=int, default=DEFAULT_HTA_MAX, help="Largest size given to HTA.")
     parser.add_argument("--cross-check", action="store_true", help="Per-range kernel totals against HTA, then exit.")
+    parser.add_argument(
+        "--hta-matched", action="store_true", help="Also time the HTA analyses matching analyze's outputs."
+    )
     parser.add_argument("--keep", action="store_true", help="Keep the generated runs and JSON under --work.")
     parser.add_argument("--json", type=Path, help="Also write every figure here.")
     args = parser.parse_args()
@@ -276,12 +328,16 @@ def main() -> None:
         cross_check(args)
         return
     rows = []
+    load_before = os.getloadavg()
     for size in (parse_size(text) for text in args.sizes.split(",")):
         rows.append(measure(size, args))
+        add_ratios(rows[-1])
         print(f"measured {rows[-1]['events']:,} events", file=sys.stderr)
     print_table(rows)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        # The machine's state beside the figures: on a shared box, wall ratios move with its load.
+        machine = {"cpus": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg()}
+        args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
