@@ -128,7 +128,7 @@ def attribute_gpu_ops(gpu_ops: pa.Table, launches: pa.Table, ranges: Ranges) -> 
         int_values(gpu_ops["correlation"], -1),
         chunk_key(launches),
         launches["correlation"].to_numpy(),
-        launches["ts_ns"].to_numpy(),
+        launches["ts_ns"],
     )
     matched = row >= 0
     # Launch calls that started several activities: a CUDA graph launch (or a launch that copies
@@ -176,6 +176,6 @@ def operator_rows(gpu_ops: pa.Table, cpu_ops: pa.Table) -> np.ndarray:
         int_values(gpu_ops["external_id"], -1),
         chunk_key(cpu_ops),
         int_values(cpu_ops["external_id"], -1),
-        cpu_ops["ts_ns"].to_numpy(),
+        cpu_ops["ts_ns"],
     )
     return row

@@ -144,12 +144,13 @@ def match_ids(
     left_id: np.ndarray,
     right_chunk: np.ndarray,
     right_id: np.ndarray,
-    right_order: np.ndarray,
+    right_order: np.ndarray | pa.ChunkedArray,
 ) -> tuple[np.ndarray, int]:
     """For each left row, the right row with the same (chunk, id), -1 where there is none.
 
     A sorted-key equi-join that keeps the left order. Ids below 0 never match. Where several
     right rows share a key, the first by ``right_order`` wins; returns how many were passed over.
+    ``right_order`` may stay an Arrow column: the usual layout never reads it.
     """
     left_runs, right_runs = run_starts(left_chunk), run_starts(right_chunk)
     by_chunk = _match_in_chunks(left_chunk, left_runs, left_id, right_chunk, right_runs, right_id)
@@ -167,7 +168,7 @@ def match_ids(
 
     left_key, right_key = keyed(left_chunk, left_runs, left_id), keyed(right_chunk, right_runs, right_id)
     result = np.full(left_key.size, -1, dtype=np.int64)
-    order = lex_order((right_order, right_key))
+    order = lex_order((np.asarray(right_order), right_key))
     sorted_keys = right_key[order]
     first = np.ones(sorted_keys.size, dtype=bool)
     first[1:] = sorted_keys[1:] != sorted_keys[:-1]

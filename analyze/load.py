@@ -94,7 +94,8 @@ def _roles(cat: pa.ChunkedArray) -> np.ndarray:
         combined = combined.dictionary_encode()
     values = combined.dictionary.to_pylist()
     lookup = np.array([_ROLE_OF_CAT.get(value, _OTHER) for value in values] + [_OTHER], dtype=np.int8)
-    return lookup[combined.indices.fill_null(len(values)).to_numpy()]
+    indices = combined.indices
+    return lookup[(indices.fill_null(len(values)) if indices.null_count else indices).to_numpy()]
 
 
 def _rows(table: pa.Table, columns: list[str], mask: np.ndarray, *, valid: str | None = None) -> pa.Table:
