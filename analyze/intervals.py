@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from dsocr.analyze.order import lex_order
+from dsocr.analyze.order import lex_sorted
 
 NOT_FOUND = -1
 
@@ -44,8 +44,7 @@ def union_by_group(keys: np.ndarray, start_ns: np.ndarray, end_ns: np.ndarray) -
     if keys.size == 0:
         empty = np.zeros(0, dtype=np.int64)
         return GroupUnion(empty, empty, empty, empty, empty)
-    order = lex_order((start_ns, keys))
-    k, s, e = keys[order], start_ns[order], end_ns[order]
+    k, s, e = lex_sorted((start_ns, keys), keys, start_ns, end_ns)
     seg = _segment_starts(k)
     lengths = np.diff(np.append(seg, k.size))
     first = s[seg]
@@ -132,10 +131,8 @@ def running_max_before(
     result = np.full(query_ns.size, none, dtype=np.int64)
     if keys.size == 0 or query_ns.size == 0:
         return result
-    order = lex_order((order_ns, keys))
-    k = keys[order]
-    t = np.asarray(order_ns, dtype=np.int64)[order]
-    v = np.asarray(values, dtype=np.int64)[order]
+    order_ns = np.asarray(order_ns, dtype=np.int64)
+    k, t, v = lex_sorted((order_ns, keys), keys, order_ns, np.asarray(values, dtype=np.int64))
     first = _segment_starts(k)
     sizes = np.diff(np.append(first, k.size))
     # Per-key running maximum without leaking across keys: lift each key above the previous one.

@@ -41,3 +41,12 @@ def lex_order(keys: Sequence[np.ndarray]) -> np.ndarray:
     if is_lex_sorted(keys):
         return np.arange(len(keys[0]) if len(keys) else 0)
     return np.lexsort(keys)
+
+
+def lex_sorted(keys: Sequence[np.ndarray], *columns: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``columns`` put in ``np.lexsort(keys)`` order: the arrays themselves, uncopied, when the
+    rows already are in that order."""
+    if is_lex_sorted(keys):
+        return columns
+    order = np.lexsort(keys)
+    return tuple(column[order] for column in columns)
