@@ -147,13 +147,16 @@ class ColdOperatorTotals:
             return
         keys = _combine(image_key(ops)[in_step], ops["step"].to_numpy(zero_copy_only=False)[in_step].astype(np.int64))
         codes, durations = np.where(codes[in_step] < 0, len(self._names), codes[in_step]), self_ns[in_step]
+        # A step's operators are neighbours: look each step up once, not each operator.
+        steps, step_of = dense_codes(keys)
         for known, totals, seen in (
             (self._cold_keys, self._cold_ns, self._cold_steps),
             (self._warm_keys, self._warm_ns, self._warm_steps),
         ):
-            hit = _member(keys, known)
+            step_hit = _member(steps, known)
+            hit = step_hit[step_of]
             totals += np.bincount(codes[hit], weights=durations[hit], minlength=totals.size)
-            seen.update(dense_codes(keys[hit])[0].tolist())
+            seen.update(steps[step_hit].tolist())
 
     def top(self, count: int = COLD_TOP_OPERATORS) -> list[dict[str, Any]]:
         """Operators by (cold ms per step - warm ms per step), largest first."""

@@ -9,6 +9,7 @@ then compute or memory (whichever of flops/peak_flops and bytes/peak_bandwidth i
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -101,12 +102,16 @@ def _stage_rows(arch: Architecture, width: int, ok: pa.Table, timings: pa.Table)
     """vision, prefill_text and prefill rows per image, with the measured times from TIMINGS."""
     measured = {(r["rank"], r["image_index"], r["stage"]): r for r in timings.to_pylist()}
     rows = []
-    for prediction in ok.to_pylist():
+    # Pages share tile counts and prompt lengths: each cost is worked out once per value.
+    vision_of = functools.cache(lambda tiles: vision_cost(arch, tiles, width))
+    text_of = functools.cache(lambda prompt: prefill_cost(arch, prompt, width))
+    columns = ["rank", "image_index", "image_tokens", "prompt_tokens"]
+    for prediction in ok.select(columns).to_pylist():
         rank, image = prediction["rank"] or 0, prediction["image_index"]
         tiles = tiles_from_image_tokens(arch, prediction["image_tokens"])
-        vision = vision_cost(arch, tiles, width) if tiles is not None else None
+        vision = vision_of(tiles) if tiles is not None else None
         prompt = prediction["prompt_tokens"]
-        text = prefill_cost(arch, prompt, width) if prompt else None
+        text = text_of(prompt) if prompt else None
         both = vision + text if vision is not None and text is not None else None
         for stage, cost in ((Stage.vision, vision), (Stage.prefill_text, text), (Stage.prefill, both)):
             timing = measured.get((rank, image, stage), {})
