@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from dsocr.analyze.intervals import union_by_group
-from dsocr.analyze.keys import image_key
+from dsocr.analyze.keys import dense_codes, image_key
 from dsocr.analyze.reference import ok_predictions
 
 from dsocr import schema
@@ -48,10 +48,12 @@ def traced_steps(ranges: pa.Table, work: pa.Table | None) -> pa.Table:
     if work is not None:
         columns = ["rank", "image_index", "step", "ts_ns", "dur_ns", "cat"]
         stepped = work.select(columns).filter(pc.is_valid(work["step"]))  # only the columns used
-        work_keys = image_key(stepped)
-        images = np.unique(np.concatenate([keys, work_keys]))
+        # Work rows come in runs of one image and one step: distinct values are found per run.
+        work_images, work_image_of = dense_codes(image_key(stepped))
+        images = np.unique(np.concatenate([keys, work_images]))
         codes = step_codes(images, keys, numbers)
-        work_codes = step_codes(images, work_keys, stepped["step"].to_numpy())
+        image_position = np.searchsorted(images, work_images).astype(np.int64)[work_image_of]
+        work_codes = (image_position << _STEP_BITS) | stepped["step"].to_numpy().astype(np.int64)  # = step_codes
         start = stepped["ts_ns"].to_numpy()
         union = union_by_group(work_codes, start, start + stepped["dur_ns"].to_numpy())
         busy_ns = np.zeros(steps.num_rows, dtype=np.int64)
@@ -63,7 +65,8 @@ def traced_steps(ranges: pa.Table, work: pa.Table | None) -> pa.Table:
         busy = pa.array(busy_ns / NS_PER_MS)
         span = pa.array(span_ns / NS_PER_MS)
         is_kernel = pc.equal(stepped["cat"], "kernel").to_numpy(zero_copy_only=False)
-        kernel_codes, counts = np.unique(work_codes[is_kernel], return_counts=True)
+        kernel_codes, kernel_of = dense_codes(work_codes[is_kernel])
+        counts = np.bincount(kernel_of, minlength=kernel_codes.size)
         found = np.minimum(np.searchsorted(kernel_codes, codes), max(kernel_codes.size - 1, 0))
         counted = np.zeros(steps.num_rows, dtype=np.int64)
         if kernel_codes.size:
