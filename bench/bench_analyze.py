@@ -42,6 +42,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -193,15 +194,20 @@ def replicate(source: Path, out: Path, events: int) -> int:
 def measure(size: int, args: argparse.Namespace) -> dict[str, Any]:
     run_dir = args.work / f"run-{size}"
     events = replicate(args.source, run_dir, size)
-    child, wall, rss, cpu = run_child([sys.executable, "-c", ANALYZE_CHILD, str(run_dir)], ROOT)
+    # analyze takes seconds and HTA minutes, so a load spike on a shared machine can swamp one
+    # analyze run: it runs --repeats times and the median counts (every run is kept).
+    runs = [run_child([sys.executable, "-c", ANALYZE_CHILD, str(run_dir)], ROOT) for _ in range(args.repeats)]
     row: dict[str, Any] = {
         "target": size,
         "events": events,
         "parquet_mib": sum(p.stat().st_size for p in rundir.trace_files(run_dir)) / MIB,
-        "analyze_wall_s": wall,
-        "analyze_s": child["analyze_s"],
-        "analyze_cpu_s": cpu,
-        "analyze_rss_mib": rss,
+        "analyze_wall_s": statistics.median(wall for _, wall, _, _ in runs),
+        "analyze_s": statistics.median(child["analyze_s"] for child, _, _, _ in runs),
+        "analyze_cpu_s": statistics.median(cpu for _, _, _, cpu in runs),
+        "analyze_rss_mib": max(rss for _, _, rss, _ in runs),
+        "analyze_runs": [
+            {"wall_s": wall, "analyze_s": child["analyze_s"], "cpu_s": cpu} for child, wall, _, cpu in runs
+        ],
     }
     if args.hta_python and events <= args.hta_max_events:
         hta_dir = args.work / f"hta-{size}"
@@ -321,6 +327,7 @@ def main() -> None:
     parser.add_argument(
         "--hta-matched", action="store_true", help="Also time the HTA analyses matching analyze's outputs."
     )
+    parser.add_argument("--repeats", type=int, default=3, help="analyze runs per size (the median counts).")
     parser.add_argument("--keep", action="store_true", help="Keep the generated runs and JSON under --work.")
     parser.add_argument("--json", type=Path, help="Also write every figure here.")
     args = parser.parse_args()
