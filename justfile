@@ -17,11 +17,11 @@ demo out="runs/demo":
 
 # The test suite (GPU tests skip themselves without CUDA).
 test *args:
-    {{py}} -m pytest -q {{args}}
+    {{py}} -m pytest -q -n auto {{args}}
 
 # A fast loop: the suite without the tests marked slow (several processes, long captures).
 test-fast *args:
-    {{py}} -m pytest -q -m "not slow" {{args}}
+    {{py}} -m pytest -q -n auto -m "not slow" {{args}}
 
 lint:
     {{venv}}/bin/ruff format --check .

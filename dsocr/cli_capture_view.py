@@ -89,6 +89,9 @@ def summary_table(result: CaptureResult) -> Table:
     """The run at a glance: images, tokens, medians, stop reasons, trace events, where it is."""
     figures = result.figures
     table = Table(title=f"dsocr capture: {result.model_id} on {result.device}", show_header=False)
+    table.add_column(no_wrap=True)
+    # Folded, never cut: the run directory is what the user copies into the next command.
+    table.add_column(overflow="fold")
     table.add_row("images", f"{figures.images_ok} ok, {figures.images_failed} failed")
     if figures.images_ok:
         table.add_row("generated tokens", str(figures.generated_tokens))

@@ -133,6 +133,11 @@ def test_capture_run_returns_its_result_and_prints_nothing(
 
     # The CLI edge shows it.
     buffer = io.StringIO()
-    print_summary(result, Console(file=buffer, width=100))
+    print_summary(result, Console(file=buffer, width=300))
     text = buffer.getvalue()
     assert "2 ok, 0 failed" in text and "none (profile off)" in text and str(config.out) in text
+    # On a narrow terminal the run directory folds onto more lines but is never cut.
+    narrow = io.StringIO()
+    print_summary(result, Console(file=narrow, width=60))
+    cells = "".join(line.strip("│ ").split("│")[-1].strip() for line in narrow.getvalue().splitlines())
+    assert "…" not in narrow.getvalue() and str(config.out) in cells
