@@ -15,19 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from dsocr.capture.samples import write_sample_images
+from run_figures import kernels_before_launch, median, step_medians
 
-from dsocr.rundir import read_predictions, read_run_json, trace_files
+from dsocr.rundir import read_predictions, read_run_json
 from dsocr.vocab import ImageStatus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,24 +54,17 @@ VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
 DEFAULT_VARIANTS = "off,sampled,sampled-no-teardown,sampled-image-session,full"
 
 
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
 def _image_figures(row: dict[str, Any]) -> dict[str, Any]:
     steps = row["decode_step_ms"] or []
-    traced = row.get("decode_step_traced") or [False] * len(steps)
     cold = row.get("decode_step_cold") or [False] * len(steps)
     return {
         "image_index": row["image_index"],
         "prompt_tokens": row["prompt_tokens"],
         "steps": len(steps),
-        "step_p50_ms": _median(steps),
-        "untraced_step_p50_ms": _median([ms for ms, on in zip(steps, traced, strict=True) if not on]),
-        "traced_step_p50_ms": _median([ms for ms, on in zip(steps, traced, strict=True) if on]),
+        **step_medians(row),
         "cold_steps": sum(cold),
-        "warm_step_p50_ms": _median([ms for ms, is_cold in zip(steps, cold, strict=True) if not is_cold]),
-        "cold_step_p50_ms": _median([ms for ms, is_cold in zip(steps, cold, strict=True) if is_cold]),
+        "warm_step_p50_ms": median([ms for ms, is_cold in zip(steps, cold, strict=True) if not is_cold]),
+        "cold_step_p50_ms": median([ms for ms, is_cold in zip(steps, cold, strict=True) if is_cold]),
         "prefill_ms": row["prefill_ms"],
         "decode_ms": row["decode_ms"],
         "profiler_step_ms": row["profiler_step_ms"],
@@ -83,25 +73,6 @@ def _image_figures(row: dict[str, Any]) -> dict[str, Any]:
             row.get(name) or 0.0 for name in ("profiler_start_ms", "profiler_stop_ms", "profiler_export_ms")
         ),
     }
-
-
-def _kernels_before_launch(run_dir: Path) -> dict[str, int] | None:
-    """Kernels whose start precedes the runtime call that launched them (corrupted timestamps)."""
-    files = trace_files(run_dir)
-    if not files:
-        return None
-    keys = ["image_index", "chunk", "correlation"]
-    table = pa.concat_tables([pq.read_table(path, columns=[*keys, "cat", "ts_ns"]) for path in files])
-    cat = pc.cast(table["cat"], pa.string())
-    kernels = table.filter(pc.equal(cat, "kernel")).select([*keys, "ts_ns"])
-    launches = table.filter(pc.is_in(cat, pa.array(["cuda_runtime", "cuda_driver"]))).select([*keys, "ts_ns"])
-    if kernels.num_rows == 0:
-        return None
-    # Per flush chunk: CUPTI restarts its correlation ids when it is torn down between sessions.
-    launches = launches.rename_columns([*keys, "launch_ts_ns"])
-    joined = kernels.join(launches, keys)
-    early = pc.sum(pc.less(joined["ts_ns"], joined["launch_ts_ns"])).as_py() or 0
-    return {"kernels": kernels.num_rows, "joined": joined.num_rows, "start_before_launch": early}
 
 
 def _capture(args: argparse.Namespace, images: list[Path], name: str) -> dict[str, Any]:
@@ -131,20 +102,18 @@ def _capture(args: argparse.Namespace, images: list[Path], name: str) -> dict[st
         "capture_seconds": run.capture_seconds,
         "profiler_env": run.profiler_env,
         "images": images_figures,
-        "steady_untraced_step_p50_ms": _median(
-            [i["untraced_step_p50_ms"] for i in steady if i["untraced_step_p50_ms"]]
-        ),
-        "steady_traced_step_p50_ms": _median([i["traced_step_p50_ms"] for i in steady if i["traced_step_p50_ms"]]),
-        "steady_step_p50_ms": _median([i["step_p50_ms"] for i in steady]),
+        "steady_untraced_step_p50_ms": median([i["untraced_step_p50_ms"] for i in steady if i["untraced_step_p50_ms"]]),
+        "steady_traced_step_p50_ms": median([i["traced_step_p50_ms"] for i in steady if i["traced_step_p50_ms"]]),
+        "steady_step_p50_ms": median([i["step_p50_ms"] for i in steady]),
         "first_image_step_p50_ms": images_figures[0]["step_p50_ms"],
-        "profiler_step_ms_per_image": _median([i["profiler_step_ms"] or 0.0 for i in images_figures]),
-        "profiler_sessions_ms_per_image": _median([i["profiler_sessions_ms"] for i in images_figures]),
+        "profiler_step_ms_per_image": median([i["profiler_step_ms"] or 0.0 for i in images_figures]),
+        "profiler_sessions_ms_per_image": median([i["profiler_sessions_ms"] for i in images_figures]),
         "profiler_start_stop_export_ms_per_image": [
-            _median([row.get(name) or 0.0 for row in rows])
+            median([row.get(name) or 0.0 for row in rows])
             for name in ("profiler_start_ms", "profiler_stop_ms", "profiler_export_ms")
         ],
         "trace_events": sum(row["trace_events"] or 0 for row in rows),
-        "kernel_timestamps": _kernels_before_launch(out) if args.device == "cuda" else None,
+        "kernel_timestamps": kernels_before_launch(out) if args.device == "cuda" else None,
     }
 
 

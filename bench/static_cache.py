@@ -28,17 +28,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dsocr.capture.samples import write_sample_images
+from run_figures import kernels_before_launch, median, step_medians
 
 from dsocr.rundir import read_predictions, read_run_json, trace_files
 from dsocr.vocab import ImageStatus
@@ -61,42 +59,18 @@ VARIANTS: dict[str, list[str]] = {
 DEFAULT_VARIANTS = ",".join(VARIANTS)
 
 
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
 def _image_figures(row: dict[str, Any]) -> dict[str, Any]:
-    steps = row["decode_step_ms"] or []
-    traced = row.get("decode_step_traced") or [False] * len(steps)
     return {
         "image_index": row["image_index"],
         "prompt_tokens": row["prompt_tokens"],
         "generated_tokens": row["generated_tokens"],
         "stop_reason": row["stop_reason"],
         "ttft_ms": row["prefill_ms"],
-        "step_p50_ms": _median(steps),
-        "untraced_step_p50_ms": _median([ms for ms, on in zip(steps, traced, strict=True) if not on]),
-        "traced_step_p50_ms": _median([ms for ms, on in zip(steps, traced, strict=True) if on]),
+        **step_medians(row),
         "cold_steps": sum(row.get("decode_step_cold") or []),
         "compiled_graphs": row.get("compiled_graphs"),
         "profiler_step_ms": row["profiler_step_ms"],
     }
-
-
-def _kernels_before_launch(run_dir: Path) -> int | None:
-    """Kernels whose start precedes the call that launched them (pytorch/pytorch#192021)."""
-    files = trace_files(run_dir)
-    if not files:
-        return None
-    keys = ["image_index", "chunk", "correlation"]
-    table = pa.concat_tables([pq.read_table(path, columns=[*keys, "cat", "ts_ns"]) for path in files])
-    cat = pc.cast(table["cat"], pa.string())
-    kernels = table.filter(pc.equal(cat, "kernel")).select([*keys, "ts_ns"])
-    launches = table.filter(pc.is_in(cat, pa.array(["cuda_runtime", "cuda_driver"]))).select([*keys, "ts_ns"])
-    if kernels.num_rows == 0:
-        return None
-    joined = kernels.join(launches.rename_columns([*keys, "launch_ts_ns"]), keys)
-    return int(pc.sum(pc.less(joined["ts_ns"], joined["launch_ts_ns"])).as_py() or 0)
 
 
 def _dsocr(args: list[str], log: Path, cwd: Path) -> None:
@@ -119,8 +93,8 @@ def _analysis(run_dir: Path, log: Path) -> dict[str, Any]:
     coverage = summary.get("coverage", {})
     return {
         "traced_steps": len(steps),
-        "step_gpu_busy_p50_ms": _median(busy),
-        "step_kernels_p50": _median(kernels),
+        "step_gpu_busy_p50_ms": median(busy),
+        "step_kernels_p50": median(kernels),
         "gpu_ops_shared_launch": coverage.get("gpu_ops_shared_launch"),
         "gpu_ops_without_launch": coverage.get("gpu_ops_without_launch"),
         "gpu_ops_outside_ranges": coverage.get("gpu_ops_outside_ranges"),
@@ -149,17 +123,19 @@ def _capture(args: argparse.Namespace, images: list[Path], name: str, tokens: in
         "profiler_env": run.profiler_env,
         "warnings": list(run.warnings),
         "images": figures,
-        "steady_step_p50_ms": _median([image["step_p50_ms"] for image in steady if image["step_p50_ms"]]),
-        "steady_untraced_step_p50_ms": _median(
+        "steady_step_p50_ms": median([image["step_p50_ms"] for image in steady if image["step_p50_ms"]]),
+        "steady_untraced_step_p50_ms": median(
             [image["untraced_step_p50_ms"] for image in steady if image["untraced_step_p50_ms"]]
         ),
-        "steady_traced_step_p50_ms": _median(
+        "steady_traced_step_p50_ms": median(
             [image["traced_step_p50_ms"] for image in steady if image["traced_step_p50_ms"]]
         ),
-        "ttft_p50_ms": _median([image["ttft_ms"] for image in steady]),
+        "ttft_p50_ms": median([image["ttft_ms"] for image in steady]),
         "first_image_step_p50_ms": figures[0]["step_p50_ms"] if figures else None,
         "recompiled_images": sum(1 for image in figures if image["compiled_graphs"]),
-        "kernels_start_before_launch": _kernels_before_launch(out) if args.device == "cuda" else None,
+        "kernels_start_before_launch": (
+            (kernels_before_launch(out) or {}).get("start_before_launch") if args.device == "cuda" else None
+        ),
     }
     if trace_files(out) and not args.no_analyze:
         result["analysis"] = _analysis(out, log)

@@ -1,0 +1,47 @@
+"""Figures the capture benches read from a finished run: step medians and kernel timestamps."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from dsocr.rundir import trace_files
+
+
+def median(values: list[float]) -> float | None:
+    """The median, or None for no values."""
+    return statistics.median(values) if values else None
+
+
+def step_medians(row: dict[str, Any]) -> dict[str, float | None]:
+    """Median decode step of one prediction row: all steps, untraced ones, traced ones."""
+    steps = row["decode_step_ms"] or []
+    traced = row.get("decode_step_traced") or [False] * len(steps)
+    return {
+        "step_p50_ms": median(steps),
+        "untraced_step_p50_ms": median([ms for ms, on in zip(steps, traced, strict=True) if not on]),
+        "traced_step_p50_ms": median([ms for ms, on in zip(steps, traced, strict=True) if on]),
+    }
+
+
+def kernels_before_launch(run_dir: Path) -> dict[str, int] | None:
+    """Kernels whose start precedes the runtime call that launched them (pytorch/pytorch#192021)."""
+    files = trace_files(run_dir)
+    if not files:
+        return None
+    keys = ["image_index", "chunk", "correlation"]
+    table = pa.concat_tables([pq.read_table(path, columns=[*keys, "cat", "ts_ns"]) for path in files])
+    cat = pc.cast(table["cat"], pa.string())
+    kernels = table.filter(pc.equal(cat, "kernel")).select([*keys, "ts_ns"])
+    launches = table.filter(pc.is_in(cat, pa.array(["cuda_runtime", "cuda_driver"]))).select([*keys, "ts_ns"])
+    if kernels.num_rows == 0:
+        return None
+    # Per flush chunk: CUPTI restarts its correlation ids when it is torn down between sessions.
+    joined = kernels.join(launches.rename_columns([*keys, "launch_ts_ns"]), keys)
+    early = pc.sum(pc.less(joined["ts_ns"], joined["launch_ts_ns"])).as_py() or 0
+    return {"kernels": kernels.num_rows, "joined": joined.num_rows, "start_before_launch": early}
