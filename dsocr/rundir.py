@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import json
 import os
-import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -30,6 +29,7 @@ import pyarrow.parquet as pq
 from dsocr import options, schema
 from dsocr.errors import OutputError, RunDirError, SchemaMismatchError
 from dsocr.records import PredictionRow, RunRecord
+from dsocr.tempnames import temp_path
 from dsocr.vocab import AnalysisFile
 
 RUN_JSON = "run.json"
@@ -47,7 +47,6 @@ PARQUET_COMPRESSION = "zstd"
 PAGE_CHECKSUMS = True
 #: Published artifacts get the mode a plain open() gives: this, less the process umask.
 FILE_MODE = 0o666
-_TEMP_NAME_BYTES = 8
 
 
 def resolved(path: str | os.PathLike[str]) -> Path:
@@ -184,7 +183,7 @@ def temp_beside(path: Path) -> Path:
     """
     make_folder(path.parent)
     while True:
-        temp = path.parent / f".{path.name}.{secrets.token_hex(_TEMP_NAME_BYTES)}.tmp"
+        temp = temp_path(path)
         try:
             os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
         except FileExistsError:

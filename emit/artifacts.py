@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from dsocr.emit._warnings import WarningList
-from dsocr.emit.folder import StagedFolder, temp_final_name
+from dsocr.emit.folder import StagedFolder
 from dsocr.emit.grounding import Grounding
 from dsocr.emit.info import build_info
 from dsocr.emit.options import RenderStyle
 from dsocr.emit.render import PlacedBox, draw_boxes, encode_jpeg, image_crops
 from dsocr.emit.timings import StageTimings
 from PIL import Image
+
+from dsocr.tempnames import temp_final_name
 
 INFO_FILE = "info.json"
 RESULT_IMAGE = "result_with_boxes.jpg"

@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-_TEMP_TOKEN_BYTES = 8
-#: The names of emit's temp files (``.FINAL.HEX.tmp``): a kill between writing and renaming may leave one.
-TEMP_NAME = re.compile(r"\.(?P<final>.+)\.[0-9a-f]{16}\.tmp")
+from dsocr.tempnames import temp_path
 
 
 def sha256_hex(data: bytes) -> str:
@@ -33,12 +29,6 @@ def file_sha256(path: Path) -> str | None:
             return hashlib.file_digest(handle, "sha256").hexdigest()
     except OSError:
         return None
-
-
-def temp_final_name(name: str) -> str | None:
-    """The final file name an emit temp file named ``name`` stood for, or None when it is not one."""
-    match = TEMP_NAME.fullmatch(name)
-    return None if match is None else match["final"]
 
 
 def check_not_linked(folder: Path, subfolders: tuple[str, ...]) -> None:
@@ -63,7 +53,7 @@ class StagedFolder:
         """Stage ``data`` as ``out_dir/relative``."""
         final = self.out_dir / relative
         final.parent.mkdir(parents=True, exist_ok=True)
-        temp = final.parent / f".{final.name}.{secrets.token_hex(_TEMP_TOKEN_BYTES)}.tmp"
+        temp = temp_path(final)
         # "x": O_CREAT | O_EXCL, which never follows a link planted at the temp name.
         with temp.open("xb") as handle:
             self.staged.append((temp, final))

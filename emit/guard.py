@@ -11,10 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from dsocr.emit.folder import temp_final_name
-
 from dsocr.errors import RunDirError
 from dsocr.rundir import FILE_MODE, PREDICTIONS_JSONL
+from dsocr.tempnames import temp_final_name
 
 #: Held (flock) by the emit writing a run; stays in the run, empty of meaning once released.
 LOCK_FILE = ".emit.lock"

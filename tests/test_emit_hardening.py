@@ -16,11 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from dsocr.emit.folder import TEMP_NAME, file_sha256
+from dsocr.emit.folder import file_sha256
 from dsocr.emit.guard import LOCK_FILE, emit_lock
 from emit_helpers import GOLDEN_TEXT, draw_page, make_run, prediction_row, read_jsonl, run_cli, viz_folder
 
 from dsocr import rundir
+from dsocr.tempnames import TEMP_NAME
 
 KILL_PAGE = (1200, 1600)
 KILL_PAGES = 24
