@@ -1,11 +1,13 @@
 """Read a run's trace file by file and keep only the event families the analyses need.
 
 Streaming keeps the peak near the size of what is kept (cpu_ops, launches, GPU activities,
-ranges), not the size of the whole trace plus its filtered copies.
+ranges) plus a few files in flight (two per worker thread), not the size of the whole trace
+plus its filtered copies.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dsocr.analyze.categories import CPU_OP_CAT, GPU_OP_CATS, LAUNCH_CATS, RANGE_CAT
+from dsocr.analyze.threads import ordered_map, worker_pool
 
 from dsocr import rundir, schema
 from dsocr.errors import RunDirError
@@ -165,27 +168,48 @@ def _concat(parts: list[pa.Table], columns: list[str]) -> pa.Table:
     return pa.concat_tables(parts).unify_dictionaries()
 
 
-def load_trace(run_dir: Path) -> TraceTables:
-    """Read ``run_dir/trace`` (each file schema-checked); empty tables when there is no trace."""
+@dataclass(frozen=True)
+class _FileParts:
+    events: int
+    ranges: pa.Table
+    launches: pa.Table
+    gpu_ops: pa.Table
+    cpu_ops: pa.Table
+    windows: pa.Table
+
+
+def _load_file(path: Path) -> _FileParts:
+    """One trace file, checked, read and split by role."""
+    check_trace_file(path)
+    table = _read(path)  # damaged data pages fail only here, past the footer: RunDirError
+    roles = _roles(table["cat"])
+    return _FileParts(
+        events=table.num_rows,
+        ranges=_rows(table, RANGE_COLUMNS, roles == _RANGE, valid="range_stage"),
+        launches=_rows(table, LAUNCH_COLUMNS, roles == _LAUNCH, valid="correlation"),
+        gpu_ops=_rows(table, GPU_OP_COLUMNS, roles == _GPU_OP),
+        cpu_ops=_rows(table, CPU_OP_COLUMNS, roles == _CPU_OP),
+        windows=_windows(table, roles),
+    )
+
+
+def load_trace(run_dir: Path, pool: ThreadPoolExecutor | None = None) -> TraceTables:
+    """Read ``run_dir/trace`` (each file schema-checked); empty tables when there is no trace.
+
+    Files are read on ``pool``'s threads (default: a pool of this process's cores), in order:
+    the first bad file is the one reported, as in a plain loop.
+    """
     files = rundir.trace_files(run_dir)
-    parts: dict[str, list[pa.Table]] = {"ranges": [], "launches": [], "gpu_ops": [], "cpu_ops": [], "windows": []}
-    events = 0
-    for path in files:
-        check_trace_file(path)
-        table = _read(path)  # damaged data pages fail only here, past the footer: RunDirError
-        events += table.num_rows
-        roles = _roles(table["cat"])
-        parts["ranges"].append(_rows(table, RANGE_COLUMNS, roles == _RANGE, valid="range_stage"))
-        parts["launches"].append(_rows(table, LAUNCH_COLUMNS, roles == _LAUNCH, valid="correlation"))
-        parts["gpu_ops"].append(_rows(table, GPU_OP_COLUMNS, roles == _GPU_OP))
-        parts["cpu_ops"].append(_rows(table, CPU_OP_COLUMNS, roles == _CPU_OP))
-        parts["windows"].append(_windows(table, roles))
+    if pool is None:
+        with worker_pool() as own_pool:
+            return load_trace(run_dir, own_pool)
+    parts = list(ordered_map(pool, _load_file, files))
     return TraceTables(
-        events=events,
+        events=sum(part.events for part in parts),
         files=len(files),
-        ranges=_concat(parts["ranges"], RANGE_COLUMNS).combine_chunks(),
-        launches=_concat(parts["launches"], LAUNCH_COLUMNS),
-        gpu_ops=_concat(parts["gpu_ops"], GPU_OP_COLUMNS),
-        cpu_ops=_concat(parts["cpu_ops"], CPU_OP_COLUMNS),
-        chunks=_combine_windows(parts["windows"]),
+        ranges=_concat([part.ranges for part in parts], RANGE_COLUMNS).combine_chunks(),
+        launches=_concat([part.launches for part in parts], LAUNCH_COLUMNS),
+        gpu_ops=_concat([part.gpu_ops for part in parts], GPU_OP_COLUMNS),
+        cpu_ops=_concat([part.cpu_ops for part in parts], CPU_OP_COLUMNS),
+        chunks=_combine_windows([part.windows for part in parts]),
     )

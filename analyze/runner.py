@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from dsocr.analyze.reference import ok_predictions, timings_table
 from dsocr.analyze.stages import MEASURED, measure_stages
 from dsocr.analyze.steps import step_tables, steps_file_table
 from dsocr.analyze.summary import Summary, summarize, to_json
+from dsocr.analyze.threads import ordered_map, worker_pool
 
 from dsocr import rundir
 from dsocr.options import DEFAULT_TOP
@@ -51,37 +54,63 @@ def _operator_codes(work: pa.Table, cpu_ops: pa.Table, codes: np.ndarray) -> np.
     return np.where(rows >= 0, codes[np.maximum(rows, 0)], -1)
 
 
-def _analyze_trace(
-    trace: TraceTables, *, top: int, ok: pa.Table, profiler_flops: dict[str, list[float]]
-) -> tuple[Ranges, GpuWork | None, pa.Table, pa.Table, ColdOperatorTotals]:
-    """Ranges, attributed GPU work, measured stages, the top-k tables of a loaded trace, and CPU
-    operator time of cold against warm decode steps (and, into ``profiler_flops``, the profiler's
-    FLOP counts per stage)."""
-    ranges = clean_ranges(trace.ranges, trace.chunks)
+@dataclass(frozen=True)
+class _PlacedOps:
+    """One flush chunk of cpu_ops, placed in ranges, with each operator's self time."""
+
+    ops: pa.Table
+    self_ns: np.ndarray
+
+
+def _place_cpu_ops(batch: pa.RecordBatch, ranges: Ranges) -> _PlacedOps:
+    ops = pa.Table.from_batches([batch])
+    lanes = lane_ids(ops, ranges)
+    ops = place(ops, ops["ts_ns"].to_numpy(), lanes, ranges)
+    on_lane = lanes >= 0
+    self_ns = np.zeros(lanes.size, dtype=np.int64)
+    self_ns[on_lane] = self_time_ns(lanes[on_lane], ops["ts_ns"].to_numpy()[on_lane], ops["dur_ns"].to_numpy()[on_lane])
+    return _PlacedOps(ops, self_ns)
+
+
+def _gpu_side(trace: TraceTables, ranges: Ranges) -> tuple[GpuWork | None, pa.Table]:
+    """GPU work attributed to ranges (None without device time) and the measured stages."""
     gpu = attribute_gpu_ops(trace.gpu_ops, trace.launches, ranges) if trace.has_device_time else None
     measured = measure_stages(
         ranges.table, gpu.table if gpu is not None else trace.gpu_ops, has_device_time=trace.has_device_time
     )
+    return gpu, measured
+
+
+def _analyze_trace(
+    trace: TraceTables,
+    pool: ThreadPoolExecutor,
+    *,
+    top: int,
+    ok: pa.Table,
+    profiler_flops: dict[str, list[float]],
+) -> tuple[Ranges, GpuWork | None, pa.Table, pa.Table, ColdOperatorTotals]:
+    """Ranges, attributed GPU work, measured stages, the top-k tables of a loaded trace, and CPU
+    operator time of cold against warm decode steps (and, into ``profiler_flops``, the profiler's
+    FLOP counts per stage).
+
+    The GPU side and the placing of cpu_ops (a chunk at a time) run on ``pool`` side by side;
+    the totals fold the placed chunks here, in order.
+    """
+    ranges = clean_ranges(trace.ranges, trace.chunks)
+    gpu_side = pool.submit(_gpu_side, trace, ranges)
     # Name codes once for all cpu_ops (the chunks share one dictionary), sliced per chunk below.
     op_codes, op_names = name_codes(trace.cpu_ops["name"])
     totals = CpuOperatorTotals(op_names)
     cold_totals = ColdOperatorTotals(ok, op_names)
     offset = 0
     # One flush chunk at a time: operators nest within a chunk, and memory stays bounded.
-    for batch in trace.cpu_ops.to_batches():
-        ops = pa.Table.from_batches([batch])
-        codes = op_codes[offset : offset + batch.num_rows]
-        offset += batch.num_rows
-        lanes = lane_ids(ops, ranges)
-        ops = place(ops, ops["ts_ns"].to_numpy(), lanes, ranges)
-        on_lane = lanes >= 0
-        self_ns = np.zeros(lanes.size, dtype=np.int64)
-        self_ns[on_lane] = self_time_ns(
-            lanes[on_lane], ops["ts_ns"].to_numpy()[on_lane], ops["dur_ns"].to_numpy()[on_lane]
-        )
-        totals.add(ops, codes, self_ns)
-        cold_totals.add(ops, codes, self_ns)
-        add_stage_flops(profiler_flops, ops)
+    for placed in ordered_map(pool, partial(_place_cpu_ops, ranges=ranges), trace.cpu_ops.to_batches()):
+        codes = op_codes[offset : offset + placed.ops.num_rows]
+        offset += placed.ops.num_rows
+        totals.add(placed.ops, codes, placed.self_ns)
+        cold_totals.add(placed.ops, codes, placed.self_ns)
+        add_stage_flops(profiler_flops, placed.ops)
+    gpu, measured = gpu_side.result()
     tables = totals.tables(_stage_cpu_ns(measured), top=top)
     if gpu is not None:
         tables = top_gpu(gpu.table, _operator_codes(gpu.table, trace.cpu_ops, op_codes), op_names, top=top) + tables
@@ -109,21 +138,22 @@ def analyze_run(
     peak = run_peak(run, peak_tflops=peak_tflops, peak_gbps=peak_gbps)
     predictions = rundir.read_predictions(run_dir)
     has_trace = bool(rundir.trace_files(run_dir))
-    trace = load_trace(run_dir)
     cold_operators: list[dict[str, Any]] = []
     profiler_flops: dict[str, list[float]] = {}
-    if has_trace:
-        ranges, gpu, measured, kernels, cold_totals = _analyze_trace(
-            trace, top=top, ok=ok_predictions(predictions), profiler_flops=profiler_flops
-        )
-        cold_operators = cold_totals.top()
-    else:
-        ranges, gpu, measured, kernels = (
-            clean_ranges(trace.ranges, trace.chunks),
-            None,
-            MEASURED.empty_table(),
-            kernels_table([]),
-        )
+    with worker_pool() as pool:
+        trace = load_trace(run_dir, pool)
+        if has_trace:
+            ranges, gpu, measured, kernels, cold_totals = _analyze_trace(
+                trace, pool, top=top, ok=ok_predictions(predictions), profiler_flops=profiler_flops
+            )
+            cold_operators = cold_totals.top()
+        else:
+            ranges, gpu, measured, kernels = (
+                clean_ranges(trace.ranges, trace.chunks),
+                None,
+                MEASURED.empty_table(),
+                kernels_table([]),
+            )
     timings = timings_table(predictions, measured, ranges.table, has_trace=has_trace)
     decode_steps = step_tables(ranges.table, gpu.table if gpu is not None else None, predictions)
     inputs = AnalysisInputs(

@@ -1,0 +1,90 @@
+"""analyze on several threads: the same results as on one, errors in file order, bounded work."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from analyze_helpers import gpu_run_or_skip
+from dsocr.analyze import threads
+from dsocr.analyze.runner import analyze_run
+from dsocr.analyze.summary import to_json
+
+from dsocr import rundir
+from dsocr.errors import RunDirError
+
+
+def _analysis(run_dir: Path, workers: int, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, dict]:
+    monkeypatch.setattr(threads, "worker_count", lambda: workers)
+    analysis = analyze_run(run_dir)
+    written = {path.name: pq.read_table(path).to_pylist() for path in sorted(analysis.output_dir.glob("*.parquet"))}
+    return to_json(analysis.summary), written
+
+
+def test_one_thread_and_four_give_the_same_analysis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_dir = shutil.copytree(gpu_run_or_skip(), tmp_path / "run")
+    summary_one, files_one = _analysis(run_dir, 1, monkeypatch)
+    summary_four, files_four = _analysis(run_dir, 4, monkeypatch)
+    assert summary_one == summary_four
+    assert files_one == files_four and len(files_one) == 4
+
+
+def test_the_first_bad_file_in_order_is_the_one_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_dir = shutil.copytree(gpu_run_or_skip(), tmp_path / "run")
+    files = rundir.trace_files(run_dir)
+    assert len(files) >= 2
+    for path in files:
+        path.write_bytes(b"not parquet")
+    monkeypatch.setattr(threads, "worker_count", lambda: 4)
+    with pytest.raises(RunDirError, match=files[0].name):
+        analyze_run(run_dir)
+
+
+def test_ordered_map_keeps_input_order_with_out_of_order_finishes() -> None:
+    def slow_for_small(value: int) -> int:
+        time.sleep(0.002 * (10 - value))  # earlier items finish last
+        return value * value
+
+    with threads.worker_pool() as pool:
+        assert list(threads.ordered_map(pool, slow_for_small, range(10))) == [value * value for value in range(10)]
+
+
+def test_ordered_map_bounds_what_is_pending(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threads, "worker_count", lambda: 2)
+    limit = threads.PENDING_PER_WORKER * 2
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def record(value: int) -> int:
+        with lock:
+            started.append(value)
+        return value
+
+    with threads.worker_pool() as pool:
+        results = threads.ordered_map(pool, record, range(50))
+        first = next(results)
+        time.sleep(0.05)  # every submitted item has run by now; no more may have been submitted
+        with lock:
+            submitted = len(started)
+        rest = list(results)
+    assert first == 0 and rest == list(range(1, 50))
+    assert submitted <= limit
+
+
+def test_ordered_map_raises_the_first_failure_and_cancels_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threads, "worker_count", lambda: 1)
+    ran: list[int] = []
+
+    def fail_on_three(value: int) -> int:
+        ran.append(value)
+        if value in (3, 5):
+            raise ValueError(f"bad {value}")
+        return value
+
+    with threads.worker_pool() as pool, pytest.raises(ValueError, match="bad 3"):
+        list(threads.ordered_map(pool, fail_on_three, range(100)))
+    assert max(ran) < 3 + threads.PENDING_PER_WORKER + 1
