@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from dsocr.analyze.cold import cold_excess_ms, cold_excess_upper_ms, warm_steps_ms
 from dsocr.analyze.keys import image_key
 from dsocr.analyze.reference import ok_predictions
 from dsocr.analyze.roofline import Roofline
@@ -136,28 +137,41 @@ def cold_steps(inputs: FindingInputs) -> list[dict[str, Any]]:
     ok = ok_predictions(inputs.predictions)
     if "decode_step_cold" not in ok.column_names:
         return []
-    cold_ms, warm_ms = [], []
-    for times, flags in zip(ok["decode_step_ms"].to_pylist(), ok["decode_step_cold"].to_pylist(), strict=True):
-        for ms, cold in zip(times or [], flags or [], strict=False):
-            if ms is not None and cold is not None:
-                (cold_ms if cold else warm_ms).append(ms)
+    rows = ok.select(["decode_step_ms", "decode_step_cold"]).to_pylist()
+    warm_ms = warm_steps_ms(rows)
+    cold_ms = [
+        ms
+        for row in rows
+        for ms, cold in zip(row["decode_step_ms"] or [], row["decode_step_cold"] or [], strict=False)
+        if cold and ms is not None
+    ]
     if not cold_ms or not warm_ms:
         return []
     warm = float(np.median(warm_ms))
-    excess = float(sum(max(ms - warm, 0.0) for ms in cold_ms))
+    flagged = [
+        row
+        for row in rows
+        if row["decode_step_cold"] is not None and len(row["decode_step_cold"]) == len(row["decode_step_ms"] or [])
+    ]
+    excess = sum(cold_excess_ms(row["decode_step_ms"], row["decode_step_cold"], warm) for row in flagged)
+    upper = sum(cold_excess_upper_ms(row["decode_step_ms"], row["decode_step_cold"], warm) for row in flagged)
+    if excess <= 0:  # cold steps no slower than warm ones (by their medians): nothing at stake
+        return []
     evidence = {
         "cold_steps": len(cold_ms),
         "warm_steps": len(warm_ms),
         "cold_p50_ms": float(np.median(cold_ms)),
         "warm_p50_ms": warm,
         "excess_ms": excess,
+        "excess_upper_ms": upper,
         "source": "predictions.decode_step_cold and decode_step_ms (reference clock)",
     }
     message = (
         f"{len(cold_ms)} cold decode steps (a sequence length the attention backend had not seen) took"
-        f" {excess:.0f} ms more than warm ones (p50 {np.median(cold_ms):.1f} ms against {warm:.1f} ms). Try"
-        " another SDPA backend (torch.backends.cuda.enable_cudnn_sdp(False)) or warming up the lengths;"
-        " the effect is not measured here."
+        f" {excess:.0f} ms more than warm ones (p50 {np.median(cold_ms):.1f} ms against {warm:.1f} ms;"
+        f" {upper:.0f} ms counting each cold step's own excess, which also charges steps slowed by"
+        " something else). Try another SDPA backend (torch.backends.cuda.enable_cudnn_sdp(False)) or"
+        " warming up the lengths; the effect is not measured here."
     )
     return [_finding("cold_steps", excess, message, evidence)]
 

@@ -178,7 +178,8 @@ def cold_lines(summary: Summary) -> list[str]:
         return []
     lines = [
         f"WARNING cold steps: {cold.cold_steps} decode steps ran at a length new to the process; they add"
-        f" {_num(cold.cold_added_ms, 1)} ms over the warm median step ({_num(cold.warm_step_p50_ms)} ms)"
+        f" {_num(cold.cold_added_ms, 1)} ms over the warm median step ({_num(cold.warm_step_p50_ms)} ms;"
+        f" up to {_num(cold.cold_added_upper_ms, 1)} ms counting each cold step's own excess)"
     ]
     for image in cold.flagged_images:
         lines.append(

@@ -25,7 +25,7 @@ import torch
 from dsocr.capture.config import CaptureConfig, ProfilerSessions
 from dsocr.capture.schedule import StepPlan, full_plan, sampled_plan, schedule_from_plan
 from dsocr.capture.signals import helper_process_init, sigint_blocked
-from dsocr.capture.trace_convert import convert_chunk
+from dsocr.capture.trace_convert import convert_chunk, warm_up
 from torch.profiler import ProfilerActivity, profile
 
 from dsocr.rundir import FILE_MODE, PENDING_DIR, TRACE_DIR
@@ -356,8 +356,8 @@ class TraceWriter:
 
 
 def _start_converter() -> ProcessPoolExecutor:
-    """The converter process, started now (not at the first chunk) with SIGINT blocked, so that a
-    Ctrl-C to the process group never reaches it, even while it starts up."""
+    """The converter process, started and warmed now (not at the first chunk) with SIGINT blocked,
+    so that a Ctrl-C to the process group never reaches it, even while it starts up."""
     # spawn: the worker imports only pyarrow and dsocr, never the parent's CUDA state.
     context = multiprocessing.get_context("spawn")
     with sigint_blocked():
@@ -367,5 +367,7 @@ def _start_converter() -> ProcessPoolExecutor:
             initializer=helper_process_init,
             initargs=(os.getpid(),),
         )
-        pool.submit(os.getpid).result()
+        # Warm before the first image: the first conversion would import and load the writer
+        # beside decode steps, which the reference clock then charges to those steps.
+        pool.submit(warm_up).result()
     return pool

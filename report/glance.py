@@ -105,7 +105,8 @@ COLD_FIGURES = (
     ("cold steps (a decode length new to the process)", "cold_steps"),
     ("warm steps", "warm_steps"),
     ("warm step p50 ms", "warm_step_p50_ms"),
-    ("time cold steps add over the warm median, ms", "cold_added_ms"),
+    ("time cold steps add over the warm median, ms (per image: cold steps x their median's excess)", "cold_added_ms"),
+    ("upper bound, ms (each cold step's own excess, summed)", "cold_added_upper_ms"),
 )
 
 

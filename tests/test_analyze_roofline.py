@@ -292,6 +292,9 @@ def test_cold_steps_finding_counts_the_excess_over_warm_steps() -> None:
     assert (evidence["cold_steps"], evidence["warm_steps"], evidence["warm_p50_ms"]) == (2, 3, 11.0)
     assert found[0]["time_at_stake_ms"] == pytest.approx((50 - 11) + (48 - 11))
     assert "enable_cudnn_sdp(False)" in found[0]["message"]
+    # Cold steps no slower than warm ones by their median: one slow cold step is not cold cost.
+    spiky = _predictions([[10.0, 10.0, 300.0, 10.0, 11.0]], [[True, True, True, False, False]])
+    assert findings_module.cold_steps(_inputs(spiky, _steps([]), _steps([]))) == []
     # Without the capture's cold flags there is no such finding.
     assert findings_module.cold_steps(_inputs(_predictions([[50.0, 10.0]]), _steps([]), _steps([]))) == []
 

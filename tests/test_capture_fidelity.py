@@ -76,8 +76,9 @@ def test_analyze_reports_cold_figures_per_image(sampled_repeat_run: Path) -> Non
     assert images[1]["tpot_warm_p50_ms"] == pytest.approx(statistics.median(rows[1]["decode_step_ms"]))
     warm = [ms for row in rows[1:] for ms in row["decode_step_ms"]]
     assert summary["cold"]["cold_steps"] == 5 and summary["cold"]["warm_steps"] == 10
-    expected_added = sum(ms - statistics.median(warm) for ms in rows[0]["decode_step_ms"])
-    assert summary["cold"]["cold_added_ms"] == pytest.approx(expected_added)
+    # Image 0's cold steps times their median's excess over the run's warm median (none if faster).
+    excess_per_step = statistics.median(rows[0]["decode_step_ms"]) - statistics.median(warm)
+    assert summary["cold"]["cold_added_ms"] == pytest.approx(5 * max(excess_per_step, 0.0))
 
 
 def test_images_figures_cover_every_step_while_the_trace_holds_some(sampled_repeat_run: Path) -> None:
@@ -193,6 +194,20 @@ def test_cold_impact_flags_images_whose_tpot_cold_steps_raise_past_the_share() -
     assert cold_impact([{"image_index": 0, "decode_step_ms": [1.0], "decode_step_cold": None}], []) is None
 
 
+def test_a_few_slow_steps_among_cold_ones_are_not_charged_to_cold_shapes() -> None:
+    """Steps slowed by something else (a trace window converted beside decode) are not cold cost."""
+    warm_image = _row([False] * 4, [10.0, 10.0, 10.0, 10.0], index=1)
+    cold_with_spike = _row([True] * 4, [10.0, 10.0, 10.0, 300.0], index=0)
+    impact = cold_impact([cold_with_spike, warm_image], top_operators=[{"name": "x"}])
+    assert impact is not None
+    assert impact.cold_added_ms == 0.0 and impact.flagged_images == [] and impact.top_operators == []
+    # Cold steps slower as a whole are charged, each at the median's excess.
+    slow_cold = _row([True] * 4, [30.0, 30.0, 31.0, 300.0], index=0)
+    impact = cold_impact([slow_cold, warm_image], top_operators=[])
+    assert impact is not None and impact.cold_added_ms == pytest.approx(4 * (30.5 - 10.0))
+    assert impact.flagged_images[0]["tpot_if_warm_ms"] == pytest.approx((30 + 30 + 31 + 300) / 4 - 30.5 + 10.0)
+
+
 def test_the_report_flags_cold_images_and_names_operators() -> None:
     from dsocr.analyze.report import cold_lines
 
@@ -205,7 +220,7 @@ def test_the_report_flags_cold_images_and_names_operators() -> None:
     lines = cold_lines(SimpleNamespace(cold=impact))
     assert lines[0] == (
         "WARNING cold steps: 2 decode steps ran at a length new to the process; they add 60.0 ms"
-        " over the warm median step (10.00 ms)"
+        " over the warm median step (10.00 ms; up to 60.0 ms counting each cold step's own excess)"
     )
     assert lines[1] == "  image 0 (rank 0): TPOT 25.00 ms, 10.00 ms had its 2 cold steps run warm (+150.00%)"
     assert lines[2] == "  CPU ms per step, cold vs warm traced steps: aten::_cudnn_attention_forward 1.660 vs 0.200"
