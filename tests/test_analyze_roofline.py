@@ -317,3 +317,28 @@ def test_outlier_steps_are_measured_against_their_own_image() -> None:
     found = findings_module.outlier_steps(_inputs(_predictions([]), steps, _steps([])))
     assert len(found) == 1
     assert (found[0]["evidence"]["steps"], found[0]["time_at_stake_ms"]) == (1, 30.0)
+
+
+def test_outlier_steps_cover_untraced_steps_and_name_those_after_a_trace_window() -> None:
+    """Every step counts (the reference clock), not only the traced ones; slow untraced steps right
+    after a traced window are counted apart, with their time."""
+    ms = [2.0] * 30
+    ms[8], ms[9], ms[24] = 64.0, 60.0, 30.0  # steps 9 and 10 follow the window 1-8; step 25 does not
+    reference = _steps([(0, step, value) for step, value in enumerate(ms, start=1)])
+    traced = _steps([(0, step, ms[step - 1]) for step in range(1, 9)])
+    inputs = findings_module.FindingInputs(
+        predictions=_predictions([ms]), timings=_inputs(_predictions([]), reference, traced).timings,
+        steps=traced, top=[], roofline=None, reference_steps=reference, traced_steps=traced,
+    )  # fmt: skip
+    (found,) = findings_module.outlier_steps(inputs)
+    evidence = found["evidence"]
+    assert (evidence["steps"], evidence["step_numbers"]) == (3, [9, 10, 25])
+    assert found["time_at_stake_ms"] == pytest.approx(62 + 58 + 28)
+    assert (evidence["after_trace_window"], evidence["after_trace_window_excess_ms"]) == (2, pytest.approx(62 + 58))
+    assert "2 of them (120 ms) are untraced steps within 10 steps after a traced window" in found["message"]
+    # The traced steps alone (what the finding read before) hold no outlier at all.
+    traced_only = findings_module.FindingInputs(
+        predictions=_predictions([]), timings=inputs.timings, steps=traced, top=[], roofline=None,
+        reference_steps=_steps([]), traced_steps=traced,
+    )  # fmt: skip
+    assert findings_module.outlier_steps(traced_only) == []
