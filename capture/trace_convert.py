@@ -15,7 +15,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from dsocr.capture.op_flops import op_flops
-from dsocr.capture.signals import helper_process_init
 
 from dsocr import schema
 from dsocr.rundir import PAGE_CHECKSUMS, PARQUET_COMPRESSION, write_table_atomic
@@ -64,24 +63,6 @@ def events_to_table(trace: dict[str, Any], *, image_index: int, rank: int, chunk
         else:
             arrays.append(pa.array(values, type=field.type))
     return pa.Table.from_arrays(arrays, schema=schema.TRACE)
-
-
-#: The converter's niceness increment: the lowest priority, so decode gets the CPU first.
-CONVERTER_NICENESS = 19
-
-
-def converter_init(parent_pid: int) -> None:
-    """Initializer of the converter process: a helper (no Ctrl-C, dies with the capture) that
-    yields the CPU to decode.
-
-    It parses each window's trace while the next steps decode; where cores are short it took their
-    CPU and the reference clock charged it to those steps (2-core box, demo capture, time of steps
-    over 3x their image's median beyond it: 58-89 ms per image at nice 0, median 68 over 12 images;
-    at nice 19 median 9 over 15 images, though 5 of them still 58-87 ms).
-    Defined here, not in tracing.py, so that the spawned process never imports torch.
-    """
-    helper_process_init(parent_pid)
-    os.nice(CONVERTER_NICENESS)
 
 
 #: A one-event trace for ``warm_up``: an operator, so the FLOP path runs too.

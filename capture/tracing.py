@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from dsocr.capture.config import CaptureConfig, ProfilerSessions
 from dsocr.capture.schedule import StepPlan, full_plan, sampled_plan, schedule_from_plan
-from dsocr.capture.signals import sigint_blocked
-from dsocr.capture.trace_convert import convert_chunk, converter_init, warm_up
+from dsocr.capture.signals import helper_process_init, sigint_blocked
+from dsocr.capture.trace_convert import convert_chunk, warm_up
 from torch.profiler import ProfilerActivity, profile
 
 from dsocr.rundir import FILE_MODE, PENDING_DIR, TRACE_DIR
@@ -364,7 +364,7 @@ def _start_converter() -> ProcessPoolExecutor:
         pool = ProcessPoolExecutor(
             max_workers=CONVERTER_PROCESSES,
             mp_context=context,
-            initializer=converter_init,
+            initializer=helper_process_init,
             initargs=(os.getpid(),),
         )
         # Warm before the first image: the first conversion would import and load the writer
