@@ -114,14 +114,24 @@ def _flagged_rows(ok_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def warm_steps_ms(ok_rows: list[dict[str, Any]]) -> list[float]:
-    """Every warm decode step of the rows that carry cold flags."""
+def _steps_ms(ok_rows: list[dict[str, Any]], *, cold: bool) -> list[float]:
+    """Every cold (or warm) decode step of the rows that carry cold flags."""
     return [
         ms
         for row in _flagged_rows(ok_rows)
         for ms, is_cold in zip(row["decode_step_ms"], row["decode_step_cold"], strict=True)
-        if not is_cold and ms is not None
+        if is_cold == cold and ms is not None
     ]
+
+
+def cold_steps_ms(ok_rows: list[dict[str, Any]]) -> list[float]:
+    """Every cold decode step of the rows that carry cold flags."""
+    return _steps_ms(ok_rows, cold=True)
+
+
+def warm_steps_ms(ok_rows: list[dict[str, Any]]) -> list[float]:
+    """Every warm decode step of the rows that carry cold flags."""
+    return _steps_ms(ok_rows, cold=False)
 
 
 def cold_impact(ok_rows: list[dict[str, Any]], top_operators: list[dict[str, Any]]) -> ColdImpact | None:

@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from dsocr.analyze.cold import cold_excess_ms, cold_excess_upper_ms, warm_steps_ms
+from dsocr.analyze.cold import cold_impact, cold_steps_ms
 from dsocr.analyze.keys import image_key
 from dsocr.analyze.reference import ok_predictions
 from dsocr.analyze.roofline import Roofline
 from dsocr.analyze.stats import MEDIAN, grouped_quantiles
-from dsocr.analyze.steps import step_codes
+from dsocr.analyze.steps import prefer_images, step_codes
 
 from dsocr.vocab import KernelKind, Stage
 
@@ -143,29 +143,15 @@ def cold_steps(inputs: FindingInputs) -> list[dict[str, Any]]:
     ok = ok_predictions(inputs.predictions)
     if "decode_step_cold" not in ok.column_names:
         return []
-    rows = ok.select(["decode_step_ms", "decode_step_cold"]).to_pylist()
-    warm_ms = warm_steps_ms(rows)
-    cold_ms = [
-        ms
-        for row in rows
-        for ms, cold in zip(row["decode_step_ms"] or [], row["decode_step_cold"] or [], strict=False)
-        if cold and ms is not None
-    ]
-    if not cold_ms or not warm_ms:
-        return []
-    warm = float(np.median(warm_ms))
-    flagged = [
-        row
-        for row in rows
-        if row["decode_step_cold"] is not None and len(row["decode_step_cold"]) == len(row["decode_step_ms"] or [])
-    ]
-    excess = sum(cold_excess_ms(row["decode_step_ms"], row["decode_step_cold"], warm) for row in flagged)
-    upper = sum(cold_excess_upper_ms(row["decode_step_ms"], row["decode_step_cold"], warm) for row in flagged)
-    if excess <= 0:  # cold steps no slower than warm ones (by their medians): nothing at stake
-        return []
+    rows = ok.to_pylist()
+    # The run's cold figures as summary.json ``cold`` has them: one formula for both.
+    impact, cold_ms = cold_impact(rows, top_operators=[]), cold_steps_ms(rows)
+    if impact is None or not cold_ms or not impact.warm_steps or not impact.cold_added_ms:
+        return []  # no flags, no warm steps to compare with, or cold steps no slower by their medians
+    excess, upper, warm = impact.cold_added_ms, impact.cold_added_upper_ms, impact.warm_step_p50_ms
     evidence = {
         "cold_steps": len(cold_ms),
-        "warm_steps": len(warm_ms),
+        "warm_steps": impact.warm_steps,
         "cold_p50_ms": float(np.median(cold_ms)),
         "warm_p50_ms": warm,
         "excess_ms": excess,
@@ -241,19 +227,21 @@ def _every_step(inputs: FindingInputs) -> pa.Table:
     """Every decode step by the reference clock; traced steps only for images it does not time."""
     reference = inputs.reference_steps.filter(pc.is_valid(inputs.reference_steps["wall_ms"]))
     traced = inputs.traced_steps.filter(pc.is_valid(inputs.traced_steps["wall_ms"]))
-    uncovered = ~np.isin(image_key(traced), np.unique(image_key(reference)))
-    if not uncovered.any():
-        return reference
-    return pa.concat_tables([reference, traced.filter(pa.array(uncovered)).cast(reference.schema)])
+    return prefer_images(reference, traced)
+
+
+def _traced_codes(steps: pa.Table, traced: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """One code per (image, step) of ``steps`` and, on the same scale, the sorted codes of ``traced``."""
+    images = np.unique(np.concatenate([image_key(steps), image_key(traced)]))
+    codes = step_codes(images, image_key(steps), steps["step"].to_numpy())
+    return codes, np.unique(step_codes(images, image_key(traced), traced["step"].to_numpy()))
 
 
 def _after_trace_window(steps: pa.Table, traced: pa.Table) -> np.ndarray:
     """Per step: untraced, and within AFTER_WINDOW_STEPS after a traced step of its image."""
     if traced.num_rows == 0 or steps.num_rows == 0:
         return np.zeros(steps.num_rows, dtype=bool)
-    images = np.unique(np.concatenate([image_key(steps), image_key(traced)]))
-    codes = step_codes(images, image_key(steps), steps["step"].to_numpy())
-    traced_codes = np.unique(step_codes(images, image_key(traced), traced["step"].to_numpy()))
+    codes, traced_codes = _traced_codes(steps, traced)
     follows = np.zeros(codes.size, dtype=bool)
     for distance in range(1, AFTER_WINDOW_STEPS + 1):
         follows |= np.isin(codes - distance, traced_codes)
@@ -331,9 +319,7 @@ def profiler_overhead(inputs: FindingInputs) -> list[dict[str, Any]]:
     reference = reference.filter(pc.is_valid(reference["wall_ms"]))
     if reference.num_rows == 0 or traced_steps.num_rows == 0:
         return []
-    images = np.unique(image_key(reference))
-    traced_codes = np.unique(step_codes(images, image_key(traced_steps), traced_steps["step"].to_numpy()))
-    codes = step_codes(images, image_key(reference), reference["step"].to_numpy())
+    codes, traced_codes = _traced_codes(reference, traced_steps)
     is_traced = np.isin(codes, traced_codes)
     wall = reference["wall_ms"].to_numpy()
     if is_traced.all() or not is_traced.any():

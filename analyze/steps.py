@@ -118,11 +118,15 @@ def reference_steps(predictions: pa.Table) -> pa.Table:
     )
 
 
+def prefer_images(preferred: pa.Table, fallback: pa.Table) -> pa.Table:
+    """Every row of ``preferred``, and ``fallback``'s rows of the images ``preferred`` lacks (STEPS tables)."""
+    keep = ~np.isin(image_key(fallback), np.unique(image_key(preferred)))
+    return pa.concat_tables([preferred, fallback.filter(pa.array(keep)).cast(preferred.schema)])
+
+
 def decode_steps(traced: pa.Table, reference: pa.Table) -> pa.Table:
     """Traced steps for images that have decode-step ranges, reference steps for the others."""
-    covered = np.unique(image_key(traced))
-    keep = ~np.isin(image_key(reference), covered)
-    return pa.concat_tables([traced, reference.filter(pa.array(keep))])
+    return prefer_images(traced, reference)
 
 
 @dataclass(frozen=True)

@@ -38,15 +38,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_analyze import DEFAULT_SOURCE, MIB, parse_size, replicate, run_child  # noqa: E402
+from bench_analyze import DEFAULT_SOURCE, MIB, _fmt, parse_size, replicate, run_child  # noqa: E402
 from dsocr.analyze.chrome import export_trace  # noqa: E402
 
 from dsocr import rundir, schema  # noqa: E402
+from dsocr.vocab import NS_PER_US, US_PER_MS  # noqa: E402
 
 DEFAULT_SIZES = "0.3M,1M"
 DEFAULT_FACTOR = 1.5
-US_PER_MS = 1_000
-NS_PER_US = 1_000
 #: The kernel category in dsocr's trace and in the Chrome JSON.
 KERNEL_CAT = "kernel"
 
@@ -177,10 +176,6 @@ def measure(size: int, args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(run_a)
         shutil.rmtree(run_b)
     return row
-
-
-def _fmt(value: float | None, digits: int = 1) -> str:
-    return "–" if value is None else f"{value:,.{digits}f}"
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:

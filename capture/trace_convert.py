@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from dsocr.capture.op_flops import op_flops
 
 from dsocr import schema
-from dsocr.rundir import PAGE_CHECKSUMS, PARQUET_COMPRESSION, write_table_atomic
+from dsocr.rundir import write_parquet, write_table_atomic
 from dsocr.vocab import NS_PER_US, parse_range_name
 
 CPU_OP = "cpu_op"
@@ -77,7 +76,7 @@ def warm_up() -> int:
     the four steps after the first trace window took 64 ms against 2 ms).
     """
     table = events_to_table(_WARM_UP_TRACE, image_index=0, rank=0, chunk=0)
-    pq.write_table(table, pa.BufferOutputStream(), compression=PARQUET_COMPRESSION, write_page_checksum=PAGE_CHECKSUMS)
+    write_parquet(table, pa.BufferOutputStream())
     return table.num_rows
 
 

@@ -218,12 +218,17 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def write_parquet(table: pa.Table, where: str | Path | pa.NativeFile) -> None:
+    """Write ``table`` as dsocr writes every Parquet file: zstd-compressed, page checksums on."""
+    pq.write_table(table, where, compression=PARQUET_COMPRESSION, write_page_checksum=PAGE_CHECKSUMS)
+
+
 def write_table_atomic(table: pa.Table, path: Path) -> None:
     """Write a Parquet file atomically (temp file, then rename), zstd-compressed."""
     temp = temp_beside(path)
     try:
         with writing(path):
-            pq.write_table(table, temp, compression=PARQUET_COMPRESSION, write_page_checksum=PAGE_CHECKSUMS)
+            write_parquet(table, temp)
             os.replace(temp, path)
     finally:
         discard(temp)
