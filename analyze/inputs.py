@@ -13,6 +13,7 @@ import pyarrow as pa
 from dsocr.analyze.attribution import GpuWork
 from dsocr.analyze.load import TraceTables
 from dsocr.analyze.peaks import DevicePeak
+from dsocr.analyze.profiler_flops import StageFlops
 from dsocr.analyze.ranges import Ranges
 from dsocr.analyze.steps import StepTables
 
@@ -48,6 +49,5 @@ class AnalysisInputs:
     peak: DevicePeak
     #: analysis/roofline.parquet (schema ROOFLINE): per image and stage, then per decode step.
     roofline: pa.Table
-    #: The profiler's FLOP counts per stage: ``[flops, operators that carry a count]`` (empty:
-    #: the trace carries none).
-    profiler_flops: dict[str, list[float]]
+    #: The profiler's FLOP counts per stage (none with a counted operator: the trace carries none).
+    profiler_flops: dict[str, StageFlops]

@@ -7,7 +7,6 @@ plus its filtered copies.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dsocr.analyze.categories import CPU_OP_CAT, GPU_OP_CATS, LAUNCH_CATS, RANGE_CAT
-from dsocr.analyze.threads import ordered_map, worker_pool
+from dsocr.analyze.threads import WorkerPool, ordered_map, worker_pool
 
 from dsocr import rundir, schema
 from dsocr.errors import RunDirError
@@ -193,7 +192,7 @@ def _load_file(path: Path) -> _FileParts:
     )
 
 
-def load_trace(run_dir: Path, pool: ThreadPoolExecutor | None = None) -> TraceTables:
+def load_trace(run_dir: Path, pool: WorkerPool | None = None) -> TraceTables:
     """Read ``run_dir/trace`` (each file schema-checked); empty tables when there is no trace.
 
     Files are read on ``pool``'s threads (default: a pool of this process's cores), in order:

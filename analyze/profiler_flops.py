@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -9,32 +11,75 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from dsocr.analyze.stages import stage_masks
 
+#: Matrix products for which neither torch's profiler nor capture's op_flops has a FLOP formula.
+#: Where one runs as a single kernel (CUDA) its work is missing from the profiler's count: on an
+#: H200 the MoE experts of DeepSeek-OCR-2's prefill run as ``aten::_grouped_mm`` (docs/analysis.md).
+#: On CPU it runs ``aten::mm`` per group, which is counted.
+UNCOUNTED_PRODUCTS = ("aten::_grouped_mm", "aten::_scaled_mm", "aten::_scaled_grouped_mm")
 
-def add_stage_flops(totals: dict[str, list[float]], ops: pa.Table) -> None:
-    """Add the flops of placed cpu_ops (columns flops, in_vision, in_prefill, step) per stage:
-    ``totals[stage] = [flops, operators that carry a count]``."""
+
+@dataclass
+class StageFlops:
+    """The profiler's FLOP count of one stage and what it leaves out."""
+
+    flops: float = 0.0
+    #: Operators that carry a count.
+    operators: int = 0
+    #: Calls of UNCOUNTED_PRODUCTS with no counted operator inside them, by name.
+    uncounted: Counter[str] = field(default_factory=Counter)
+
+
+def add_stage_flops(totals: dict[str, StageFlops], ops: pa.Table) -> None:
+    """Add the flops of placed cpu_ops (columns name, flops, in_vision, in_prefill, step) and their
+    calls of UNCOUNTED_PRODUCTS per stage."""
     if "flops" not in ops.column_names:
         return
     flops = ops["flops"]
     carried = flops.is_valid().to_numpy(zero_copy_only=False)
-    if not carried.any():
+    uncounted = pc.is_in(ops["name"], value_set=pa.array(UNCOUNTED_PRODUCTS)).to_numpy(zero_copy_only=False)
+    if uncounted.any():
+        uncounted = _without_counted_children(ops, uncounted, carried)
+    if not carried.any() and not uncounted.any():
         return
     values = flops.fill_null(0).to_numpy().astype(np.float64)
+    names = ops["name"].take(np.flatnonzero(uncounted)).to_pylist() if uncounted.any() else []
     for stage, mask in stage_masks(ops).items():
-        entry = totals.setdefault(stage, [0.0, 0])
-        entry[0] += float(values[mask].sum())
-        entry[1] += int(np.count_nonzero(mask & carried))
+        entry = totals.setdefault(stage, StageFlops())
+        entry.flops += float(values[mask].sum())
+        entry.operators += int(np.count_nonzero(mask & carried))
+        if names:
+            entry.uncounted.update(name for name, inside in zip(names, mask[uncounted], strict=True) if inside)
 
 
-def profiler_check(totals: dict[str, list[float]], roofline: pa.Table) -> dict[str, Any] | None:
+def _without_counted_children(ops: pa.Table, candidates: np.ndarray, carried: np.ndarray) -> np.ndarray:
+    """The ``candidates`` with no counted operator starting inside them on their thread."""
+    starts = ops["ts_ns"].to_numpy()
+    ends = starts + ops["dur_ns"].to_numpy()
+    threads = ops["tid"].to_numpy(zero_copy_only=False)
+    kept = candidates.copy()
+    for thread in np.unique(threads[candidates]):
+        counted_starts = np.sort(starts[carried & (threads == thread)])
+        if not counted_starts.size:
+            continue
+        rows = np.flatnonzero(candidates & (threads == thread))
+        first = np.searchsorted(counted_starts, starts[rows], side="left")
+        inside = first < counted_starts.size
+        inside[inside] = counted_starts[first[inside]] < ends[rows[inside]]
+        kept[rows[inside]] = False
+    return kept
+
+
+def profiler_check(totals: dict[str, StageFlops], roofline: pa.Table) -> dict[str, Any] | None:
     """Per stage: the profiler's FLOPs (matrix products from recorded shapes), the model's outside
-    attention (SDPA carries no shapes-based estimate), and ``rel_diff = (profiler - model) / model``.
+    attention (SDPA carries no shapes-based estimate), ``rel_diff = (profiler - model) / model``,
+    and the calls of matrix products the profiler cannot count.
 
     None when the trace carries no FLOP counts (captured without with_flops)."""
-    if not totals:
+    if not any(entry.operators for entry in totals.values()):
         return None
     result: dict[str, Any] = {}
-    for stage, (profiler, operators) in totals.items():
+    for stage, entry in totals.items():
+        profiler, operators = entry.flops, entry.operators
         rows = roofline.filter(pc.and_(pc.equal(roofline["stage"], stage), pc.is_null(roofline["step"])))
         total = pc.sum(rows["flops"]).as_py() if rows.num_rows else None
         attention = pc.sum(rows["attention_flops"]).as_py() if rows.num_rows else None
@@ -45,5 +90,6 @@ def profiler_check(totals: dict[str, list[float]], roofline: pa.Table) -> dict[s
             "model_flops": model,
             "model_attention_flops": attention,
             "rel_diff": (profiler - model) / model if model else None,
+            "uncounted_operators": dict(sorted(entry.uncounted.items())),
         }
     return result

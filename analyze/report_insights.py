@@ -78,9 +78,14 @@ def roofline_lines(summary: Summary) -> list[str]:
         lines.append(escape(f"roofline: {roofline.reason}"))
     for stage, check in (roofline.profiler_flops or {}).items():
         if stage in PROFILER_STAGES and check["rel_diff"] is not None:
+            uncounted = ", ".join(f"{name} x{calls:,}" for name, calls in check.get("uncounted_operators", {}).items())
             lines.append(
-                f"profiler FLOPs, {stage}: {check['profiler_flops'] / TERA:.4g} TFLOP of matrix products against the"
-                f" model's {check['model_flops'] / TERA:.4g} outside attention ({check['rel_diff'] * PERCENT:+.1f}%)"
+                escape(
+                    f"profiler FLOPs, {stage}: {check['profiler_flops'] / TERA:.4g} TFLOP of matrix products against"
+                    f" the model's {check['model_flops'] / TERA:.4g} outside attention"
+                    f" ({check['rel_diff'] * PERCENT:+.1f}%)"
+                    + (f"; not counted by the profiler: {uncounted}" if uncounted else "")
+                )
             )
     return lines
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -18,13 +17,13 @@ from dsocr.analyze.insights import run_peak, run_roofline_table
 from dsocr.analyze.kernels import CpuOperatorTotals, kernels_table, name_codes, top_gpu
 from dsocr.analyze.latency import latency_table
 from dsocr.analyze.load import TraceTables, load_trace
-from dsocr.analyze.profiler_flops import add_stage_flops
+from dsocr.analyze.profiler_flops import StageFlops, add_stage_flops
 from dsocr.analyze.ranges import Ranges, clean_ranges
 from dsocr.analyze.reference import ok_predictions, timings_table
 from dsocr.analyze.stages import MEASURED, measure_stages
 from dsocr.analyze.steps import step_tables, steps_file_table
 from dsocr.analyze.summary import Summary, summarize, to_json
-from dsocr.analyze.threads import ordered_map, worker_pool
+from dsocr.analyze.threads import WorkerPool, ordered_map, worker_pool
 
 from dsocr import rundir
 from dsocr.options import DEFAULT_TOP
@@ -83,11 +82,11 @@ def _gpu_side(trace: TraceTables, ranges: Ranges) -> tuple[GpuWork | None, pa.Ta
 
 def _analyze_trace(
     trace: TraceTables,
-    pool: ThreadPoolExecutor,
+    pool: WorkerPool,
     *,
     top: int,
     ok: pa.Table,
-    profiler_flops: dict[str, list[float]],
+    profiler_flops: dict[str, StageFlops],
 ) -> tuple[Ranges, GpuWork | None, pa.Table, pa.Table, ColdOperatorTotals]:
     """Ranges, attributed GPU work, measured stages, the top-k tables of a loaded trace, and CPU
     operator time of cold against warm decode steps (and, into ``profiler_flops``, the profiler's
@@ -124,10 +123,12 @@ def analyze_run(
     write: bool = True,
     peak_tflops: float | None = None,
     peak_gbps: float | None = None,
+    jobs: int | None = None,
 ) -> Analysis:
     """Analyze ``run_dir`` from its Parquet files alone and (by default) write ``analysis/``.
 
     ``peak_tflops`` / ``peak_gbps`` replace the device's peaks from the table (roofline).
+    ``jobs``: threads reading and splitting the trace (default: ``threads.worker_count()``).
 
     Raises RunDirError / SchemaMismatchError for a directory that is not a readable dsocr run.
     """
@@ -139,8 +140,8 @@ def analyze_run(
     predictions = rundir.read_predictions(run_dir)
     has_trace = bool(rundir.trace_files(run_dir))
     cold_operators: list[dict[str, Any]] = []
-    profiler_flops: dict[str, list[float]] = {}
-    with worker_pool() as pool:
+    profiler_flops: dict[str, StageFlops] = {}
+    with worker_pool(jobs) as pool:
         trace = load_trace(run_dir, pool)
         if has_trace:
             ranges, gpu, measured, kernels, cold_totals = _analyze_trace(

@@ -32,6 +32,12 @@ def analyze(
             "--wide", help="Print kernel and operator names whole (demangled), one line per row, past the terminal."
         ),
     ] = False,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs", "-j", help="Threads reading the trace. Default: the usable cores, at most 4.", show_default=False
+        ),
+    ] = None,
 ) -> None:
     """Per-image and per-stage timings (CPU, GPU busy, GPU span), latency, top kernels, roofline and
     findings, from the run's Parquet alone; writes analysis/timings.parquet, kernels.parquet,
@@ -41,13 +47,15 @@ def analyze(
     the middle (C++ names to their function name); --wide or --json give them whole."""
     if top < 1:
         raise BadInputError(f"--top {top}: must be at least 1")
+    if jobs is not None and jobs < 1:
+        raise BadInputError(f"--jobs {jobs}: must be at least 1")
     from rich.console import Console
 
     from dsocr.analyze.report import print_report
     from dsocr.analyze.runner import analyze_run
     from dsocr.analyze.summary import to_json
 
-    analysis = analyze_run(run_dir, top=top, peak_tflops=peak_tflops, peak_gbps=peak_gbps)
+    analysis = analyze_run(run_dir, top=top, peak_tflops=peak_tflops, peak_gbps=peak_gbps, jobs=jobs)
     report_line = None
     if with_report:
         from dsocr.cli_report import write_report

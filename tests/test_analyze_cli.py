@@ -73,6 +73,7 @@ def test_bad_options(small_run: tuple[Path, list[dict]]) -> None:
         ("analyze", "--peak-tflops", "1e400"): "Error: --peak-tflops inf: must be a positive number",
         ("analyze", "--peak-gbps", "nan"): "Error: --peak-gbps nan: must be a positive number",
         ("analyze", "--top", "0"): "Error: --top 0: must be at least 1",
+        ("analyze", "--jobs", "0"): "Error: --jobs 0: must be at least 1",
     }
     for (command, *options), expected in cases.items():
         result = invoke(command, run_dir, *options)

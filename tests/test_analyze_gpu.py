@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -104,3 +105,30 @@ def test_json_and_summary_json_render_the_same_typed_summary(analyzed: Path) -> 
     assert list(written) == [name for name, _ in METRICS]
     assert written["stages"]["decode"]["gpu_idle_share"] == to_json(summary.stages["decode"].gpu_idle_share)
     assert "gpu_idle_share" not in written["stages"]["vision"]  # decode-only figures are left out elsewhere
+
+
+#: A real H200 capture with --with-flops (one page, 8 tokens, --profile full): the profiler's own
+#: FLOP counts beside the model's.
+GPU_FLOPS_RUN = Path(__file__).parent / "data" / "gpu-flops-run"
+
+
+def test_profiler_flops_on_the_gpu_name_the_moe_products_it_cannot_count(tmp_path: Path) -> None:
+    """On CUDA the MoE experts of prefill run as aten::_grouped_mm, one kernel with no FLOP formula:
+    prefill_text's profiler count falls short by their share, and analyze names them; vision and
+    decode (no grouped products) agree."""
+    shutil.copytree(GPU_FLOPS_RUN, tmp_path / "run")
+    analysis = analyze_run(tmp_path / "run")
+    checks = analysis.summary.roofline.profiler_flops
+    assert checks is not None
+    prefill_text = checks["prefill_text"]
+    assert prefill_text["uncounted_operators"] == {"aten::_grouped_mm": 22}  # 11 MoE layers x 2 products
+    assert -0.6 < prefill_text["rel_diff"] < -0.5
+    # The shortfall is the routed experts' work: tokens x experts per token x gate, up and down.
+    text = json.loads((GPU_FLOPS_RUN / rundir.RUN_JSON).read_text())["model"]["architecture"]["text_config"]
+    tokens = pq.read_table(GPU_FLOPS_RUN / rundir.PREDICTIONS_FILE)["prompt_tokens"][0].as_py()
+    sparse_layers = text["mlp_layer_types"].count("sparse")
+    routed = 2 * tokens * text["num_experts_per_tok"] * 3 * text["hidden_size"] * text["moe_intermediate_size"]
+    shortfall = prefill_text["model_flops"] - prefill_text["profiler_flops"]
+    assert shortfall == pytest.approx(routed * sparse_layers, rel=1e-6)
+    assert checks["decode"]["uncounted_operators"] == {} and abs(checks["decode"]["rel_diff"]) < 1e-6
+    assert checks["vision"]["uncounted_operators"] == {} and abs(checks["vision"]["rel_diff"]) < 0.01

@@ -18,30 +18,28 @@ from dsocr import rundir
 from dsocr.errors import RunDirError
 
 
-def _analysis(run_dir: Path, workers: int, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, dict]:
-    monkeypatch.setattr(threads, "worker_count", lambda: workers)
-    analysis = analyze_run(run_dir)
+def _analysis(run_dir: Path, workers: int) -> tuple[dict, dict]:
+    analysis = analyze_run(run_dir, jobs=workers)
     written = {path.name: pq.read_table(path).to_pylist() for path in sorted(analysis.output_dir.glob("*.parquet"))}
     return to_json(analysis.summary), written
 
 
-def test_one_thread_and_four_give_the_same_analysis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_thread_and_four_give_the_same_analysis(tmp_path: Path) -> None:
     run_dir = shutil.copytree(gpu_run_or_skip(), tmp_path / "run")
-    summary_one, files_one = _analysis(run_dir, 1, monkeypatch)
-    summary_four, files_four = _analysis(run_dir, 4, monkeypatch)
+    summary_one, files_one = _analysis(run_dir, 1)
+    summary_four, files_four = _analysis(run_dir, 4)
     assert summary_one == summary_four
     assert files_one == files_four and len(files_one) == 4
 
 
-def test_the_first_bad_file_in_order_is_the_one_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_first_bad_file_in_order_is_the_one_reported(tmp_path: Path) -> None:
     run_dir = shutil.copytree(gpu_run_or_skip(), tmp_path / "run")
     files = rundir.trace_files(run_dir)
     assert len(files) >= 2
     for path in files:
         path.write_bytes(b"not parquet")
-    monkeypatch.setattr(threads, "worker_count", lambda: 4)
     with pytest.raises(RunDirError, match=files[0].name):
-        analyze_run(run_dir)
+        analyze_run(run_dir, jobs=4)
 
 
 def test_ordered_map_keeps_input_order_with_out_of_order_finishes() -> None:
@@ -53,8 +51,7 @@ def test_ordered_map_keeps_input_order_with_out_of_order_finishes() -> None:
         assert list(threads.ordered_map(pool, slow_for_small, range(10))) == [value * value for value in range(10)]
 
 
-def test_ordered_map_bounds_what_is_pending(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(threads, "worker_count", lambda: 2)
+def test_ordered_map_bounds_what_is_pending() -> None:
     limit = threads.PENDING_PER_WORKER * 2
     started: list[int] = []
     lock = threading.Lock()
@@ -64,7 +61,7 @@ def test_ordered_map_bounds_what_is_pending(monkeypatch: pytest.MonkeyPatch) -> 
             started.append(value)
         return value
 
-    with threads.worker_pool() as pool:
+    with threads.worker_pool(2) as pool:
         results = threads.ordered_map(pool, record, range(50))
         first = next(results)
         time.sleep(0.05)  # every submitted item has run by now; no more may have been submitted
@@ -75,8 +72,7 @@ def test_ordered_map_bounds_what_is_pending(monkeypatch: pytest.MonkeyPatch) -> 
     assert submitted <= limit
 
 
-def test_ordered_map_raises_the_first_failure_and_cancels_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(threads, "worker_count", lambda: 1)
+def test_ordered_map_raises_the_first_failure_and_cancels_the_rest() -> None:
     ran: list[int] = []
 
     def fail_on_three(value: int) -> int:
@@ -85,6 +81,16 @@ def test_ordered_map_raises_the_first_failure_and_cancels_the_rest(monkeypatch: 
             raise ValueError(f"bad {value}")
         return value
 
-    with threads.worker_pool() as pool, pytest.raises(ValueError, match="bad 3"):
+    with threads.worker_pool(1) as pool, pytest.raises(ValueError, match="bad 3"):
         list(threads.ordered_map(pool, fail_on_three, range(100)))
     assert max(ran) < 3 + threads.PENDING_PER_WORKER + 1
+
+
+def test_the_default_is_the_usable_cores_up_to_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threads, "usable_cores", lambda: 16)
+    assert threads.worker_count() == threads.DEFAULT_MAX_WORKERS
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    assert threads.worker_count() == 2
+    assert threads.worker_count(jobs=9) == 9
+    with threads.worker_pool(3) as pool:
+        assert pool.workers == 3 and pool._max_workers == 3
