@@ -31,6 +31,11 @@ interpreter (it pulls jupyterlab, pandas and plotly)::
     python bench/bench_analyze.py --sizes 1M,3M --hta-matched --hta-python /tmp/hta-venv/bin/python
     python bench/bench_analyze.py --cross-check --hta-python /tmp/hta-venv/bin/python    # per range
 
+``--kineto-run RUN`` gives HTA what it is given when used on its own: torch's
+``export_chrome_trace`` JSON of the same trace, which ``dsocr capture --keep-kineto`` keeps
+(one image in one chunk, so one file per rank), and analyze that run's Parquet. The
+replicated runs' JSON is dsocr's export-trace output, which carries fewer args per event.
+
 ``--cross-check`` compares HTA's kernel totals per gpu_user_annotation with analyze's kernel
 totals per stage on the source run itself (docs/analysis.md explains the differences).
 """
@@ -54,6 +59,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -192,14 +198,64 @@ def replicate(source: Path, out: Path, events: int) -> int:
 
 
 def measure(size: int, args: argparse.Namespace) -> dict[str, Any]:
+    """A replicated run of about ``size`` events: analyze on its Parquet, HTA on its export-trace JSON."""
     run_dir = args.work / f"run-{size}"
     events = replicate(args.source, run_dir, size)
+    row: dict[str, Any] = {"target": size, "events": events, "hta_input": "dsocr export-trace"}
+    row |= measure_analyze(run_dir, args)
+    if args.hta_python and events <= args.hta_max_events:
+        hta_dir = args.work / f"hta-{size}"
+        shutil.rmtree(hta_dir, ignore_errors=True)
+        start = time.perf_counter()
+        path, _ = export_trace(run_dir, output=hta_dir / "rank-0.json")
+        row["export_s"] = time.perf_counter() - start
+        row["json_mib"] = path.stat().st_size / MIB
+        row |= measure_hta(hta_dir, args)
+        if not args.keep:
+            shutil.rmtree(hta_dir)
+    if not args.keep:
+        shutil.rmtree(run_dir)
+    return row
+
+
+def measure_kineto_run(run_dir: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """A run captured with ``--keep-kineto``: analyze on its Parquet against HTA on torch's own JSON
+    of the same trace (what HTA is given when used on its own), then against HTA on dsocr's
+    export-trace JSON of it (the input of the replicated sizes). One image in one chunk: HTA
+    reads one trace file per rank."""
+    kept = sorted((run_dir / rundir.TRACE_DIR / rundir.KINETO_DIR).glob("*.json"))
+    if len(kept) != 1:
+        raise SystemExit(
+            f"--kineto-run {run_dir}: needs exactly one kept Kineto JSON (one image, --profile full,"
+            f" --full-chunk-steps above its tokens, --keep-kineto), found {len(kept)}"
+        )
+    events = sum(pq.ParquetFile(path).metadata.num_rows for path in rundir.trace_files(run_dir))
+    analyze = measure_analyze(run_dir, args)
+    rows = []
+    for hta_input in ("torch export_chrome_trace", "dsocr export-trace"):
+        row: dict[str, Any] = {"target": events, "events": events, "hta_input": hta_input, **analyze}
+        if args.hta_python:
+            hta_dir = args.work / "hta-kineto"
+            shutil.rmtree(hta_dir, ignore_errors=True)
+            hta_dir.mkdir(parents=True)
+            if hta_input.startswith("torch"):
+                path = Path(shutil.copy(kept[0], hta_dir / "rank-0.json"))
+            else:
+                path, _ = export_trace(run_dir, output=hta_dir / "rank-0.json")
+            row["json_mib"] = path.stat().st_size / MIB
+            row |= measure_hta(hta_dir, args)
+            if not args.keep:
+                shutil.rmtree(hta_dir)
+        rows.append(row)
+    return rows
+
+
+def measure_analyze(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """``analyze_run`` on ``run_dir``, ``--repeats`` times, each in its own process."""
     # analyze takes seconds and HTA minutes, so a load spike on a shared machine can swamp one
     # analyze run: it runs --repeats times and the median counts (every run is kept).
     runs = [run_child([sys.executable, "-c", ANALYZE_CHILD, str(run_dir)], ROOT) for _ in range(args.repeats)]
-    row: dict[str, Any] = {
-        "target": size,
-        "events": events,
+    return {
         "parquet_mib": sum(p.stat().st_size for p in rundir.trace_files(run_dir)) / MIB,
         "analyze_wall_s": statistics.median(wall for _, wall, _, _ in runs),
         "analyze_s": statistics.median(child["analyze_s"] for child, _, _, _ in runs),
@@ -209,32 +265,25 @@ def measure(size: int, args: argparse.Namespace) -> dict[str, Any]:
             {"wall_s": wall, "analyze_s": child["analyze_s"], "cpu_s": cpu} for child, wall, _, cpu in runs
         ],
     }
-    if args.hta_python and events <= args.hta_max_events:
-        hta_dir = args.work / f"hta-{size}"
-        shutil.rmtree(hta_dir, ignore_errors=True)
-        start = time.perf_counter()
-        path, _ = export_trace(run_dir, output=hta_dir / "rank-0.json")
-        row["export_s"] = time.perf_counter() - start
-        row["json_mib"] = path.stat().st_size / MIB
-        mode = "matched" if args.hta_matched else "plain"
-        # The annotation join fails on HTA's own µs rounding of sub-µs kernels (see cross_check):
-        # the matched run turns that rounding off, which also spares its load one pass.
-        env = {"HTA_DISABLE_NS_ROUNDING": "1"} if args.hta_matched else None
-        command = [str(args.hta_python), "-c", HTA_CHILD, str(hta_dir), mode]
-        hta, hta_wall, hta_rss, hta_cpu = run_child(command, ROOT, env)
-        row["hta_ns_rounding"] = not args.hta_matched
-        extra = hta.get("matched_s", {})
-        extra_s = sum(value for value in extra.values() if isinstance(value, float))
-        # The headline HTA time ends with the breakdown: the matched analyses ran after it.
-        row |= {"hta_wall_s": hta_wall - extra_s, "hta_load_s": hta["load_s"], "hta_breakdown_s": hta["breakdown_s"]}
-        row["hta_cpu_s"] = hta_cpu - (hta["cpu_end_s"] - hta["cpu_to_breakdown_s"])
-        if extra:
-            row |= {"hta_matched_s": extra, "hta_matched_wall_s": hta_wall, "hta_matched_cpu_s": hta_cpu}
-        row["hta_rss_mib"] = hta_rss
-        if not args.keep:
-            shutil.rmtree(hta_dir)
-    if not args.keep:
-        shutil.rmtree(run_dir)
+
+
+def measure_hta(hta_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """HTA's load and kernel breakdown of the trace in ``hta_dir`` (and the matched analyses), one process."""
+    mode = "matched" if args.hta_matched else "plain"
+    # The annotation join fails on HTA's own µs rounding of sub-µs kernels (see cross_check):
+    # the matched run turns that rounding off, which also spares its load one pass.
+    env = {"HTA_DISABLE_NS_ROUNDING": "1"} if args.hta_matched else None
+    command = [str(args.hta_python), "-c", HTA_CHILD, str(hta_dir), mode]
+    hta, hta_wall, hta_rss, hta_cpu = run_child(command, ROOT, env)
+    row: dict[str, Any] = {"hta_ns_rounding": not args.hta_matched}
+    extra = hta.get("matched_s", {})
+    extra_s = sum(value for value in extra.values() if isinstance(value, float))
+    # The headline HTA time ends with the breakdown: the matched analyses ran after it.
+    row |= {"hta_wall_s": hta_wall - extra_s, "hta_load_s": hta["load_s"], "hta_breakdown_s": hta["breakdown_s"]}
+    row["hta_cpu_s"] = hta_cpu - (hta["cpu_end_s"] - hta["cpu_to_breakdown_s"])
+    if extra:
+        row |= {"hta_matched_s": extra, "hta_matched_wall_s": hta_wall, "hta_matched_cpu_s": hta_cpu}
+    row["hta_rss_mib"] = hta_rss
     return row
 
 
@@ -255,16 +304,17 @@ def add_ratios(row: dict[str, Any]) -> None:
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     header = (
-        "| events | Parquet MiB | analyze s (process / analyze_run) | analyze CPU s | analyze peak MiB | JSON MiB"
-        " | HTA s (load + breakdown) | HTA CPU s | HTA peak MiB | time ratio | CPU ratio | memory ratio"
+        "| events | HTA input | Parquet MiB | analyze s (process / analyze_run) | analyze CPU s | analyze peak MiB"
+        " | JSON MiB | HTA s (load + breakdown) | HTA CPU s | HTA peak MiB | time ratio | CPU ratio | memory ratio"
         " | HTA s with matched analyses | matched time ratio |"
     )
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
     for row in rows:
         print(
-            f"| {row['events']:,} | {_fmt(row['parquet_mib'])} | {_fmt(row['analyze_wall_s'], 2)} /"
-            f" {_fmt(row['analyze_s'], 2)} | {_fmt(row['analyze_cpu_s'], 2)} | {_fmt(row['analyze_rss_mib'], 0)}"
+            f"| {row['events']:,} | {row['hta_input']} | {_fmt(row['parquet_mib'])} |"
+            f" {_fmt(row['analyze_wall_s'], 2)} / {_fmt(row['analyze_s'], 2)} | {_fmt(row['analyze_cpu_s'], 2)}"
+            f" | {_fmt(row['analyze_rss_mib'], 0)}"
             f" | {_fmt(row.get('json_mib'), 0)} | {_fmt(row.get('hta_wall_s'))} ({_fmt(row.get('hta_load_s'))} +"
             f" {_fmt(row.get('hta_breakdown_s'))}) | {_fmt(row.get('hta_cpu_s'))} | {_fmt(row.get('hta_rss_mib'), 0)}"
             f" | {_fmt(row.get('time_ratio'))}x | {_fmt(row.get('cpu_ratio'))}x | {_fmt(row.get('memory_ratio'))}x"
@@ -330,6 +380,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="analyze runs per size (the median counts).")
     parser.add_argument("--keep", action="store_true", help="Keep the generated runs and JSON under --work.")
     parser.add_argument("--json", type=Path, help="Also write every figure here.")
+    parser.add_argument(
+        "--kineto-run",
+        type=Path,
+        help="A run captured with --keep-kineto (one image, one chunk): HTA reads torch's own JSON of its trace"
+        " instead of a replicated run's export (--sizes is then ignored).",
+    )
     args = parser.parse_args()
     if not (args.source / rundir.RUN_JSON).is_file():
         raise SystemExit(f"--source {args.source}: not a dsocr run directory")
@@ -341,7 +397,11 @@ def main() -> None:
         return
     rows = []
     load_before = os.getloadavg()
-    for size in (parse_size(text) for text in args.sizes.split(",")):
+    if args.kineto_run:
+        rows += measure_kineto_run(args.kineto_run, args)
+        for row in rows:
+            add_ratios(row)
+    for size in () if args.kineto_run else (parse_size(text) for text in args.sizes.split(",")):
         rows.append(measure(size, args))
         add_ratios(rows[-1])
         print(f"measured {rows[-1]['events']:,} events", file=sys.stderr)

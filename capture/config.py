@@ -116,6 +116,8 @@ class CaptureConfig:
     #: Record operator input shapes and FLOP counts (torch's ``with_flops``): off by default
     #: because it multiplies the profiler's stop cost (docs/performance.md).
     with_flops: bool = False
+    #: Keep torch's exported chrome-trace JSON of every chunk under trace/kineto/ (``--keep-kineto``).
+    keep_kineto: bool = False
     #: The decode cache (``--cache``) and whether a static cache's decode is compiled (``--compile``).
     cache: CacheKind = CacheKind.dynamic
     compile: CompileMode = CompileMode.auto
@@ -127,6 +129,8 @@ class CaptureConfig:
     def __post_init__(self) -> None:
         if self.with_flops and self.profile is ProfileMode.off:
             raise BadInputError("--with-flops needs a trace: use --profile sampled or full")
+        if self.keep_kineto and self.profile is ProfileMode.off:
+            raise BadInputError("--keep-kineto needs a trace: use --profile sampled or full")
         check_count("--warmup-tokens", self.warmup_tokens, minimum=0)
         check_count("--full-chunk-steps", self.full_chunk_steps, minimum=1)
         if self.max_new_tokens is not None:

@@ -50,6 +50,7 @@ def config_record(config: CaptureConfig) -> ConfigRecord:
         sdpa_backend=config.sdpa_backend.value,
         attn_implementation=config.attn_implementation,
         with_flops=config.with_flops,
+        keep_kineto=config.keep_kineto,
         cache=config.cache.value,
         compile=config.compile.value,
     )

@@ -80,11 +80,17 @@ def warm_up() -> int:
     return table.num_rows
 
 
-def convert_chunk(json_path: str, parquet_path: str, image_index: int, rank: int, chunk: int) -> int:
-    """Convert one exported chunk to Parquet atomically, delete the JSON, return the event count."""
+def convert_chunk(
+    json_path: str, parquet_path: str, image_index: int, rank: int, chunk: int, keep_path: str | None = None
+) -> int:
+    """Convert one exported chunk to Parquet atomically, then delete the JSON (or move it to
+    ``keep_path``); return the event count."""
     with open(json_path, encoding="utf-8") as handle:
         trace = json.load(handle)
     table = events_to_table(trace, image_index=image_index, rank=rank, chunk=chunk)
     write_table_atomic(table, Path(parquet_path))
-    os.unlink(json_path)
+    if keep_path is None:
+        os.unlink(json_path)
+    else:  # a rename within trace/: the kept file is whole or absent
+        os.replace(json_path, keep_path)
     return table.num_rows

@@ -28,7 +28,7 @@ from dsocr.capture.signals import helper_process_init, sigint_blocked
 from dsocr.capture.trace_convert import convert_chunk, warm_up
 from torch.profiler import ProfilerActivity, profile
 
-from dsocr.rundir import FILE_MODE, PENDING_DIR, TRACE_DIR
+from dsocr.rundir import FILE_MODE, KINETO_DIR, PENDING_DIR, TRACE_DIR
 from dsocr.vocab import NS_PER_MS, ProfileMode, RangeStage, range_name
 
 CONVERTER_PROCESSES = 1
@@ -47,8 +47,17 @@ def trace_part_path(run_dir: Path, rank: int, image_index: int, chunk: int) -> P
     return run_dir / TRACE_DIR / f"rank={rank}" / f"image{image_index:07d}-chunk{chunk:04d}.parquet"
 
 
+def _json_name(rank: int, image_index: int, chunk: int) -> str:
+    return f"rank{rank}-image{image_index:07d}-chunk{chunk:04d}.json"
+
+
 def _pending_path(run_dir: Path, rank: int, image_index: int, chunk: int) -> Path:
-    return run_dir / TRACE_DIR / PENDING_DIR / f"rank{rank}-image{image_index:07d}-chunk{chunk:04d}.json"
+    return run_dir / TRACE_DIR / PENDING_DIR / _json_name(rank, image_index, chunk)
+
+
+def kineto_json_path(run_dir: Path, rank: int, image_index: int, chunk: int) -> Path:
+    """Where ``--keep-kineto`` keeps a chunk's JSON: ``trace/kineto/rankR-imageNNNNNNN-chunkCCCC.json``."""
+    return run_dir / TRACE_DIR / KINETO_DIR / _json_name(rank, image_index, chunk)
 
 
 def teardown_cupti_setting(device: torch.device) -> str | None:
@@ -212,6 +221,7 @@ class TraceWriter:
         # for analyze's roofline cross-check. Full mode only: sampled mode exists to keep the
         # profiler's cost low (docs/performance.md).
         self._with_flops = config.with_flops
+        self._keep_kineto = config.keep_kineto
         self._activities = [ProfilerActivity.CPU]
         if device.type == "cuda":
             self._activities.append(ProfilerActivity.CUDA)
@@ -261,8 +271,20 @@ class TraceWriter:
             image_trace.json_bytes += json_path.stat().st_size
             parquet_path = trace_part_path(self._run_dir, self._rank, image_index, chunk)
             parquet_path.parent.mkdir(parents=True, exist_ok=True)
+            keep_path = None
+            if self._keep_kineto:
+                keep_path = kineto_json_path(self._run_dir, self._rank, image_index, chunk)
+                keep_path.parent.mkdir(parents=True, exist_ok=True)
             assert self._pool is not None
-            future = self._pool.submit(convert_chunk, str(json_path), str(parquet_path), image_index, self._rank, chunk)
+            future = self._pool.submit(
+                convert_chunk,
+                str(json_path),
+                str(parquet_path),
+                image_index,
+                self._rank,
+                chunk,
+                keep_path and str(keep_path),
+            )
             image_trace.futures.append(future)
 
         return flush
@@ -336,6 +358,7 @@ class TraceWriter:
         for directory, pattern in (
             (self._run_dir / TRACE_DIR / f"rank={self._rank}", f"image{image_index:07d}-chunk*.parquet"),
             (self._run_dir / TRACE_DIR / PENDING_DIR, f"rank{self._rank}-image{image_index:07d}-chunk*.json"),
+            (self._run_dir / TRACE_DIR / KINETO_DIR, f"rank{self._rank}-image{image_index:07d}-chunk*.json"),
         ):
             if directory.is_dir():
                 for path in directory.glob(pattern):

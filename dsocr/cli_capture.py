@@ -218,6 +218,14 @@ def capture(
             "(makes each profiler stop several times slower: docs/performance.md).",
         ),
     ] = False,
+    keep_kineto: Annotated[
+        bool,
+        typer.Option(
+            "--keep-kineto",
+            help="Keep each trace chunk's chrome-trace JSON as torch exported it, under trace/kineto/ "
+            "(for HTA, Perfetto; about 50 times the size of its Parquet).",
+        ),
+    ] = False,
     cache: Annotated[
         CacheKind,
         typer.Option(
@@ -261,6 +269,7 @@ def capture(
         attn_implementation=attn_implementation,
         profiler_sessions=profiler_sessions,
         with_flops=with_flops,
+        keep_kineto=keep_kineto,
         cache=cache,
         compile=compile_mode,
     )

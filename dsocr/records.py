@@ -129,6 +129,8 @@ class ConfigRecord:
     attn_implementation: str | None = None
     #: Whether the profiler recorded shapes and FLOP counts; null in runs before the option.
     with_flops: bool | None = None
+    #: Whether torch's chrome-trace JSON was kept under trace/kineto/; null in runs before the option.
+    keep_kineto: bool | None = None
     #: ``dynamic`` or ``static`` (``--cache``); null in runs before it (dynamic).
     cache: str | None = None
     #: ``auto`` or ``off`` (``--compile``); null in runs before it.
@@ -179,6 +181,7 @@ class ConfigRecord:
             sdpa_backend=reader.text("sdpa_backend"),
             attn_implementation=reader.text("attn_implementation"),
             with_flops=reader.boolean("with_flops"),
+            keep_kineto=reader.boolean("keep_kineto"),
             cache=reader.text("cache"),
             compile=reader.text("compile"),
         )

@@ -99,6 +99,9 @@ def analysis_path(run_dir: Path, name: AnalysisFile) -> Path:
 _TEMP_SUFFIXES = (".tmp", ".tmp.png")
 #: Trace chunks exported as JSON and not yet converted when a capture was killed.
 PENDING_DIR = ".pending"
+#: ``capture --keep-kineto``: each chunk's chrome-trace JSON as torch exported it, kept after
+#: conversion for tools that read Kineto's own format (HTA, Perfetto). dsocr never reads it.
+KINETO_DIR = "kineto"
 #: Folders of a run that only capture writes; stale temporaries are looked for there, in trace/,
 #: and in the run's root for capture's own files only (analysis/, viz/ and emit's files in the
 #: root belong to analyze and emit, which may be running).

@@ -111,7 +111,7 @@ def test_an_error_inside_generate_fails_the_row_and_leaves_no_trace_of_it(
 
     monkeypatch.setattr(profile_image_module, "generate_on", fails_after_generating_the_second_image)
     run_dir = tmp_path / "run"
-    arguments = ["--max-new-tokens", "6", "--profile", "full", "--full-chunk-steps", "2"]
+    arguments = ["--max-new-tokens", "6", "--profile", "full", "--full-chunk-steps", "2", "--keep-kineto"]
     result = run_capture(*sample_pages, "--out", run_dir, *arguments)
     assert result.exit_code == 0, result.output
     rows = read_predictions(run_dir).to_pylist()
@@ -120,6 +120,9 @@ def test_an_error_inside_generate_fails_the_row_and_leaves_no_trace_of_it(
     traced = {int(path.name[len("image") :][:7]) for path in trace_files(run_dir)}
     assert traced == {0, 2}
     assert not (run_dir / "trace" / ".pending").exists()
+    # The failed image's kept Kineto JSON goes with its Parquet (every chunk had been converted).
+    kept = {int(path.name[len("rank0-image") :][:7]) for path in (run_dir / "trace" / "kineto").iterdir()}
+    assert kept == {0, 2}
 
 
 def test_no_image_succeeding_exits_non_zero_with_one_line(tmp_path: Path) -> None:
