@@ -99,6 +99,8 @@ def _analyze_trace(
     gpu_side = pool.submit(_gpu_side, trace, ranges)
     # Name codes once for all cpu_ops (the chunks share one dictionary), sliced per chunk below.
     op_codes, op_names = name_codes(trace.cpu_ops["name"])
+    # Only --with-flops traces carry counts; the others skip the per-chunk FLOP bookkeeping.
+    carries_flops = trace.cpu_ops["flops"].null_count < trace.cpu_ops.num_rows
     totals = CpuOperatorTotals(op_names)
     cold_totals = ColdOperatorTotals(ok, op_names)
     offset = 0
@@ -108,7 +110,8 @@ def _analyze_trace(
         offset += placed.ops.num_rows
         totals.add(placed.ops, codes, placed.self_ns)
         cold_totals.add(placed.ops, codes, placed.self_ns)
-        add_stage_flops(profiler_flops, placed.ops)
+        if carries_flops:
+            add_stage_flops(profiler_flops, placed.ops)
     gpu, measured = gpu_side.result()
     tables = totals.tables(_stage_cpu_ns(measured), top=top)
     if gpu is not None:

@@ -17,25 +17,11 @@ import shutil
 import statistics
 import sys
 import tempfile
-import textwrap
 from pathlib import Path
 from typing import Any
 
-from bench_analyze import DEFAULT_SOURCE, ROOT, parse_size, replicate, run_child
+from bench_analyze import ANALYZE_CHILD, DEFAULT_SOURCE, ROOT, parse_size, replicate, run_child
 from dsocr.analyze import threads
-
-CHILD = textwrap.dedent(
-    """
-    import json, sys, time
-    from pathlib import Path
-    start = time.perf_counter()
-    from dsocr.analyze.runner import analyze_run
-    imported = time.perf_counter()
-    jobs = None if sys.argv[2] == "default" else int(sys.argv[2])
-    analyze_run(Path(sys.argv[1]), jobs=jobs)
-    print(json.dumps({"import_s": imported - start, "analyze_s": time.perf_counter() - imported}))
-    """
-)
 
 
 def main() -> None:
@@ -55,8 +41,16 @@ def main() -> None:
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
     for _ in range(args.repeats):
         for label in labels:
-            child, wall, rss, cpu = run_child([sys.executable, "-c", CHILD, str(run_dir), label], ROOT)
-            runs[label].append({**child, "wall_s": wall, "rss_mib": rss, "cpu_s": cpu})
+            child, wall, rss, cpu = run_child([sys.executable, "-c", ANALYZE_CHILD, str(run_dir), label], ROOT)
+            runs[label].append(
+                {
+                    "import_s": child["import_s"],
+                    "analyze_s": child["analyze_s"],
+                    "wall_s": wall,
+                    "rss_mib": rss,
+                    "cpu_s": cpu,
+                }
+            )
     shutil.rmtree(args.work)
     rows = []
     for label in labels:

@@ -53,6 +53,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,8 @@ ANALYZE_CHILD = textwrap.dedent(
     start = time.perf_counter()
     from dsocr.analyze.runner import analyze_run
     imported = time.perf_counter()
-    analysis = analyze_run(Path(sys.argv[1]))
+    jobs = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2] != "default" else None
+    analysis = analyze_run(Path(sys.argv[1]), jobs=jobs)
     done = time.perf_counter()
     stages = analysis.summary.stages
     print(json.dumps({"import_s": imported - start, "analyze_s": done - imported,
@@ -204,15 +206,7 @@ def measure(size: int, args: argparse.Namespace) -> dict[str, Any]:
     row: dict[str, Any] = {"target": size, "events": events, "hta_input": "dsocr export-trace"}
     row |= measure_analyze(run_dir, args)
     if args.hta_python and events <= args.hta_max_events:
-        hta_dir = args.work / f"hta-{size}"
-        shutil.rmtree(hta_dir, ignore_errors=True)
-        start = time.perf_counter()
-        path, _ = export_trace(run_dir, output=hta_dir / "rank-0.json")
-        row["export_s"] = time.perf_counter() - start
-        row["json_mib"] = path.stat().st_size / MIB
-        row |= measure_hta(hta_dir, args)
-        if not args.keep:
-            shutil.rmtree(hta_dir)
+        row |= hta_on(args.work / f"hta-{size}", lambda path: export_trace(run_dir, output=path)[0], args)
     if not args.keep:
         shutil.rmtree(run_dir)
     return row
@@ -235,19 +229,26 @@ def measure_kineto_run(run_dir: Path, args: argparse.Namespace) -> list[dict[str
     for hta_input in ("torch export_chrome_trace", "dsocr export-trace"):
         row: dict[str, Any] = {"target": events, "events": events, "hta_input": hta_input, **analyze}
         if args.hta_python:
-            hta_dir = args.work / "hta-kineto"
-            shutil.rmtree(hta_dir, ignore_errors=True)
-            hta_dir.mkdir(parents=True)
             if hta_input.startswith("torch"):
-                path = Path(shutil.copy(kept[0], hta_dir / "rank-0.json"))
+                row |= hta_on(args.work / "hta-kineto", lambda path: Path(shutil.copy(kept[0], path)), args)
             else:
-                path, _ = export_trace(run_dir, output=hta_dir / "rank-0.json")
-            row["json_mib"] = path.stat().st_size / MIB
-            row |= measure_hta(hta_dir, args)
-            if not args.keep:
-                shutil.rmtree(hta_dir)
+                row |= hta_on(args.work / "hta-kineto", lambda path: export_trace(run_dir, output=path)[0], args)
         rows.append(row)
     return rows
+
+
+def hta_on(hta_dir: Path, write_input: Callable[[Path], Path], args: argparse.Namespace) -> dict[str, Any]:
+    """HTA on the one trace ``write_input(path)`` writes into a fresh ``hta_dir``: the seconds that
+    writing took (``export_s``), the JSON's size, then measure_hta's figures."""
+    shutil.rmtree(hta_dir, ignore_errors=True)
+    hta_dir.mkdir(parents=True)
+    start = time.perf_counter()
+    path = write_input(hta_dir / "rank-0.json")
+    row: dict[str, Any] = {"export_s": time.perf_counter() - start, "json_mib": path.stat().st_size / MIB}
+    row |= measure_hta(hta_dir, args)
+    if not args.keep:
+        shutil.rmtree(hta_dir)
+    return row
 
 
 def measure_analyze(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:

@@ -283,7 +283,7 @@ class TraceWriter:
                 image_index,
                 self._rank,
                 chunk,
-                keep_path and str(keep_path),
+                None if keep_path is None else str(keep_path),
             )
             image_trace.futures.append(future)
 
@@ -355,10 +355,11 @@ class TraceWriter:
         A prediction row is written only after its image's conversions finished, so any trace
         file of an image without a row (a crash, an error) is incomplete.
         """
+        json_pattern = f"rank{self._rank}-image{image_index:07d}-chunk*.json"
         for directory, pattern in (
             (self._run_dir / TRACE_DIR / f"rank={self._rank}", f"image{image_index:07d}-chunk*.parquet"),
-            (self._run_dir / TRACE_DIR / PENDING_DIR, f"rank{self._rank}-image{image_index:07d}-chunk*.json"),
-            (self._run_dir / TRACE_DIR / KINETO_DIR, f"rank{self._rank}-image{image_index:07d}-chunk*.json"),
+            (self._run_dir / TRACE_DIR / PENDING_DIR, json_pattern),
+            (self._run_dir / TRACE_DIR / KINETO_DIR, json_pattern),
         ):
             if directory.is_dir():
                 for path in directory.glob(pattern):
