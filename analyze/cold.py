@@ -187,25 +187,36 @@ class ColdOperatorTotals:
         self._cold_steps: set[int] = set()
         self._warm_steps: set[int] = set()
 
-    def add(self, ops: pa.Table, codes: np.ndarray, self_ns: np.ndarray) -> None:
-        """``ops`` placed (with ``step``); ``codes`` their name codes; ``self_ns`` their self time."""
+    def part(self, ops: pa.Table, codes: np.ndarray, self_ns: np.ndarray) -> list[tuple[np.ndarray, list[int]]]:
+        """One slice's (cold, warm) self time per code and the steps it saw, for ``merge``: ``ops``
+        placed (with ``step``), ``codes`` their name codes, ``self_ns`` their self times. Reads
+        only what ``__init__`` set, so slices are computed on several threads at once."""
         if self._cold_keys.size == 0 or ops.num_rows == 0:
-            return
+            return []
         in_step = ops["step"].is_valid().to_numpy(zero_copy_only=False)
         if not in_step.any():
-            return
+            return []
         keys = _combine(image_key(ops)[in_step], ops["step"].to_numpy(zero_copy_only=False)[in_step].astype(np.int64))
         codes, durations = np.where(codes[in_step] < 0, len(self._names), codes[in_step]), self_ns[in_step]
         # A step's operators are neighbours: look each step up once, not each operator.
         steps, step_of = dense_codes(keys)
-        for known, totals, seen in (
-            (self._cold_keys, self._cold_ns, self._cold_steps),
-            (self._warm_keys, self._warm_ns, self._warm_steps),
-        ):
+        part = []
+        for known in (self._cold_keys, self._warm_keys):
             step_hit = _member(steps, known)
             hit = step_hit[step_of]
-            totals += np.bincount(codes[hit], weights=durations[hit], minlength=totals.size)
-            seen.update(steps[step_hit].tolist())
+            totals = np.bincount(codes[hit], weights=durations[hit], minlength=len(self._names) + 1)
+            part.append((totals, steps[step_hit].tolist()))
+        return part
+
+    def merge(self, part: list[tuple[np.ndarray, list[int]]]) -> None:
+        """Add what ``part`` computed for one slice."""
+        if not part:
+            return
+        for (totals, steps), into, seen in zip(
+            part, (self._cold_ns, self._warm_ns), (self._cold_steps, self._warm_steps), strict=True
+        ):
+            into += totals
+            seen.update(steps)
 
     def top(self, count: int = COLD_TOP_OPERATORS) -> list[dict[str, Any]]:
         """Operators by (cold ms per step - warm ms per step), largest first."""

@@ -92,22 +92,32 @@ def top_gpu(work: pa.Table, operator_codes: np.ndarray, operator_names: list[str
     return tables
 
 
+def operator_part(
+    ops: pa.Table, codes: np.ndarray, self_ns: np.ndarray, names: int
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Self time and calls per operator code and stage of placed cpu_ops (``names`` codes): one
+    slice's share of CpuOperatorTotals, computed where the slice was placed."""
+    part = {}
+    for stage, mask in stage_masks(ops).items():
+        if mask.any():
+            part[stage] = _bincounts(codes[mask], self_ns[mask], names)
+    return part
+
+
 class CpuOperatorTotals:
-    """CPU self time and calls per operator name and stage, added up one flush chunk at a time
-    (all chunks share the name dictionary of the unified cpu_ops table)."""
+    """CPU self time and calls per operator name and stage, merged one slice of operators at a
+    time (all slices share the name dictionary of the unified cpu_ops table)."""
 
     def __init__(self, names: list[str]) -> None:
         self.names = names
         self._totals = {stage: np.zeros(len(names) + 1) for stage in STAGES}
         self._calls = {stage: np.zeros(len(names) + 1, dtype=np.int64) for stage in STAGES}
 
-    def add(self, ops: pa.Table, codes: np.ndarray, self_ns: np.ndarray) -> None:
-        """Add placed cpu_ops (in_vision, in_prefill, step) with their name codes and self times."""
-        for stage, mask in stage_masks(ops).items():
-            if mask.any():
-                totals, calls = _bincounts(codes[mask], self_ns[mask], len(self.names))
-                self._totals[stage] += totals
-                self._calls[stage] += calls
+    def merge(self, part: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        """Add what ``operator_part`` computed for one slice of the operators."""
+        for stage, (totals, calls) in part.items():
+            self._totals[stage] += totals
+            self._calls[stage] += calls
 
     def tables(self, stage_cpu_ns: dict[str, float], *, top: int) -> list[pa.Table]:
         """Top cpu_ops per stage; shares of the stage's CPU wall time."""

@@ -7,7 +7,9 @@ plus its filtered copies.
 
 from __future__ import annotations
 
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dsocr.analyze.categories import CPU_OP_CAT, GPU_OP_CATS, LAUNCH_CATS, RANGE_CAT
+from dsocr.analyze.keys import chunk_key, run_starts
 from dsocr.analyze.threads import WorkerPool, ordered_map, worker_pool
 
 from dsocr import rundir, schema
@@ -65,12 +68,10 @@ def check_trace_file(path: Path) -> None:
     schema.check_table(file_schema, "trace", source=str(path))
 
 
-def _read(path: Path) -> pa.Table:
+def _read(path: Path, *, use_threads: bool) -> pa.Table:
     """READ_COLUMNS of one file; nullable columns added later in this schema version read as nulls."""
     present = set(pq.read_schema(path).names)
-    # rundir.read_parquet decodes on this thread: one file is one row group of one flush chunk,
-    # and reader threads only add hand-off cost (on a 2-core box they tripled the read's CPU).
-    table = rundir.read_parquet(path, [name for name in READ_COLUMNS if name in present])
+    table = rundir.read_parquet(path, [name for name in READ_COLUMNS if name in present], use_threads=use_threads)
     for name in READ_COLUMNS:
         if name not in present:
             field = schema.TRACE.field(name)
@@ -100,13 +101,27 @@ def _roles(cat: pa.ChunkedArray) -> np.ndarray:
     return lookup[(indices.fill_null(len(values)) if indices.null_count else indices).to_numpy()]
 
 
-def _rows(table: pa.Table, columns: list[str], mask: np.ndarray, *, valid: str | None = None) -> pa.Table:
-    """The rows of one role, only ``columns``, less those whose ``valid`` column is null.
+def _rows(
+    table: pa.Table,
+    columns: list[str],
+    mask: np.ndarray,
+    *,
+    valid: str | None = None,
+    column_pool: Executor | None = None,
+) -> pa.Table:
+    """The rows of one role, only ``columns``, less those whose ``valid`` column is null; with
+    ``column_pool``, each column is copied on its own thread.
 
     Select, then take: each role's table copies only its own columns; the null check runs
     on the role's rows, not on every event of the file.
     """
-    rows = table.select(columns).take(np.flatnonzero(mask))  # take by index: ~30% under filter
+    selected = table.select(columns)
+    indices = pa.array(np.flatnonzero(mask))  # take by index: ~30% under filter
+    if column_pool is None:
+        rows = selected.take(indices)
+    else:
+        taken = [column_pool.submit(column.take, indices) for column in selected.columns]
+        rows = pa.Table.from_arrays([future.result() for future in taken], schema=selected.schema)
     if valid is not None and rows[valid].null_count:
         rows = rows.filter(rows[valid].is_valid())
     return rows
@@ -144,6 +159,9 @@ def _windows(table: pa.Table, roles: np.ndarray) -> pa.Table:
 
 
 def _combine_windows(parts: list[pa.Table]) -> pa.Table:
+    """One row per chunk key (in key order): events summed, first start and last end over the
+    files that hold it. numpy, not Arrow's group_by: a row per file, where Acero's import and
+    set-up would cost more than the work."""
     if not parts:
         return pa.table(
             {
@@ -153,12 +171,26 @@ def _combine_windows(parts: list[pa.Table]) -> pa.Table:
                 "last_end_ns": pa.array([], pa.int64()),
             }
         )
-    combined = (
-        pa.concat_tables(parts)
-        .group_by(CHUNK_KEYS)
-        .aggregate([("ts_ns_count", "sum"), ("ts_ns_min", "min"), ("end_ns_max", "max")])
+    windows = pa.concat_tables(parts)
+    order = np.argsort(chunk_key(windows), kind="stable")
+    windows = windows.take(pa.array(order))
+    starts = run_starts(chunk_key(windows))
+    first, last = windows["ts_ns_min"], windows["end_ns_max"]
+    return pa.table(
+        {
+            **{key: windows[key].take(pa.array(starts)) for key in CHUNK_KEYS},
+            "events": np.add.reduceat(windows["ts_ns_count"].to_numpy(), starts),
+            "first_ns": _reduce_valid(np.minimum, first, starts, np.iinfo(np.int64).max),
+            "last_end_ns": _reduce_valid(np.maximum, last, starts, np.iinfo(np.int64).min),
+        }
     )
-    return combined.rename_columns([*CHUNK_KEYS, "events", "first_ns", "last_end_ns"])
+
+
+def _reduce_valid(ufunc: np.ufunc, column: pa.ChunkedArray, starts: np.ndarray, identity: int) -> pa.Array:
+    """``ufunc.reduceat`` over the valid values of each group; null for a group with none."""
+    valid = column.is_valid().to_numpy(zero_copy_only=False)
+    reduced = ufunc.reduceat(column.fill_null(identity).to_numpy(), starts)
+    return pa.array(reduced, mask=~np.logical_or.reduceat(valid, starts))
 
 
 def _concat(parts: list[pa.Table], columns: list[str]) -> pa.Table:
@@ -177,17 +209,20 @@ class _FileParts:
     windows: pa.Table
 
 
-def _load_file(path: Path) -> _FileParts:
-    """One trace file, checked, read and split by role."""
+def _load_file(path: Path, *, column_pool: Executor | None = None) -> _FileParts:
+    """One trace file, checked, read and split by role; with ``column_pool``, its columns are
+    decoded on pyarrow's threads and copied side by side on the pool's."""
     check_trace_file(path)
-    table = _read(path)  # damaged data pages fail only here, past the footer: RunDirError
+    # Damaged pages fail only here, past the footer: RunDirError.
+    table = _read(path, use_threads=column_pool is not None)
     roles = _roles(table["cat"])
+    rows = partial(_rows, table, column_pool=column_pool)
     return _FileParts(
         events=table.num_rows,
-        ranges=_rows(table, RANGE_COLUMNS, roles == _RANGE, valid="range_stage"),
-        launches=_rows(table, LAUNCH_COLUMNS, roles == _LAUNCH, valid="correlation"),
-        gpu_ops=_rows(table, GPU_OP_COLUMNS, roles == _GPU_OP),
-        cpu_ops=_rows(table, CPU_OP_COLUMNS, roles == _CPU_OP),
+        ranges=rows(RANGE_COLUMNS, roles == _RANGE, valid="range_stage"),
+        launches=rows(LAUNCH_COLUMNS, roles == _LAUNCH, valid="correlation"),
+        gpu_ops=rows(GPU_OP_COLUMNS, roles == _GPU_OP),
+        cpu_ops=rows(CPU_OP_COLUMNS, roles == _CPU_OP),
         windows=_windows(table, roles),
     )
 
@@ -202,7 +237,13 @@ def load_trace(run_dir: Path, pool: WorkerPool | None = None) -> TraceTables:
     if pool is None:
         with worker_pool() as own_pool:
             return load_trace(run_dir, own_pool)
-    parts = list(ordered_map(pool, _load_file, files))
+    if len(files) >= pool.workers:
+        parts = list(ordered_map(pool, _load_file, files))
+    else:
+        # Fewer files than threads (one image in one flush chunk, say): the idle threads' share
+        # goes to each file's columns instead, decoded and copied side by side.
+        with ThreadPoolExecutor(pool.workers, thread_name_prefix="dsocr-columns") as column_pool:
+            parts = list(ordered_map(pool, partial(_load_file, column_pool=column_pool), files))
     return TraceTables(
         events=sum(part.events for part in parts),
         files=len(files),

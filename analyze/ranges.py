@@ -12,7 +12,8 @@ from functools import cached_property
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from dsocr.analyze.load import CHUNK_KEYS, IMAGE_KEYS
+from dsocr.analyze.keys import chunk_key
+from dsocr.analyze.load import IMAGE_KEYS
 from dsocr.analyze.segments import Segments, build_segments
 
 from dsocr.vocab import RangeStage
@@ -60,10 +61,17 @@ def _stage_rows(ranges: pa.Table) -> pa.Table:
 
 def _mark_cut(table: pa.Table, chunks: pa.Table) -> pa.Array:
     """True where a range is the last CPU event of its flush chunk to end: the cycle closed it."""
-    windows = chunks.select([*CHUNK_KEYS, "last_end_ns"])
-    joined = table.append_column("row", pa.array(np.arange(table.num_rows))).join(windows, CHUNK_KEYS)
-    joined = joined.sort_by("row")
-    return pc.fill_null(pc.greater_equal(joined["end_ns"], joined["last_end_ns"]), False)
+    chunk_keys = chunk_key(chunks)
+    order = np.argsort(chunk_keys)
+    known = chunk_keys[order]
+    if known.size == 0:
+        return pa.array(np.zeros(table.num_rows, dtype=bool))
+    keys = chunk_key(table)
+    position = np.minimum(np.searchsorted(known, keys), known.size - 1)
+    found = known[position] == keys
+    last_end = chunks["last_end_ns"].take(pa.array(order[position]))
+    cut = pc.fill_null(pc.greater_equal(table["end_ns"], last_end), False).to_numpy(zero_copy_only=False)
+    return pa.array(cut & found)
 
 
 def _first_of_each(table: pa.Table, keys: list[str]) -> tuple[pa.Table, int]:
@@ -83,9 +91,29 @@ def _first_of_each(table: pa.Table, keys: list[str]) -> tuple[pa.Table, int]:
 
 
 def _with_lanes(table: pa.Table) -> tuple[pa.Table, pa.Table]:
-    lanes = table.group_by(LANE_KEYS).aggregate([]).sort_by([(key, "ascending") for key in LANE_KEYS])
+    """Append each range's lane (its LANE_KEYS, numbered in ascending key order, nulls last).
+
+    A range without a pid or tid gets no lane (as in a join on the keys, where null matches
+    nothing), though its keys are numbered like the others."""
+    columns = [table[key] for key in LANE_KEYS]
+    # One row per lane from a sort of the few hundred ranges (not Acero: its set-up costs more).
+    order = pc.sort_indices(table.select(LANE_KEYS), [(key, "ascending") for key in LANE_KEYS]).to_numpy()
+    fills = [column.cast(pa.int64()).fill_null(np.iinfo(np.int64).max).to_numpy()[order] for column in columns]
+    new_lane = np.zeros(order.size, dtype=bool)
+    if order.size:
+        new_lane[0] = True
+        for values in fills:
+            new_lane[1:] |= values[1:] != values[:-1]
+    lane_of_sorted = np.cumsum(new_lane) - 1
+    lane = np.empty(order.size, dtype=np.int64)
+    lane[order] = lane_of_sorted
+    lanes = table.select(LANE_KEYS).take(pa.array(order[new_lane]))
     lanes = lanes.append_column("lane", pa.array(np.arange(lanes.num_rows, dtype=np.int64)))
-    return table.join(lanes, LANE_KEYS), lanes
+    keyless = np.zeros(order.size, dtype=bool)
+    for column in columns:
+        if column.null_count:
+            keyless |= column.is_null().to_numpy(zero_copy_only=False)
+    return table.append_column("lane", pa.array(lane, mask=keyless)), lanes
 
 
 def clean_ranges(raw: pa.Table, chunks: pa.Table) -> Ranges:

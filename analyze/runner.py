@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -11,10 +12,10 @@ import numpy as np
 import pyarrow as pa
 from dsocr.analyze.attribution import GpuWork, attribute_gpu_ops, lane_ids, operator_rows, place
 from dsocr.analyze.cold import ColdOperatorTotals
-from dsocr.analyze.cpu_self import self_time_ns
+from dsocr.analyze.cpu_self import self_time_ns, whole_call_trees
 from dsocr.analyze.inputs import AnalysisInputs
 from dsocr.analyze.insights import run_peak, run_roofline_table
-from dsocr.analyze.kernels import CpuOperatorTotals, kernels_table, name_codes, top_gpu
+from dsocr.analyze.kernels import CpuOperatorTotals, kernels_table, name_codes, operator_part, top_gpu
 from dsocr.analyze.latency import latency_table
 from dsocr.analyze.load import TraceTables, load_trace
 from dsocr.analyze.profiler_flops import StageFlops, add_stage_flops
@@ -41,8 +42,11 @@ class Analysis:
 
 
 def _stage_cpu_ns(measured: pa.Table) -> dict[str, float]:
-    totals = measured.group_by("stage").aggregate([("cpu_ms", "sum")]).to_pylist()
-    return {row["stage"]: (row["cpu_ms_sum"] or 0.0) * NS_PER_MS for row in totals}
+    """CPU wall time per stage over every image (a few rows per image: no Arrow group_by)."""
+    totals_ms: dict[str, float] = {}
+    for stage, cpu_ms in zip(measured["stage"].to_pylist(), measured["cpu_ms"].to_pylist(), strict=True):
+        totals_ms[stage] = totals_ms.get(stage, 0.0) + (cpu_ms or 0.0)
+    return {stage: total * NS_PER_MS for stage, total in totals_ms.items()}
 
 
 def _operator_codes(work: pa.Table, cpu_ops: pa.Table, codes: np.ndarray) -> np.ndarray:
@@ -55,20 +59,35 @@ def _operator_codes(work: pa.Table, cpu_ops: pa.Table, codes: np.ndarray) -> np.
 
 @dataclass(frozen=True)
 class _PlacedOps:
-    """One flush chunk of cpu_ops, placed in ranges, with each operator's self time."""
+    """One slice of cpu_ops (a flush chunk or whole call trees of one), placed in ranges, with
+    its shares of the operator totals."""
 
     ops: pa.Table
-    self_ns: np.ndarray
+    operators: dict[str, tuple[np.ndarray, np.ndarray]]
+    cold: list[tuple[np.ndarray, list[int]]]
 
 
-def _place_cpu_ops(batch: pa.RecordBatch, ranges: Ranges) -> _PlacedOps:
+def _place_cpu_ops(
+    piece: tuple[int, pa.RecordBatch], *, ranges: Ranges, codes: np.ndarray, names: int, cold: ColdOperatorTotals
+) -> _PlacedOps:
+    """Place one slice (``piece``: its first row in cpu_ops, its rows), compute its operators'
+    self times and their per-stage and cold/warm sums (here, on the worker thread)."""
+    offset, batch = piece
     ops = pa.Table.from_batches([batch])
     lanes = lane_ids(ops, ranges)
     ops = place(ops, ops["ts_ns"].to_numpy(), lanes, ranges)
     on_lane = lanes >= 0
     self_ns = np.zeros(lanes.size, dtype=np.int64)
     self_ns[on_lane] = self_time_ns(lanes[on_lane], ops["ts_ns"].to_numpy()[on_lane], ops["dur_ns"].to_numpy()[on_lane])
-    return _PlacedOps(ops, self_ns)
+    codes = codes[offset : offset + ops.num_rows]
+    return _PlacedOps(ops, operator_part(ops, codes, self_ns, names), cold.part(ops, codes, self_ns))
+
+
+def _with_offsets(batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[int, pa.RecordBatch]]:
+    offset = 0
+    for batch in batches:
+        yield offset, batch
+        offset += batch.num_rows
 
 
 def _gpu_side(trace: TraceTables, ranges: Ranges) -> tuple[GpuWork | None, pa.Table]:
@@ -103,13 +122,12 @@ def _analyze_trace(
     carries_flops = trace.cpu_ops["flops"].null_count < trace.cpu_ops.num_rows
     totals = CpuOperatorTotals(op_names)
     cold_totals = ColdOperatorTotals(ok, op_names)
-    offset = 0
-    # One flush chunk at a time: operators nest within a chunk, and memory stays bounded.
-    for placed in ordered_map(pool, partial(_place_cpu_ops, ranges=ranges), trace.cpu_ops.to_batches()):
-        codes = op_codes[offset : offset + placed.ops.num_rows]
-        offset += placed.ops.num_rows
-        totals.add(placed.ops, codes, placed.self_ns)
-        cold_totals.add(placed.ops, codes, placed.self_ns)
+    # A flush chunk (or a slice of one that holds whole call trees) at a time: memory stays bounded.
+    pieces = _with_offsets(whole_call_trees(trace.cpu_ops, pool.workers))
+    place_piece = partial(_place_cpu_ops, ranges=ranges, codes=op_codes, names=len(op_names), cold=cold_totals)
+    for placed in ordered_map(pool, place_piece, pieces):
+        totals.merge(placed.operators)
+        cold_totals.merge(placed.cold)
         if carries_flops:
             add_stage_flops(profiler_flops, placed.ops)
     gpu, measured = gpu_side.result()

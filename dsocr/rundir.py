@@ -272,14 +272,15 @@ def rows_to_table(rows: Iterable[Mapping[str, Any]], table_schema: pa.Schema) ->
     return pa.Table.from_pydict(columns, schema=table_schema)
 
 
-def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
+def read_parquet(path: Path, columns: list[str] | None = None, *, use_threads: bool = False) -> pa.Table:
     """``columns`` (default: all) of one Parquet file, page checksums verified; RunDirError naming
-    the file when a page cannot be read or decoded."""
+    the file when a page cannot be read or decoded. ``use_threads``: decode columns on pyarrow's
+    threads (worth it only when the caller is not already reading other files side by side)."""
     # ParquetFile, not read_table: no dataset layer (15% of analyze's read CPU). Decoded on this
-    # thread: dsocr's files are one row group each, and pyarrow's reader threads only add
+    # thread by default: with several files read at once, pyarrow's reader threads only add
     # hand-off cost (on a 2-core box they tripled analyze's read CPU time).
     with reading(path), pq.ParquetFile(path, page_checksum_verification=PAGE_CHECKSUMS) as parquet:
-        return parquet.read(columns=columns, use_threads=False)
+        return parquet.read(columns=columns, use_threads=use_threads)
 
 
 def parquet_format() -> pyarrow.dataset.ParquetFileFormat:

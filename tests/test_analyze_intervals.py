@@ -5,7 +5,8 @@ from __future__ import annotations
 import statistics
 
 import numpy as np
-from dsocr.analyze.cpu_self import self_time_ns
+import pyarrow as pa
+from dsocr.analyze.cpu_self import self_time_ns, whole_call_trees
 from dsocr.analyze.intervals import NOT_FOUND, locate, union_by_group
 from dsocr.analyze.stats import grouped_quantiles
 from hypothesis import given, settings
@@ -114,6 +115,54 @@ def test_self_time_matches_a_stack_walk(sizes: list[int]) -> None:
         np.array([lane for lane, _, _ in ops]), np.array([BIG + s for _, s, _ in ops]), np.array([d for _, _, d in ops])
     )
     assert got.tolist() == _plain_self_times(ops)
+
+
+def _ops_table(ops: list[tuple[int, int, int]]) -> pa.Table:
+    """(lane, start, duration) rows as a cpu_ops-like table in start order (longest first on ties)."""
+    ordered = sorted(ops, key=lambda op: (op[1], -op[2]))
+    return pa.table(
+        {
+            "tid": pa.array([lane for lane, _, _ in ordered], pa.int64()),
+            "ts_ns": pa.array([BIG + start for _, start, _ in ordered], pa.int64()),
+            "dur_ns": pa.array([duration for _, _, duration in ordered], pa.int64()),
+        }
+    )
+
+
+def _self_times(table: pa.Table | pa.RecordBatch) -> list[int]:
+    columns = [table[name].to_numpy() for name in ("tid", "ts_ns", "dur_ns")]
+    return self_time_ns(*columns).tolist()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(1, 6), min_size=1, max_size=12), st.integers(1, 5), st.integers(1, 8))
+def test_cuts_fall_between_call_trees_and_keep_every_self_time(sizes: list[int], pieces: int, min_rows: int) -> None:
+    table = _ops_table(_nested_ops(sizes))
+    slices = list(whole_call_trees(table, pieces, min_rows=min_rows))
+    assert 1 <= len(slices) <= max(pieces, 1)
+    assert pa.Table.from_batches(slices).equals(table)  # every row once, in order
+    assert [time for piece in slices for time in _self_times(piece)] == _self_times(table)
+    starts = table["ts_ns"].to_numpy()
+    ends = starts + table["dur_ns"].to_numpy()
+    cut = 0
+    for piece in slices[:-1]:
+        cut += piece.num_rows
+        assert ends[:cut].max() <= starts[cut]  # nothing open across a cut
+    if pieces >= 2 and len(sizes) >= 2 and table.num_rows >= 2 * min_rows:
+        assert len(slices) >= 2  # trees follow one another: there is always somewhere to cut
+
+
+def test_a_batch_is_kept_whole_when_it_cannot_be_cut_safely() -> None:
+    # One operator open over all the others: no cut point.
+    spanning = _ops_table([(0, 0, 1_000_000), *((0, 10 * i + 1, 5) for i in range(100))])
+    assert len(list(whole_call_trees(spanning, 4, min_rows=10))) == 1
+    # Rows out of start order: the running end says nothing, so no cut.
+    shuffled = _ops_table([(0, 10 * i, 5) for i in range(100)]).take(np.arange(99, -1, -1))
+    assert len(list(whole_call_trees(shuffled, 4, min_rows=10))) == 1
+    # Too few rows for two pieces of min_rows.
+    small = _ops_table([(0, 10 * i, 5) for i in range(100)])
+    assert len(list(whole_call_trees(small, 4, min_rows=60))) == 1
+    assert len(list(whole_call_trees(small, 4, min_rows=25))) == 4
 
 
 def test_self_time_of_a_small_stack() -> None:

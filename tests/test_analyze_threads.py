@@ -5,12 +5,14 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from analyze_helpers import gpu_run_or_skip
-from dsocr.analyze import threads
+from dsocr.analyze import cpu_self, runner, threads
+from dsocr.analyze.load import load_trace
 from dsocr.analyze.runner import analyze_run
 from dsocr.analyze.summary import to_json
 
@@ -30,6 +32,43 @@ def test_one_thread_and_four_give_the_same_analysis(tmp_path: Path) -> None:
     summary_four, files_four = _analysis(run_dir, 4)
     assert summary_one == summary_four
     assert files_one == files_four and len(files_one) == 4
+
+
+def test_flush_chunks_cut_at_whole_call_trees_give_the_same_analysis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fixture's chunks hold ~61k operators each, under the cut's threshold: lower it so
+    # that each chunk is placed in four slices on four threads, and compare with one thread.
+    run_dir = shutil.copytree(gpu_run_or_skip(), tmp_path / "run")
+    summary_one, files_one = _analysis(run_dir, 1)
+    cut = partial(cpu_self.whole_call_trees, min_rows=1_000)
+    cpu_ops = load_trace(run_dir).cpu_ops
+    assert len(list(cut(cpu_ops, 4))) == 4 * len(cpu_ops.to_batches()) == 8
+    monkeypatch.setattr(runner, "whole_call_trees", cut)
+    summary_cut, files_cut = _analysis(run_dir, 4)
+    assert summary_one == summary_cut
+    assert files_one == files_cut
+
+
+def test_a_single_file_is_read_on_pyarrow_threads_and_gives_the_same_analysis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = shutil.copytree(gpu_run_or_skip(), tmp_path / "run")
+    rundir.trace_files(run_dir)[1].unlink()
+    (trace_file,) = rundir.trace_files(run_dir)
+    summary_one, files_one = _analysis(run_dir, 1)
+    reads: dict[Path, bool] = {}
+    read = rundir.read_parquet
+
+    def recording(path: Path, *args: object, use_threads: bool = False, **kwargs: object) -> object:
+        reads[path] = use_threads
+        return read(path, *args, use_threads=use_threads, **kwargs)
+
+    monkeypatch.setattr(rundir, "read_parquet", recording)
+    summary_four, files_four = _analysis(run_dir, 4)
+    assert reads[trace_file] is True  # one file, four threads: its columns decode side by side
+    assert summary_one == summary_four
+    assert files_one == files_four
 
 
 def test_the_first_bad_file_in_order_is_the_one_reported(tmp_path: Path) -> None:
