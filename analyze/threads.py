@@ -1,8 +1,10 @@
 """Independent per-file and per-chunk work on a few threads, results in order.
 
 Threads, not processes: pyarrow's readers and kernels and numpy's sorts and searches release
-the GIL, and tables stay shared instead of being pickled across. Within one file pyarrow's own
-reader threads only add hand-off cost (one row group per file); across files they pay.
+the GIL, and tables stay shared instead of being pickled across. With a file per thread or more,
+pyarrow's own reader threads only add hand-off cost; with fewer files than threads (one image in
+one flush chunk) they decode each file's columns side by side, and the file's operators are
+placed in slices of whole call trees (``cpu_self.whole_call_trees``).
 """
 
 from __future__ import annotations
