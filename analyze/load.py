@@ -172,9 +172,10 @@ def _combine_windows(parts: list[pa.Table]) -> pa.Table:
             }
         )
     windows = pa.concat_tables(parts)
-    order = np.argsort(chunk_key(windows), kind="stable")
+    keys = chunk_key(windows)
+    order = np.argsort(keys, kind="stable")
     windows = windows.take(pa.array(order))
-    starts = run_starts(chunk_key(windows))
+    starts = run_starts(keys[order])
     first, last = windows["ts_ns_min"], windows["end_ns_max"]
     return pa.table(
         {

@@ -74,19 +74,24 @@ def _mark_cut(table: pa.Table, chunks: pa.Table) -> pa.Array:
     return pa.array(cut & found)
 
 
-def _first_of_each(table: pa.Table, keys: list[str]) -> tuple[pa.Table, int]:
-    """Keep the earliest range per key (a stage once per image, a step once); count the rest."""
-    if table.num_rows == 0:
-        return table, 0
-    table = table.sort_by([(key, "ascending") for key in keys] + [("start_ns", "ascending")])
-    first = np.zeros(table.num_rows, dtype=bool)
-    first[0] = True
+def _key_changes(table: pa.Table, keys: list[str]) -> np.ndarray:
+    """True at the first row and at each row whose ``keys`` differ from the row before (rows
+    sorted by them; integer nulls compare as -1)."""
+    changes = np.zeros(table.num_rows, dtype=bool)
+    changes[:1] = True
     for key in keys:
         column = table[key]
         if pa.types.is_integer(column.type):
             column = column.fill_null(-1)
         values = column.to_numpy()
-        first[1:] |= values[1:] != values[:-1]
+        changes[1:] |= values[1:] != values[:-1]
+    return changes
+
+
+def _first_of_each(table: pa.Table, keys: list[str]) -> tuple[pa.Table, int]:
+    """Keep the earliest range per key (a stage once per image, a step once); count the rest."""
+    table = table.sort_by([(key, "ascending") for key in keys] + [("start_ns", "ascending")])
+    first = _key_changes(table, keys)
     return table.filter(pa.array(first)), int(table.num_rows - first.sum())
 
 
@@ -95,24 +100,17 @@ def _with_lanes(table: pa.Table) -> tuple[pa.Table, pa.Table]:
 
     A range without a pid or tid gets no lane (as in a join on the keys, where null matches
     nothing), though its keys are numbered like the others."""
-    columns = [table[key] for key in LANE_KEYS]
     # One row per lane from a sort of the few hundred ranges (not Acero: its set-up costs more).
-    order = pc.sort_indices(table.select(LANE_KEYS), [(key, "ascending") for key in LANE_KEYS]).to_numpy()
-    fills = [column.cast(pa.int64()).fill_null(np.iinfo(np.int64).max).to_numpy()[order] for column in columns]
-    new_lane = np.zeros(order.size, dtype=bool)
-    if order.size:
-        new_lane[0] = True
-        for values in fills:
-            new_lane[1:] |= values[1:] != values[:-1]
-    lane_of_sorted = np.cumsum(new_lane) - 1
-    lane = np.empty(order.size, dtype=np.int64)
-    lane[order] = lane_of_sorted
-    lanes = table.select(LANE_KEYS).take(pa.array(order[new_lane]))
+    order = pc.sort_indices(table, [(key, "ascending") for key in LANE_KEYS])
+    by_lane = table.select(LANE_KEYS).take(order)
+    new_lane = _key_changes(by_lane, LANE_KEYS)
+    lane = np.empty(table.num_rows, dtype=np.int64)
+    lane[order.to_numpy()] = np.cumsum(new_lane) - 1
+    lanes = by_lane.filter(pa.array(new_lane))
     lanes = lanes.append_column("lane", pa.array(np.arange(lanes.num_rows, dtype=np.int64)))
-    keyless = np.zeros(order.size, dtype=bool)
-    for column in columns:
-        if column.null_count:
-            keyless |= column.is_null().to_numpy(zero_copy_only=False)
+    keyless = np.zeros(table.num_rows, dtype=bool)
+    for key in LANE_KEYS:
+        keyless |= table[key].is_null().to_numpy(zero_copy_only=False)
     return table.append_column("lane", pa.array(lane, mask=keyless)), lanes
 
 

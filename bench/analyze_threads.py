@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench_analyze import ANALYZE_CHILD, DEFAULT_SOURCE, ROOT, parse_size, replicate, run_child
+from bench_analyze import ANALYZE_CHILD, DEFAULT_SOURCE, ROOT, parse_size, print_markdown, replicate, run_child
 from dsocr.analyze import threads
 
 
@@ -61,14 +61,21 @@ def main() -> None:
         rows.append(row)
     default = rows[0]
     print(f"{events:,} events, {cores} usable cores, default {default['threads']} threads, {args.repeats} rounds")
-    print("| jobs | threads | process s | analyze_run s | vs default | CPU s | peak MiB |")
-    print("|---|---|---|---|---|---|---|")
-    for row in rows:
-        ratio = row["analyze_s"] / default["analyze_s"]
-        print(
-            f"| {row['jobs']} | {row['threads']} | {row['wall_s']:.2f} | {row['analyze_s']:.3f} | {ratio:.2f}x"
-            f" | {row['cpu_s']:.2f} | {row['rss_mib']:.0f} |"
-        )
+    print_markdown(
+        ["jobs", "threads", "process s", "analyze_run s", "vs default", "CPU s", "peak MiB"],
+        [
+            [
+                str(row["jobs"]),
+                str(row["threads"]),
+                f"{row['wall_s']:.2f}",
+                f"{row['analyze_s']:.3f}",
+                f"{row['analyze_s'] / default['analyze_s']:.2f}x",
+                f"{row['cpu_s']:.2f}",
+                f"{row['rss_mib']:.0f}",
+            ]
+            for row in rows
+        ],
+    )
     if args.json:
         machine = {"cpus": os.cpu_count(), "usable_cores": cores, "load_average_after": os.getloadavg()}
         args.json.write_text(json.dumps({"machine": machine, "events": events, "rows": rows}, indent=2) + "\n")

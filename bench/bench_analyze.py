@@ -292,6 +292,12 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "–" if value is None else f"{value:,.{digits}f}"
 
 
+def print_markdown(header: list[str], rows: list[list[str]]) -> None:
+    """A Markdown table of ``header`` and ``rows`` (cells already formatted) on stdout."""
+    for cells in (header, ["---"] * len(header), *rows):
+        print("| " + " | ".join(cells) + " |")
+
+
 def add_ratios(row: dict[str, Any]) -> None:
     """HTA over analyze: wall time, CPU time, peak memory, and wall time with the matched analyses."""
     if "hta_wall_s" not in row:
@@ -304,23 +310,34 @@ def add_ratios(row: dict[str, Any]) -> None:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    header = (
-        "| events | HTA input | Parquet MiB | analyze s (process / analyze_run) | analyze CPU s | analyze peak MiB"
-        " | JSON MiB | HTA s (load + breakdown) | HTA CPU s | HTA peak MiB | time ratio | CPU ratio | memory ratio"
-        " | HTA s with matched analyses | matched time ratio |"
+    header = [
+        "events", "HTA input", "Parquet MiB", "analyze s (process / analyze_run)", "analyze CPU s",
+        "analyze peak MiB", "JSON MiB", "HTA s (load + breakdown)", "HTA CPU s", "HTA peak MiB", "time ratio",
+        "CPU ratio", "memory ratio", "HTA s with matched analyses", "matched time ratio",
+    ]  # fmt: skip
+    print_markdown(
+        header,
+        [
+            [
+                f"{row['events']:,}",
+                row["hta_input"],
+                _fmt(row["parquet_mib"]),
+                f"{_fmt(row['analyze_wall_s'], 2)} / {_fmt(row['analyze_s'], 2)}",
+                _fmt(row["analyze_cpu_s"], 2),
+                _fmt(row["analyze_rss_mib"], 0),
+                _fmt(row.get("json_mib"), 0),
+                f"{_fmt(row.get('hta_wall_s'))} ({_fmt(row.get('hta_load_s'))} + {_fmt(row.get('hta_breakdown_s'))})",
+                _fmt(row.get("hta_cpu_s")),
+                _fmt(row.get("hta_rss_mib"), 0),
+                f"{_fmt(row.get('time_ratio'))}x",
+                f"{_fmt(row.get('cpu_ratio'))}x",
+                f"{_fmt(row.get('memory_ratio'))}x",
+                _fmt(row.get("hta_matched_wall_s")),
+                f"{_fmt(row.get('matched_time_ratio'))}x",
+            ]
+            for row in rows
+        ],
     )
-    print(header)
-    print("|---" * (header.count("|") - 1) + "|")
-    for row in rows:
-        print(
-            f"| {row['events']:,} | {row['hta_input']} | {_fmt(row['parquet_mib'])} |"
-            f" {_fmt(row['analyze_wall_s'], 2)} / {_fmt(row['analyze_s'], 2)} | {_fmt(row['analyze_cpu_s'], 2)}"
-            f" | {_fmt(row['analyze_rss_mib'], 0)}"
-            f" | {_fmt(row.get('json_mib'), 0)} | {_fmt(row.get('hta_wall_s'))} ({_fmt(row.get('hta_load_s'))} +"
-            f" {_fmt(row.get('hta_breakdown_s'))}) | {_fmt(row.get('hta_cpu_s'))} | {_fmt(row.get('hta_rss_mib'), 0)}"
-            f" | {_fmt(row.get('time_ratio'))}x | {_fmt(row.get('cpu_ratio'))}x | {_fmt(row.get('memory_ratio'))}x"
-            f" | {_fmt(row.get('hta_matched_wall_s'))} | {_fmt(row.get('matched_time_ratio'))}x |"
-        )
 
 
 def cross_check(args: argparse.Namespace) -> None:

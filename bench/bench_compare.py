@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_analyze import DEFAULT_SOURCE, MIB, _fmt, parse_size, replicate, run_child  # noqa: E402
+from bench_analyze import DEFAULT_SOURCE, MIB, _fmt, parse_size, print_markdown, replicate, run_child  # noqa: E402
 from dsocr.analyze.chrome import export_trace  # noqa: E402
 
 from dsocr import rundir, schema  # noqa: E402
@@ -179,20 +179,28 @@ def measure(size: int, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    header = (
-        "| events per run | compare s (process / compare_runs) | compare peak MiB | TraceDiff s (process)"
-        " | TraceDiff peak MiB | time ratio | memory ratio | injected ms | compare's delta ms | TraceDiff's delta ms |"
+    header = [
+        "events per run", "compare s (process / compare_runs)", "compare peak MiB", "TraceDiff s (process)",
+        "TraceDiff peak MiB", "time ratio", "memory ratio", "injected ms", "compare's delta ms", "TraceDiff's delta ms",
+    ]  # fmt: skip
+    print_markdown(
+        header,
+        [
+            [
+                f"{row['events_per_run']:,}",
+                f"{_fmt(row['compare_wall_s'], 2)} / {_fmt(row['compare_s'], 2)}",
+                _fmt(row["compare_rss_mib"], 0),
+                _fmt(row.get("hta_wall_s")),
+                _fmt(row.get("hta_rss_mib"), 0),
+                f"{_fmt(row.get('time_ratio'))}x",
+                f"{_fmt(row.get('memory_ratio'))}x",
+                _fmt(row["injected_delta_ms"], 2),
+                _fmt(row["compare_kernel_delta_ms"], 2),
+                _fmt(row.get("hta_kernel_delta_ms"), 2),
+            ]
+            for row in rows
+        ],
     )
-    print(header)
-    print("|---" * (header.count("|") - 1) + "|")
-    for row in rows:
-        print(
-            f"| {row['events_per_run']:,} | {_fmt(row['compare_wall_s'], 2)} / {_fmt(row['compare_s'], 2)}"
-            f" | {_fmt(row['compare_rss_mib'], 0)} | {_fmt(row.get('hta_wall_s'))} | {_fmt(row.get('hta_rss_mib'), 0)}"
-            f" | {_fmt(row.get('time_ratio'))}x | {_fmt(row.get('memory_ratio'))}x"
-            f" | {_fmt(row['injected_delta_ms'], 2)} | {_fmt(row['compare_kernel_delta_ms'], 2)}"
-            f" | {_fmt(row.get('hta_kernel_delta_ms'), 2)} |"
-        )
 
 
 def main() -> None:
