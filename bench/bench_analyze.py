@@ -81,26 +81,49 @@ MIB = 1024 * 1024
 GAP_NS = 1_000_000_000  # between replicated images
 SUFFIXES = {"k": 1_000, "m": 1_000_000}
 
-ANALYZE_CHILD = textwrap.dedent(
+# Imported modules whose source has no cached bytecode: each was compiled in this process (an
+# image that ships no .pyc files and sets PYTHONDONTWRITEBYTECODE, as the H200's does, or an
+# editable install there), which adds tenths of a second to either tool's start-up.
+UNCOMPILED = textwrap.dedent(
     """
+    def modules_without_bytecode():
+        import os
+        specs = [getattr(module, "__spec__", None) for module in list(sys.modules.values())]
+        return sum(1 for spec in specs if spec is not None and spec.cached and spec.origin
+                   and spec.origin.endswith(".py") and not os.path.exists(spec.cached))
+    """
+)
+
+ANALYZE_CHILD = (
+    textwrap.dedent(
+        """
     import json, sys, time
     from pathlib import Path
     start = time.perf_counter()
+    from dsocr.no_pandas import hide_pandas
+    hide_pandas()  # as `dsocr analyze` does
     from dsocr.analyze.runner import analyze_run
     imported = time.perf_counter()
     jobs = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2] != "default" else None
     analysis = analyze_run(Path(sys.argv[1]), jobs=jobs)
     done = time.perf_counter()
     stages = analysis.summary.stages
+    """
+    )
+    + UNCOMPILED
+    + textwrap.dedent(
+        """
     print(json.dumps({"import_s": imported - start, "analyze_s": done - imported,
+                      "modules_without_bytecode": modules_without_bytecode(),
                       "kernels": {s: stages[s].kernel_count.median for s in stages}}))
     """
+    )
 )
 
 #: HTA analyses that answer what analyze's outputs answer (``--hta-matched``), timed one by one.
 HTA_MATCHED = ("get_gpu_kernels_with_user_annotations", "get_temporal_breakdown", "get_cuda_kernel_launch_stats")
 
-HTA_CHILD = textwrap.dedent(
+HTA_CHILD = UNCOMPILED + textwrap.dedent(
     """
     import json, logging, sys, time
     logging.disable(logging.WARNING)
@@ -129,6 +152,7 @@ HTA_CHILD = textwrap.dedent(
             except Exception as exc:  # HTA's own failure on this trace: recorded, not fatal
                 result["matched_s"][name] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
     result["cpu_end_s"] = time.process_time()
+    result["modules_without_bytecode"] = modules_without_bytecode()
     if sys.argv[2] == "cross":
         frame = analyzer.get_gpu_kernels_with_user_annotations(rank=0, expand_names=True, shortern_names=False)
         grouped = frame.groupby("s_user_annotation")["dur"].agg(["sum", "count"])
@@ -262,6 +286,7 @@ def measure_analyze(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         "analyze_s": statistics.median(child["analyze_s"] for child, _, _, _ in runs),
         "analyze_cpu_s": statistics.median(cpu for _, _, _, cpu in runs),
         "analyze_rss_mib": max(rss for _, _, rss, _ in runs),
+        "analyze_modules_without_bytecode": max(child["modules_without_bytecode"] for child, _, _, _ in runs),
         "analyze_runs": [
             {"wall_s": wall, "analyze_s": child["analyze_s"], "cpu_s": cpu} for child, wall, _, cpu in runs
         ],
@@ -285,6 +310,7 @@ def measure_hta(hta_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     if extra:
         row |= {"hta_matched_s": extra, "hta_matched_wall_s": hta_wall, "hta_matched_cpu_s": hta_cpu}
     row["hta_rss_mib"] = hta_rss
+    row["hta_modules_without_bytecode"] = hta["modules_without_bytecode"]
     return row
 
 
@@ -314,6 +340,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         "events", "HTA input", "Parquet MiB", "analyze s (process / analyze_run)", "analyze CPU s",
         "analyze peak MiB", "JSON MiB", "HTA s (load + breakdown)", "HTA CPU s", "HTA peak MiB", "time ratio",
         "CPU ratio", "memory ratio", "HTA s with matched analyses", "matched time ratio",
+        "modules compiled at start-up (analyze / HTA)",
     ]  # fmt: skip
     print_markdown(
         header,
@@ -334,6 +361,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                 f"{_fmt(row.get('memory_ratio'))}x",
                 _fmt(row.get("hta_matched_wall_s")),
                 f"{_fmt(row.get('matched_time_ratio'))}x",
+                f"{row['analyze_modules_without_bytecode']} / {row.get('hta_modules_without_bytecode', '–')}",
             ]
             for row in rows
         ],

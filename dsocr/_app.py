@@ -11,6 +11,7 @@ from typer.core import TyperGroup
 
 from dsocr import __version__
 from dsocr.errors import DsocrError
+from dsocr.no_pandas import PANDAS_FREE_COMMANDS, hide_pandas
 
 EXIT_ERROR = 1
 
@@ -93,12 +94,15 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True),
     ] = False,
 ) -> None:
     """Profile DeepSeek-OCR inference (capture), then analyze and render from Parquet alone."""
+    if ctx.invoked_subcommand in PANDAS_FREE_COMMANDS:
+        hide_pandas()
 
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
