@@ -22,7 +22,7 @@ from dsocr.analyze.profiler_flops import StageFlops, add_stage_flops
 from dsocr.analyze.ranges import Ranges, clean_ranges
 from dsocr.analyze.reference import ok_predictions, timings_table
 from dsocr.analyze.stages import MEASURED, measure_stages
-from dsocr.analyze.steps import step_tables, steps_file_table
+from dsocr.analyze.steps import StepTables, step_tables, steps_file_table
 from dsocr.analyze.summary import Summary, summarize, to_json
 from dsocr.analyze.threads import WorkerPool, ordered_map, worker_pool
 
@@ -90,13 +90,50 @@ def _with_offsets(batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[int, pa.R
         offset += batch.num_rows
 
 
-def _gpu_side(trace: TraceTables, ranges: Ranges) -> tuple[GpuWork | None, pa.Table]:
-    """GPU work attributed to ranges (None without device time) and the measured stages."""
+@dataclass(frozen=True)
+class _ImageTables:
+    """Per-image tables from the ranges and GPU work alone (no CPU operator): what the caller
+    needs besides the operator totals."""
+
+    measured: pa.Table
+    timings: pa.Table
+    decode_steps: StepTables
+    latency: pa.Table
+
+
+def _image_tables(
+    predictions: pa.Table, ranges: Ranges, gpu: GpuWork | None, measured: pa.Table, *, has_trace: bool
+) -> _ImageTables:
+    return _ImageTables(
+        measured=measured,
+        timings=timings_table(predictions, measured, ranges.table, has_trace=has_trace),
+        decode_steps=step_tables(ranges.table, gpu.table if gpu is not None else None, predictions),
+        latency=latency_table(predictions, ranges.table),
+    )
+
+
+@dataclass(frozen=True)
+class _GpuSide:
+    """What needs no CPU operator's self time: attributed GPU work (None without device time),
+    its top kernels and operators, and the per-image tables."""
+
+    gpu: GpuWork | None
+    gpu_tables: list[pa.Table]
+    images: _ImageTables
+
+
+def _gpu_side(
+    trace: TraceTables, ranges: Ranges, predictions: pa.Table, codes: np.ndarray, names: list[str], *, top: int
+) -> _GpuSide:
+    """The GPU side of a loaded trace (runs on a worker while the CPU operators are placed)."""
     gpu = attribute_gpu_ops(trace.gpu_ops, trace.launches, ranges) if trace.has_device_time else None
     measured = measure_stages(
         ranges.table, gpu.table if gpu is not None else trace.gpu_ops, has_device_time=trace.has_device_time
     )
-    return gpu, measured
+    gpu_tables = (
+        [] if gpu is None else top_gpu(gpu.table, _operator_codes(gpu.table, trace.cpu_ops, codes), names, top=top)
+    )
+    return _GpuSide(gpu, gpu_tables, _image_tables(predictions, ranges, gpu, measured, has_trace=True))
 
 
 def _analyze_trace(
@@ -104,24 +141,24 @@ def _analyze_trace(
     pool: WorkerPool,
     *,
     top: int,
-    ok: pa.Table,
+    predictions: pa.Table,
     profiler_flops: dict[str, StageFlops],
-) -> tuple[Ranges, GpuWork | None, pa.Table, pa.Table, ColdOperatorTotals]:
-    """Ranges, attributed GPU work, measured stages, the top-k tables of a loaded trace, and CPU
-    operator time of cold against warm decode steps (and, into ``profiler_flops``, the profiler's
-    FLOP counts per stage).
+) -> tuple[Ranges, GpuWork | None, _ImageTables, pa.Table, ColdOperatorTotals]:
+    """Ranges, attributed GPU work, the per-image tables, the top-k tables of a loaded trace, and
+    CPU operator time of cold against warm decode steps (and, into ``profiler_flops``, the
+    profiler's FLOP counts per stage).
 
     The GPU side and the placing of cpu_ops (a chunk at a time) run on ``pool`` side by side;
     the totals fold the placed chunks here, in order.
     """
     ranges = clean_ranges(trace.ranges, trace.chunks)
-    gpu_side = pool.submit(_gpu_side, trace, ranges)
     # Name codes once for all cpu_ops (the chunks share one dictionary), sliced per chunk below.
     op_codes, op_names = name_codes(trace.cpu_ops["name"])
+    gpu_side = pool.submit(_gpu_side, trace, ranges, predictions, op_codes, op_names, top=top)
     # Only --with-flops traces carry counts; the others skip the per-chunk FLOP bookkeeping.
     carries_flops = trace.cpu_ops["flops"].null_count < trace.cpu_ops.num_rows
     totals = CpuOperatorTotals(op_names)
-    cold_totals = ColdOperatorTotals(ok, op_names)
+    cold_totals = ColdOperatorTotals(ok_predictions(predictions), op_names)
     # A flush chunk (or a slice of one that holds whole call trees) at a time: memory stays bounded.
     pieces = _with_offsets(whole_call_trees(trace.cpu_ops, pool.workers))
     place_piece = partial(_place_cpu_ops, ranges=ranges, codes=op_codes, names=len(op_names), cold=cold_totals)
@@ -130,11 +167,9 @@ def _analyze_trace(
         cold_totals.merge(placed.cold)
         if carries_flops:
             add_stage_flops(profiler_flops, placed.ops)
-    gpu, measured = gpu_side.result()
-    tables = totals.tables(_stage_cpu_ns(measured), top=top)
-    if gpu is not None:
-        tables = top_gpu(gpu.table, _operator_codes(gpu.table, trace.cpu_ops, op_codes), op_names, top=top) + tables
-    return ranges, gpu, measured, kernels_table(tables), cold_totals
+    side = gpu_side.result()
+    tables = side.gpu_tables + totals.tables(_stage_cpu_ns(side.images.measured), top=top)
+    return ranges, side.gpu, side.images, kernels_table(tables), cold_totals
 
 
 def analyze_run(
@@ -165,19 +200,14 @@ def analyze_run(
     with worker_pool(jobs) as pool:
         trace = load_trace(run_dir, pool)
         if has_trace:
-            ranges, gpu, measured, kernels, cold_totals = _analyze_trace(
-                trace, pool, top=top, ok=ok_predictions(predictions), profiler_flops=profiler_flops
+            ranges, gpu, images, kernels, cold_totals = _analyze_trace(
+                trace, pool, top=top, predictions=predictions, profiler_flops=profiler_flops
             )
             cold_operators = cold_totals.top()
         else:
-            ranges, gpu, measured, kernels = (
-                clean_ranges(trace.ranges, trace.chunks),
-                None,
-                MEASURED.empty_table(),
-                kernels_table([]),
-            )
-    timings = timings_table(predictions, measured, ranges.table, has_trace=has_trace)
-    decode_steps = step_tables(ranges.table, gpu.table if gpu is not None else None, predictions)
+            ranges, gpu, kernels = clean_ranges(trace.ranges, trace.chunks), None, kernels_table([])
+            images = _image_tables(predictions, ranges, None, MEASURED.empty_table(), has_trace=False)
+    timings, decode_steps = images.timings, images.decode_steps
     inputs = AnalysisInputs(
         run_dir=run_dir,
         run=run,
@@ -187,7 +217,7 @@ def analyze_run(
         ranges=ranges,
         gpu=gpu,
         timings=timings,
-        latency=latency_table(predictions, ranges.table),
+        latency=images.latency,
         kernels=kernels,
         cold_operators=cold_operators,
         steps=decode_steps,
