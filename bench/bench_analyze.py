@@ -65,6 +65,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bytecode import compile_imported  # noqa: E402
 from dsocr.analyze.attribution import attribute_gpu_ops  # noqa: E402
 from dsocr.analyze.chrome import export_trace  # noqa: E402
 from dsocr.analyze.load import load_trace  # noqa: E402
@@ -412,6 +413,33 @@ def cross_check(args: argparse.Namespace) -> None:
           f" {(hta['total_us'] - all_ops) / all_ops * 100:+.2f}% |")  # fmt: skip
 
 
+def compile_bytecode(args: argparse.Namespace) -> None:
+    """Bytecode for what analyze (as ``dsocr analyze`` runs it) and HTA import, from one run of each
+    on a copy of ``--source`` (HTA on its export)."""
+    small = args.work / "bytecode-run"
+    shutil.rmtree(small, ignore_errors=True)
+    shutil.copytree(args.source, small, ignore=shutil.ignore_patterns(rundir.ANALYSIS_DIR))
+    analyze_code = (
+        "from dsocr.no_pandas import hide_pandas; hide_pandas(); import dsocr.cli; from pathlib import Path; "
+        f"from dsocr.analyze.runner import analyze_run; analyze_run(Path({str(small)!r}))"
+    )
+    counts = {"analyze": compile_imported(sys.executable, analyze_code)}
+    if args.hta_python:
+        hta_dir = args.work / "bytecode-hta"
+        shutil.rmtree(hta_dir, ignore_errors=True)
+        hta_dir.mkdir(parents=True)
+        export_trace(small, output=hta_dir / "rank-0.json")
+        hta_code = (
+            "import logging; logging.disable(logging.WARNING); from hta.trace_analysis import TraceAnalysis; "
+            f"TraceAnalysis(trace_dir={str(hta_dir)!r}).get_gpu_kernel_breakdown(visualize=False)"
+        )
+        counts["HTA"] = compile_imported(str(args.hta_python), hta_code)
+    print(
+        "bytecode written: " + ", ".join(f"{count} modules for {tool}" for tool, count in counts.items()),
+        file=sys.stderr,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="Comma-separated event counts (300k, 0.3M, 3M, 10M).")
@@ -427,6 +455,12 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="Keep the generated runs and JSON under --work.")
     parser.add_argument("--json", type=Path, help="Also write every figure here.")
     parser.add_argument(
+        "--compile-bytecode",
+        action="store_true",
+        help="First write bytecode for every module either tool imports (each runs once on --source), as a pip"
+        " install would have: on an image without .pyc files both would otherwise compile them in every process.",
+    )
+    parser.add_argument(
         "--kineto-run",
         type=Path,
         help="A run captured with --keep-kineto (one image, one chunk): HTA reads torch's own JSON of its trace"
@@ -441,6 +475,8 @@ def main() -> None:
             raise SystemExit("--cross-check needs --hta-python")
         cross_check(args)
         return
+    if args.compile_bytecode:
+        compile_bytecode(args)
     rows = []
     load_before = os.getloadavg()
     if args.kineto_run:

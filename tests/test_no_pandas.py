@@ -54,6 +54,7 @@ def test_parquet_only_commands_never_import_pandas(tmp_path: Path) -> None:
         ["compare", str(run_dir), str(run_dir), "--json"],
         ["export-trace", str(run_dir), "--out", str(tmp_path / "trace.json")],
         ["emit", str(emit_run)],
+        ["report", str(run_dir)],
     ]
     for command in commands:
         result = _python(tmp_path, "-c", _RUN_CLI, *command)
@@ -61,6 +62,7 @@ def test_parquet_only_commands_never_import_pandas(tmp_path: Path) -> None:
 
     assert not (tmp_path / "pandas-imported").exists()
     assert (tmp_path / "trace.json").stat().st_size > 0
+    assert (run_dir / "analysis" / "report.html").stat().st_size > 0
 
 
 def test_hidden_pandas_fails_to_import_with_a_reason(tmp_path: Path) -> None:
