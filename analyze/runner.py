@@ -104,6 +104,7 @@ class _ImageTables:
 def _image_tables(
     predictions: pa.Table, ranges: Ranges, gpu: GpuWork | None, measured: pa.Table, *, has_trace: bool
 ) -> _ImageTables:
+    """Timings, decode steps and latency per image, beside the measured stages they come from."""
     return _ImageTables(
         measured=measured,
         timings=timings_table(predictions, measured, ranges.table, has_trace=has_trace),

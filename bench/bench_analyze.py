@@ -95,9 +95,8 @@ UNCOMPILED = textwrap.dedent(
     """
 )
 
-ANALYZE_CHILD = (
-    textwrap.dedent(
-        """
+ANALYZE_CHILD = UNCOMPILED + textwrap.dedent(
+    """
     import json, sys, time
     from pathlib import Path
     start = time.perf_counter()
@@ -109,16 +108,10 @@ ANALYZE_CHILD = (
     analysis = analyze_run(Path(sys.argv[1]), jobs=jobs)
     done = time.perf_counter()
     stages = analysis.summary.stages
-    """
-    )
-    + UNCOMPILED
-    + textwrap.dedent(
-        """
     print(json.dumps({"import_s": imported - start, "analyze_s": done - imported,
                       "modules_without_bytecode": modules_without_bytecode(),
                       "kernels": {s: stages[s].kernel_count.median for s in stages}}))
     """
-    )
 )
 
 #: HTA analyses that answer what analyze's outputs answer (``--hta-matched``), timed one by one.

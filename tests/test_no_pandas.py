@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import typer.main
 from emit_helpers import draw_page, make_run, prediction_row
+
+from dsocr.cli import app
+from dsocr.no_pandas import PANDAS_FREE_COMMANDS
 
 GPU_RUN = Path(__file__).parent / "data" / "gpu-run"
 
@@ -63,6 +67,12 @@ def test_parquet_only_commands_never_import_pandas(tmp_path: Path) -> None:
     assert not (tmp_path / "pandas-imported").exists()
     assert (tmp_path / "trace.json").stat().st_size > 0
     assert (run_dir / "analysis" / "report.html").stat().st_size > 0
+
+
+def test_every_command_but_capture_hides_pandas() -> None:
+    commands = set(typer.main.get_command(app).commands)
+
+    assert commands - {"capture"} == PANDAS_FREE_COMMANDS
 
 
 def test_hidden_pandas_fails_to_import_with_a_reason(tmp_path: Path) -> None:
