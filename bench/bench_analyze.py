@@ -433,20 +433,31 @@ def compile_bytecode(args: argparse.Namespace) -> None:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default=DEFAULT_SIZES, help="Comma-separated event counts (300k, 0.3M, 3M, 10M).")
+def replicated_run_parser(description: str, *, sizes: str, work: str, tool: str) -> argparse.ArgumentParser:
+    """The options of a bench that replicates ``--source`` to ``--sizes`` events and times ``tool``
+    against HTA there: sizes, source, work folder, HTA's interpreter, repeats, keep, JSON."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--sizes", default=sizes, help=f"Comma-separated event counts (300k, 0.3M, 3M; default {sizes})."
+    )
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="Run whose event mix is replicated.")
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "dsocr-bench-analyze")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / work)
     parser.add_argument("--hta-python", type=Path, help="Interpreter with holistictraceanalysis installed.")
+    parser.add_argument("--repeats", type=int, default=3, help=f"{tool} runs per size (the median counts).")
+    parser.add_argument("--keep", action="store_true", help="Keep the generated runs and JSON under --work.")
+    parser.add_argument("--json", type=Path, help="Also write every figure here.")
+    return parser
+
+
+def main() -> None:
+    parser = replicated_run_parser(
+        __doc__.split("\n\n")[0], sizes=DEFAULT_SIZES, work="dsocr-bench-analyze", tool="analyze"
+    )
     parser.add_argument("--hta-max-events", type=int, default=DEFAULT_HTA_MAX, help="Largest size given to HTA.")
     parser.add_argument("--cross-check", action="store_true", help="Per-range kernel totals against HTA, then exit.")
     parser.add_argument(
         "--hta-matched", action="store_true", help="Also time the HTA analyses matching analyze's outputs."
     )
-    parser.add_argument("--repeats", type=int, default=3, help="analyze runs per size (the median counts).")
-    parser.add_argument("--keep", action="store_true", help="Keep the generated runs and JSON under --work.")
-    parser.add_argument("--json", type=Path, help="Also write every figure here.")
     parser.add_argument(
         "--compile-bytecode",
         action="store_true",

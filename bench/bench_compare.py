@@ -25,7 +25,6 @@ import json
 import shutil
 import statistics
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_analyze import DEFAULT_SOURCE, MIB, _fmt, parse_size, print_markdown, replicate, run_child  # noqa: E402
+from bench_analyze import (  # noqa: E402
+    MIB,
+    _fmt,
+    parse_size,
+    print_markdown,
+    replicate,
+    replicated_run_parser,
+    run_child,
+)
 from dsocr.analyze.chrome import export_trace  # noqa: E402
 
 from dsocr import rundir, schema  # noqa: E402
@@ -204,15 +211,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default=DEFAULT_SIZES, help="Comma-separated event counts per run (0.3M, 1M).")
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="Run whose event mix is replicated.")
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "dsocr-bench-compare")
-    parser.add_argument("--hta-python", type=Path, help="Interpreter with holistictraceanalysis installed.")
+    parser = replicated_run_parser(
+        __doc__.split("\n\n")[0], sizes=DEFAULT_SIZES, work="dsocr-bench-compare", tool="compare"
+    )
     parser.add_argument("--factor", type=float, default=DEFAULT_FACTOR, help="Slow-down of B's costliest kernel.")
-    parser.add_argument("--repeats", type=int, default=3, help="compare runs per size (the median counts).")
-    parser.add_argument("--keep", action="store_true", help="Keep the generated runs and JSON under --work.")
-    parser.add_argument("--json", type=Path, help="Also write every figure here.")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     rows = [measure(parse_size(size), args) for size in args.sizes.split(",")]
