@@ -11,6 +11,7 @@ No torch here; pypdfium2 (capture's extra) is imported when a PDF is opened.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Iterator
@@ -110,6 +111,8 @@ def open_pdf(pdf: Path) -> Iterator[pypdfium2.PdfDocument]:
     import pypdfium2
 
     try:
+        if pdf.stat().st_size == 0:
+            raise ImageReadError(f"{pdf}: an empty file, not a PDF")
         document = pypdfium2.PdfDocument(pdf)
     except (pypdfium2.PdfiumError, OSError) as exc:
         raise _open_error(pdf, exc) from None
@@ -218,6 +221,24 @@ def load_input(path: Path, *, dpi: int, selection: PageSelection | None) -> tupl
     if is_pdf(path) and path.is_file():
         raise _bare_pdf_error(path, selection)
     return load_image(path), None
+
+
+@functools.lru_cache(maxsize=256)
+def _page_bytes(pdf: Path) -> int:
+    with open_pdf(pdf) as document:
+        return pdf.stat().st_size // len(document)
+
+
+def page_size_bytes(key: Path) -> int | None:
+    """A page key's share of its PDF's bytes (its cost estimate for sharding over ranks): 0 when
+    the PDF cannot be read now; None when ``key`` is no page key."""
+    parsed = parse_page_key(key)
+    if parsed is None:
+        return None
+    try:
+        return _page_bytes(parsed[0])
+    except (ImageReadError, OSError):
+        return 0
 
 
 def stored_page_path(run_dir: Path, key: Path) -> Path:

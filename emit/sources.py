@@ -84,4 +84,4 @@ def stored_page(run_dir: Path, image_md5: str) -> Path:
     Built from the md5 (checked to be a digest before a job is made), never from a stored
     path: emit reads nothing outside the run for a page.
     """
-    return run_dir / PAGES_DIR / f"{image_md5}.png"
+    return run_dir.absolute() / PAGES_DIR / f"{image_md5}.png"

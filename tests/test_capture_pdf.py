@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -9,7 +10,9 @@ import pytest
 import torch
 from capture_helpers import run_capture
 from dsocr.capture.config import CaptureConfig, Device, ProfileMode
-from dsocr.capture.pdf import discover_inputs, page_key, parse_pages
+from dsocr.capture.distributed import image_size_bytes, shard
+from dsocr.capture.images import ImageReadError
+from dsocr.capture.pdf import discover_inputs, load_input, page_key, parse_pages
 from dsocr.capture.runner import run
 from emit_helpers import run_cli
 from PIL import Image, ImageChops
@@ -41,6 +44,65 @@ def _write_pdf(path: Path, colours: list[tuple[int, int, int]], resolution: floa
     size = PAGE_POINTS if resolution == 72.0 else (70, 70)
     pages = [Image.new("RGB", size, colour) for colour in colours]
     pages[0].save(path, save_all=True, append_images=pages[1:], resolution=resolution)
+    return path
+
+
+#: The PDF standard security handler's password padding (PDF 1.7, 7.6.3.3).
+PAD = bytes.fromhex("28BF4E5E4E758A4164004E56FFFA01082E2E00B6D0683E802F0CA9FE6453697A")
+
+
+def rc4(key: bytes, data: bytes) -> bytes:
+    """RC4, the cipher of PDF's 40-bit standard security handler (revision 2)."""
+    state = list(range(256))
+    j = 0
+    for i in range(256):
+        j = (j + state[i] + key[i % len(key)]) % 256
+        state[i], state[j] = state[j], state[i]
+    i = j = 0
+    out = bytearray()
+    for byte in data:
+        i = (i + 1) % 256
+        j = (j + state[i]) % 256
+        state[i], state[j] = state[j], state[i]
+        out.append(byte ^ state[(state[i] + state[j]) % 256])
+    return bytes(out)
+
+
+def encrypted_pdf(path: Path, user_password: bytes = b"secret", owner_password: bytes = b"owner") -> Path:
+    """A one-page PDF encrypted with a user password (revision 2): it opens only with the password."""
+    permissions = -44
+    file_id = b"dsocr-test-id-00"
+    owner = rc4(hashlib.md5((owner_password + PAD)[:32]).digest()[:5], (user_password + PAD)[:32])
+    key = hashlib.md5(
+        (user_password + PAD)[:32] + owner + permissions.to_bytes(4, "little", signed=True) + file_id
+    ).digest()[:5]
+    user = rc4(key, PAD)
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] >>",
+        b"<< /Filter /Standard /V 1 /R 2 /O <"
+        + owner.hex().encode()
+        + b"> /U <"
+        + user.hex().encode()
+        + b"> /P -44 >>",
+    ]
+    data = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(data))
+        data += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(data)
+    data += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    data += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    hex_id = file_id.hex().encode()
+    data += b"trailer\n<< /Size %d /Root 1 0 R /Encrypt 4 0 R /ID [<%s> <%s>] >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        hex_id,
+        hex_id,
+        xref,
+    )
+    path.write_bytes(bytes(data))
     return path
 
 
@@ -182,3 +244,39 @@ def test_resume_skips_finished_pages_and_retries_a_failed_one(tmp_path: Path) ->
     after = read_predictions(run_dir).to_pylist()
     assert after[0]["started_unix_ns"] == before[0]["started_unix_ns"]  # the finished page is skipped
     assert after[1]["started_unix_ns"] > before[1]["started_unix_ns"]  # the failed page is retried
+
+
+def test_encrypted_and_empty_pdfs_fail_with_their_reason(tmp_path: Path) -> None:
+    encrypted = encrypted_pdf(tmp_path / "locked.pdf").resolve()
+    empty = tmp_path / "empty.pdf"
+    empty.write_bytes(b"")
+    empty = empty.resolve()
+    # Neither expands into pages: each stays one input, whose row fails with the reason.
+    assert discover_inputs((str(encrypted), str(empty)), None) == [encrypted, empty]
+    with pytest.raises(ImageReadError, match=r"locked.pdf: encrypted PDF \(needs a password\); decrypt it first$"):
+        load_input(encrypted, dpi=DPI, selection=None)
+    with pytest.raises(ImageReadError, match=r"empty.pdf: an empty file, not a PDF$"):
+        load_input(empty, dpi=DPI, selection=None)
+
+
+def test_a_documents_pages_spread_over_ranks(tmp_path: Path) -> None:
+    document = _write_pdf(tmp_path / "doc.pdf", PAGE_COLOURS).resolve()
+    keys = discover_inputs((str(document),), None)
+    sizes = {index: image_size_bytes(key) for index, key in enumerate(keys)}
+    assert set(sizes.values()) == {document.stat().st_size // 3}
+    assert shard(sizes, 2) == [[0, 2], [1]]
+
+
+def test_capture_gpus_passes_pdf_and_guard_options_to_every_rank() -> None:
+    import typer
+
+    from dsocr._app import app
+    from dsocr.cli_capture import _argv_from
+
+    command = typer.main.get_command(app).commands["capture"]  # type: ignore[attr-defined]
+    given = ["doc.pdf", "--gpus", "2", "--pages", "1-2", "--no-repeat-ngram", "30"]
+    context = command.make_context("capture", [*given, "--ngram-allow", "<td>", "--ngram-allow", "x"])
+    assert _argv_from(context, Path("out")) == [
+        "capture", "doc.pdf", "--out", "out", "--pages", "1-2", "--no-repeat-ngram", "30",
+        "--ngram-allow", "<td>", "--ngram-allow", "x",
+    ]  # fmt: skip
