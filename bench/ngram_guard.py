@@ -10,6 +10,9 @@ round by round in one process, at several generated lengths, in two cases:
 
 The difference is what the guard adds to every decode step on the host; it runs inside the step,
 so capture's per-step timings include it. Divide by a decode step's time for the ratio to a step.
+On cuda the guard also copies the window's token ids to the host each step, which waits for
+the step's forward; this CPU bench cannot show that wait: compare a cuda capture's decode_step_ms
+with and without --no-repeat-ngram for it.
 
     python bench/ngram_guard.py [--steps 2000] [--repeats 5] [--json results/cpu-ngram-guard.json]
 """

@@ -51,6 +51,8 @@ class NoRepeatNGram(LogitsProcessor):
         return found - self.allowed_ids
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        # The rule compares token ids on the host, as the vendor's does: on cuda this copy waits
+        # for the step's forward (docs/configuration.md says where that cost shows).
         start = max(self.prompt_length, input_ids.shape[1] - self.window_size)
         recent = input_ids[:, start:].tolist()
         bans = [(row, token) for row, tokens in enumerate(recent) for token in self.banned(tokens)]
