@@ -52,6 +52,8 @@ __all__ = [
 #: Token and step counts land in int32 Parquet columns (schema.PREDICTIONS); larger ones are refused
 #: before anything runs instead of failing at the first write, after the model has run.
 MAX_COUNT = 2**31 - 1
+#: ``--no-repeat-ngram 1`` would ban every token of the window (capture.ngram.MIN_NGRAM, torch-free here).
+MIN_NO_REPEAT_NGRAM = 2
 #: The seed is recorded in run.json and fed to torch.manual_seed; an int64 keeps it portable.
 MAX_SEED = 2**63 - 1
 
@@ -160,7 +162,7 @@ class CaptureConfig:
         check_dpi(self.dpi)
         parse_pages(self.pages)
         if self.no_repeat_ngram is not None:
-            check_count("--no-repeat-ngram", self.no_repeat_ngram, minimum=1)
+            check_count("--no-repeat-ngram", self.no_repeat_ngram, minimum=MIN_NO_REPEAT_NGRAM)
             check_count("--ngram-window", self.ngram_window, minimum=self.no_repeat_ngram)
         if not 0 <= self.seed <= MAX_SEED:
             raise BadInputError(f"--seed must be between 0 and {MAX_SEED}, got {self.seed}")

@@ -5,7 +5,7 @@ n-gram (``ngram_size`` 30) already present among the latest ``window_size`` (90)
 tokens, except the tokens it allows to repeat (``<td>`` and ``</td>``). This is that rule over
 the generated tokens only (vLLM's processor sees the request's output ids, not the prompt),
 for ``dsocr capture --no-repeat-ngram N --ngram-window W --ngram-allow TOKEN``. It runs inside
-generate's step, so its host cost is in the per-step timings (bench/ngram_guard.py measures it).
+generate's step, so its cost is in the per-step timings (bench/ngram_guard.py measures it).
 """
 
 from __future__ import annotations
@@ -14,11 +14,15 @@ import logging
 from collections.abc import Iterable
 
 import torch
+from dsocr.capture.config import MIN_NO_REPEAT_NGRAM
 from transformers import LogitsProcessor
 
 from dsocr.errors import BadInputError
 
 log = logging.getLogger(__package__)
+
+#: The smallest n-gram: with 1, the rule would ban every token of the window.
+MIN_NGRAM = MIN_NO_REPEAT_NGRAM
 
 
 class NoRepeatNGram(LogitsProcessor):
@@ -26,18 +30,24 @@ class NoRepeatNGram(LogitsProcessor):
 
     ``prompt_length``: the prompt's tokens in ``input_ids``; only what follows is searched.
     ``allowed_ids``: tokens never banned (the vendor's whitelist).
+    The rule runs on the device, in tensor operations (as transformers' own NoRepeatNGram does):
+    it never reads token ids back to the host, so it adds no synchronisation to a cuda step.
     """
 
     def __init__(self, ngram_size: int, window_size: int, allowed_ids: Iterable[int], prompt_length: int) -> None:
-        if ngram_size < 1 or window_size < ngram_size:
-            raise BadInputError(f"--ngram-window ({window_size}) must be >= --no-repeat-ngram ({ngram_size}) >= 1")
+        if ngram_size < MIN_NGRAM or window_size < ngram_size:
+            raise BadInputError(
+                f"--ngram-window ({window_size}) must be >= --no-repeat-ngram ({ngram_size}) >= {MIN_NGRAM}"
+            )
         self.ngram_size = ngram_size
         self.window_size = window_size
         self.allowed_ids = frozenset(allowed_ids)
         self.prompt_length = prompt_length
+        self._allowed_on: dict[tuple[torch.device, int], torch.Tensor] = {}
 
     def banned(self, generated: list[int]) -> set[int]:
-        """The tokens banned after ``generated`` (the last ``window_size`` tokens suffice)."""
+        """The tokens banned after ``generated``, by the vendor's own loop over the window (the
+        reference the tensor version is tested against)."""
         size = self.ngram_size
         window = generated[-self.window_size :]
         if len(window) < size:
@@ -50,18 +60,29 @@ class NoRepeatNGram(LogitsProcessor):
         }
         return found - self.allowed_ids
 
+    def _allowed(self, device: torch.device, vocab: int) -> torch.Tensor:
+        key = (device, vocab)
+        if key not in self._allowed_on:
+            ids = sorted(token for token in self.allowed_ids if 0 <= token < vocab)
+            self._allowed_on[key] = torch.tensor(ids, dtype=torch.long, device=device)
+        return self._allowed_on[key]
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        # The rule compares token ids on the host, as the vendor's does: on cuda this copy waits
-        # for the step's forward (docs/configuration.md says where that cost shows).
-        start = max(self.prompt_length, input_ids.shape[1] - self.window_size)
-        recent = input_ids[:, start:].tolist()
-        bans = [(row, token) for row, tokens in enumerate(recent) for token in self.banned(tokens)]
-        if not bans:
+        size = self.ngram_size
+        window = input_ids[:, max(self.prompt_length, input_ids.shape[1] - self.window_size) :]
+        if window.shape[1] < size:
             return scores
-        rows, tokens = zip(*bans, strict=True)
-        scores = scores.clone()
-        scores[list(rows), list(tokens)] = -float("inf")
-        return scores
+        prefix = window[:, window.shape[1] - size + 1 :]
+        ngrams = window.unfold(1, size, 1)  # every n-gram of the window, the last one included
+        matches = (ngrams[..., :-1] == prefix.unsqueeze(1)).all(dim=-1)
+        vocab = scores.shape[-1]
+        # An n-gram whose first n-1 tokens do not match (or whose token is past the scores) bans
+        # the spare column past the vocabulary, which is then dropped.
+        banned = torch.zeros((scores.shape[0], vocab + 1), dtype=torch.bool, device=scores.device)
+        banned.scatter_(1, torch.where(matches, ngrams[..., -1].clamp(max=vocab), vocab), True)
+        banned = banned[:, :vocab]
+        banned[:, self._allowed(scores.device, vocab)] = False
+        return scores.masked_fill(banned, -float("inf"))
 
 
 #: Resolved ``--ngram-allow`` ids per (tokenizer object, tokens): resolved and warned about once.

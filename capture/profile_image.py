@@ -104,6 +104,7 @@ def _generate(
     timeline: ImageTimeline,
     config: CaptureConfig,
     decode: DecodePath,
+    processors: LogitsProcessorList,
 ) -> torch.LongTensor:
     hooks = []
 
@@ -127,7 +128,7 @@ def _generate(
                 inputs,
                 cap.max_new_tokens,
                 stopping_criteria=StoppingCriteriaList([timeline]),
-                logits_processor=logits_processors(config, loaded, int(inputs["input_ids"].shape[1])),
+                logits_processor=processors,
             )
     except BaseException:
         timeline.abandon()
@@ -197,6 +198,8 @@ def profile_image(
     cap = resolve_cap(config.max_new_tokens, prompt_tokens, loaded.context_limit)
     decode.check_fits(prompt_tokens, cap.max_new_tokens)
     clock = clock_for(loaded.device)
+    # Built (the allowed tokens looked up) before the profiler and the clock, like the cache reset.
+    processors = logits_processors(config, loaded, prompt_tokens)
     decode.reset()  # before the profiler and the clock: emptying the cache is no stage's work
     graphs_before = compiled_graphs()
     with torch.inference_mode(), tracer.profile_image(image_index) as (profiler_step, image_trace):
@@ -208,7 +211,7 @@ def profile_image(
             eos_token_id=loaded.eos_token_id,
             decode_in_trace=tracer.decode_fits_one_cycle(cap.max_new_tokens),
         )
-        output_ids = _generate(loaded, inputs, cap, timeline, config, decode)
+        output_ids = _generate(loaded, inputs, cap, timeline, config, decode, processors)
     times = timeline.times()
     graphs = compiled_graphs() - graphs_before
     generated = output_ids[0, prompt_tokens:].tolist()

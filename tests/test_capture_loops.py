@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -118,4 +119,20 @@ def test_the_guard_bans_what_the_vendor_bans() -> None:
     input_ids = torch.tensor([[5, 6, 5, 6, 7, 5, 6]])  # the prompt (5 6) is not searched
     out = guard(input_ids, scores)
     assert out[0, 7] == -float("inf") and torch.isfinite(out[0, :7]).all() and scores[0, 7] == 0
-    assert guard(torch.tensor([[5, 6, 1, 2]]), scores) is scores  # nothing banned: scores unchanged
+    assert torch.equal(guard(torch.tensor([[5, 6, 1, 2]]), scores), scores)  # nothing to ban
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_tensor_guard_equals_the_vendors_loop_on_random_outputs(seed: int) -> None:
+    """The guard's tensor rule bans, row by row, exactly what the vendor's Python loop bans."""
+    rng = random.Random(seed)
+    vocab, prompt = 12, 5
+    guard = NoRepeatNGram(ngram_size=rng.choice([2, 3, 4]), window_size=rng.choice([6, 10, 30]),
+                          allowed_ids=[3, 99], prompt_length=prompt)  # fmt: skip
+    for length in range(prompt, prompt + 40):
+        # Few distinct tokens and a loop in one row: n-grams repeat often.
+        rows = [[rng.randrange(vocab) for _ in range(length)], [(i % 3) + 4 for i in range(length)]]
+        out = guard(torch.tensor(rows), torch.zeros(2, vocab))
+        for row, tokens in enumerate(rows):
+            banned = {token for token in range(vocab) if out[row, token] == -float("inf")}
+            assert banned == guard.banned(tokens[prompt:]), (length, row)
