@@ -30,8 +30,9 @@ class NoRepeatNGram(LogitsProcessor):
 
     ``prompt_length``: the prompt's tokens in ``input_ids``; only what follows is searched.
     ``allowed_ids``: tokens never banned (the vendor's whitelist).
-    The rule runs on the device, in tensor operations (as transformers' own NoRepeatNGram does):
-    it never reads token ids back to the host, so it adds no synchronisation to a cuda step.
+    The rule runs on the device, in tensor operations over the window (as transformers' own
+    NoRepeatNGram does): it never reads token ids back to the host, so it adds no synchronisation
+    to a cuda step.
     """
 
     def __init__(self, ngram_size: int, window_size: int, allowed_ids: Iterable[int], prompt_length: int) -> None:
@@ -43,7 +44,7 @@ class NoRepeatNGram(LogitsProcessor):
         self.window_size = window_size
         self.allowed_ids = frozenset(allowed_ids)
         self.prompt_length = prompt_length
-        self._allowed_on: dict[tuple[torch.device, int], torch.Tensor] = {}
+        self._allowed_on: dict[torch.device, torch.Tensor] = {}
 
     def banned(self, generated: list[int]) -> set[int]:
         """The tokens banned after ``generated``, by the vendor's own loop over the window (the
@@ -60,14 +61,14 @@ class NoRepeatNGram(LogitsProcessor):
         }
         return found - self.allowed_ids
 
-    def _allowed(self, device: torch.device, vocab: int) -> torch.Tensor:
-        key = (device, vocab)
-        if key not in self._allowed_on:
-            ids = sorted(token for token in self.allowed_ids if 0 <= token < vocab)
-            self._allowed_on[key] = torch.tensor(ids, dtype=torch.long, device=device)
-        return self._allowed_on[key]
+    def _allowed(self, device: torch.device) -> torch.Tensor:
+        if device not in self._allowed_on:
+            self._allowed_on[device] = torch.tensor(sorted(self.allowed_ids), dtype=torch.long, device=device)
+        return self._allowed_on[device]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        """Set the banned tokens' scores to -inf, in place: O(window) work whatever the vocabulary,
+        no tensor of the vocabulary's size made (capture's generate keeps neither scores nor logits)."""
         size = self.ngram_size
         window = input_ids[:, max(self.prompt_length, input_ids.shape[1] - self.window_size) :]
         if window.shape[1] < size:
@@ -76,13 +77,12 @@ class NoRepeatNGram(LogitsProcessor):
         ngrams = window.unfold(1, size, 1)  # every n-gram of the window, the last one included
         matches = (ngrams[..., :-1] == prefix.unsqueeze(1)).all(dim=-1)
         vocab = scores.shape[-1]
-        # An n-gram whose first n-1 tokens do not match (or whose token is past the scores) bans
-        # the spare column past the vocabulary, which is then dropped.
-        banned = torch.zeros((scores.shape[0], vocab + 1), dtype=torch.bool, device=scores.device)
-        banned.scatter_(1, torch.where(matches, ngrams[..., -1].clamp(max=vocab), vocab), True)
-        banned = banned[:, :vocab]
-        banned[:, self._allowed(scores.device, vocab)] = False
-        return scores.masked_fill(banned, -float("inf"))
+        tokens = ngrams[..., -1]
+        ban = matches & (tokens < vocab) & ~torch.isin(tokens, self._allowed(tokens.device))
+        tokens = tokens.clamp(max=vocab - 1)
+        # A token completing several n-grams gets -inf if any of them matches: the minimum.
+        values = scores.gather(1, tokens).masked_fill(ban, -float("inf"))
+        return scores.scatter_reduce_(1, tokens, values, reduce="amin")
 
 
 #: Resolved ``--ngram-allow`` ids per (tokenizer object, tokens): resolved and warned about once.
