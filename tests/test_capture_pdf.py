@@ -280,3 +280,16 @@ def test_capture_gpus_passes_pdf_and_guard_options_to_every_rank() -> None:
         "capture", "doc.pdf", "--out", "out", "--pages", "1-2", "--no-repeat-ngram", "30",
         "--ngram-allow", "<td>", "--ngram-allow", "x",
     ]  # fmt: skip
+
+
+def test_emit_only_picks_a_page_by_its_key_or_every_page_by_the_pdf(tmp_path: Path) -> None:
+    from dsocr.emit.plan import select_md5s
+
+    document = _write_pdf(tmp_path / "doc.pdf", PAGE_COLOURS).resolve()
+    image = tmp_path / "image.png"
+    rows = [(path_md5(key), str(key)) for key in discover_inputs((str(document),), None)]
+    rows.append((path_md5(image), str(image)))
+    assert select_md5s((f"{document}#page=2",), rows) == {rows[1][0]}
+    assert select_md5s((str(document),), rows) == {md5 for md5, _path in rows[:3]}
+    with pytest.raises(BadInputError, match="--only"):
+        select_md5s((str(tmp_path / "other.pdf"),), rows)
