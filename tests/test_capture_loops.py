@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from capture_helpers import run_capture
 from dsocr.capture.config import CaptureConfig, ProfileMode
 from dsocr.capture.models import load_model
 from dsocr.capture.ngram import NoRepeatNGram
@@ -136,3 +137,17 @@ def test_the_tensor_guard_equals_the_vendors_loop_on_random_outputs(seed: int) -
         for row, tokens in enumerate(rows):
             banned = {token for token in range(vocab) if out[row, token] == -float("inf")}
             assert banned == guard.banned(tokens[prompt:]), (length, row)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--no-repeat-ngram", "1"], "--no-repeat-ngram must be between 2 and"),
+        (["--no-repeat-ngram", "30", "--ngram-window", "20"], "--ngram-window must be between 30 and"),
+    ],
+)
+def test_a_guard_that_cannot_work_is_refused_in_one_line(tmp_path: Path, arguments: list[str], message: str) -> None:
+    result = run_capture("--out", tmp_path / "run", *arguments)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.startswith(f"Error: {message}") and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
