@@ -12,6 +12,7 @@ from capture_helpers import run_capture
 from dsocr.capture.config import CaptureConfig, ProfileMode
 from dsocr.capture.models import load_model
 from dsocr.capture.ngram import NoRepeatNGram
+from dsocr.capture.result import CaptureResult
 from dsocr.capture.runner import run
 from emit_helpers import run_cli
 from transformers import LogitsProcessor
@@ -46,6 +47,10 @@ class ForcedLoop(LogitsProcessor):
         return scores
 
 
+def _result(run_dir: Path, row: dict) -> CaptureResult:
+    return CaptureResult(run_dir=run_dir, model_id="m", device="cpu", is_leader=True, rows=(row,), capture_seconds=1.0)
+
+
 def _capture(run_dir: Path, sample: Path, **options: object) -> Path:
     config = CaptureConfig(
         images=(str(sample),),
@@ -55,7 +60,8 @@ def _capture(run_dir: Path, sample: Path, **options: object) -> Path:
         extra_logits_processors=(ForcedLoop(),),
         **options,  # type: ignore[arg-type]
     )
-    run(config, loaded=load_model(config))
+    result = run(config, loaded=load_model(config))
+    assert result.run_dir == run_dir
     return run_dir
 
 
@@ -72,6 +78,19 @@ def test_a_forced_loop_is_found_with_its_start_step_period_and_time(looped: Path
     # Decode steps len(PREFIX)..end produced the loop's tokens: step K is decode_step_ms[K - 1].
     assert row["loop_ms"] == pytest.approx(sum(row["decode_step_ms"][len(PREFIX) - 1 :]))
     assert 0 < row["loop_ms"] < row["decode_ms"]
+    # The capture's own summary says it too.
+    from dsocr.capture.result import capture_figures
+    from rich.console import Console
+
+    from dsocr.cli_capture_view import summary_table
+
+    figures = capture_figures([row])
+    assert (figures.loop_images, figures.loop_tokens) == (1, MAX_NEW_TOKENS - len(PREFIX))
+    assert figures.loop_ms == pytest.approx(row["loop_ms"])
+    console = Console(width=200, record=True)
+    console.print(summary_table(_result(looped, row)))
+    (line,) = [line for line in console.export_text().splitlines() if "repetition loops" in line]
+    assert f"│ 1 image(s): {MAX_NEW_TOKENS - len(PREFIX)} tokens, " in line and "--no-repeat-ngram 30" in line
 
 
 def test_analyze_reports_the_loop_and_emit_carries_it(looped: Path) -> None:
