@@ -23,6 +23,7 @@ from dsocr.analyze.roofline import Roofline
 from dsocr.analyze.stats import MEDIAN, grouped_quantiles
 from dsocr.analyze.steps import prefer_images, step_codes
 
+from dsocr.options import DEFAULT_NGRAM_WINDOW, VENDOR_NO_REPEAT_NGRAM
 from dsocr.vocab import KernelKind, Stage
 
 SEVERITY_HIGH, SEVERITY_MEDIUM, SEVERITY_LOW = "high", "medium", "low"
@@ -370,6 +371,60 @@ def roofline_distance(inputs: FindingInputs) -> list[dict[str, Any]]:
     return found
 
 
+#: Images a repetition_loop finding lists in its message (all are in its evidence).
+LOOP_IMAGES_SHOWN = 10
+
+
+def repetition_loop(inputs: FindingInputs) -> list[dict[str, Any]]:
+    """Images whose output ends in a repetition loop (capture's dsocr.loops.find_loop): the
+    tokens and the decode ms (reference clock) from each loop's start to the end of generation."""
+    ok = ok_predictions(inputs.predictions)
+    if "loop_start_step" not in ok.column_names:
+        return []
+    looped = ok.filter(pc.is_valid(ok["loop_start_step"]))
+    if looped.num_rows == 0:
+        return []
+    rows = looped.select(
+        ["image_index", "rank", "image_path", "generated_tokens", "stop_reason", "loop_start_step",
+         "loop_period_tokens", "loop_ms"]
+    ).to_pylist()  # fmt: skip
+    tokens = sum((row["generated_tokens"] or 0) - row["loop_start_step"] for row in rows)
+    loop_ms = sum(row["loop_ms"] or 0.0 for row in rows)
+    decode_ms = float(pc.sum(ok["decode_ms"]).as_py() or 0.0)
+    images = [
+        {
+            "image_index": row["image_index"],
+            "rank": row["rank"],
+            "image_path": row["image_path"],
+            "start_step": row["loop_start_step"],
+            "period_tokens": row["loop_period_tokens"],
+            "tokens": (row["generated_tokens"] or 0) - row["loop_start_step"],
+            "ms": row["loop_ms"],
+            "stop_reason": row["stop_reason"],
+        }
+        for row in rows
+    ]
+    shown = ", ".join(str(row["image_index"]) for row in rows[:LOOP_IMAGES_SHOWN])
+    more = f" and {len(rows) - LOOP_IMAGES_SHOWN} more" if len(rows) > LOOP_IMAGES_SHOWN else ""
+    share = f" ({_pct(loop_ms / decode_ms)} of all decode)" if decode_ms else ""
+    message = (
+        f"{len(rows)} image(s) end in a repetition loop (images {shown}{more}): {tokens} generated tokens"
+        f" and {loop_ms:.0f} ms of decode{share} repeat a unit of"
+        f" {min(row['loop_period_tokens'] for row in rows)}-{max(row['loop_period_tokens'] for row in rows)}"
+        f" tokens from the loop's start to the end. Try the vendor's guard, --no-repeat-ngram"
+        f" {VENDOR_NO_REPEAT_NGRAM} (--ngram-window {DEFAULT_NGRAM_WINDOW}), and compare outputs and decode"
+        " time; its effect is not measured here."
+    )
+    evidence = {
+        "images": images,
+        "loop_tokens": tokens,
+        "loop_ms": loop_ms,
+        "decode_ms": decode_ms,
+        "source": "predictions.loop_start_step, loop_period_tokens, loop_ms (capture's loop detector, reference clock)",
+    }
+    return [_finding("repetition_loop", loop_ms, message, evidence)]
+
+
 DETECTORS: tuple[Callable[[FindingInputs], list[dict[str, Any]]], ...] = (
     host_bound_decode,
     cold_steps,
@@ -380,6 +435,7 @@ DETECTORS: tuple[Callable[[FindingInputs], list[dict[str, Any]]], ...] = (
     outlier_images,
     profiler_overhead,
     roofline_distance,
+    repetition_loop,
 )
 
 

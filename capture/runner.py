@@ -13,8 +13,9 @@ import torch
 from dsocr.capture.attention import check_sdpa_backend, text_head_dim
 from dsocr.capture.config import CacheKind, CaptureConfig, SdpaBackend
 from dsocr.capture.distributed import Ranks, image_size_bytes, join, shard
-from dsocr.capture.images import ImageReadError, discover_images
+from dsocr.capture.images import ImageReadError
 from dsocr.capture.models import LoadedModel, load_model, resolve_family, resolve_prompt
+from dsocr.capture.pdf import discover_inputs
 from dsocr.capture.profile_image import ShapeHistory, check_backend_runs, failed_row, profile_image, warm_up
 from dsocr.capture.result import CaptureResult, OnImage, OnStart
 from dsocr.capture.run_record import WarningCollector, check_resumable, finish_record, start_record
@@ -123,7 +124,7 @@ def _user_images(config: CaptureConfig, previous: RunRecord | None) -> list[Path
     """The run's images when they come from the user or a resumed run; None means sample pages."""
     if previous is not None and previous.image_paths:
         return [Path(path) for path in previous.image_paths]
-    return discover_images(config.images) if config.images else None
+    return discover_inputs(config.images, config.page_selection) if config.images else None
 
 
 def _done_indices(run_dir: Path) -> set[int]:

@@ -27,6 +27,14 @@ DEFAULT_FULL_CHUNK_STEPS = 64
 DEFAULT_SEED = 0
 DEFAULT_GPUS = 1
 DEFAULT_WARMUP_TOKENS = 0
+#: PDF pages are rendered at this many dots per inch: the vendor's PDF script renders at 144.
+DEFAULT_DPI = 144
+#: ``--no-repeat-ngram``: the n-gram size of the vendor's vLLM recipe (off unless given).
+VENDOR_NO_REPEAT_NGRAM = 30
+#: ``--ngram-window``: how many of the latest generated tokens the guard searches (the vendor's 90).
+DEFAULT_NGRAM_WINDOW = 90
+#: ``--ngram-allow``: tokens the guard lets repeat (the vendor's: table cells).
+DEFAULT_NGRAM_ALLOW = ("<td>", "</td>")
 
 
 class ProfilerSessions(enum.StrEnum):

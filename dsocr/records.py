@@ -135,6 +135,15 @@ class ConfigRecord:
     cache: str | None = None
     #: ``auto`` or ``off`` (``--compile``); null in runs before it.
     compile: str | None = None
+    #: PDF pages' render resolution (``--dpi``) and the pages selected (``--pages``, null: all);
+    #: dpi null in runs before it.
+    dpi: int | None = None
+    pages: str | None = None
+    #: The no-repeat n-gram guard (``--no-repeat-ngram``; null: off), its window and the tokens
+    #: it lets repeat; window and allow null in runs before the option.
+    no_repeat_ngram: int | None = None
+    ngram_window: int | None = None
+    ngram_allow: tuple[str, ...] | None = None
 
     #: Options that change what is measured: a resumed run must match them.
     FINGERPRINT = (
@@ -154,6 +163,11 @@ class ConfigRecord:
         "with_flops",
         "cache",
         "compile",
+        "dpi",
+        "pages",
+        "no_repeat_ngram",
+        "ngram_window",
+        "ngram_allow",
     )
 
     def differing(self, other: ConfigRecord | None) -> list[str]:
@@ -184,6 +198,11 @@ class ConfigRecord:
             keep_kineto=reader.boolean("keep_kineto"),
             cache=reader.text("cache"),
             compile=reader.text("compile"),
+            dpi=reader.integer("dpi"),
+            pages=reader.text("pages"),
+            no_repeat_ngram=reader.integer("no_repeat_ngram"),
+            ngram_window=reader.integer("ngram_window"),
+            ngram_allow=reader.strings("ngram_allow"),
         )
 
 
@@ -368,3 +387,10 @@ class PredictionRow(_RequiredPredictionKeys, total=False):
     profiler_stop_ms: float | None
     profiler_export_ms: float | None
     compiled_graphs: int | None
+    source_path: str | None
+    page: int | None
+    page_count: int | None
+    render_ms: float | None
+    loop_start_step: int | None
+    loop_period_tokens: int | None
+    loop_ms: float | None
