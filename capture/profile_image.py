@@ -26,6 +26,7 @@ from dsocr.rundir import path_md5
 from dsocr.vocab import ImageStatus, StopReason
 
 KIB_PER_MIB = 1024
+BYTES_PER_MIB = 1024 * KIB_PER_MIB
 
 
 class ShapeHistory:
@@ -52,6 +53,14 @@ class ShapeHistory:
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KIB_PER_MIB
+
+
+def peak_gpu_mib(device: torch.device) -> float | None:
+    """Peak memory torch's caching allocator handed out on ``device`` in this process so far
+    (weights, cache, activations; not the allocator's reserve), or None off CUDA."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / BYTES_PER_MIB
 
 
 def failed_row(config: CaptureConfig, image_index: int, image_path: Path, error: str, rank: int) -> PredictionRow:
