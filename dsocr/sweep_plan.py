@@ -255,8 +255,9 @@ def sweep_command(
     if "max-new-tokens" not in vary:
         tokens = config.get("max_new_tokens")
         args += ["--max-new-tokens", "inf" if tokens is None else str(tokens)]
-    if config.get("seed"):
-        args += ["--seed", str(config["seed"])]
+    for key in ("seed", "warmup_tokens"):
+        if config.get(key):
+            args += [f"--{key.replace('_', '-')}", str(config[key])]
     for key, values in vary.items():
         args += ["--vary", f"{key}={','.join(values)}"]
     return shlex.join(args)
