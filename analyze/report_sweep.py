@@ -6,7 +6,6 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 #: A verdict as the table shows it beside a ratio.
 SHORT_VERDICT = {
@@ -33,36 +32,49 @@ def _ratio_cell(figure: dict[str, Any]) -> str:
     return f"{ratio:.3f}x ±{band:.3f} {word}".rstrip() if band is not None else f"{ratio:.3f}x"
 
 
-def sweep_rich_table(table: dict[str, Any]) -> Table:
-    """One row per variant: the baseline in its own units, every other variant as ratios with
-    their noise band and verdict; a variant that could not run shows its reason."""
+def _cells(row: dict[str, Any], figures: list[dict[str, Any]]) -> list[str]:
+    if row["baseline"]:
+        cells = [_value(row["figures"].get(f["name"], {}).get("baseline"), f["unit"]) for f in figures]
+        return [*cells, "(baseline)"]
+    cells = [_ratio_cell(row["figures"].get(f["name"], {})) for f in figures]
+    verdict = row["verdict"] or "no baseline to compare with"
+    if row["failed_runs"]:
+        verdict += f" ({len(row['failed_runs'])} run(s) failed)"
+    return [*cells, verdict]
+
+
+def sweep_lines(table: dict[str, Any]) -> list[str]:
+    """The table as plain lines, one per variant: the baseline in its own units, every other
+    variant as ratios with their noise band and verdict. A variant that could not run is one line
+    with its reason in place of its figures (never wrapped into a column)."""
     figures = table["figures"]
-    grid = Table(title=f"dsocr sweep {escape(table['sweep_dir'])}", title_justify="left")
-    grid.add_column("variant")
-    grid.add_column("runs", justify="right")
-    for figure in figures:
-        grid.add_column(figure["label"], justify="right")
-    grid.add_column("verdict")
+    header = ["variant", "runs", *(figure["label"] for figure in figures), "verdict"]
+    rows = [
+        [row["variant"], str(len(row["runs"])), *_cells(row, figures)] for row in table["variants"] if not row["reason"]
+    ]
+    widths = [max(len(line[index]) for line in [header, *rows]) for index in range(len(header))]
+    widths[0] = max(widths[0], *(len(row["variant"]) for row in table["variants"]))
+
+    def line(cells: list[str]) -> str:
+        left = [cells[0].ljust(widths[0])]
+        return "  ".join(left + [cell.rjust(width) for cell, width in zip(cells[1:-1], widths[1:-1], strict=True)]
+                         + [cells[-1]]).rstrip()  # fmt: skip
+
+    lines = [line(header)]
     for row in table["variants"]:
-        name = escape(row["variant"]) + (" (baseline)" if row["baseline"] else "")
-        runs = str(len(row["runs"]))
-        if row["reason"] is not None:
-            grid.add_row(name, runs, *["-"] * len(figures), escape(f"cannot run: {row['reason']}"))
-            continue
-        if row["baseline"]:
-            cells = [_value(row["figures"].get(f["name"], {}).get("baseline"), f["unit"]) for f in figures]
+        if row["reason"]:
+            prefix = f"{row['variant'].ljust(widths[0])}  {'0'.rjust(widths[1])}  "
+            lines.append(f"{prefix}cannot run: {row['reason']}")
         else:
-            cells = [_ratio_cell(row["figures"].get(f["name"], {})) for f in figures]
-        verdict = row["verdict"] or ("" if row["baseline"] else "no baseline to compare with")
-        if row["failed_runs"]:
-            verdict += f" ({len(row['failed_runs'])} run(s) failed)"
-        grid.add_row(name, runs, *cells, verdict)
-    return grid
+            lines.append(line([row["variant"], str(len(row["runs"])), *_cells(row, figures)]))
+    return lines
 
 
 def print_sweep(table: dict[str, Any], console: Console) -> None:
     """The sweep table and how to read it."""
-    console.print(sweep_rich_table(table))
+    console.print(f"dsocr sweep {table['sweep_dir']}", markup=False, highlight=False)
+    for line in sweep_lines(table):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     console.print(
         f"ratios: variant / baseline (medians); ± the noise band (dsocr compare's rule) from "
         f"{table['repeats']} repeat(s) x {table['images']} page(s); capture --profile {table['profile']}; "
