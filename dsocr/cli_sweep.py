@@ -9,26 +9,17 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from dsocr._app import JsonOption, app
 from dsocr.errors import BadInputError, DsocrError, RunDirError
-from dsocr.sweep_plan import (
-    STATUS_OK,
-    SWEEP_OWNED,
-    VARY_CANDIDATES,
-    PlannedRun,
-    SweepManifest,
-    is_sweep_dir,
-    parse_vary,
-    plan_runs,
-    plan_variants,
-    read_manifest,
-    write_manifest,
-)
+from dsocr.options import SWEEP_OWNED, VARY_CANDIDATES
 from dsocr.vocab import ProfileMode
+
+if TYPE_CHECKING:
+    from dsocr.sweep_plan import PlannedRun, SweepManifest
 
 SAMPLES_DIR = "samples"
 #: Columns of the table when the output is not a terminal.
@@ -100,6 +91,8 @@ def _plan(
     capture_tokens: list[str], vary_texts: list[str], *, one_at_a_time: bool, repeats: int, profile: str
 ) -> tuple[SweepManifest, typer.Context]:
     """The sweep's manifest (its pages not yet resolved) and capture's parse of the passed arguments."""
+    from dsocr.sweep_plan import SweepManifest, parse_vary, plan_runs, plan_variants
+
     capture = _capture_command()
     vary = parse_vary(vary_texts, varyable_options(capture))
     parsed = _parse_capture(capture, capture_tokens)
@@ -133,10 +126,15 @@ def _same_plan(old: SweepManifest, new: SweepManifest) -> bool:
 
 def _start(out: Path, manifest: SweepManifest, parsed: typer.Context, *, resume: bool) -> SweepManifest:
     """The manifest to run: a new sweep in an empty --out, or (``--resume``) the one already there."""
+    from dsocr.sweep_plan import is_sweep_dir, read_manifest, write_manifest
+
     if is_sweep_dir(out):
         if not resume:
             raise RunDirError(f"--out {out} already holds a sweep: pass --resume to finish it, or another --out")
         previous = read_manifest(out)
+        given = parsed.params.get("images")
+        if given and _images(parsed, out) != previous.images:
+            raise RunDirError(f"--out {out} holds a sweep of other pages: drop the page arguments, or another --out")
         if not _same_plan(previous, manifest):
             raise RunDirError(f"--out {out} holds a different sweep (options or --vary differ); use another --out")
         return previous
@@ -149,6 +147,8 @@ def _start(out: Path, manifest: SweepManifest, parsed: typer.Context, *, resume:
 
 
 def _progress(total: int) -> Any:
+    from dsocr.sweep_plan import STATUS_OK
+
     def report(run: PlannedRun) -> None:
         state = "ok" if run.status == STATUS_OK else f"cannot run: {run.reason}"
         typer.echo(f"[{run.order + 1}/{total}] {run.variant} #{run.repeat}: {state} ({run.seconds:.1f} s)", err=True)

@@ -21,24 +21,13 @@ from typing import Any
 from dsocr import rundir
 from dsocr.errors import BadInputError, RunDirError, SchemaMismatchError
 from dsocr.options import DEFAULT_PROMPT, CacheKind, CompileMode, SdpaBackend
+from dsocr.options import SWEEP_OWNED as SWEEP_OWNED
+from dsocr.options import VARY_CANDIDATES as VARY_CANDIDATES
 from dsocr.schema import SCHEMA_VERSION
 
 SWEEP_JSON = "sweep.json"
 RUNS_DIR = "runs"
 SWEEP_KIND = "sweep"
-#: The capture options a sweep may vary: those that change how the model runs. The CLI keeps
-#: only those `dsocr capture` has (an option another version lacks is not offered).
-VARY_CANDIDATES = (
-    "cache",
-    "compile",
-    "sdpa-backend",
-    "attn-implementation",
-    "dtype",
-    "no-repeat-ngram",
-    "max-new-tokens",
-)
-#: The options the sweep sets itself on every capture: a --vary or a passed option cannot name them.
-SWEEP_OWNED = ("out", "profile", "resume")
 BASELINE = "baseline"
 #: Capture defaults a proposed command leaves out (run.json records every value, defaults too).
 CAPTURE_DEFAULTS = {

@@ -198,6 +198,9 @@ def test_resume_runs_only_what_did_not_finish(swept: tuple[Path, dict[str, Any]]
     other = sweep(*read_manifest(out).images, "--out", out, "--max-new-tokens", "4",
                   "--vary", "sdpa-backend=auto,math", "--repeats", "2", "--resume")  # fmt: skip
     assert other.exit_code == 1 and "holds a different sweep" in other.output
+    pages = sweep(read_manifest(out).images[0], "--out", out, "--max-new-tokens", TOKENS,
+                  "--vary", "sdpa-backend=auto,math", "--repeats", "2", "--resume")  # fmt: skip
+    assert pages.exit_code == 1 and "holds a sweep of other pages" in pages.output
     resumed = sweep(*read_manifest(out).images, "--out", out, "--max-new-tokens", TOKENS,
                     "--vary", "sdpa-backend=auto,math", "--repeats", "2", "--resume", "--json")  # fmt: skip
     assert resumed.exit_code == 0, resumed.output
@@ -249,3 +252,18 @@ def test_sweep_command_keeps_the_run_options_and_quotes_paths() -> None:
         "dsocr sweep '/p/a b.png' --out runs/x.sweep-cache --model '/m dir/x.json' --device cuda --dtype bf16 "
         "--sdpa-backend cudnn --max-new-tokens inf --warmup-tokens 8 --vary cache=dynamic,static"
     )
+
+
+def test_report_renders_a_sweep_directory_as_one_page(swept: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    out, table = swept
+    page = tmp_path / "sweep.html"
+    result = CliRunner().invoke(app, ["report", str(out), "--out", str(page)])
+    assert result.exit_code == 0, result.output
+    text = page.read_text(encoding="utf-8")
+    assert "Variants against the baseline" in text and "Ratio per variant" in text
+    cell = _row(table, OTHER)["figures"]["ttft_ms"]
+    # The page's numbers are the table's: the ratio and band in the table, the point in the plot.
+    assert f"{cell['ratio']:.3f}x ±{cell['band']:.3f}" in text
+    assert json.dumps(cell["ratio"])[:8] in text
+    refused = CliRunner().invoke(app, ["report", str(out), "--against", str(out)])
+    assert refused.exit_code == 1 and refused.output.startswith("Error: --against compares two runs")
