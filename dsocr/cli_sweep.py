@@ -156,7 +156,10 @@ def _progress(total: int) -> Any:
     return report
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(
+    options_metavar="[IMAGES]... [OPTIONS] [CAPTURE OPTIONS]",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
 def sweep(
     ctx: typer.Context,
     out: Annotated[

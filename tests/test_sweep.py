@@ -267,3 +267,24 @@ def test_report_renders_a_sweep_directory_as_one_page(swept: tuple[Path, dict[st
     assert json.dumps(cell["ratio"])[:8] in text
     refused = CliRunner().invoke(app, ["report", str(out), "--against", str(out)])
     assert refused.exit_code == 1 and refused.output.startswith("Error: --against compares two runs")
+
+
+@pytest.mark.gpu
+def test_on_cuda_the_static_cache_has_a_memory_ratio(sample_pages: list[Path], tmp_path: Path) -> None:
+    """On a GPU every run records its allocator peak, and the sweep compares it (a static cache
+    holds the whole length from the start)."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    out = tmp_path / "s"
+    result = sweep(sample_pages[0], "--out", out, "--device", "cuda", "--max-new-tokens", "8",
+                   "--vary", "cache=dynamic,static", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    table = json.loads(result.stdout)
+    for row in table["variants"]:
+        (run_dir,) = row["runs"]
+        (rank,) = rundir.read_run_json(out / run_dir).ranks or ()
+        assert rank.peak_gpu_mib is not None and rank.peak_gpu_mib > 0
+    memory = _row(table, "cache=static")["figures"]["peak_gpu_mib"]
+    assert memory["ratio"] == pytest.approx(memory["value"] / memory["baseline"])
+    assert memory["verdict"] in ("higher", "lower", "same within noise")
