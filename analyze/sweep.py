@@ -18,9 +18,12 @@ from dsocr.analyze.compare import _md5 as image_keys
 from dsocr.analyze.runner import analyze_run
 
 from dsocr import rundir
+from dsocr.errors import DsocrError
 from dsocr.sweep_plan import STATUS_OK, SweepManifest, Variant, read_manifest
 
 MIXED = "mixed"
+#: A run that captured but whose analysis failed (its reason says why); sweep.json is not changed.
+STATUS_UNREADABLE = "unreadable"
 PER_IMAGE, PER_RUN = "image", "run"
 
 
@@ -148,8 +151,13 @@ def sweep_table(sweep_dir: Path) -> dict[str, Any]:
     manifest = read_manifest(sweep_dir)
     figures: dict[str, dict[int, RunFigures]] = {}
     for run in manifest.runs:
-        if run.status == STATUS_OK:
+        if run.status != STATUS_OK:
+            continue
+        try:
             figures.setdefault(run.variant, {})[run.repeat] = run_figures(sweep_dir / run.run_dir)
+        except DsocrError as exc:
+            # A run that captured but cannot be analyzed (removed, damaged) is that run's failure alone.
+            run.status, run.reason = STATUS_UNREADABLE, f"analyze: {exc}"
     return {
         "sweep_dir": str(sweep_dir),
         "baseline": manifest.baseline.name,

@@ -288,3 +288,18 @@ def test_on_cuda_the_static_cache_has_a_memory_ratio(sample_pages: list[Path], t
     memory = _row(table, "cache=static")["figures"]["peak_gpu_mib"]
     assert memory["ratio"] == pytest.approx(memory["value"] / memory["baseline"])
     assert memory["verdict"] in ("higher", "lower", "same within noise")
+
+
+def test_a_run_that_cannot_be_analyzed_is_that_runs_failure(swept: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    from dsocr.analyze.sweep import sweep_table
+
+    source, table = swept
+    out = tmp_path / "copy"
+    shutil.copytree(source, out)
+    broken = _row(table, OTHER)["runs"][1]
+    (out / broken / "run.json").unlink()
+    row = _row(sweep_table(out), OTHER)
+    assert row["runs"] == [_row(table, OTHER)["runs"][0]] and row["reason"] is None
+    (failed,) = row["failed_runs"]
+    assert failed["run_dir"] == broken and failed["reason"].startswith("analyze: ") and "run.json" in failed["reason"]
+    assert row["figures"]["ttft_ms"]["ratio"] is not None  # the other repeat still compares
