@@ -17,6 +17,10 @@ SHORT_VERDICT = {
 }
 
 
+#: Marks a band that is compare's noise floor alone: one value a side, no spread measured.
+FLOOR_MARK = "*"
+
+
 def _value(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
@@ -29,7 +33,8 @@ def _ratio_cell(figure: dict[str, Any]) -> str:
     if ratio is None:
         return "-"
     word = SHORT_VERDICT.get(figure.get("verdict") or "", "")
-    return f"{ratio:.3f}x ±{band:.3f} {word}".rstrip() if band is not None else f"{ratio:.3f}x"
+    floor = "" if figure.get("band_measured") else FLOOR_MARK
+    return f"{ratio:.3f}x ±{band:.3f}{floor} {word}".rstrip() if band is not None else f"{ratio:.3f}x"
 
 
 def _cells(row: dict[str, Any], figures: list[dict[str, Any]]) -> list[str]:
@@ -81,3 +86,15 @@ def print_sweep(table: dict[str, Any], console: Console) -> None:
         f"run order: {escape(', '.join(table['order']))}",
         highlight=False,
     )
+    if any(
+        cell.get("ratio") is not None and not cell.get("band_measured")
+        for row in table["variants"]
+        if not row["baseline"]
+        for cell in row["figures"].values()
+    ):
+        console.print(
+            f"{FLOOR_MARK} one value a side: the band is the noise floor alone, no spread was measured "
+            "(more pages or --repeats measure one)",
+            highlight=False,
+            markup=False,
+        )

@@ -103,6 +103,8 @@ def compare_figure(base: dict[str, float], other: dict[str, float], figure: Swee
         "verdict": result["verdict"],
         "samples": len(other),
         "paired": same_keys,
+        # With one value a side there is no spread to measure: the band is compare's floor alone.
+        "band_measured": (len(paired) if paired is not None else min(len(base), len(other))) > 1,
     }
 
 

@@ -91,7 +91,8 @@ def table_html(table: dict[str, Any]) -> str:
             elif cell.get("ratio") is None:
                 cells.append(f"<td>{esc(None)}</td>")
             else:
-                cells.append(f"<td>{cell['ratio']:.3f}x ±{cell['band']:.3f} {esc(cell['verdict'])}</td>")
+                floor = "" if cell.get("band_measured") else "*"
+                cells.append(f"<td>{cell['ratio']:.3f}x ±{cell['band']:.3f}{floor} {esc(cell['verdict'])}</td>")
         verdict = "baseline" if row["baseline"] else row["verdict"]
         rows.append(f"<tr>{name}{''.join(cells)}<td>{esc(verdict)}</td></tr>")
     return f"<table><thead><tr><th>variant</th><th>runs</th>{head}<th>verdict</th></tr></thead>{''.join(rows)}</table>"
@@ -115,7 +116,8 @@ def build_sweep_report(sweep_dir: Path, table: dict[str, Any], *, output: Path |
     path = output or default_sweep_output(sweep_dir)
     intro = (
         f"Ratios: variant / baseline, medians over {table['repeats']} repeat(s) x {table['images']} page(s), "
-        f"captures under --profile {html.escape(table['profile'])}; the band is dsocr compare's noise rule."
+        f"captures under --profile {html.escape(table['profile'])}; the band is dsocr compare's noise rule "
+        "(* one value a side: the band is its noise floor alone, no spread was measured)."
     )
     sections = [
         Section("Variants against the baseline", table_html(table), intro=intro),

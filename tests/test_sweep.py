@@ -102,6 +102,7 @@ def test_two_variant_sweep_writes_both_runs_and_ratios_of_their_own_figures(
         assert figures[name]["value"] == pytest.approx(other)
         assert figures[name]["ratio"] == pytest.approx(other / base)
         assert figures[name]["band"] >= 0.02  # compare's noise floor at least
+        assert figures[name]["band_measured"]  # two pages x two repeats, or two repeats
         assert figures[name]["verdict"] in ("faster", "slower", "same within noise")
     assert figures["peak_gpu_mib"]["ratio"] is None  # no GPU here: no memory figure, not a made-up one
 
@@ -167,7 +168,8 @@ def test_an_impossible_variant_is_one_row_and_the_others_run(sample_pages: list[
     lines = [line for line in result.stdout.splitlines() if line.startswith("sdpa-backend=cudnn")]
     assert len(lines) == 1 and "cannot run: --sdpa-backend cudnn: torch has no such kernel for cpu" in lines[0]
     math_line = next(line for line in result.stdout.splitlines() if line.startswith("sdpa-backend=math"))
-    assert "x ±" in math_line  # the variant after the impossible one ran and has its ratios
+    assert "x ±0.020* " in math_line  # the variant after the impossible one ran and has its ratios
+    assert "* one value a side: the band is the noise floor alone" in result.stdout  # one page, one repeat
     assert "sdpa-backend=cudnn #1: cannot run" in result.stderr
 
 
