@@ -29,6 +29,7 @@ from dsocr.rundir import path_md5
 from dsocr.vocab import ImageStatus, StopReason
 
 KIB_PER_MIB = 1024
+BYTES_PER_MIB = 1024 * KIB_PER_MIB
 
 
 class ShapeHistory:
@@ -77,6 +78,14 @@ def _source_columns(image_path: Path) -> PredictionRow:
     if key is not None:
         return {"source_path": str(key[0]), "page": key[1]}  # type: ignore[typeddict-item]
     return {"source_path": str(image_path)} if is_pdf(image_path) else {}  # type: ignore[typeddict-item]
+
+
+def peak_gpu_mib(device: torch.device) -> float | None:
+    """Peak memory torch's caching allocator handed out on ``device`` in this process so far
+    (weights, cache, activations; not the allocator's reserve), or None off CUDA."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / BYTES_PER_MIB
 
 
 def failed_row(config: CaptureConfig, image_index: int, image_path: Path, error: str, rank: int) -> PredictionRow:

@@ -16,7 +16,14 @@ from dsocr.capture.distributed import Ranks, image_size_bytes, join, shard
 from dsocr.capture.images import ImageReadError
 from dsocr.capture.models import LoadedModel, load_model, resolve_family, resolve_prompt
 from dsocr.capture.pdf import discover_inputs
-from dsocr.capture.profile_image import ShapeHistory, check_backend_runs, failed_row, profile_image, warm_up
+from dsocr.capture.profile_image import (
+    ShapeHistory,
+    check_backend_runs,
+    failed_row,
+    peak_gpu_mib,
+    profile_image,
+    warm_up,
+)
 from dsocr.capture.result import CaptureResult, OnImage, OnStart
 from dsocr.capture.run_record import WarningCollector, check_resumable, finish_record, start_record
 from dsocr.capture.samples import sample_image_paths, write_sample_images
@@ -337,7 +344,10 @@ def _run(config: CaptureConfig, callbacks: _Callbacks, loaded: LoadedModel | Non
                 f"interrupted; finished images are kept, continue with --resume --out {run_dir}"
             ) from None
         rank_seconds = time.perf_counter() - loop_start
-        per_rank = ranks.gather(RankRecord(rank=ranks.rank, images=len(rows), capture_seconds=rank_seconds))
+        mine_record = RankRecord(
+            rank=ranks.rank, images=len(rows), capture_seconds=rank_seconds, peak_gpu_mib=peak_gpu_mib(loaded.device)
+        )
+        per_rank = ranks.gather(mine_record)
         if ranks.is_leader:
             table = finalize_predictions(run_dir)
             statuses = table.column("status").to_pylist()

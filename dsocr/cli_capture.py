@@ -67,17 +67,18 @@ def _given_options(ctx: typer.Context) -> frozenset[str]:
     return frozenset(param.opts[0].lstrip("-").replace("-", "_") for param in ctx.command.params if param.name in given)
 
 
-def _argv_from(ctx: typer.Context, out: Path) -> list[str]:
-    """This capture command as given, minus --gpus, with --out explicit: what every rank runs.
-
-    Defaults stay off the command line: each rank applies the same default, or under --resume
-    the run's recorded value, as this process did.
-    """
-    argv = ["capture", *(ctx.params.get("images") or [])]
+def given_argv(ctx: typer.Context, *, leave_out: tuple[str, ...] = (), values: dict | None = None) -> list[str]:
+    """The options of ``ctx`` the user gave, as command-line arguments, less the parameters named
+    in ``leave_out`` (the image arguments are never included); ``values`` adds parameters with
+    the value to pass (given or not)."""
+    values = values or {}
     given = _given(ctx)
+    argv: list[str] = []
     for param in ctx.command.params:
-        value = out if param.name == "out" else ctx.params.get(param.name)
-        if param.name in ("images", "gpus") or value is None or (param.name != "out" and param.name not in given):
+        value = values.get(param.name, ctx.params.get(param.name))
+        if param.name == "images" or param.name in leave_out or value is None:
+            continue
+        if param.name not in given and param.name not in values:
             continue
         flag = param.opts[0]
         if isinstance(value, bool):
@@ -87,6 +88,15 @@ def _argv_from(ctx: typer.Context, out: Path) -> list[str]:
         else:
             argv += [flag, str(value.value if isinstance(value, enum.Enum) else value)]
     return argv
+
+
+def _argv_from(ctx: typer.Context, out: Path) -> list[str]:
+    """This capture command as given, minus --gpus, with --out explicit: what every rank runs.
+
+    Defaults stay off the command line: each rank applies the same default, or under --resume
+    the run's recorded value, as this process did.
+    """
+    return ["capture", *(ctx.params.get("images") or []), *given_argv(ctx, leave_out=("gpus",), values={"out": out})]
 
 
 def _missing_extra(exc: ImportError) -> MissingExtraError:

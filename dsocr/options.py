@@ -81,6 +81,21 @@ class DType(enum.StrEnum):
     fp32 = "fp32"
 
 
+# ---- sweep ----
+#: The capture options `dsocr sweep --vary` may name: those that change how the model runs. The
+#: CLI offers only those this `dsocr capture` has (an option a version lacks is left out).
+VARY_CANDIDATES = (
+    "cache",
+    "compile",
+    "sdpa-backend",
+    "attn-implementation",
+    "dtype",
+    "no-repeat-ngram",
+    "max-new-tokens",
+)
+#: Options every capture of a sweep gets from the sweep itself: none may be passed or varied.
+SWEEP_OWNED = ("out", "profile", "resume")
+
 # ---- analyze ----
 #: Kernels and operators kept per stage and kind (``--top``).
 DEFAULT_TOP = 10

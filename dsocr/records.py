@@ -250,6 +250,9 @@ class RankRecord:
     rank: int
     images: int
     capture_seconds: float | None = None
+    #: Peak memory torch's allocator handed out on the rank's GPU (MiB, whole process: warm-up and
+    #: compilation included); null off CUDA.
+    peak_gpu_mib: float | None = None
 
     @classmethod
     def from_json(cls, reader: JsonReader) -> RankRecord:
@@ -257,6 +260,7 @@ class RankRecord:
             rank=reader.integer("rank", required=True),
             images=reader.integer("images", required=True),
             capture_seconds=reader.number("capture_seconds"),
+            peak_gpu_mib=reader.number("peak_gpu_mib"),
         )
 
 
