@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from dsocr.capture.config import CacheKind, CaptureConfig, SdpaBackend
 from dsocr.capture.distributed import Ranks, image_size_bytes, join, shard
 from dsocr.capture.images import ImageReadError, discover_images
 from dsocr.capture.models import LoadedModel, load_model, resolve_family, resolve_prompt
+from dsocr.capture.outdir import SAMPLES_DIR, capture_lock, check_run_dir
 from dsocr.capture.profile_image import ShapeHistory, check_backend_runs, failed_row, profile_image, warm_up
 from dsocr.capture.result import CaptureResult, OnImage, OnStart
 from dsocr.capture.run_record import WarningCollector, check_resumable, finish_record, start_record
@@ -28,6 +29,7 @@ from dsocr.records import PredictionRow, RankRecord, RunRecord
 from dsocr.rundir import (
     CAPTURE_LOG,
     PENDING_DIR,
+    RUN_JSON,
     TRACE_DIR,
     finalize_predictions,
     read_predictions,
@@ -40,7 +42,6 @@ from dsocr.vocab import ImageStatus, ProfileMode, RunStatus
 
 log = logging.getLogger(__package__)
 
-SAMPLES_DIR = "samples"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -254,7 +255,9 @@ def run(
         try:
             ranks = join(config.device.value)
             try:
-                return _run(config, _Callbacks(on_start, on_image), loaded, ranks)
+                with ExitStack() as held:
+                    lock = _RunLock(config.out, held)
+                    return _run(config, _Callbacks(on_start, on_image), loaded, ranks, lock)
             finally:
                 ranks.close()
         except KeyboardInterrupt:
@@ -262,9 +265,28 @@ def run(
             raise CaptureInterrupted(f"interrupted before the first image; {config.out} is unchanged") from None
 
 
-def _prepare_run_dir(run_dir: Path) -> list[Path]:
-    """Create the run directory, and clear what a killed capture left half-written in it."""
+@dataclass
+class _RunLock:
+    """The run's capture lock (leader only), taken once and released when the capture returns."""
+
+    run_dir: Path
+    stack: ExitStack
+    taken: bool = False
+
+    def take(self) -> None:
+        if not self.taken:
+            self.stack.enter_context(capture_lock(self.run_dir))
+            self.taken = True
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool, lock: _RunLock) -> list[Path]:
+    """Create the run directory under its capture lock, and clear what a killed capture left
+    half-written in it. A new run's folder is checked again once locked: another capture may
+    have started a run there since this one's first check."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    if not lock.taken:
+        lock.take()
+        check_run_dir(run_dir, resume=resume)
     return remove_stale_temporaries(run_dir)
 
 
@@ -276,8 +298,12 @@ def _interrupted(record: RunRecord, run_dir: Path, warnings: list[str]) -> RunRe
     return replace(record, status=RunStatus.interrupted, images=counts, warnings=tuple(warnings))
 
 
-def _run(config: CaptureConfig, callbacks: _Callbacks, loaded: LoadedModel | None, ranks: Ranks) -> CaptureResult:
+def _run(
+    config: CaptureConfig, callbacks: _Callbacks, loaded: LoadedModel | None, ranks: Ranks, lock: _RunLock
+) -> CaptureResult:
     run_dir = config.out
+    if ranks.is_leader and (run_dir / RUN_JSON).is_file():
+        lock.take()  # before anything of the run is read: a second capture must not read it half-done
     # Everything that can reject the command runs before the first byte is written.
     # The prompt first: no --prompt means the model family's default (the family is read from
     # the model's config.json, no weights), and run.json records the prompt that runs.
@@ -293,7 +319,7 @@ def _run(config: CaptureConfig, callbacks: _Callbacks, loaded: LoadedModel | Non
     ranks.barrier()  # every rank has checked --out before rank 0 writes into it
     stale: list[Path] = []
     if ranks.is_leader:
-        stale = _prepare_run_dir(run_dir)
+        stale = _prepare_run_dir(run_dir, config.resume, lock)
         images = images or write_sample_images(run_dir / SAMPLES_DIR)
     ranks.barrier()
     # Absolute paths in run.json and the rows: emit and analyze may run from another directory.

@@ -469,7 +469,7 @@ def test_model_jsons_that_are_not_an_architecture_are_one_line(tmp_path: Path, s
     cases = {
         array: f"Error: {array}: not a JSON config (a JSON object expected)",
         string_text: f"Error: {string_text}: not a usable deepseek_ocr2 architecture (ValueError: ",
-        negative: f"Error: {negative}: not a usable deepseek_ocr2 architecture (RuntimeError: ",
+        negative: f"Error: {negative}: text_config.hidden_size must be an integer >= 1, got -8",
     }
     for model, message in cases.items():
         result = run_capture(sample_pages[0], "--out", tmp_path / "run", "--model", model)
