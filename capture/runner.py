@@ -32,6 +32,7 @@ from dsocr.rundir import (
     RUN_JSON,
     TRACE_DIR,
     finalize_predictions,
+    make_folder,
     read_predictions,
     remove_stale_temporaries,
     resolved,
@@ -283,7 +284,7 @@ def _prepare_run_dir(run_dir: Path, resume: bool, lock: _RunLock) -> list[Path]:
     """Create the run directory under its capture lock, and clear what a killed capture left
     half-written in it. A new run's folder is checked again once locked: another capture may
     have started a run there since this one's first check."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(run_dir)  # one line where it cannot be made (--out /proc/x, read-only)
     if not lock.taken:
         lock.take()
         check_run_dir(run_dir, resume=resume)

@@ -474,3 +474,11 @@ def test_warmup_is_capped_at_the_room_the_prompt_leaves(tmp_path: Path, sample_p
     result = run_capture(sample_pages[0], "--warmup-tokens", "1279", "--out", run_dir, *TWO_TOKENS)
     assert result.exit_code == 0, result.output
     assert "warm-up skipped" not in (run_dir / "capture.log").read_text()
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_out_under_proc_is_one_line(tmp_path: Path, sample_pages: list[Path]) -> None:
+    result = run_capture(sample_pages[0], "--out", "/proc/dsocr-x", *TWO_TOKENS)
+    assert result.exit_code == 1
+    line = _one_error_line(result.output)
+    assert line.startswith("Error: ") and "/proc" in line
