@@ -224,7 +224,8 @@ def _image_error(image_index: int, image_path: Path, exc: Exception) -> str:
     """The failed row's one-line reason; capture.log keeps the traceback of an unexpected error."""
     expected = isinstance(exc, ImageReadError | BadInputError)
     if expected:
-        message = str(exc)
+        # Every row's reason starts with its image, as the file-level ones already do.
+        message = str(exc) if str(exc).startswith(str(image_path)) else f"{image_path}: {exc}"
     elif isinstance(exc, torch.cuda.OutOfMemoryError):
         torch.cuda.empty_cache()
         message = f"{image_path}: CUDA out of memory"

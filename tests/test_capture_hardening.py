@@ -71,10 +71,11 @@ def test_an_image_the_processor_cannot_resize_is_a_failed_row_and_resume_goes_on
     for name in ("tall.png", "wide.png"):
         error = rows[name]["error"]
         assert rows[name]["status"] == "failed" and rows[name]["stop_reason"] == "error"
-        assert error.startswith(f"{tmp_path / 'images' / name}: ValueError: ") and "\n" not in error
+        assert error.startswith(f"{tmp_path / 'images' / name}: ") and "\n" not in error
+        assert "aspect ratio too extreme" in error and "the limit is under 2048:1" in error
     record = read_run_json(run_dir)
     assert record.status == "complete" and record.images == ImageCounts(total=3, ok=1, failed=2)
-    assert "Traceback" in (run_dir / "capture.log").read_text()  # the log keeps what the row shortens
+    assert rows["tall.png"]["error"] in (run_dir / "capture.log").read_text()  # an expected failure: no traceback
 
     # --resume retries the failed images (documented) and finishes again instead of stopping on them.
     again = run_capture("--resume", "--out", run_dir)
@@ -137,7 +138,7 @@ def test_no_image_succeeding_exits_non_zero_with_one_line(tmp_path: Path) -> Non
     assert "Traceback" not in result.output
     record = read_run_json(run_dir)
     assert record.status == "complete" and record.images == ImageCounts(total=2, ok=0, failed=2)
-    assert [warning for warning in record.warnings if warning.startswith("warm-up skipped: ValueError: ")]
+    assert [warning for warning in record.warnings if "warm-up skipped: " in warning and "aspect ratio" in warning]
 
 
 # ---- 2. stale temporaries ----

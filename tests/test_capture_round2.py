@@ -482,3 +482,15 @@ def test_an_out_under_proc_is_one_line(tmp_path: Path, sample_pages: list[Path])
     assert result.exit_code == 1
     line = _one_error_line(result.output)
     assert line.startswith("Error: ") and "/proc" in line
+
+
+def test_a_page_too_thin_for_the_processor_names_the_limit(tmp_path: Path, sample_pages: list[Path]) -> None:
+    thin = tmp_path / "thin.png"
+    Image.new("RGB", (1, 5000), "white").save(thin)
+    run_dir = tmp_path / "run"
+    result = run_capture(thin, sample_pages[0], "--out", run_dir, *TWO_TOKENS)
+    assert result.exit_code == 0, result.output
+    assert _rows(run_dir)["thin.png"]["error"] == (
+        f"{thin}: 1x5000: aspect ratio too extreme (5000:1; the limit is under 2048:1, "
+        "as the processor scales the long side to 1024 pixels)"
+    )
