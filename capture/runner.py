@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Iterator
@@ -104,10 +105,18 @@ def _log_path(run_dir: Path, rank: int) -> Path:
     return run_dir / (CAPTURE_LOG if rank == 0 else f"capture-rank{rank}.log")
 
 
+class _LogFileHandler(logging.FileHandler):
+    """capture.log: a line that cannot be written (a full disk) is lost, not printed to the
+    terminal as logging's own traceback; the error that stops the run says why, in one line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 @contextmanager
 def _logging_to(run_dir: Path, warnings: list[str], rank: int) -> Iterator[None]:
     """The run's own log file and run.json's warnings; showing them on a terminal is the caller's."""
-    file_handler = logging.FileHandler(_log_path(run_dir, rank), encoding="utf-8")
+    file_handler = _LogFileHandler(_log_path(run_dir, rank), encoding="utf-8")
     file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handlers = [file_handler, WarningCollector(warnings)]
     log.setLevel(logging.INFO)
@@ -300,6 +309,25 @@ def _interrupted(record: RunRecord, run_dir: Path, warnings: list[str]) -> RunRe
     return replace(record, status=RunStatus.interrupted, images=counts, warnings=tuple(warnings))
 
 
+def _record_stop(record: RunRecord, run_dir: Path, warnings: list[str], ranks: Ranks, exc: OSError) -> None:
+    """run.json of a run that a failed write stopped (a full disk): ``interrupted`` with every
+    finished image counted, so that --resume continues it once there is room, not ``running``
+    forever. Should run.json itself not fit, the previous one stays whole (atomic rename)."""
+    log.error("stopped: %s", exc)
+    if not ranks.is_leader:
+        return
+    if ranks.world_size == 1:
+        # The half-written files of this run's own writers (a trace export cut short) take the
+        # room run.json needs; no other process writes this run (one rank, its converter closed).
+        remove_stale_temporaries(run_dir)
+    gc.collect()  # a profiler left in a traceback's frames keeps its export file, and its room, open
+    try:
+        # The warnings hold the "stopped:" line already: the collector keeps ERROR records too.
+        write_run_json(run_dir, _interrupted(record, run_dir, warnings))
+    except DsocrError as second:
+        log.error("run.json not updated: %s", second)
+
+
 def _run(
     config: CaptureConfig, callbacks: _Callbacks, loaded: LoadedModel | None, ranks: Ranks, lock: _RunLock
 ) -> CaptureResult:
@@ -363,10 +391,17 @@ def _run(
             raise CaptureInterrupted(
                 f"interrupted; finished images are kept, continue with --resume --out {run_dir}"
             ) from None
+        except OSError as exc:  # OutputError, or a library writer's own (a full disk)
+            _record_stop(record, run_dir, warnings, ranks, exc)
+            raise
         rank_seconds = time.perf_counter() - loop_start
         per_rank = ranks.gather(RankRecord(rank=ranks.rank, images=len(rows), capture_seconds=rank_seconds))
         if ranks.is_leader:
-            table = finalize_predictions(run_dir)
+            try:
+                table = finalize_predictions(run_dir)
+            except OSError as exc:
+                _record_stop(record, run_dir, warnings, ranks, exc)
+                raise
             statuses = table.column("status").to_pylist()
             ok = statuses.count(ImageStatus.ok)
             finished = finish_record(

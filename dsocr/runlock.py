@@ -55,8 +55,11 @@ def run_lock(run_dir: Path, lock_name: str, command: str, *, again: str) -> Iter
             raise RunDirError(
                 f"{run_dir}: another dsocr {command}{lock_holder(fd)} is writing this run; {again}"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        except OSError as exc:  # a full disk shows here first: name the file, as every write error does
+            raise RunDirError(f"{path}: cannot write ({_reason(exc)})") from None
         yield
     finally:
         os.close(fd)

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -441,6 +442,54 @@ def test_a_full_disk_is_one_line(tmp_path: Path, sample_pages: list[Path], monke
         f"Error: {run_dir}/predictions.parts/rank000-image0000000.parquet: No space left on device"
     )
     assert "Traceback" not in result.output
+    # run.json says what happened, not `running` forever: --resume continues once there is room.
+    record = read_run_json(run_dir)
+    assert record.status == "interrupted" and record.images == ImageCounts(total=1, ok=0, failed=0)
+    stopped = [warning for warning in record.warnings if warning.startswith("stopped: ")]
+    assert len(stopped) == 1 and "No space left on device" in stopped[0]
+
+
+#: A filesystem this small fills while the first image's trace and row are written (the sample
+#: pages take about 230 KB of it).
+SMALL_FILESYSTEM = "320k"
+
+
+@pytest.fixture
+def small_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A real filesystem that fills up: a tmpfs of SMALL_FILESYSTEM (root with mount rights only)."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={SMALL_FILESYSTEM}", "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root with mount rights)")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_a_really_full_disk_leaves_run_json_interrupted_and_resumable(small_filesystem: Path) -> None:
+    run_dir = small_filesystem / "run"
+    # A process of its own, as a user runs it (in-process, pytest's log capture keeps the failed
+    # image's traceback, and with it the profiler's open export file and the room it holds).
+    result = subprocess.run(
+        [sys.executable, "-m", "dsocr.cli", "capture", "--out", run_dir, "--max-new-tokens", "2", "--profile", "full"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_SECONDS,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"Error: {run_dir}/") and "No space left on device" in last
+    record = read_run_json(run_dir)
+    assert record.status == "interrupted" and record.images.total == 3
+    assert [warning for warning in record.warnings if warning.startswith("stopped: ")]
 
 
 def test_a_symlink_loop_is_a_failed_row_and_a_binary_list_file_one_line(
