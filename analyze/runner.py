@@ -194,7 +194,7 @@ def analyze_run(
         rundir.analysis_dir(run_dir)
     # First: a bad --peak-tflops/--peak-gbps is an error before any trace is read.
     peak = run_peak(run, peak_tflops=peak_tflops, peak_gbps=peak_gbps)
-    predictions = rundir.read_predictions(run_dir)
+    predictions = rundir.read_predictions(run_dir, run)
     has_trace = bool(rundir.trace_files(run_dir))
     cold_operators: list[dict[str, Any]] = []
     profiler_flops: dict[str, StageFlops] = {}
