@@ -12,8 +12,8 @@ from pathlib import Path
 
 from dsocr.capture.config import CaptureConfig
 from dsocr.capture.models import LoadedModel
-from dsocr.capture.pdf import discover_inputs
 from dsocr.capture.outdir import check_run_dir
+from dsocr.capture.pdf import discover_inputs
 
 from dsocr.errors import RunDirError
 from dsocr.records import ConfigRecord, ImageCounts, ModelRecord, RankRecord, RunRecord, SamplingRecord
