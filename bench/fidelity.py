@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dsocr.capture.samples import write_sample_images
-from run_figures import kernels_before_launch, median, step_medians
+from run_figures import VariantFailed, kernels_before_launch, median, step_medians
 
 from dsocr.rundir import read_predictions, read_run_json
 from dsocr.vocab import ImageStatus
@@ -89,7 +89,7 @@ def _capture(args: argparse.Namespace, images: list[Path], name: str) -> dict[st
         )
     wall_s = time.perf_counter() - start
     if status.returncode != 0:
-        raise SystemExit(f"{name}: capture failed ({status.returncode}); see {out.with_suffix('.log')}")
+        raise VariantFailed(name, status.returncode, out.with_suffix(".log"))
     rows = [row for row in read_predictions(out).to_pylist() if row["status"] == ImageStatus.ok]
     images_figures = [_image_figures(row) for row in sorted(rows, key=lambda row: row["image_index"])]
     steady = images_figures[1:] or images_figures
@@ -144,6 +144,7 @@ def _table(results: dict[str, Any]) -> str:
             f"{sum(image['cold_steps'] for image in row['images']):>6}"
             f"{'-' if early is None else early['start_before_launch']:>10}"
         )
+    lines += [f"{name:<36}failed (exit {row['returncode']}): {row['log']}" for name, row in results["failed"].items()]
     return "\n".join(lines)
 
 
@@ -166,10 +167,15 @@ def main() -> None:
         "tokens": args.tokens,
         "image_count": len(images),
         "variants": {},
+        "failed": {},
     }
     for name in args.variants.split(","):
-        results["variants"][name] = _capture(args, images, name)
-        print(f"{name}: done", flush=True)
+        try:
+            results["variants"][name] = _capture(args, images, name)
+            print(f"{name}: done", flush=True)
+        except VariantFailed as failure:  # one refused backend must not cost the variants after it
+            results["failed"][name] = failure.record
+            print(failure, flush=True)
         if args.json:  # partial results survive a run cut short
             args.json.write_text(json.dumps(results, indent=2) + "\n")
     results["table"] = _table(results)

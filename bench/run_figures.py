@@ -1,4 +1,5 @@
-"""Figures the capture benches read from a finished run: step medians and kernel timestamps."""
+"""Figures the capture benches read from a finished run (step medians, kernel timestamps), and a
+failed variant's record."""
 
 from __future__ import annotations
 
@@ -11,6 +12,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dsocr.rundir import trace_files
+
+#: Lines of a failed variant's log kept in the results.
+LOG_TAIL_LINES = 20
+
+
+class VariantFailed(Exception):
+    """A variant's capture exited non-zero: recorded in the results, the next variant still runs."""
+
+    def __init__(self, name: str, returncode: int, log: Path) -> None:
+        tail = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:] if log.exists() else []
+        super().__init__(f"{name}: exited {returncode}; see {log}")
+        self.record = {"variant": name, "returncode": returncode, "log": str(log), "log_tail": tail}
 
 
 def median(values: list[float]) -> float | None:
