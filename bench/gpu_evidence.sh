@@ -4,7 +4,8 @@
 #   OUT=/some/dir bench/gpu_evidence.sh A   # pytest -m gpu, then dynamic vs static (compiled) cache
 #                                           # under off, sampled, full at 128 tokens (bench/static_cache.py)
 #   OUT=/some/dir bench/gpu_evidence.sh B   # bench/fidelity.py: 512 tokens off, sampled; then 128 tokens
-#                                           # off, full, full-with-flops, off-sdpa-efficient, off-sdpa-math
+#                                           # off, full-with-flops, off-sdpa-efficient, off-sdpa-math, full
+#                                           # (phase A has full against off at 128 already)
 #
 # Run from the repository root (or a copy of it). Every result lands under $OUT: at most 8 files,
 # no deeper than $OUT/x/y (what the device brings back), so logs and runs travel as one tarball.
@@ -33,7 +34,7 @@ TOKENS_B_LONG=${TOKENS_B_LONG:-512}
 TOKENS_B=${TOKENS_B:-128}
 VARIANTS_A=${VARIANTS_A:-dynamic-off,static-off,static-sampled,dynamic-sampled,static-full,dynamic-full}
 VARIANTS_B_LONG=${VARIANTS_B_LONG:-off,sampled}
-VARIANTS_B=${VARIANTS_B:-off,full,full-with-flops,off-sdpa-efficient,off-sdpa-math}
+VARIANTS_B=${VARIANTS_B:-off,full-with-flops,off-sdpa-efficient,off-sdpa-math,full}
 #: Seconds kept back at the end of the phase for packing the logs.
 PACK_SECONDS=20
 #: The device brings back files up to 16 MiB.
