@@ -75,5 +75,6 @@ def finding_list(inputs: AnalysisInputs) -> list[Finding]:
             copies=copy_figures(work) if has_device else None,
             reference_steps=inputs.steps.reference,
             traced_steps=inputs.steps.traced,
+            compiled_decode=inputs.run.static_cache is not None and inputs.run.static_cache.compiled,
         )
     )

@@ -1,4 +1,5 @@
-"""A profiler session that recorded the CPU side only, in a GPU trace: counted and warned about.
+"""A profiler session that recorded the CPU side only, in a GPU trace: counted and warned about;
+and the host-bound decode finding of a compiled static-cache run.
 
 On the H200 (docs/performance.md, 2026-12-07) every `--profile full` image's second session held
 CPU operators and dsocr's ranges but no kernel, runtime call or GPU annotation. A synthetic trace
@@ -16,7 +17,7 @@ import pytest
 from analyze_helpers import BASE_NS, DEVICE, MAIN_TID, PID, invoke
 
 from dsocr import rundir, schema
-from dsocr.records import ImageCounts, ModelRecord, RunRecord
+from dsocr.records import ImageCounts, ModelRecord, RunRecord, StaticCacheRecord
 from dsocr.vocab import NS_PER_MS, RangeStage, RunKind, RunStatus, range_name
 
 STREAM = 7
@@ -49,7 +50,7 @@ class _Chunk:
             )  # fmt: skip
 
 
-def _write_run(run_dir: Path, *, lost: bool) -> None:
+def _write_run(run_dir: Path, *, lost: bool, compiled: bool = False) -> None:
     first, second = _Chunk(0), _Chunk(1)
     first.range_(RangeStage.prefill, BASE_NS, 200_000)
     first.launches(BASE_NS, correlation=100)
@@ -70,6 +71,11 @@ def _write_run(run_dir: Path, *, lost: bool) -> None:
         status=RunStatus.complete,
         model=ModelRecord(id="synthetic"),
         images=ImageCounts(total=1, ok=1),
+        static_cache=StaticCacheRecord(
+            length=320, length_source="largest_prompt_plus_max_new_tokens", compiled=True, compile_backend="inductor"
+        )
+        if compiled
+        else None,
     )
     rundir.write_run_json(run_dir, record)
     step_ms = [(STEP_NS - 20_000) / NS_PER_MS] * STEPS
@@ -96,3 +102,17 @@ def test_a_session_without_gpu_events_is_counted_and_warned_about(tmp_path: Path
     assert coverage["ranges_without_device_work"] == (STEPS - CHUNK_STEPS if lost else 0)
     warned = "1 of 2 profiler sessions recorded dsocr ranges but no GPU activity" in " ".join(result.output.split())
     assert warned is lost
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_host_bound_decode_suggests_cuda_graphs_only_to_a_run_without_them(tmp_path: Path, compiled: bool) -> None:
+    """Each 0.28 ms step keeps the GPU busy 18 µs: host-bound either way. A run whose decode already
+    replayed compiled CUDA graphs over a static cache (run.json static_cache) is not told to try them."""
+    run_dir = tmp_path / "run"
+    _write_run(run_dir, lost=False, compiled=compiled)
+    result = invoke("analyze", run_dir)
+    assert result.exit_code == 0, result.output
+    findings = json.loads((run_dir / "analysis" / "summary.json").read_text())["findings"]
+    (host,) = [finding for finding in findings if finding["id"] == "host_bound_decode"]
+    assert ("cache_implementation='static'" in host["message"]) is not compiled
+    assert ("already replays compiled CUDA graphs" in host["message"]) is compiled
