@@ -43,6 +43,8 @@ VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
     ),
     "full": (["--profile", "full"], {}),
     "full-with-flops": (["--profile", "full", "--with-flops"], {}),
+    # Full mode's later sessions lost their GPU side with teardown on the H200 (docs/performance.md).
+    "full-no-teardown": (["--profile", "full"], {"TEARDOWN_CUPTI": "0"}),
     "full-image-session-no-teardown": (
         ["--profile", "full", "--profiler-sessions", "image"],
         {"TEARDOWN_CUPTI": "0"},
@@ -117,6 +119,11 @@ def _capture(args: argparse.Namespace, images: list[Path], name: str) -> dict[st
     }
 
 
+def _lost_sessions(kernels: dict[str, int] | None) -> str:
+    """Profiler sessions without a kernel, of all sessions (``-`` without kernels in the trace)."""
+    return "-" if kernels is None else f"{kernels['chunks_without_kernels']}/{kernels['chunks']}"
+
+
 def _ratio(value: float | None, base: float | None) -> str:
     return "-" if value is None or not base else f"{value / base:.3f}"
 
@@ -130,7 +137,7 @@ def _table(results: dict[str, Any]) -> str:
         f"{results['model']} on {results['device']}, {results['tokens']} new tokens, {results['image_count']} images; "
         "steady = images 2..N; ratios against `off` of this run",
         f"{'variant':<36}{'untraced ms':>12}{'x off':>7}{'traced ms':>11}{'x off':>7}{'1st img ms':>11}"
-        f"{'capture s':>10}{'x off':>7}{'prof ms/img':>12}{'cold':>6}{'early krn':>10}",
+        f"{'capture s':>10}{'x off':>7}{'prof ms/img':>12}{'cold':>6}{'early krn':>10}{'no-krn sess':>12}",
     ]
     for name, row in variants.items():
         untraced = row["steady_untraced_step_p50_ms"]
@@ -143,6 +150,7 @@ def _table(results: dict[str, Any]) -> str:
             f"{_ratio(row['capture_seconds'], base_wall):>7}{profiler_ms:>12.1f}"
             f"{sum(image['cold_steps'] for image in row['images']):>6}"
             f"{'-' if early is None else early['start_before_launch']:>10}"
+            f"{_lost_sessions(early):>12}"
         )
     lines += [f"{name:<36}failed (exit {row['returncode']}): {row['log']}" for name, row in results["failed"].items()]
     return "\n".join(lines)

@@ -6,6 +6,11 @@
 #   OUT=/some/dir bench/gpu_evidence.sh B   # bench/fidelity.py: 512 tokens off, sampled; then 128 tokens
 #                                           # off, full-with-flops, off-sdpa-efficient, off-sdpa-math, full
 #                                           # (phase A has full against off at 128 already)
+#   OUT=/some/dir bench/gpu_evidence.sh C   # what phases A and B left on 2026-12-07: the SDPA backends
+#                                           # at 128 tokens (fidelity.py off, off-sdpa-efficient, off-sdpa-math);
+#                                           # full mode's lost sessions at 256 tokens (off, full, full-no-teardown:
+#                                           # sessions without kernels per variant); static_cache.py at 512
+#                                           # (dynamic/static x off/sampled)
 #
 # Run from the repository root (or a copy of it). Every result lands under $OUT: at most 8 files,
 # no deeper than $OUT/x/y (what the device brings back), so logs and runs travel as one tarball.
@@ -20,7 +25,8 @@
 #       TOKENS_A=8 TOKENS_B_LONG=12 TOKENS_B=8 bench/gpu_evidence.sh A
 set -uo pipefail
 
-PHASE=${1:?usage: bench/gpu_evidence.sh A|B}
+PHASE=${1:?usage: bench/gpu_evidence.sh A|B|C}
+[[ $PHASE == [ABC] ]] || { echo "Error: unknown phase $PHASE (A, B or C)"; exit 2; }
 : "${OUT:?set OUT to the results folder}"
 DEVICE=${DEVICE:-cuda}
 MODEL=${MODEL:-bench/configs/deepseek-ocr2-full.json}
@@ -35,6 +41,12 @@ TOKENS_B=${TOKENS_B:-128}
 VARIANTS_A=${VARIANTS_A:-dynamic-off,static-off,static-sampled,dynamic-sampled,static-full,dynamic-full}
 VARIANTS_B_LONG=${VARIANTS_B_LONG:-off,sampled}
 VARIANTS_B=${VARIANTS_B:-off,full-with-flops,off-sdpa-efficient,off-sdpa-math,full}
+TOKENS_C_SDPA=${TOKENS_C_SDPA:-128}
+TOKENS_C_FULL=${TOKENS_C_FULL:-256}
+TOKENS_C_STATIC=${TOKENS_C_STATIC:-512}
+VARIANTS_C_SDPA=${VARIANTS_C_SDPA:-off,off-sdpa-efficient,off-sdpa-math}
+VARIANTS_C_FULL=${VARIANTS_C_FULL:-off,full,full-no-teardown}
+VARIANTS_C_STATIC=${VARIANTS_C_STATIC:-dynamic-off,static-off,static-sampled,dynamic-sampled}
 #: Seconds kept back at the end of the phase for packing the logs.
 PACK_SECONDS=20
 #: The device brings back files up to 16 MiB.
@@ -140,12 +152,22 @@ phase_b() {
         --variants "$VARIANTS_B" --out "$WORK/fidelity-$TOKENS_B" --json "$OUT/fidelity-$TOKENS_B.json"
 }
 
+phase_c() {
+    rm -rf "$WORK/sdpa-$TOKENS_C_SDPA" "$WORK/full-$TOKENS_C_FULL" "$WORK/static"
+    bounded 0 "$PYTHON" bench/fidelity.py --model "$MODEL" --device "$DEVICE" --tokens "$TOKENS_C_SDPA" \
+        --variants "$VARIANTS_C_SDPA" --out "$WORK/sdpa-$TOKENS_C_SDPA" --json "$OUT/sdpa-$TOKENS_C_SDPA.json"
+    bounded 0 "$PYTHON" bench/fidelity.py --model "$MODEL" --device "$DEVICE" --tokens "$TOKENS_C_FULL" \
+        --variants "$VARIANTS_C_FULL" --out "$WORK/full-$TOKENS_C_FULL" --json "$OUT/full-sessions-$TOKENS_C_FULL.json"
+    bounded 0 "$PYTHON" bench/static_cache.py --model "$MODEL" --device "$DEVICE" --tokens "$TOKENS_C_STATIC" \
+        --variants "$VARIANTS_C_STATIC" --out "$WORK/static" --json "$OUT/static-cache-$TOKENS_C_STATIC.json"
+}
+
 echo "== phase $PHASE on $DEVICE, model $MODEL, $PHASE_SECONDS s, from $REPO"
 setup
 machine
 case $PHASE in
     A) phase_a ;;
     B) phase_b ;;
-    *) echo "Error: unknown phase $PHASE (A or B)"; exit 2 ;;
+    C) phase_c ;;
 esac
 echo "== phase $PHASE done after $((SECONDS - STARTED)) s"

@@ -43,7 +43,9 @@ def step_medians(row: dict[str, Any]) -> dict[str, float | None]:
 
 
 def kernels_before_launch(run_dir: Path) -> dict[str, int] | None:
-    """Kernels whose start precedes the runtime call that launched them (pytorch/pytorch#192021)."""
+    """Kernels whose start precedes the runtime call that launched them (pytorch/pytorch#192021),
+    and the flush chunks (profiler sessions) that recorded no kernel at all (docs/performance.md:
+    full mode's later sessions lost their GPU side on the H200)."""
     files = trace_files(run_dir)
     if not files:
         return None
@@ -57,4 +59,12 @@ def kernels_before_launch(run_dir: Path) -> dict[str, int] | None:
     # Per flush chunk: CUPTI restarts its correlation ids when it is torn down between sessions.
     joined = kernels.join(launches.rename_columns([*keys, "launch_ts_ns"]), keys)
     early = pc.sum(pc.less(joined["ts_ns"], joined["launch_ts_ns"])).as_py() or 0
-    return {"kernels": kernels.num_rows, "joined": joined.num_rows, "start_before_launch": early}
+    chunks = table.group_by(keys[:2]).aggregate([]).num_rows
+    chunks_with_kernels = kernels.group_by(keys[:2]).aggregate([]).num_rows
+    return {
+        "kernels": kernels.num_rows,
+        "joined": joined.num_rows,
+        "start_before_launch": early,
+        "chunks": chunks,
+        "chunks_without_kernels": chunks - chunks_with_kernels,
+    }

@@ -113,6 +113,7 @@ def _capture(args: argparse.Namespace, images: list[Path], name: str, tokens: in
     figures = [_image_figures(row) for row in sorted(rows, key=lambda row: row["image_index"])]
     steady = figures[1:] or figures
     run = read_run_json(out)
+    kernels = (kernels_before_launch(out) or {}) if args.device == "cuda" else {}
     result: dict[str, Any] = {
         "variant": name,
         "tokens": tokens,
@@ -133,9 +134,9 @@ def _capture(args: argparse.Namespace, images: list[Path], name: str, tokens: in
         "ttft_p50_ms": median([image["ttft_ms"] for image in steady]),
         "first_image_step_p50_ms": figures[0]["step_p50_ms"] if figures else None,
         "recompiled_images": sum(1 for image in figures if image["compiled_graphs"]),
-        "kernels_start_before_launch": (
-            (kernels_before_launch(out) or {}).get("start_before_launch") if args.device == "cuda" else None
-        ),
+        "kernels_start_before_launch": kernels.get("start_before_launch"),
+        # Profiler sessions that recorded no kernel (full mode's later ones on the H200: docs/performance.md).
+        "sessions_without_kernels": kernels.get("chunks_without_kernels"),
     }
     if trace_files(out) and not args.no_analyze:
         result["analysis"] = _analysis(out, log, name)
