@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from dsocr.analyze.inputs import AnalysisInputs
-from dsocr.analyze.keys import dense_codes, image_key, step_key
+from dsocr.analyze.keys import chunk_key, dense_codes, image_key, step_key
 
 from dsocr.vocab import NS_PER_MS, ImageStatus, RangeStage, Stage
 
@@ -28,6 +28,9 @@ class Coverage:
     ranges: int = 0
     #: vision, prefill and decode-step ranges that launched no GPU work (GPU traces only).
     ranges_without_device_work: int = 0
+    #: Flush chunks whose ranges launched no GPU work at all while other chunks did: a profiler
+    #: session that recorded the CPU side only (GPU traces only; docs/performance.md).
+    chunks_without_device_work: int = 0
     ranges_cut_by_flush: int = 0
     duplicate_ranges: int = 0
     steps_traced: int = 0
@@ -62,6 +65,13 @@ def _ranges_without_work(ranges: pa.Table, work: pa.Table) -> int:
     keyed = step_key(all_keys, all_steps)
     missing += int(np.count_nonzero(~np.isin(keyed[: steps.num_rows], keyed[steps.num_rows :])))
     return missing
+
+
+def _chunks_without_work(ranges: pa.Table, work: pa.Table) -> int:
+    """Flush chunks holding vision, prefill or decode-step ranges but no GPU activity: on a trace
+    with GPU activity elsewhere, a profiler session that lost its CUDA side, not an idle GPU (every
+    such range launches work)."""
+    return int(np.count_nonzero(~np.isin(np.unique(chunk_key(ranges)), chunk_key(work))))
 
 
 def coverage_figures(inputs: AnalysisInputs) -> Coverage:
@@ -102,4 +112,5 @@ def coverage_figures(inputs: AnalysisInputs) -> Coverage:
         kernels_start_before_launch=inputs.gpu.start_before_launch,
         gpu_ops_shared_launch=inputs.gpu.shared_launch,
         ranges_without_device_work=_ranges_without_work(ranges.table, work),
+        chunks_without_device_work=_chunks_without_work(ranges.table, work),
     )
