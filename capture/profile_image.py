@@ -22,7 +22,7 @@ from transformers import StoppingCriteriaList
 
 from dsocr.errors import BadInputError
 from dsocr.records import PredictionRow
-from dsocr.rundir import path_md5
+from dsocr.rundir import content_sha256, path_md5
 from dsocr.vocab import ImageStatus, StopReason
 
 KIB_PER_MIB = 1024
@@ -60,6 +60,7 @@ def failed_row(config: CaptureConfig, image_index: int, image_path: Path, error:
         "image_index": image_index,
         "image_path": str(image_path),
         "image_md5": path_md5(image_path),
+        "image_sha256": content_sha256(image_path),
         "status": ImageStatus.failed,
         "error": error,
         "prompt": config.prompt,
@@ -151,12 +152,14 @@ def profile_image(
     Raises ImageReadError or BadInputError for a bad image or a prompt that fills the context.
     """
     started_unix_ns = time.time_ns()
+    # The image's wall time starts before its file is read (image_ms, on the reference clock).
+    clock = clock_for(loaded.device)
+    image_start = clock.mark()
     image = load_image(image_path)
     inputs = encode(loaded, image, config.prompt)
     prompt_tokens = int(inputs["input_ids"].shape[1])
     cap = resolve_cap(config.max_new_tokens, prompt_tokens, loaded.context_limit)
     decode.check_fits(prompt_tokens, cap.max_new_tokens)
-    clock = clock_for(loaded.device)
     decode.reset()  # before the profiler and the clock: emptying the cache is no stage's work
     graphs_before = compiled_graphs()
     with torch.inference_mode(), tracer.profile_image(image_index) as (profiler_step, image_trace):
@@ -169,7 +172,9 @@ def profile_image(
             decode_in_trace=tracer.decode_fits_one_cycle(cap.max_new_tokens),
         )
         output_ids = _generate(loaded, inputs, cap, timeline, config, decode)
-    times = timeline.times()
+    # After the profiler stopped: what the image cost end to end, profiler included.
+    image_end = clock.mark()
+    times = timeline.times()  # settles the clock: every mark, image_end included, has its time
     graphs = compiled_graphs() - graphs_before
     generated = output_ids[0, prompt_tokens:].tolist()
     if len(generated) != timeline.generated_tokens:
@@ -207,5 +212,7 @@ def profile_image(
         "profiler_step_ms": times.profiler_step_ms,
         "peak_rss_mib": peak_rss_mib(),
         "compiled_graphs": graphs if decode.is_static else None,
+        "image_ms": clock.elapsed_ms(image_start, image_end),
+        "image_sha256": content_sha256(image_path),
     }
     return row, image_trace, cap

@@ -368,3 +368,5 @@ class PredictionRow(_RequiredPredictionKeys, total=False):
     profiler_stop_ms: float | None
     profiler_export_ms: float | None
     compiled_graphs: int | None
+    image_ms: float | None
+    image_sha256: str | None

@@ -19,8 +19,14 @@ TABLE_KEY = b"dsocr.table"
 VERSION_KEY = b"dsocr.schema_version"
 
 
-def _versioned(name: str, fields: list[pa.Field]) -> pa.Schema:
-    return pa.schema(fields, metadata={TABLE_KEY: name.encode(), VERSION_KEY: str(SCHEMA_VERSION).encode()})
+#: The version of what ``dsocr analyze`` writes (timings, kernels, roofline, steps, summary.json):
+#: 2 since stage times come from the reference clock and trace-only figures say so
+#: (``*_traced``, per traced step). A capture's files keep SCHEMA_VERSION.
+ANALYSIS_SCHEMA_VERSION = 2
+
+
+def _versioned(name: str, fields: list[pa.Field], *, version: int = SCHEMA_VERSION) -> pa.Schema:
+    return pa.schema(fields, metadata={TABLE_KEY: name.encode(), VERSION_KEY: str(version).encode()})
 
 
 _DICT_STRING = pa.dictionary(pa.int32(), pa.string())
@@ -69,6 +75,11 @@ PREDICTIONS = _versioned(
         # --cache static: graphs torch.compile compiled while this image ran (0 expected; more is a
         # recompilation inside its timings). Null on the dynamic path.
         pa.field("compiled_graphs", pa.int32()),
+        # The image's wall time on the reference clock, from reading its file to the profiler
+        # stopped after its last token: vision + prefill_text + decode + other (docs/run-format.md).
+        pa.field("image_ms", pa.float64()),
+        # sha256 of the image file's bytes: the same page at another path pairs in `dsocr compare`.
+        pa.field("image_sha256", pa.string()),
     ],
 )
 
@@ -96,29 +107,35 @@ TRACE = _versioned(
     ],
 )
 
-#: One row per image and stage, written by ``dsocr analyze``.
+#: One row per image and stage, written by ``dsocr analyze``. ``clock_ms`` is the whole stage on
+#: the reference clock (every decode step); every ``*_traced`` column covers only what the trace
+#: holds: the whole stage for vision/prefill_text/prefill, the ``steps_traced`` traced decode steps
+#: of ``steps_total`` for decode.
 TIMINGS = _versioned(
     "timings",
     [
         pa.field("image_index", pa.int32(), nullable=False),
         pa.field("rank", pa.int32(), nullable=False),
         pa.field("stage", pa.string(), nullable=False),
-        pa.field("cpu_ms", pa.float64()),
-        pa.field("gpu_busy_ms", pa.float64()),
-        pa.field("gpu_span_ms", pa.float64()),
-        pa.field("kernel_count", pa.int64()),
-        pa.field("reference_ms", pa.float64()),
+        pa.field("clock_ms", pa.float64()),
+        pa.field("cpu_ms_traced", pa.float64()),
+        pa.field("gpu_busy_ms_traced", pa.float64()),
+        pa.field("gpu_span_ms_traced", pa.float64()),
+        pa.field("kernel_count_traced", pa.int64()),
+        # The reference clock over the traced part only (what the check compares against).
+        pa.field("reference_traced_ms", pa.float64()),
         pa.field("reference_rel_diff", pa.float64()),
         pa.field("steps_traced", pa.int32()),
         pa.field("steps_total", pa.int32()),
-        # Which measured column reference_rel_diff compares: "gpu_range_ms" or "cpu_ms".
+        # Which traced column reference_rel_diff compares: "gpu_range_ms_traced" or "cpu_ms_traced".
         pa.field("check_measure", pa.string()),
         # The stage's ranges projected onto the GPU stream (what CUDA events around them measure).
-        pa.field("gpu_range_ms", pa.float64()),
-        # gpu_busy_ms is the union of kernels, memcpys and memsets: each kind is counted.
-        pa.field("memcpy_count", pa.int64()),
-        pa.field("memset_count", pa.int64()),
+        pa.field("gpu_range_ms_traced", pa.float64()),
+        # gpu_busy_ms_traced is the union of kernels, memcpys and memsets: each kind is counted.
+        pa.field("memcpy_count_traced", pa.int64()),
+        pa.field("memset_count_traced", pa.int64()),
     ],
+    version=ANALYSIS_SCHEMA_VERSION,
 )
 
 #: Top kernels and operators per stage, written by ``dsocr analyze``.
@@ -133,6 +150,7 @@ KERNELS = _versioned(
         pa.field("mean_us", pa.float64(), nullable=False),
         pa.field("share", pa.float64(), nullable=False),
     ],
+    version=ANALYSIS_SCHEMA_VERSION,
 )
 
 #: Roofline per image and stage, and per decode step, written by ``dsocr analyze``.
@@ -165,6 +183,7 @@ ROOFLINE = _versioned(
         # host, launch, compute or memory (null: not enough to say).
         pa.field("bound", pa.string()),
     ],
+    version=ANALYSIS_SCHEMA_VERSION,
 )
 
 #: One row per traced decode step, written by ``dsocr analyze`` (the report plots it).
@@ -179,7 +198,11 @@ STEPS = _versioned(
         pa.field("gpu_span_ms", pa.float64()),
         pa.field("kernel_count", pa.int64()),
     ],
+    version=ANALYSIS_SCHEMA_VERSION,
 )
+
+#: The tables ``dsocr analyze`` writes (ANALYSIS_SCHEMA_VERSION).
+ANALYSIS_TABLES = ("timings", "kernels", "roofline", "steps")
 
 SCHEMAS: dict[str, pa.Schema] = {
     "predictions": PREDICTIONS,
@@ -198,9 +221,11 @@ def check_table(schema: pa.Schema, expected: str, *, source: str) -> None:
     version = metadata.get(VERSION_KEY, b"").decode()
     if table != expected:
         raise SchemaMismatchError(f"{source}: not a dsocr {expected} table (found {table or 'no dsocr metadata'})")
-    if version != str(SCHEMA_VERSION):
+    reads = (SCHEMAS[expected].metadata or {}).get(VERSION_KEY, b"").decode()
+    if version != reads:
+        rerun = " (run `dsocr analyze` again)" if expected in ANALYSIS_TABLES else ""
         raise SchemaMismatchError(
-            f"{source}: {expected} schema version {version or '?'}, this dsocr reads version {SCHEMA_VERSION}"
+            f"{source}: {expected} schema version {version or '?'}, this dsocr reads version {reads}{rerun}"
         )
     # Nullable columns may be missing: they were added later within this version (readers fill nulls).
     missing = [field.name for field in SCHEMAS[expected] if not field.nullable and field.name not in schema.names]
