@@ -83,6 +83,43 @@ def facts(run: RunInputs) -> list[tuple[str, Any]]:
     ]
 
 
+#: Significant digits of a figure in a finding's evidence.
+EVIDENCE_DIGITS = 3
+#: Evidence keys by their unit (the last part of the key), shown after the figure.
+UNITS = (("_ms", "ms"), ("_us", "µs"), ("_share", "%"), ("share", "%"), ("_per_s", "/s"), ("flops", "FLOP"),
+         ("bytes", "B"))  # fmt: skip
+PERCENT = 100
+
+
+def figure_text(key: str, value: Any) -> str:
+    """One evidence figure with its unit, 3 significant digits (shares as percent)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, list):
+            return ", ".join(figure_text(key, item) for item in value[:10]) + (" …" if len(value) > 10 else "")
+        if isinstance(value, dict):
+            return "; ".join(f"{k} {figure_text(k, v)}" for k, v in value.items())
+        return DASH if value is None else str(value)
+    unit = next((unit for suffix, unit in UNITS if key.endswith(suffix)), "")
+    if unit == "%":
+        return f"{value * PERCENT:.{EVIDENCE_DIGITS}g}%"
+    if isinstance(value, int) and abs(value) < 10**EVIDENCE_DIGITS * 1000:
+        return f"{value:,}{' ' + unit if unit else ''}"
+    text = f"{value:.{EVIDENCE_DIGITS}g}"
+    return f"{text} {unit}".strip()
+
+
+def evidence_html(evidence: dict[str, Any]) -> str:
+    """A finding's evidence as a short two-column table: figure, value with its unit."""
+    rows = "".join(
+        f"<tr><th>{html.escape(key.replace('_', ' '))}</th><td>{html.escape(figure_text(key, value))}</td></tr>"
+        for key, value in evidence.items()
+        if key != "source"
+    )
+    source = evidence.get("source")
+    caption = f"<caption>evidence (source: {html.escape(str(source))})</caption>" if source else ""
+    return f'<table class="kv evidence">{caption}{rows}</table>'
+
+
 def findings_html(summary: dict[str, Any]) -> str:
     findings = summary.get("findings")
     if findings is None:
@@ -95,7 +132,7 @@ def findings_html(summary: dict[str, Any]) -> str:
         items.append(
             f'<li class="sev-{esc(finding.get("severity"))}"><b>{esc(finding.get("severity"))}</b> '
             f"<code>{esc(finding.get('id'))}</code> {esc(finding.get('message'))}"
-            + (f'<div class="evidence">evidence: {esc(evidence)}</div>' if evidence else "")
+            + (f'<div class="evidence">{evidence_html(evidence)}</div>' if evidence else "")
             + "</li>"
         )
     return f'<ul class="findings">{"".join(items)}</ul>'
@@ -127,7 +164,8 @@ def cold_html(summary: dict[str, Any]) -> str:
 
 
 def glance_html(run: RunInputs) -> str:
-    """Facts, latency and findings beside the options; warnings; coverage folded away."""
+    """Facts and latency beside the options; warnings; coverage folded away (the findings have
+    their own section, before this one)."""
     record, summary = run.run, run.summary
     latency = summary.get("latency", {})
     latency_rows = [[label, (latency.get(key) or {}).get("median"), (latency.get(key) or {}).get("p90")]
@@ -138,7 +176,6 @@ def glance_html(run: RunInputs) -> str:
     )
     left = key_values(facts(run)) + "<h3>Latency across images</h3>" + table(["figure", "median", "p90"], latency_rows)
     parts = [f'<div class="cols"><div>{left}</div><div><h3>Options</h3>{options}</div></div>']
-    parts.append("<h3>Findings</h3>" + findings_html(summary))
     parts.append("<h3>Cold decode steps</h3>" + cold_html(summary))
     warnings = record.warnings
     if warnings:
