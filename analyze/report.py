@@ -13,7 +13,7 @@ from rich.console import Console, RenderableType
 from rich.markup import escape
 from rich.table import Table
 
-from dsocr.vocab import IMAGE, OTHER, OTHER_MEANING, STAGES, TIME_STAGES, KernelKind, Stage
+from dsocr.vocab import IMAGE, OTHER, OTHER_MEANING, TIME_STAGES, KernelKind, Stage
 
 DASH = "–"
 TOP_SHOWN = 5
@@ -143,7 +143,7 @@ def _top_table(summary: Summary) -> NamedTable | None:
     label = "GPU time" if kind == KernelKind.kernel else "CPU self time"
     traced, total = _decode_coverage(summary)
     title = f"top {kind.replace('_', ' ')}s per stage ({label}, traced: decode {traced} of {total} steps)"
-    shown = [row for stage in STAGES for row in [row for row in rows if row.stage == stage][:TOP_SHOWN]]
+    shown = [row for stage in TIME_STAGES for row in [row for row in rows if row.stage == stage][:TOP_SHOWN]]
 
     def build(name_cell: Callable[[str], str]) -> Table:
         table = Table(title=title, box=box.SIMPLE_HEAD)

@@ -8,9 +8,10 @@ from dsocr.report.inputs import RunInputs
 from dsocr.report.style import STAGE_COLORS, TEMPLATE, short
 from plotly.subplots import make_subplots
 
-from dsocr.vocab import STAGES, KernelKind
+from dsocr.vocab import TIME_STAGES, KernelKind
 
-STAGE_ORDER = STAGES
+#: prefill (vision + prefill_text) is left out: its kernels are those two stages'.
+STAGE_ORDER = TIME_STAGES
 #: kind -> (figure title, what the bars measure)
 KINDS = {
     KernelKind.kernel: ("Top kernels per stage", "GPU time, ms"),
