@@ -85,9 +85,10 @@ def facts(run: RunInputs) -> list[tuple[str, Any]]:
 
 #: Significant digits of a figure in a finding's evidence.
 EVIDENCE_DIGITS = 3
-#: Evidence keys by their unit (the last part of the key), shown after the figure.
-UNITS = (("_ms", "ms"), ("_us", "µs"), ("_share", "%"), ("share", "%"), ("_per_s", "/s"), ("flops", "FLOP"),
-         ("bytes", "B"))  # fmt: skip
+#: From here a figure is shown whole, and from the next in exponent form.
+WHOLE_FROM, EXPONENT_FROM = 1_000, 1_000_000
+#: Evidence keys by a word of their name (``wall_ms_per_step``: ms), the first match wins.
+UNITS = (("share", "%"), ("ms", "ms"), ("us", "µs"), ("flops", "FLOP"), ("bytes", "B"))
 PERCENT = 100
 
 
@@ -99,13 +100,20 @@ def figure_text(key: str, value: Any) -> str:
         if isinstance(value, dict):
             return "; ".join(f"{k} {figure_text(k, v)}" for k, v in value.items())
         return DASH if value is None else str(value)
-    unit = next((unit for suffix, unit in UNITS if key.endswith(suffix)), "")
+    words = key.split("_")
+    unit = "/s" if key.endswith("_per_s") else next((unit for word, unit in UNITS if word in words), "")
     if unit == "%":
-        return f"{value * PERCENT:.{EVIDENCE_DIGITS}g}%"
-    if isinstance(value, int) and abs(value) < 10**EVIDENCE_DIGITS * 1000:
-        return f"{value:,}{' ' + unit if unit else ''}"
-    text = f"{value:.{EVIDENCE_DIGITS}g}"
+        return f"{_significant(value * PERCENT)}%"
+    text = f"{value:,}" if isinstance(value, int) else _significant(value)  # counts stay whole
     return f"{text} {unit}".strip()
+
+
+def _significant(value: float) -> str:
+    """3 significant digits; whole from 1,000 to a million (1,234 ms, not 1.23e+03), in exponent
+    form above (FLOP and byte counts: 1.2e+12)."""
+    if WHOLE_FROM <= abs(value) < EXPONENT_FROM:
+        return f"{value:,.0f}"
+    return f"{value:.{EVIDENCE_DIGITS}g}"
 
 
 def evidence_html(evidence: dict[str, Any]) -> str:

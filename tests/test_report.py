@@ -168,6 +168,26 @@ def test_dropdown_swaps_in_each_images_own_steps(tmp_path: Path) -> None:
         assert np.add(busy, idle) == pytest.approx(expected, abs=2e-3)
 
 
+def test_finding_evidence_is_a_short_table_with_units_and_three_significant_digits() -> None:
+    from dsocr.report.glance import evidence_html
+
+    evidence = {
+        "gpu_idle_share": 0.95432,
+        "wall_ms_per_step": 57.8312,
+        "kernels_per_step": 751.0,
+        "steps_traced": 30,
+        "step_numbers": [3, 9],
+        "source": "analysis/timings.parquet",
+    }
+    text = evidence_html(evidence)
+    assert "<th>gpu idle share</th><td>95.4%</td>" in text
+    assert "<th>wall ms per step</th><td>57.8 ms</td>" in text
+    assert "<th>kernels per step</th><td>751</td>" in text
+    assert "<th>steps traced</th><td>30</td>" in text and "<th>step numbers</th><td>3, 9</td>" in text
+    assert "<caption>evidence (source: analysis/timings.parquet)</caption>" in text
+    assert "{" not in text  # never raw JSON
+
+
 def test_roofline_points_sit_under_the_device_roofs() -> None:
     fig = roofline_figure({"roofline": ROOFLINE})
     roof, *points = fig.data
