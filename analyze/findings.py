@@ -126,6 +126,10 @@ def _scaled(finding: dict[str, Any], timings: pa.Table, stage: str) -> dict[str,
     if note is not None:
         finding["time_at_stake_ms"] *= factor
         finding["evidence"]["time_at_stake"] = note
+        finding["message"] += (
+            f" The trace holds some decode steps: the figures above are theirs; over every step about"
+            f" {finding['time_at_stake_ms']:.0f} ms ({note})."
+        )
     return finding
 
 

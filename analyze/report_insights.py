@@ -40,7 +40,7 @@ def roofline_table(summary: Summary) -> Table | None:
         if device.tflops or device.gbps
         else "no peaks"
     )
-    table = Table(title=f"roofline, all images; decode per token ({peaks})", box=box.SIMPLE_HEAD)
+    table = Table(title=f"roofline, all images ({peaks})", box=box.SIMPLE_HEAD)
     table.add_column("")
     for stage, figure in rows:
         if figure is not None:

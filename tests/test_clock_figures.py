@@ -59,10 +59,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory, sample_pages: list[Path]) -> 
         copies.append(copy)
     summary = _capture(root / "sampled", pages, *SAMPLED)
     _capture(root / "off", copies, "--profile", "off")
-    for run in ("sampled", "off"):
+    _capture(root / "full", pages, "--profile", "full")
+    for run in ("sampled", "off", "full"):
         assert invoke("analyze", root / run).exit_code == 0
     assert invoke("emit", root / "sampled", "--jobs", "1").exit_code == 0
-    return {"sampled": root / "sampled", "off": root / "off", "pages": pages, "summary": summary}
+    return {"sampled": root / "sampled", "off": root / "off", "full": root / "full", "pages": pages, "summary": summary}
 
 
 def _summary(run_dir: Path) -> dict:
@@ -229,3 +230,12 @@ def test_no_output_holds_an_enum_repr(runs: dict) -> None:
     outputs += [path.read_text(encoding="utf-8") for path in (runs["sampled"] / rundir.VIZ_DIR).rglob("info.json")]
     for text in outputs:
         assert not ENUM_REPR.search(text), ENUM_REPR.search(text)
+
+
+def test_the_roofline_decode_point_is_per_token_in_sampled_and_full_runs(runs: dict) -> None:
+    """Sampled traces 6 of 13 steps, full all 13: per token, both place decode at the same point."""
+    sampled, full = (_summary(runs[mode])["roofline"]["decode"] for mode in ("sampled", "full"))
+    for name in ("flops", "bytes", "attention_flops"):
+        assert sampled[name] == pytest.approx(full[name], rel=0.10), name
+    steps = _summary(runs["sampled"])["roofline"]["decode_step"]
+    assert sampled["bytes"] == pytest.approx(steps["bytes"]["median"], rel=0.10)  # a step's, not a sum
