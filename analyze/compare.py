@@ -230,15 +230,17 @@ def _top_scale(analysis: Analysis) -> dict[str, float]:
 def _top_deltas(a: Analysis, b: Analysis, *, top: int) -> list[dict[str, Any]]:
     """Kernels and operators by (stage, kind, name), in ms per image (vision, prefill_text) or
     per traced decode step (decode), so runs of other coverage compare; absent means outside
-    that run's top. ``prefill`` is left out: it is vision plus prefill_text, both listed."""
+    that run's top. ``per_count_a``/``_b``: the images or traced steps each run's total was
+    divided by. ``prefill`` is left out: it is vision plus prefill_text, both listed."""
     keys = ["stage", "kind", "name"]
     tables = []
     for analysis, side in ((a, "a"), (b, "b")):
         scale = _top_scale(analysis)
         table = analysis.kernels.filter(pc.is_in(analysis.kernels["stage"], pa.array(list(scale), pa.string())))
         per = pa.array([scale[stage] or float("nan") for stage in table["stage"].to_pylist()], pa.float64())
-        table = table.select([*keys, "calls"]).append_column(f"ms_{side}", pc.divide(table["total_ms"], per))
-        tables.append(table.rename_columns([*keys, f"calls_{side}", f"ms_{side}"]))
+        table = table.select([*keys, "calls"]).append_column(f"ms_{side}", pc.divide(table["total_ms_traced"], per))
+        table = table.append_column(f"per_count_{side}", per)
+        tables.append(table.rename_columns([*keys, f"calls_{side}", f"ms_{side}", f"per_count_{side}"]))
     joined = tables[0].join(tables[1], keys, join_type="full outer")
     delta = pc.subtract(joined["ms_b"].fill_null(0.0), joined["ms_a"].fill_null(0.0))
     joined = joined.append_column("delta_ms", delta).append_column("abs_delta", pc.abs(delta))

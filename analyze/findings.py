@@ -257,13 +257,14 @@ def dominant_cpu_operator(inputs: FindingInputs) -> list[dict[str, Any]]:
         if row["share"] < OPERATOR_SHARE:
             continue
         message = (
-            f"{row['name']} takes {_pct(row['share'])} of {row['stage']} CPU self time ({row['total_ms']:.1f} ms,"
+            f"{row['name']} takes {_pct(row['share'])} of {row['stage']} CPU self time"
+            f" ({row['total_ms_traced']:.1f} ms,"
             f" {row['calls']} calls, {row['mean_us']:.0f} µs each). Profile what it does per call (shape"
             " changes, backend selection, synchronisation) before changing it."
         )
-        evidence = {key: row[key] for key in ("stage", "name", "calls", "total_ms", "mean_us", "share")}
+        evidence = {key: row[key] for key in ("stage", "name", "calls", "total_ms_traced", "mean_us", "share")}
         evidence["source"] = "analysis/kernels.parquet (cpu_operator: CPU self time)"
-        finding = _finding(f"dominant_cpu_operator.{row['stage']}", row["total_ms"], message, evidence)
+        finding = _finding(f"dominant_cpu_operator.{row['stage']}", row["total_ms_traced"], message, evidence)
         found.append(_scaled(finding, inputs.timings, row["stage"]))
     return found
 

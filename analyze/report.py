@@ -153,7 +153,7 @@ def _top_table(summary: Summary) -> NamedTable | None:
             table.add_column(header, justify="right")
         for row in shown:
             table.add_row(
-                row.stage, escape(name_cell(row.name)), str(row.calls), _num(row.total_ms), _num(row.mean_us, 1),
+                row.stage, escape(name_cell(row.name)), str(row.calls), _num(row.total_ms_traced), _num(row.mean_us, 1),
                 _share(row.share),
             )  # fmt: skip
         return table

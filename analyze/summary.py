@@ -138,7 +138,8 @@ class TopEntry:
     kind: str
     name: str
     calls: int
-    total_ms: float
+    #: Over what the trace holds (decode: its traced steps only).
+    total_ms_traced: float
     mean_us: float
     share: float
 

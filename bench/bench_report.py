@@ -88,7 +88,7 @@ def build_run(run_dir: Path, images: int, tokens: int, seed: int = 0) -> None:
         _render(run_dir / rundir.VIZ_DIR / rundir.path_md5(path) / "result_with_boxes.jpg", rng)
     kernels = [
         {"stage": stage, "kind": kind, "name": f"void kernel_{kind}_{rank}<cutlass::bf16, 128, 64>(Params)",
-         "calls": 1000 - rank, "total_ms": 100.0 / (rank + 1), "mean_us": 5.0, "share": 0.1}
+         "calls": 1000 - rank, "total_ms_traced": 100.0 / (rank + 1), "mean_us": 5.0, "share": 0.1}
         for stage in STAGES for kind in KINDS for rank in range(TOP)
     ]  # fmt: skip
     rundir.write_table_atomic(rundir.rows_to_table(predictions, schema.PREDICTIONS), run_dir / rundir.PREDICTIONS_FILE)

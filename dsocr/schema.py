@@ -146,7 +146,7 @@ KERNELS = _versioned(
         pa.field("kind", pa.string(), nullable=False),
         pa.field("name", pa.string(), nullable=False),
         pa.field("calls", pa.int64(), nullable=False),
-        pa.field("total_ms", pa.float64(), nullable=False),
+        pa.field("total_ms_traced", pa.float64(), nullable=False),
         pa.field("mean_us", pa.float64(), nullable=False),
         pa.field("share", pa.float64(), nullable=False),
     ],

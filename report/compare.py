@@ -178,7 +178,7 @@ def top_overlay_figure(a: RunInputs, b: RunInputs) -> go.Figure | Unavailable:
     fig = make_subplots(rows=len(stages), cols=1, subplot_titles=stages, vertical_spacing=0.3 / len(stages))
     for number, stage in enumerate(stages, start=1):
         totals = [
-            {r["name"]: r["total_ms"] for r in rows if r["stage"] == stage and r["kind"] == kind}
+            {r["name"]: r["total_ms_traced"] for r in rows if r["stage"] == stage and r["kind"] == kind}
             for rows in (rows_a, rows_b)
         ]
         names = sorted(set(totals[0]) | set(totals[1]), key=lambda n: -max(totals[0].get(n, 0), totals[1].get(n, 0)))[

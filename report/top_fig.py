@@ -34,6 +34,12 @@ def top_rows(run: RunInputs) -> list[dict]:
     return list(run.summary.get("top") or [])
 
 
+def _decode_coverage(run: RunInputs) -> str:
+    """How much of decode the totals cover: "N of M steps traced"."""
+    trace = ((run.summary.get("stages") or {}).get("decode") or {}).get("trace") or {}
+    return f"{trace.get('steps_traced', 0)} of {trace.get('steps_total', 0)} steps traced"
+
+
 def top_figures(run: RunInputs) -> list[go.Figure] | Unavailable:
     """One figure per kind present, one subplot per stage."""
     rows = top_rows(run)
@@ -56,7 +62,7 @@ def top_figures(run: RunInputs) -> list[go.Figure] | Unavailable:
             top = by_stage[stage][::-1]  # largest at the top
             fig.add_trace(
                 go.Bar(
-                    x=[row["total_ms"] for row in top],
+                    x=[row["total_ms_traced"] for row in top],
                     y=[f"{len(top) - position}. {short(row['name'])}" for position, row in enumerate(top)],
                     orientation="h",
                     marker_color=STAGE_COLORS[stage],
@@ -70,7 +76,7 @@ def top_figures(run: RunInputs) -> list[go.Figure] | Unavailable:
             fig.update_xaxes(title_text=measure, row=number, col=1)
         fig.update_layout(
             template=TEMPLATE,
-            title={"text": f"{title} ({measure}, all images)"},
+            title={"text": f"{title} ({measure}, all images; decode: {_decode_coverage(run)})"},
             height=sum(heights) + 80,
             margin={"l": 420},
         )

@@ -149,7 +149,7 @@ def test_top_kernels_match_a_plain_sum_by_name(gpu_run: tuple[Path, list[dict]])
     decode = {row["name"]: row for row in kernels if row["stage"] == "decode" and row["kind"] == "kernel"}
     assert set(decode) == set(totals)
     for name, total in totals.items():
-        assert decode[name]["total_ms"] == pytest.approx(total)
+        assert decode[name]["total_ms_traced"] == pytest.approx(total)
         assert decode[name]["calls"] == calls[name]
     assert sum(row["share"] for row in decode.values()) == pytest.approx(1.0)
     operators = {row["name"] for row in kernels if row["kind"] == "operator"}
