@@ -75,5 +75,7 @@ def finding_list(inputs: AnalysisInputs) -> list[Finding]:
             copies=copy_figures(work) if has_device else None,
             reference_steps=inputs.steps.reference,
             traced_steps=inputs.steps.traced,
+            run_dir=inputs.run_dir,
+            run=inputs.run,
         )
     )

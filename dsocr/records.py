@@ -135,6 +135,15 @@ class ConfigRecord:
     cache: str | None = None
     #: ``auto`` or ``off`` (``--compile``); null in runs before it.
     compile: str | None = None
+    #: PDF pages' render resolution (``--dpi``) and the pages selected (``--pages``, null: all);
+    #: dpi null in runs before it.
+    dpi: int | None = None
+    pages: str | None = None
+    #: The no-repeat n-gram guard (``--no-repeat-ngram``; null: off), its window and the tokens
+    #: it lets repeat; window and allow null in runs before the option.
+    no_repeat_ngram: int | None = None
+    ngram_window: int | None = None
+    ngram_allow: tuple[str, ...] | None = None
 
     #: Options that change what is measured: a resumed run must match them.
     FINGERPRINT = (
@@ -154,6 +163,11 @@ class ConfigRecord:
         "with_flops",
         "cache",
         "compile",
+        "dpi",
+        "pages",
+        "no_repeat_ngram",
+        "ngram_window",
+        "ngram_allow",
     )
 
     def differing(self, other: ConfigRecord | None) -> list[str]:
@@ -184,6 +198,11 @@ class ConfigRecord:
             keep_kineto=reader.boolean("keep_kineto"),
             cache=reader.text("cache"),
             compile=reader.text("compile"),
+            dpi=reader.integer("dpi"),
+            pages=reader.text("pages"),
+            no_repeat_ngram=reader.integer("no_repeat_ngram"),
+            ngram_window=reader.integer("ngram_window"),
+            ngram_allow=reader.strings("ngram_allow"),
         )
 
 
@@ -231,6 +250,9 @@ class RankRecord:
     rank: int
     images: int
     capture_seconds: float | None = None
+    #: Peak memory torch's allocator handed out on the rank's GPU (MiB, whole process: warm-up and
+    #: compilation included); null off CUDA.
+    peak_gpu_mib: float | None = None
 
     @classmethod
     def from_json(cls, reader: JsonReader) -> RankRecord:
@@ -238,6 +260,7 @@ class RankRecord:
             rank=reader.integer("rank", required=True),
             images=reader.integer("images", required=True),
             capture_seconds=reader.number("capture_seconds"),
+            peak_gpu_mib=reader.number("peak_gpu_mib"),
         )
 
 
@@ -368,5 +391,12 @@ class PredictionRow(_RequiredPredictionKeys, total=False):
     profiler_stop_ms: float | None
     profiler_export_ms: float | None
     compiled_graphs: int | None
+    source_path: str | None
+    page: int | None
+    page_count: int | None
+    render_ms: float | None
+    loop_start_step: int | None
+    loop_period_tokens: int | None
+    loop_ms: float | None
     image_ms: float | None
     image_sha256: str | None

@@ -12,8 +12,12 @@ import pyarrow as pa
 from dsocr.errors import SchemaMismatchError
 
 #: Bumped whenever a column is removed, renamed or changes meaning. Adding a nullable
-#: column at the end does not bump it.
+#: column at the end does not bump it. The version of run.json and the trace; predictions,
+#: analyze's outputs (tables and summary.json) and info.json have their own, below and in emit.
 SCHEMA_VERSION = 1
+#: predictions.parquet: 2 since PDF pages (``image_path`` may be a page key ``<pdf>#page=<N>``,
+#: not a file; ``page`` set). Version 1 tables (images only) are read as they are.
+PREDICTIONS_VERSION = 2
 
 TABLE_KEY = b"dsocr.table"
 VERSION_KEY = b"dsocr.schema_version"
@@ -21,12 +25,25 @@ VERSION_KEY = b"dsocr.schema_version"
 
 #: The version of what ``dsocr analyze`` writes (timings, kernels, roofline, steps, summary.json):
 #: 2 since stage times come from the reference clock and trace-only figures say so
-#: (``*_traced``, per traced step). A capture's files keep SCHEMA_VERSION.
+#: (``*_traced``, per traced step).
 ANALYSIS_SCHEMA_VERSION = 2
+#: The tables ``dsocr analyze`` writes (ANALYSIS_SCHEMA_VERSION).
+ANALYSIS_TABLES = ("timings", "kernels", "roofline", "steps")
 
 
-def _versioned(name: str, fields: list[pa.Field], *, version: int = SCHEMA_VERSION) -> pa.Schema:
-    return pa.schema(fields, metadata={TABLE_KEY: name.encode(), VERSION_KEY: str(version).encode()})
+def table_version(name: str) -> int:
+    """The schema version dsocr writes for table ``name``."""
+    if name == "predictions":
+        return PREDICTIONS_VERSION
+    return ANALYSIS_SCHEMA_VERSION if name in ANALYSIS_TABLES else SCHEMA_VERSION
+
+
+#: Versions each reader accepts: the one written, and older ones it still reads unchanged.
+READABLE_VERSIONS: dict[str, frozenset[int]] = {"predictions": frozenset({1, PREDICTIONS_VERSION})}
+
+
+def _versioned(name: str, fields: list[pa.Field]) -> pa.Schema:
+    return pa.schema(fields, metadata={TABLE_KEY: name.encode(), VERSION_KEY: str(table_version(name)).encode()})
 
 
 _DICT_STRING = pa.dictionary(pa.int32(), pa.string())
@@ -75,6 +92,18 @@ PREDICTIONS = _versioned(
         # --cache static: graphs torch.compile compiled while this image ran (0 expected; more is a
         # recompilation inside its timings). Null on the dynamic path.
         pa.field("compiled_graphs", pa.int32()),
+        # PDF pages (version 2): the PDF (absolute), the page (1-based), the PDF's page count, and
+        # the host ms rendering the page took, before and outside every timed range. Null for images.
+        pa.field("source_path", pa.string()),
+        pa.field("page", pa.int32()),
+        pa.field("page_count", pa.int32()),
+        pa.field("render_ms", pa.float64()),
+        # A repetition loop at the end of the output (dsocr.loops.find_loop), null when none: the
+        # decode step producing its first token, its unit in tokens, and the decode ms (reference
+        # clock) from that step to the end.
+        pa.field("loop_start_step", pa.int32()),
+        pa.field("loop_period_tokens", pa.int32()),
+        pa.field("loop_ms", pa.float64()),
         # The image's wall time on the reference clock, from reading its file to the profiler
         # stopped after its last token: vision + prefill_text + decode + other (docs/run-format.md).
         pa.field("image_ms", pa.float64()),
@@ -135,7 +164,6 @@ TIMINGS = _versioned(
         pa.field("memcpy_count_traced", pa.int64()),
         pa.field("memset_count_traced", pa.int64()),
     ],
-    version=ANALYSIS_SCHEMA_VERSION,
 )
 
 #: Top kernels and operators per stage, written by ``dsocr analyze``.
@@ -150,7 +178,6 @@ KERNELS = _versioned(
         pa.field("mean_us", pa.float64(), nullable=False),
         pa.field("share", pa.float64(), nullable=False),
     ],
-    version=ANALYSIS_SCHEMA_VERSION,
 )
 
 #: Roofline per image and stage, and per decode step, written by ``dsocr analyze``.
@@ -183,7 +210,6 @@ ROOFLINE = _versioned(
         # host, launch, compute or memory (null: not enough to say).
         pa.field("bound", pa.string()),
     ],
-    version=ANALYSIS_SCHEMA_VERSION,
 )
 
 #: One row per traced decode step, written by ``dsocr analyze`` (the report plots it).
@@ -198,11 +224,7 @@ STEPS = _versioned(
         pa.field("gpu_span_ms", pa.float64()),
         pa.field("kernel_count", pa.int64()),
     ],
-    version=ANALYSIS_SCHEMA_VERSION,
 )
-
-#: The tables ``dsocr analyze`` writes (ANALYSIS_SCHEMA_VERSION).
-ANALYSIS_TABLES = ("timings", "kernels", "roofline", "steps")
 
 SCHEMAS: dict[str, pa.Schema] = {
     "predictions": PREDICTIONS,
@@ -221,11 +243,12 @@ def check_table(schema: pa.Schema, expected: str, *, source: str) -> None:
     version = metadata.get(VERSION_KEY, b"").decode()
     if table != expected:
         raise SchemaMismatchError(f"{source}: not a dsocr {expected} table (found {table or 'no dsocr metadata'})")
-    reads = (SCHEMAS[expected].metadata or {}).get(VERSION_KEY, b"").decode()
-    if version != reads:
+    readable = READABLE_VERSIONS.get(expected, frozenset({table_version(expected)}))
+    if version not in {str(number) for number in readable}:
+        versions = " and ".join(str(number) for number in sorted(readable))
         rerun = " (run `dsocr analyze` again)" if expected in ANALYSIS_TABLES else ""
         raise SchemaMismatchError(
-            f"{source}: {expected} schema version {version or '?'}, this dsocr reads version {reads}{rerun}"
+            f"{source}: {expected} schema version {version or '?'}, this dsocr reads version {versions}{rerun}"
         )
     # Nullable columns may be missing: they were added later within this version (readers fill nulls).
     missing = [field.name for field in SCHEMAS[expected] if not field.nullable and field.name not in schema.names]
