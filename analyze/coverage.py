@@ -77,7 +77,7 @@ def _chunks_without_work(ranges: pa.Table, work: pa.Table) -> int:
 def coverage_figures(inputs: AnalysisInputs) -> Coverage:
     """The counts of summary.json ``coverage`` (GPU counts stay 0 on a trace without device time)."""
     trace, ranges, timings = inputs.trace, inputs.ranges, inputs.timings
-    decode = timings.filter(pc.and_(pc.equal(timings["stage"], Stage.decode), pc.is_valid(timings["cpu_ms"])))
+    decode = timings.filter(pc.and_(pc.equal(timings["stage"], Stage.decode), pc.is_valid(timings["cpu_ms_traced"])))
     images_with_trace = int(np.unique(image_key(trace.chunks)).size)
     statuses = inputs.predictions["status"].to_pylist()
     steps_traced = int(pc.sum(decode["steps_traced"]).as_py() or 0)
