@@ -33,3 +33,8 @@ def hide_pandas() -> None:
     """Make ``import pandas`` fail for the rest of this process, unless it is imported already."""
     if "pandas" not in sys.modules and _HiddenPandas not in sys.meta_path:
         sys.meta_path.insert(0, _HiddenPandas)
+
+
+def unhide_pandas() -> None:
+    """Undo ``hide_pandas`` (for a process that runs several commands in turn, such as the tests)."""
+    sys.meta_path[:] = [finder for finder in sys.meta_path if finder is not _HiddenPandas]
