@@ -23,6 +23,8 @@ class Coverage:
     #: Gaps between consecutive flush chunks of one image (the profiler restarting).
     flush_gaps: int = 0
     images_with_trace: int = 0
+    #: N of capture's ``--trace-images N``: every Nth image traced (1: every image).
+    trace_images_every: int = 1
     images_ok: int = 0
     images_failed: int = 0
     ranges: int = 0
@@ -78,6 +80,7 @@ def coverage_figures(inputs: AnalysisInputs) -> Coverage:
         flush_chunks=trace.chunks.num_rows,
         flush_gaps=trace.chunks.num_rows - images_with_trace,
         images_with_trace=images_with_trace,
+        trace_images_every=inputs.run.config.traced_every if inputs.run.config is not None else 1,
         images_ok=statuses.count(ImageStatus.ok),
         images_failed=len(statuses) - statuses.count(ImageStatus.ok),
         ranges=ranges.table.num_rows,
