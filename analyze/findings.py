@@ -1,16 +1,19 @@
 """Findings: what limits the run, with the numbers that show it, ordered by the time at stake.
 
 Each detector is a function of measured figures that returns findings or nothing. A finding says
-what to try; it never claims the effect of a change it has not measured. ``time_at_stake_ms``
+what to try; it never claims the effect of a change it has not measured. Where the change is a
+capture option, ``try`` is the `dsocr sweep` command that measures it on the run's own pages. ``time_at_stake_ms``
 is the measured time the finding is about (idle GPU time, excess over warm steps, copy kernel
 time...), summed over the run: an upper bound of what addressing it could save, not a forecast.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +26,10 @@ from dsocr.analyze.roofline import Roofline
 from dsocr.analyze.stats import MEDIAN, grouped_quantiles
 from dsocr.analyze.steps import prefer_images, step_codes
 
-from dsocr.vocab import KernelKind, Stage
+from dsocr.options import DEFAULT_NGRAM_WINDOW, VENDOR_NO_REPEAT_NGRAM, CacheKind, CompileMode, SdpaBackend
+from dsocr.records import RunRecord
+from dsocr.sweep_plan import sweep_command
+from dsocr.vocab import KernelKind, RunKind, Stage
 
 SEVERITY_HIGH, SEVERITY_MEDIUM, SEVERITY_LOW = "high", "medium", "low"
 #: Share of the run's stage time above which a finding is high, or medium, severity.
@@ -70,6 +76,9 @@ class FindingInputs:
     traced_steps: pa.Table
     launch: Mapping[str, Mapping[str, Any]] | None = None
     copies: Mapping[str, Mapping[str, Any]] | None = None
+    #: The run (directory and run.json), for the `dsocr sweep` command a finding proposes.
+    run_dir: Path | None = None
+    run: RunRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -84,10 +93,74 @@ class Finding:
     message: str
     #: The figures it rests on, ``source`` (where they come from) and ``share_of_run``.
     evidence: dict[str, Any]
+    #: The `dsocr sweep` command that measures the proposed change on the run's pages (JSON ``try``);
+    #: None when the change is not a capture option or the run was not captured by dsocr.
+    try_command: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """summary.json's object: ``try`` is a Python keyword, so the field is named apart."""
+        return {
+            "id": self.id,
+            "severity": self.severity,
+            "time_at_stake_ms": self.time_at_stake_ms,
+            "message": self.message,
+            "try": self.try_command,
+            "evidence": self.evidence,
+        }
 
 
-def _finding(fid: str, stake_ms: float, message: str, evidence: dict[str, Any]) -> dict[str, Any]:
-    return {"id": fid, "severity": None, "time_at_stake_ms": float(stake_ms), "message": message, "evidence": evidence}
+def _finding(
+    fid: str, stake_ms: float, message: str, evidence: dict[str, Any], try_command: str | None = None
+) -> dict[str, Any]:
+    return {
+        "id": fid,
+        "severity": None,
+        "time_at_stake_ms": float(stake_ms),
+        "message": message,
+        "evidence": evidence,
+        "try_command": try_command,
+    }
+
+
+#: What a finding says of a change its ``try`` command measures, and of one nothing here measures.
+MEASURED_BY_TRY = "the `try` command (dsocr sweep) measures it on this run's pages"
+NOT_MEASURED = "not measured here"
+
+
+def _try(inputs: FindingInputs, option: str, values: list[str], suffix: str) -> str | None:
+    """The sweep of ``option`` over ``values`` (the run's own value first) on the run's pages."""
+    run = inputs.run
+    if run is None or inputs.run_dir is None or run.kind is not RunKind.capture or run.config is None:
+        return None
+    config = dataclasses.asdict(run.config)
+    return sweep_command(
+        inputs.run_dir, images=run.image_paths or (), config=config, vary={option: values}, out_suffix=suffix
+    )
+
+
+def _faster_decode_try(inputs: FindingInputs) -> str | None:
+    """Static cache (compiled where transformers compiles) against the run's own decode path."""
+    config = inputs.run.config if inputs.run is not None else None
+    if config is None:
+        return None
+    if config.cache in (None, CacheKind.dynamic):  # null: a run from before --cache, dynamic
+        return _try(inputs, "cache", [CacheKind.dynamic.value, CacheKind.static.value], "cache")
+    if config.compile == CompileMode.off:
+        return _try(inputs, "compile", [CompileMode.off.value, CompileMode.auto.value], "compile")
+    return None  # already a static cache, compiled as transformers compiles it
+
+
+def _backends_try(inputs: FindingInputs) -> str | None:
+    """Every SDPA backend, the run's own first (those the device lacks are reported as such)."""
+    config = inputs.run.config if inputs.run is not None else None
+    if config is None:
+        return None
+    own = config.sdpa_backend or SdpaBackend.auto.value
+    return _try(inputs, "sdpa-backend", [own, *(b.value for b in SdpaBackend if b.value != own)], "sdpa")
+
+
+def _measured(try_command: str | None) -> str:
+    return MEASURED_BY_TRY if try_command else NOT_MEASURED
 
 
 def _stage(timings: pa.Table, stage: str) -> pa.Table:
@@ -130,13 +203,14 @@ def host_bound_decode(inputs: FindingInputs) -> list[dict[str, Any]]:
         "steps": steps,
         "source": SOURCE_TIMINGS,
     }
+    proposed = _faster_decode_try(inputs)
     message = (
         f"decode is host-bound: the GPU is idle {_pct(idle)} of decode ({busy / steps:.2f} ms busy of"
         f" {wall / steps:.2f} ms per step, {kernels / steps:.0f} kernels per step). Try CUDA graphs with a"
         " static KV cache (cache_implementation='static' with torch.compile mode='reduce-overhead') or a"
-        " serving engine that batches decode; their effect here is not measured."
+        f" serving engine that batches decode; the static cache: {_measured(proposed)}; batching: {NOT_MEASURED}."
     )
-    return [_finding("host_bound_decode", wall - busy, message, evidence)]
+    return [_finding("host_bound_decode", wall - busy, message, evidence, proposed)]
 
 
 def cold_steps(inputs: FindingInputs) -> list[dict[str, Any]]:
@@ -158,14 +232,15 @@ def cold_steps(inputs: FindingInputs) -> list[dict[str, Any]]:
         "excess_upper_ms": upper,
         "source": "predictions.decode_step_cold and decode_step_ms (reference clock)",
     }
+    proposed = _backends_try(inputs)
     message = (
         f"{len(cold_ms)} cold decode steps (a sequence length the attention backend had not seen) took"
         f" {excess:.0f} ms more than warm ones (p50 {np.median(cold_ms):.1f} ms against {warm:.1f} ms;"
         f" {upper:.0f} ms counting each cold step's own excess, which also charges steps slowed by"
         " something else). Try another SDPA backend (torch.backends.cuda.enable_cudnn_sdp(False)) or"
-        " warming up the lengths; the effect is not measured here."
+        f" warming up the lengths; another backend: {_measured(proposed)}; warming up: {NOT_MEASURED}."
     )
-    return [_finding("cold_steps", excess, message, evidence)]
+    return [_finding("cold_steps", excess, message, evidence, proposed)]
 
 
 def launch_bound_kernels(inputs: FindingInputs) -> list[dict[str, Any]]:
@@ -174,14 +249,16 @@ def launch_bound_kernels(inputs: FindingInputs) -> list[dict[str, Any]]:
         share = figures.get("share")
         if stage == "prefill" or share is None or share < LAUNCH_SHARE:
             continue
+        # A static cache compiles decode only: vision's and prefill's launches stay as they are.
+        proposed = _faster_decode_try(inputs) if stage == Stage.decode else None
         message = (
             f"{_pct(share)} of {stage} kernels ({figures['shorter_than_launch']} of {figures['kernels']}) ran"
             f" shorter than the runtime call that launched them: the host spent {figures['launch_ms']:.1f} ms"
             f" launching {figures['kernel_ms']:.1f} ms of GPU work. Fewer, larger kernels (fusion with"
-            " torch.compile, CUDA graphs) would amortise launches; not measured here."
+            f" torch.compile, CUDA graphs) would amortise launches; {_measured(proposed)}."
         )
         evidence = {**figures, "source": "trace: kernel durations against their cuda_runtime launch calls"}
-        found.append(_finding(f"launch_bound_kernels.{stage}", figures["launch_ms"], message, evidence))
+        found.append(_finding(f"launch_bound_kernels.{stage}", figures["launch_ms"], message, evidence, proposed))
     return found
 
 
@@ -370,6 +447,60 @@ def roofline_distance(inputs: FindingInputs) -> list[dict[str, Any]]:
     return found
 
 
+#: Images a repetition_loop finding lists in its message (all are in its evidence).
+LOOP_IMAGES_SHOWN = 10
+
+
+def repetition_loop(inputs: FindingInputs) -> list[dict[str, Any]]:
+    """Images whose output ends in a repetition loop (capture's dsocr.loops.find_loop): the
+    tokens and the decode ms (reference clock) from each loop's start to the end of generation."""
+    ok = ok_predictions(inputs.predictions)
+    if "loop_start_step" not in ok.column_names:
+        return []
+    looped = ok.filter(pc.is_valid(ok["loop_start_step"]))
+    if looped.num_rows == 0:
+        return []
+    rows = looped.select(
+        ["image_index", "rank", "image_path", "generated_tokens", "stop_reason", "loop_start_step",
+         "loop_period_tokens", "loop_ms"]
+    ).to_pylist()  # fmt: skip
+    tokens = sum((row["generated_tokens"] or 0) - row["loop_start_step"] for row in rows)
+    loop_ms = sum(row["loop_ms"] or 0.0 for row in rows)
+    decode_ms = float(pc.sum(ok["decode_ms"]).as_py() or 0.0)
+    images = [
+        {
+            "image_index": row["image_index"],
+            "rank": row["rank"],
+            "image_path": row["image_path"],
+            "start_step": row["loop_start_step"],
+            "period_tokens": row["loop_period_tokens"],
+            "tokens": (row["generated_tokens"] or 0) - row["loop_start_step"],
+            "ms": row["loop_ms"],
+            "stop_reason": row["stop_reason"],
+        }
+        for row in rows
+    ]
+    shown = ", ".join(str(row["image_index"]) for row in rows[:LOOP_IMAGES_SHOWN])
+    more = f" and {len(rows) - LOOP_IMAGES_SHOWN} more" if len(rows) > LOOP_IMAGES_SHOWN else ""
+    share = f" ({_pct(loop_ms / decode_ms)} of all decode)" if decode_ms else ""
+    message = (
+        f"{len(rows)} image(s) end in a repetition loop (images {shown}{more}): {tokens} generated tokens"
+        f" and {loop_ms:.0f} ms of decode{share} repeat a unit of"
+        f" {min(row['loop_period_tokens'] for row in rows)}-{max(row['loop_period_tokens'] for row in rows)}"
+        f" tokens from the loop's start to the end. Try the vendor's guard, --no-repeat-ngram"
+        f" {VENDOR_NO_REPEAT_NGRAM} (--ngram-window {DEFAULT_NGRAM_WINDOW}), and compare outputs and decode"
+        " time; its effect is not measured here."
+    )
+    evidence = {
+        "images": images,
+        "loop_tokens": tokens,
+        "loop_ms": loop_ms,
+        "decode_ms": decode_ms,
+        "source": "predictions.loop_start_step, loop_period_tokens, loop_ms (capture's loop detector, reference clock)",
+    }
+    return [_finding("repetition_loop", loop_ms, message, evidence)]
+
+
 DETECTORS: tuple[Callable[[FindingInputs], list[dict[str, Any]]], ...] = (
     host_bound_decode,
     cold_steps,
@@ -380,6 +511,7 @@ DETECTORS: tuple[Callable[[FindingInputs], list[dict[str, Any]]], ...] = (
     outlier_images,
     profiler_overhead,
     roofline_distance,
+    repetition_loop,
 )
 
 

@@ -72,5 +72,7 @@ def finding_list(inputs: AnalysisInputs) -> list[Finding]:
             copies=inputs.copies,
             reference_steps=inputs.steps.reference,
             traced_steps=inputs.steps.traced,
+            run_dir=inputs.run_dir,
+            run=inputs.run,
         )
     )

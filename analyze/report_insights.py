@@ -94,7 +94,13 @@ def finding_lines(summary: Summary) -> list[str]:
     """One line per finding, largest time at stake first (messages are printed as written, not as markup)."""
     if not summary.findings:
         return ["findings: none"]
-    return ["[bold]findings[/] (largest time at stake first)"] + [
-        escape(f"- [{finding.severity}] {finding.id} ({finding.time_at_stake_ms:,.1f} ms at stake): {finding.message}")
-        for finding in summary.findings
-    ]
+    lines = ["[bold]findings[/] (largest time at stake first)"]
+    for finding in summary.findings:
+        lines.append(
+            escape(
+                f"- [{finding.severity}] {finding.id} ({finding.time_at_stake_ms:,.1f} ms at stake): {finding.message}"
+            )
+        )
+        if finding.try_command:
+            lines.append(escape(f"  try: {finding.try_command}"))
+    return lines

@@ -16,6 +16,7 @@ SCRIPTS = (
     ["static_cache.py", "--device", "cpu", "--tokens", "24", "--variants", "dynamic-off,static-off,static-sampled"],
     ["cli_startup.py"],
     ["range_cost.py"],
+    ["ngram_guard.py", "--steps", "1000", "--repeats", "3", "--model-tokens", "24"],
     ["profiling_overhead.py", "--device", "cpu", "--tokens", "16", "--repeats", "1"],
     ["bench_analyze.py"],
     ["analyze_threads.py", "--size", "0.3M", "--repeats", "3"],

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from dsocr.capture.pdf import PageSelection, check_dpi, parse_pages
 
 from dsocr.errors import BadInputError
 from dsocr.options import (  # re-exported: capture's modules import the option vocabulary from here
+    DEFAULT_DPI,
     DEFAULT_FIRST_STEPS,
     DEFAULT_FULL_CHUNK_STEPS,
     DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_NGRAM_ALLOW,
+    DEFAULT_NGRAM_WINDOW,
     DEFAULT_PROMPT,
     DEFAULT_TRACE_IMAGES,
     DEFAULT_WINDOW_EVERY,
@@ -48,6 +54,8 @@ __all__ = [
 #: Token and step counts land in int32 Parquet columns (schema.PREDICTIONS); larger ones are refused
 #: before anything runs instead of failing at the first write, after the model has run.
 MAX_COUNT = 2**31 - 1
+#: ``--no-repeat-ngram 1`` would ban every token of the window (capture.ngram.MIN_NGRAM, torch-free here).
+MIN_NO_REPEAT_NGRAM = 2
 #: The seed is recorded in run.json and fed to torch.manual_seed; an int64 keeps it portable.
 MAX_SEED = 2**63 - 1
 
@@ -130,6 +138,22 @@ class CaptureConfig:
     #: transformers then uses on any device, e.g. ``eager`` (Dynamo tracing only) to run the
     #: compiled path on a CPU in tests. None: transformers' own choice (inductor, CUDA graphs).
     compile_backend: str | None = None
+    #: PDF inputs: pages rendered at ``dpi`` (``--dpi``); ``pages`` selects them (``--pages 1-3,7``; None: all).
+    dpi: int = DEFAULT_DPI
+    pages: str | None = None
+    #: The vendor's no-repeat n-gram guard (``--no-repeat-ngram``; None: off, the model as it is),
+    #: the generated tokens it searches (``--ngram-window``) and the tokens it lets repeat.
+    no_repeat_ngram: int | None = None
+    ngram_window: int = DEFAULT_NGRAM_WINDOW
+    ngram_allow: tuple[str, ...] = DEFAULT_NGRAM_ALLOW
+    #: Library use only (no CLI option, not recorded): transformers logits processors that every
+    #: generate of the capture runs before the guard; tests use one to force a repetition loop.
+    extra_logits_processors: tuple[Any, ...] = ()
+
+    @property
+    def page_selection(self) -> PageSelection | None:
+        """``pages`` parsed (validated in __post_init__)."""
+        return parse_pages(self.pages)
 
     def __post_init__(self) -> None:
         if self.with_flops and self.profile is ProfileMode.off:
@@ -143,5 +167,10 @@ class CaptureConfig:
             raise BadInputError("--trace-images needs a trace: use --profile sampled or full")
         if self.max_new_tokens is not None:
             check_count("--max-new-tokens", self.max_new_tokens, minimum=1)
+        check_dpi(self.dpi)
+        parse_pages(self.pages)
+        if self.no_repeat_ngram is not None:
+            check_count("--no-repeat-ngram", self.no_repeat_ngram, minimum=MIN_NO_REPEAT_NGRAM)
+            check_count("--ngram-window", self.ngram_window, minimum=self.no_repeat_ngram)
         if not 0 <= self.seed <= MAX_SEED:
             raise BadInputError(f"--seed must be between 0 and {MAX_SEED}, got {self.seed}")

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from dsocr.capture.pdf import page_size_bytes
 from dsocr.capture.signals import exit_with_parent
 
 from dsocr.errors import BadInputError
@@ -83,7 +84,11 @@ def shard(image_sizes: dict[int, int], world_size: int) -> list[list[int]]:
 
 
 def image_size_bytes(path: Path) -> int:
-    """File size as the cost estimate of an image (0 for a missing file: it fails fast)."""
+    """File size as the cost estimate of an image (0 for a missing file: it fails fast); a PDF
+    page's is its share of the PDF's bytes, so that a document's pages spread over the ranks."""
+    page_bytes = page_size_bytes(path)
+    if page_bytes is not None:
+        return page_bytes
     try:
         return path.stat().st_size
     except OSError:

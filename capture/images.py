@@ -11,6 +11,8 @@ from dsocr.rundir import resolved
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 LIST_SUFFIXES = frozenset({".txt", ".lst"})
+#: What a folder is searched for: images, and PDF documents (capture/pdf.py expands their pages).
+INPUT_SUFFIXES = IMAGE_SUFFIXES | {".pdf"}
 #: Larger images are refused before decoding: a page scan at 600 dpi is about 35 MP.
 MAX_IMAGE_PIXELS = 64_000_000
 
@@ -48,7 +50,7 @@ def discover_images(arguments: tuple[str, ...]) -> list[Path]:
             raise BadInputError(f"image argument {argument!r} holds a NUL byte")
         path = Path(argument).expanduser()
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
+            found.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in INPUT_SUFFIXES and p.is_file()))
         elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
             found.extend(_from_list_file(path))
         else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from dsocr.capture.config import CaptureConfig
-from dsocr.capture.images import discover_images
+from dsocr.capture.pdf import discover_inputs
 
 from dsocr.errors import ModelLoadError
 
@@ -20,7 +20,7 @@ def preflight(config: CaptureConfig) -> None:
     ``config`` itself is already validated (CaptureConfig checks its options when built).
     """
     if config.images:
-        discover_images(config.images)
+        discover_inputs(config.images, config.page_selection)
     if config.model is not None and not config.model.exists():
         raise ModelLoadError(f"--model {config.model}: no such folder")
     # The prompt's placeholder depends on the family, read from the config file (no weights);

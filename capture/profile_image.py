@@ -12,20 +12,24 @@ import torch
 from dsocr.capture.attention import NO_KERNEL_MESSAGE, sdpa_backend
 from dsocr.capture.clock import clock_for
 from dsocr.capture.config import CaptureConfig
-from dsocr.capture.images import load_image
 from dsocr.capture.limits import TokenCap, resolve_cap, stop_reason
 from dsocr.capture.models import LoadedModel, decode_text, encode, image_token_count
+from dsocr.capture.ngram import NoRepeatNGram, allowed_token_ids
+from dsocr.capture.pdf import RenderedPage, is_pdf, load_input, parse_page_key, store_page
 from dsocr.capture.static_cache import DYNAMIC, DecodePath, compiled_graphs, generate_on
 from dsocr.capture.timeline import ImageTimeline
 from dsocr.capture.tracing import ImageTrace, TraceWriter
-from transformers import StoppingCriteriaList
+from PIL import Image
+from transformers import LogitsProcessorList, StoppingCriteriaList
 
 from dsocr.errors import BadInputError
+from dsocr.loops import find_loop, loop_decode_ms
 from dsocr.records import PredictionRow
 from dsocr.rundir import path_md5
 from dsocr.vocab import ImageStatus, StopReason
 
 KIB_PER_MIB = 1024
+BYTES_PER_MIB = 1024 * KIB_PER_MIB
 
 
 class ShapeHistory:
@@ -54,6 +58,36 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KIB_PER_MIB
 
 
+def input_image(config: CaptureConfig, image_path: Path) -> tuple[Image.Image, RenderedPage | None]:
+    """The RGB image of a capture input (an image file, or a PDF page rendered at ``config.dpi``)."""
+    return load_input(image_path, dpi=config.dpi, selection=config.page_selection)
+
+
+def logits_processors(config: CaptureConfig, loaded: LoadedModel, prompt_tokens: int) -> LogitsProcessorList:
+    """The processors every generate of the capture runs: the library's extra ones, then the guard."""
+    processors = LogitsProcessorList(config.extra_logits_processors)
+    if config.no_repeat_ngram is not None:
+        allowed = allowed_token_ids(loaded.processor.tokenizer, tuple(config.ngram_allow))
+        processors.append(NoRepeatNGram(config.no_repeat_ngram, config.ngram_window, allowed, prompt_tokens))
+    return processors
+
+
+def _source_columns(image_path: Path) -> PredictionRow:
+    """source_path and page of an input that failed, when it is a PDF or one of its pages."""
+    key = parse_page_key(image_path)
+    if key is not None:
+        return {"source_path": str(key[0]), "page": key[1]}  # type: ignore[typeddict-item]
+    return {"source_path": str(image_path)} if is_pdf(image_path) else {}  # type: ignore[typeddict-item]
+
+
+def peak_gpu_mib(device: torch.device) -> float | None:
+    """Peak memory torch's caching allocator handed out on ``device`` in this process so far
+    (weights, cache, activations; not the allocator's reserve), or None off CUDA."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / BYTES_PER_MIB
+
+
 def failed_row(config: CaptureConfig, image_index: int, image_path: Path, error: str, rank: int) -> PredictionRow:
     """The prediction row of an image that could not be processed."""
     return {
@@ -68,6 +102,7 @@ def failed_row(config: CaptureConfig, image_index: int, image_path: Path, error:
         "profile_mode": config.profile.value,
         "rank": rank,
         "started_unix_ns": time.time_ns(),
+        **_source_columns(image_path),
     }
 
 
@@ -78,6 +113,7 @@ def _generate(
     timeline: ImageTimeline,
     config: CaptureConfig,
     decode: DecodePath,
+    processors: LogitsProcessorList,
 ) -> torch.LongTensor:
     hooks = []
 
@@ -96,7 +132,12 @@ def _generate(
         with sdpa_backend(config.sdpa_backend):
             timeline.begin()
             return generate_on(
-                loaded, decode, inputs, cap.max_new_tokens, stopping_criteria=StoppingCriteriaList([timeline])
+                loaded,
+                decode,
+                inputs,
+                cap.max_new_tokens,
+                stopping_criteria=StoppingCriteriaList([timeline]),
+                logits_processor=processors,
             )
     except BaseException:
         timeline.abandon()
@@ -109,7 +150,7 @@ def _generate(
 def check_backend_runs(loaded: LoadedModel, image_path: Path, config: CaptureConfig) -> None:
     """One unrecorded token under ``--sdpa-backend``: refuse the run with one line when some
     attention of the model (the vision encoder's included) has no kernel in that backend."""
-    inputs = encode(loaded, load_image(image_path), config.prompt)
+    inputs = encode(loaded, input_image(config, image_path)[0], config.prompt)
     try:
         with warnings.catch_warnings(), sdpa_backend(config.sdpa_backend):
             # torch explains each disabled backend in a warning before it raises.
@@ -128,10 +169,16 @@ def warm_up(loaded: LoadedModel, image_path: Path, config: CaptureConfig, shapes
     """One generate outside any range or profiler, so one-time costs (CUDA context, cuBLAS
     handles, allocator growth) do not land in the first image's timings. It warms only the
     decode lengths it runs (its prompt + 1 .. + tokens - 1): ``shapes`` remembers them."""
-    inputs = encode(loaded, load_image(image_path), config.prompt)
-    with sdpa_backend(config.sdpa_backend):
-        output = generate_on(loaded, DYNAMIC, inputs, config.warmup_tokens)
+    inputs = encode(loaded, input_image(config, image_path)[0], config.prompt)
     prompt_tokens = int(inputs["input_ids"].shape[1])
+    with sdpa_backend(config.sdpa_backend):
+        output = generate_on(
+            loaded,
+            DYNAMIC,
+            inputs,
+            config.warmup_tokens,
+            logits_processor=logits_processors(config, loaded, prompt_tokens),
+        )
     shapes.mark_cold(shapes.decode_lengths(prompt_tokens, int(output.shape[1]) - prompt_tokens - 1))
 
 
@@ -151,12 +198,17 @@ def profile_image(
     Raises ImageReadError or BadInputError for a bad image or a prompt that fills the context.
     """
     started_unix_ns = time.time_ns()
-    image = load_image(image_path)
+    # A PDF page is rendered (render_ms) and stored for emit here, before every timed range.
+    image, page = input_image(config, image_path)
+    if page is not None:
+        store_page(config.out, image_path, image)
     inputs = encode(loaded, image, config.prompt)
     prompt_tokens = int(inputs["input_ids"].shape[1])
     cap = resolve_cap(config.max_new_tokens, prompt_tokens, loaded.context_limit)
     decode.check_fits(prompt_tokens, cap.max_new_tokens)
     clock = clock_for(loaded.device)
+    # Built (the allowed tokens looked up) before the profiler and the clock, like the cache reset.
+    processors = logits_processors(config, loaded, prompt_tokens)
     decode.reset()  # before the profiler and the clock: emptying the cache is no stage's work
     graphs_before = compiled_graphs()
     with torch.inference_mode(), tracer.profile_image(image_index) as (profiler_step, image_trace):
@@ -168,13 +220,14 @@ def profile_image(
             eos_token_id=loaded.eos_token_id,
             decode_in_trace=tracer.decode_fits_one_cycle(cap.max_new_tokens, image_index),
         )
-        output_ids = _generate(loaded, inputs, cap, timeline, config, decode)
+        output_ids = _generate(loaded, inputs, cap, timeline, config, decode, processors)
     times = timeline.times()
     graphs = compiled_graphs() - graphs_before
     generated = output_ids[0, prompt_tokens:].tolist()
     if len(generated) != timeline.generated_tokens:
         raise RuntimeError(f"generate returned {len(generated)} tokens, the timeline saw {timeline.generated_tokens}")
     steps = len(times.decode_step_ms)
+    loop = find_loop(generated, eos_token_id=loaded.eos_token_id)
     seq_lens = shapes.decode_lengths(prompt_tokens, steps)
     # A static cache attends over its whole length at every step: one shape for the whole run.
     shape_lens = seq_lens if decode.cache_length is None else [decode.cache_length] * steps
@@ -207,5 +260,10 @@ def profile_image(
         "profiler_step_ms": times.profiler_step_ms,
         "peak_rss_mib": peak_rss_mib(),
         "compiled_graphs": graphs if decode.is_static else None,
+        "loop_start_step": None if loop is None else loop.start,
+        "loop_period_tokens": None if loop is None else loop.period,
+        "loop_ms": None if loop is None else loop_decode_ms(times.decode_step_ms, loop.start),
     }
+    if page is not None:
+        row.update(source_path=str(page.pdf), page=page.page, page_count=page.page_count, render_ms=page.render_ms)
     return row, image_trace, cap

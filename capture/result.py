@@ -36,6 +36,10 @@ class CaptureFigures:
     stop_reasons: tuple[str, ...]
     #: None when no image recorded trace events (``--profile off``).
     trace_events: int | None
+    #: Images whose output ends in a repetition loop, its tokens and decode ms (reference clock).
+    loop_images: int = 0
+    loop_tokens: int = 0
+    loop_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ def capture_figures(rows: tuple[PredictionRow, ...] | list[PredictionRow]) -> Ca
     steps = [ms for row in ok for ms in row.get("decode_step_ms") or []]
     prefill = [row["prefill_ms"] for row in ok if row.get("prefill_ms") is not None]
     events = [row["trace_events"] for row in ok if row.get("trace_events") is not None]
+    looped = [row for row in ok if row.get("loop_start_step") is not None]
     return CaptureFigures(
         images_ok=len(ok),
         images_failed=len(rows) - len(ok),
@@ -75,4 +80,7 @@ def capture_figures(rows: tuple[PredictionRow, ...] | list[PredictionRow]) -> Ca
         decode_ms_per_token_median=statistics.median(steps) if steps else None,
         stop_reasons=tuple(sorted({row["stop_reason"] for row in ok if row.get("stop_reason")})),
         trace_events=sum(events) if events else None,
+        loop_images=len(looped),
+        loop_tokens=sum((row.get("generated_tokens") or 0) - (row.get("loop_start_step") or 0) for row in looped),
+        loop_ms=sum(row.get("loop_ms") or 0.0 for row in looped),
     )

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from dsocr.capture.config import CaptureConfig
-from dsocr.capture.images import discover_images
 from dsocr.capture.models import LoadedModel
+from dsocr.capture.pdf import discover_inputs
 
 from dsocr.errors import RunDirError
 from dsocr.records import ConfigRecord, ImageCounts, ModelRecord, RankRecord, RunRecord, SamplingRecord
@@ -54,6 +54,11 @@ def config_record(config: CaptureConfig) -> ConfigRecord:
         cache=config.cache.value,
         compile=config.compile.value,
         trace_images=config.trace_images,
+        dpi=config.dpi,
+        pages=config.pages,
+        no_repeat_ngram=config.no_repeat_ngram,
+        ngram_window=config.ngram_window,
+        ngram_allow=tuple(config.ngram_allow),
     )
 
 
@@ -115,7 +120,7 @@ def _check_same_images(run_dir: Path, config: CaptureConfig, previous: RunRecord
     """
     if previous.config is not None and tuple(config.images) == tuple(previous.config.images):
         return
-    named = tuple(str(path) for path in discover_images(config.images)) if config.images else ()
+    named = tuple(str(path) for path in discover_inputs(config.images, config.page_selection)) if config.images else ()
     if named != tuple(previous.image_paths):
         raise RunDirError(
             f"--out {run_dir} holds a run of {len(previous.image_paths)} images and --resume continues "

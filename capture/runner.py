@@ -13,9 +13,17 @@ import torch
 from dsocr.capture.attention import check_sdpa_backend, text_head_dim
 from dsocr.capture.config import CacheKind, CaptureConfig, SdpaBackend
 from dsocr.capture.distributed import Ranks, image_size_bytes, join, shard
-from dsocr.capture.images import ImageReadError, discover_images
+from dsocr.capture.images import ImageReadError
 from dsocr.capture.models import LoadedModel, load_model, resolve_family, resolve_prompt
-from dsocr.capture.profile_image import ShapeHistory, check_backend_runs, failed_row, profile_image, warm_up
+from dsocr.capture.pdf import discover_inputs
+from dsocr.capture.profile_image import (
+    ShapeHistory,
+    check_backend_runs,
+    failed_row,
+    peak_gpu_mib,
+    profile_image,
+    warm_up,
+)
 from dsocr.capture.result import CaptureResult, OnImage, OnStart
 from dsocr.capture.run_record import WarningCollector, check_resumable, finish_record, start_record
 from dsocr.capture.samples import sample_image_paths, write_sample_images
@@ -123,7 +131,7 @@ def _user_images(config: CaptureConfig, previous: RunRecord | None) -> list[Path
     """The run's images when they come from the user or a resumed run; None means sample pages."""
     if previous is not None and previous.image_paths:
         return [Path(path) for path in previous.image_paths]
-    return discover_images(config.images) if config.images else None
+    return discover_inputs(config.images, config.page_selection) if config.images else None
 
 
 def _done_indices(run_dir: Path) -> set[int]:
@@ -336,7 +344,10 @@ def _run(config: CaptureConfig, callbacks: _Callbacks, loaded: LoadedModel | Non
                 f"interrupted; finished images are kept, continue with --resume --out {run_dir}"
             ) from None
         rank_seconds = time.perf_counter() - loop_start
-        per_rank = ranks.gather(RankRecord(rank=ranks.rank, images=len(rows), capture_seconds=rank_seconds))
+        mine_record = RankRecord(
+            rank=ranks.rank, images=len(rows), capture_seconds=rank_seconds, peak_gpu_mib=peak_gpu_mib(loaded.device)
+        )
+        per_rank = ranks.gather(mine_record)
         if ranks.is_leader:
             table = finalize_predictions(run_dir)
             statuses = table.column("status").to_pylist()

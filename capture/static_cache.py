@@ -24,9 +24,10 @@ from typing import Any
 import torch
 from dsocr.capture.attention import NO_KERNEL_MESSAGE, sdpa_backend
 from dsocr.capture.config import CacheKind, CaptureConfig, CompileMode
-from dsocr.capture.images import load_image
 from dsocr.capture.limits import FALLBACK_DECODE_CEILING
 from dsocr.capture.models import LoadedModel, encode, greedy_generate
+from dsocr.capture.pdf import load_input
+from PIL import Image
 from torch._dynamo.exc import TorchDynamoException
 from torch._dynamo.utils import compilation_time_metrics, counters
 from transformers import CompileConfig, StaticCache
@@ -154,12 +155,18 @@ def _build_cache(loaded: LoadedModel, length: int) -> StaticCache:
     return cache
 
 
-def _prompt_lengths(loaded: LoadedModel, images: Iterable[Path], prompt: str) -> list[int]:
+def _image(path: Path, config: CaptureConfig) -> Image.Image:
+    """The input's image (a PDF page rendered at ``--dpi``), as profile_image reads it."""
+    return load_input(path, dpi=config.dpi, selection=config.page_selection)[0]
+
+
+def _prompt_lengths(loaded: LoadedModel, images: Iterable[Path], config: CaptureConfig) -> list[int]:
     """Prompt tokens of each readable image (an unreadable one fails later, in its own row)."""
+    assert config.prompt is not None, "the runner resolves the prompt first"
     lengths = []
     for path in images:
         try:
-            lengths.append(int(encode(loaded, load_image(path), prompt)["input_ids"].shape[1]))
+            lengths.append(int(encode(loaded, _image(path, config), config.prompt)["input_ids"].shape[1]))
         except Exception:  # any failure of one image (the processor's too): its own row says it
             continue
     return lengths
@@ -176,7 +183,7 @@ def static_cache_length(loaded: LoadedModel, images: Iterable[Path], config: Cap
     if config.max_new_tokens is None and context is not None:
         return context, LENGTH_FROM_CONTEXT
     assert config.prompt is not None, "the runner resolves the prompt first"
-    largest = max(_prompt_lengths(loaded, images, config.prompt), default=0)
+    largest = max(_prompt_lengths(loaded, images, config), default=0)
     if config.max_new_tokens is None:
         return largest + FALLBACK_DECODE_CEILING, LENGTH_FROM_FALLBACK
     wanted = largest + config.max_new_tokens
@@ -222,10 +229,10 @@ def warmup_tokens(path: DecodePath, inputs: Mapping[str, Any], config: CaptureCo
     return max(1, min(wanted, room))
 
 
-def _first_inputs(loaded: LoadedModel, images: Iterable[Path], prompt: str) -> dict[str, Any] | None:
+def _first_inputs(loaded: LoadedModel, images: Iterable[Path], config: CaptureConfig) -> dict[str, Any] | None:
     for image_path in images:
         try:
-            return encode(loaded, load_image(image_path), prompt)
+            return encode(loaded, _image(image_path, config), config.prompt or "")
         except Exception:  # any failure of one image (the processor's too): its own row says it
             continue
     return None
@@ -245,7 +252,7 @@ def warm_up_static(loaded: LoadedModel, path: DecodePath, images: Iterable[Path]
     """One unrecorded generate on ``path`` (the first readable image of ``images``): compilation
     and CUDA-graph capture happen here, before the first image, with no range open and no
     profiler session."""
-    inputs = _first_inputs(loaded, images, config.prompt or "")
+    inputs = _first_inputs(loaded, images, config)
     if inputs is None:
         return WarmUp()
     tokens = warmup_tokens(path, inputs, config)

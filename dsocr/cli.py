@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dsocr import cli_analyze, cli_capture, cli_compare, cli_emit, cli_report  # noqa: F401  (each registers its commands)
+from dsocr import cli_analyze, cli_capture, cli_compare, cli_emit, cli_report, cli_sweep  # noqa: F401  (each registers its commands)
 from dsocr._app import app
 
 

@@ -16,10 +16,13 @@ import typer
 from dsocr._app import app
 from dsocr.errors import BadInputError, MissingExtraError, NoImageSucceededError
 from dsocr.options import (
+    DEFAULT_DPI,
     DEFAULT_FIRST_STEPS,
     DEFAULT_FULL_CHUNK_STEPS,
     DEFAULT_GPUS,
     DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_NGRAM_ALLOW,
+    DEFAULT_NGRAM_WINDOW,
     DEFAULT_SEED,
     DEFAULT_TRACE_IMAGES,
     DEFAULT_WARMUP_TOKENS,
@@ -65,24 +68,36 @@ def _given_options(ctx: typer.Context) -> frozenset[str]:
     return frozenset(param.opts[0].lstrip("-").replace("-", "_") for param in ctx.command.params if param.name in given)
 
 
+def given_argv(ctx: typer.Context, *, leave_out: tuple[str, ...] = (), values: dict | None = None) -> list[str]:
+    """The options of ``ctx`` the user gave, as command-line arguments, less the parameters named
+    in ``leave_out`` (the image arguments are never included); ``values`` adds parameters with
+    the value to pass (given or not)."""
+    values = values or {}
+    given = _given(ctx)
+    argv: list[str] = []
+    for param in ctx.command.params:
+        value = values.get(param.name, ctx.params.get(param.name))
+        if param.name == "images" or param.name in leave_out or value is None:
+            continue
+        if param.name not in given and param.name not in values:
+            continue
+        flag = param.opts[0]
+        if isinstance(value, bool):
+            argv += [flag] if value else []
+        elif isinstance(value, list | tuple):
+            argv += [part for item in value for part in (flag, str(item))]
+        else:
+            argv += [flag, str(value.value if isinstance(value, enum.Enum) else value)]
+    return argv
+
+
 def _argv_from(ctx: typer.Context, out: Path) -> list[str]:
     """This capture command as given, minus --gpus, with --out explicit: what every rank runs.
 
     Defaults stay off the command line: each rank applies the same default, or under --resume
     the run's recorded value, as this process did.
     """
-    argv = ["capture", *(ctx.params.get("images") or [])]
-    given = _given(ctx)
-    for param in ctx.command.params:
-        value = out if param.name == "out" else ctx.params.get(param.name)
-        if param.name in ("images", "gpus") or value is None or (param.name != "out" and param.name not in given):
-            continue
-        flag = param.opts[0]
-        if isinstance(value, bool):
-            argv += [flag] if value else []
-        else:
-            argv += [flag, str(value.value if isinstance(value, enum.Enum) else value)]
-    return argv
+    return ["capture", *(ctx.params.get("images") or []), *given_argv(ctx, leave_out=("gpus",), values={"out": out})]
 
 
 def _missing_extra(exc: ImportError) -> MissingExtraError:
@@ -131,8 +146,8 @@ def capture(
     images: Annotated[
         list[str] | None,
         typer.Argument(
-            help="Image files, folders (searched recursively) or text files listing paths. "
-            "Default: sample pages drawn by dsocr.",
+            help="Image or PDF files, folders (searched recursively) or text files listing paths; "
+            "each PDF page is one image. Default: sample pages drawn by dsocr.",
             show_default=False,
         ),
     ] = None,
@@ -250,6 +265,36 @@ def capture(
             "every timing and profiler session.",
         ),
     ] = CompileMode.auto,
+    dpi: Annotated[
+        int, typer.Option(help="PDF inputs: render each page at this many dots per inch (the vendor's 144).")
+    ] = DEFAULT_DPI,
+    pages: Annotated[
+        str | None,
+        typer.Option(
+            help="PDF inputs: the pages to capture, 1-based, e.g. 1-3,7. Default: every page.", show_default=False
+        ),
+    ] = None,
+    no_repeat_ngram: Annotated[
+        int | None,
+        typer.Option(
+            "--no-repeat-ngram",
+            help="Apply the vendor's loop guard: ban a token that would repeat an n-gram of this size "
+            "seen in the last --ngram-window generated tokens (the vendor uses 30). Default: off, "
+            "the model as it is.",
+            show_default=False,
+        ),
+    ] = None,
+    ngram_window: Annotated[
+        int, typer.Option(help="--no-repeat-ngram: how many of the latest generated tokens it searches.")
+    ] = DEFAULT_NGRAM_WINDOW,
+    ngram_allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="--no-repeat-ngram: a token allowed to repeat (repeat the option; '' for none). "
+            f"Default: {' '.join(DEFAULT_NGRAM_ALLOW)} (the vendor's table cells).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run DeepSeek-OCR on images under torch.profiler; write outputs and traces to Parquet."""
     if gpus < 1:
@@ -281,6 +326,11 @@ def capture(
         keep_kineto=keep_kineto,
         cache=cache,
         compile=compile_mode,
+        dpi=dpi,
+        pages=pages,
+        no_repeat_ngram=no_repeat_ngram,
+        ngram_window=ngram_window,
+        ngram_allow=DEFAULT_NGRAM_ALLOW if ngram_allow is None else tuple(token for token in ngram_allow if token),
     )
     config = as_recorded(config, _given_options(ctx))
     if gpus > 1 and "WORLD_SIZE" not in os.environ:

@@ -99,6 +99,12 @@ def summary_table(result: CaptureResult) -> Table:
         if figures.decode_ms_per_token_median is not None:
             table.add_row("decode ms/token (median)", _ms(figures.decode_ms_per_token_median, 2))
         table.add_row("stop reasons", ", ".join(figures.stop_reasons))
+        if figures.loop_images:
+            table.add_row(
+                "repetition loops",
+                f"{figures.loop_images} image(s): {figures.loop_tokens} tokens, {figures.loop_ms:.0f} ms of decode"
+                " (try --no-repeat-ngram 30)",
+            )
         events = figures.trace_events
         table.add_row("trace events", str(events) if events is not None else "none (profile off)")
     static = result.static_cache

@@ -40,7 +40,9 @@ def emit(
     ] = False,
     only: Annotated[
         list[str] | None,
-        typer.Option("--only", help="Render only this image (md5 or path); repeatable.", show_default=False),
+        typer.Option(
+            "--only", help="Render only this image (md5 or path; a PDF: its pages); repeatable.", show_default=False
+        ),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Render again images whose outputs are newer than the predictions.")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from dsocr._app import RunDirArg, app
-from dsocr.errors import MissingExtraError
+from dsocr.errors import BadInputError, MissingExtraError
 
 REPORT_EXTRA_HINT = "dsocr report needs the [report] extra (plotly): pip install 'dsocr[report]'"
 
@@ -56,5 +56,27 @@ def report(
         ),
     ] = None,
 ) -> None:
-    """Write one self-contained HTML page of plots (opens offline); runs analyze first when needed."""
+    """Write one self-contained HTML page of plots (opens offline); runs analyze first when needed.
+    RUN may be a sweep directory (`dsocr sweep`): one page of its variants' ratios to the baseline."""
+    from dsocr.sweep_plan import is_sweep_dir
+
+    if is_sweep_dir(run_dir):
+        if against is not None:
+            raise BadInputError("--against compares two runs; a sweep directory is one page of its own")
+        typer.echo(write_sweep_report(run_dir, output=out))
+        return
     typer.echo(write_report(run_dir, against=against, output=out))
+
+
+def write_sweep_report(sweep_dir: Path, *, output: Path | None = None) -> str:
+    """Analyze the sweep's runs, compare each variant with the baseline, and write its page
+    (default SWEEP/report.html); returns the line to print."""
+    try:
+        from dsocr.report.sweep import build_sweep_report
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] == "plotly":
+            raise MissingExtraError(REPORT_EXTRA_HINT) from None
+        raise
+    from dsocr.analyze.sweep import sweep_table
+
+    return build_sweep_report(sweep_dir, sweep_table(sweep_dir), output=output).line()

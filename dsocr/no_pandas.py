@@ -15,8 +15,8 @@ from importlib.machinery import ModuleSpec
 from types import ModuleType
 
 #: The commands that read and write Parquet, JSON and images only (not capture: torch and
-#: transformers are not ours to restrict).
-PANDAS_FREE_COMMANDS = frozenset({"analyze", "export-trace", "compare", "emit", "import", "report"})
+#: transformers are not ours to restrict; sweep runs each capture in a process of its own).
+PANDAS_FREE_COMMANDS = frozenset({"analyze", "export-trace", "compare", "emit", "import", "report", "sweep"})
 
 
 class _HiddenPandas:

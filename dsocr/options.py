@@ -29,6 +29,14 @@ DEFAULT_TRACE_IMAGES = 1
 DEFAULT_SEED = 0
 DEFAULT_GPUS = 1
 DEFAULT_WARMUP_TOKENS = 0
+#: PDF pages are rendered at this many dots per inch: the vendor's PDF script renders at 144.
+DEFAULT_DPI = 144
+#: ``--no-repeat-ngram``: the n-gram size of the vendor's vLLM recipe (off unless given).
+VENDOR_NO_REPEAT_NGRAM = 30
+#: ``--ngram-window``: how many of the latest generated tokens the guard searches (the vendor's 90).
+DEFAULT_NGRAM_WINDOW = 90
+#: ``--ngram-allow``: tokens the guard lets repeat (the vendor's: table cells).
+DEFAULT_NGRAM_ALLOW = ("<td>", "</td>")
 
 
 class ProfilerSessions(enum.StrEnum):
@@ -74,6 +82,21 @@ class DType(enum.StrEnum):
     fp16 = "fp16"
     fp32 = "fp32"
 
+
+# ---- sweep ----
+#: The capture options `dsocr sweep --vary` may name: those that change how the model runs. The
+#: CLI offers only those this `dsocr capture` has (an option a version lacks is left out).
+VARY_CANDIDATES = (
+    "cache",
+    "compile",
+    "sdpa-backend",
+    "attn-implementation",
+    "dtype",
+    "no-repeat-ngram",
+    "max-new-tokens",
+)
+#: Options every capture of a sweep gets from the sweep itself: none may be passed or varied.
+SWEEP_OWNED = ("out", "profile", "resume")
 
 # ---- analyze ----
 #: Kernels and operators kept per stage and kind (``--top``).

@@ -137,6 +137,15 @@ class ConfigRecord:
     compile: str | None = None
     #: Every Nth image traced (``--trace-images``); null in runs before it (every image: 1).
     trace_images: int | None = None
+    #: PDF pages' render resolution (``--dpi``) and the pages selected (``--pages``, null: all);
+    #: dpi null in runs before it.
+    dpi: int | None = None
+    pages: str | None = None
+    #: The no-repeat n-gram guard (``--no-repeat-ngram``; null: off), its window and the tokens
+    #: it lets repeat; window and allow null in runs before the option.
+    no_repeat_ngram: int | None = None
+    ngram_window: int | None = None
+    ngram_allow: tuple[str, ...] | None = None
 
     #: Options that change what is measured: a resumed run must match them.
     FINGERPRINT = (
@@ -157,6 +166,11 @@ class ConfigRecord:
         "cache",
         "compile",
         "trace_images",
+        "dpi",
+        "pages",
+        "no_repeat_ngram",
+        "ngram_window",
+        "ngram_allow",
     )
 
     def differing(self, other: ConfigRecord | None) -> list[str]:
@@ -198,6 +212,11 @@ class ConfigRecord:
             cache=reader.text("cache"),
             compile=reader.text("compile"),
             trace_images=reader.integer("trace_images"),
+            dpi=reader.integer("dpi"),
+            pages=reader.text("pages"),
+            no_repeat_ngram=reader.integer("no_repeat_ngram"),
+            ngram_window=reader.integer("ngram_window"),
+            ngram_allow=reader.strings("ngram_allow"),
         )
 
 
@@ -245,6 +264,9 @@ class RankRecord:
     rank: int
     images: int
     capture_seconds: float | None = None
+    #: Peak memory torch's allocator handed out on the rank's GPU (MiB, whole process: warm-up and
+    #: compilation included); null off CUDA.
+    peak_gpu_mib: float | None = None
 
     @classmethod
     def from_json(cls, reader: JsonReader) -> RankRecord:
@@ -252,6 +274,7 @@ class RankRecord:
             rank=reader.integer("rank", required=True),
             images=reader.integer("images", required=True),
             capture_seconds=reader.number("capture_seconds"),
+            peak_gpu_mib=reader.number("peak_gpu_mib"),
         )
 
 
@@ -382,3 +405,10 @@ class PredictionRow(_RequiredPredictionKeys, total=False):
     profiler_stop_ms: float | None
     profiler_export_ms: float | None
     compiled_graphs: int | None
+    source_path: str | None
+    page: int | None
+    page_count: int | None
+    render_ms: float | None
+    loop_start_step: int | None
+    loop_period_tokens: int | None
+    loop_ms: float | None

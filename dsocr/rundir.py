@@ -42,6 +42,8 @@ TRACE_DIR = "trace"
 ANALYSIS_DIR = "analysis"
 VIZ_DIR = options.VIZ_DIR
 PREDICTIONS_JSONL = "predictions.jsonl"
+#: PDF pages as capture rendered them, ``pages/<image_md5>.png``: emit draws on these pixels.
+PAGES_DIR = "pages"
 
 PARQUET_COMPRESSION = "zstd"
 #: Every data page carries a CRC32 and readers verify it: a damaged page is an error naming the
@@ -105,7 +107,7 @@ KINETO_DIR = "kineto"
 #: Folders of a run that only capture writes; stale temporaries are looked for there, in trace/,
 #: and in the run's root for capture's own files only (analysis/, viz/ and emit's files in the
 #: root belong to analyze and emit, which may be running).
-_CAPTURE_FOLDERS = (PREDICTIONS_PARTS_DIR, "samples")
+_CAPTURE_FOLDERS = (PREDICTIONS_PARTS_DIR, "samples", PAGES_DIR)
 _CAPTURE_ROOT_FILES = (RUN_JSON, PREDICTIONS_FILE)
 
 

@@ -12,15 +12,28 @@ import pyarrow as pa
 from dsocr.errors import SchemaMismatchError
 
 #: Bumped whenever a column is removed, renamed or changes meaning. Adding a nullable
-#: column at the end does not bump it.
+#: column at the end does not bump it. The version of run.json, summary.json, info.json and of
+#: every table but predictions (which has its own, below).
 SCHEMA_VERSION = 1
+#: predictions.parquet: 2 since PDF pages (``image_path`` may be a page key ``<pdf>#page=<N>``,
+#: not a file; ``page`` set). Version 1 tables (images only) are read as they are.
+PREDICTIONS_VERSION = 2
 
 TABLE_KEY = b"dsocr.table"
 VERSION_KEY = b"dsocr.schema_version"
 
 
+def table_version(name: str) -> int:
+    """The schema version dsocr writes for table ``name``."""
+    return PREDICTIONS_VERSION if name == "predictions" else SCHEMA_VERSION
+
+
+#: Versions each reader accepts: the one written, and older ones it still reads unchanged.
+READABLE_VERSIONS: dict[str, frozenset[int]] = {"predictions": frozenset({1, PREDICTIONS_VERSION})}
+
+
 def _versioned(name: str, fields: list[pa.Field]) -> pa.Schema:
-    return pa.schema(fields, metadata={TABLE_KEY: name.encode(), VERSION_KEY: str(SCHEMA_VERSION).encode()})
+    return pa.schema(fields, metadata={TABLE_KEY: name.encode(), VERSION_KEY: str(table_version(name)).encode()})
 
 
 _DICT_STRING = pa.dictionary(pa.int32(), pa.string())
@@ -69,6 +82,18 @@ PREDICTIONS = _versioned(
         # --cache static: graphs torch.compile compiled while this image ran (0 expected; more is a
         # recompilation inside its timings). Null on the dynamic path.
         pa.field("compiled_graphs", pa.int32()),
+        # PDF pages (version 2): the PDF (absolute), the page (1-based), the PDF's page count, and
+        # the host ms rendering the page took, before and outside every timed range. Null for images.
+        pa.field("source_path", pa.string()),
+        pa.field("page", pa.int32()),
+        pa.field("page_count", pa.int32()),
+        pa.field("render_ms", pa.float64()),
+        # A repetition loop at the end of the output (dsocr.loops.find_loop), null when none: the
+        # decode step producing its first token, its unit in tokens, and the decode ms (reference
+        # clock) from that step to the end.
+        pa.field("loop_start_step", pa.int32()),
+        pa.field("loop_period_tokens", pa.int32()),
+        pa.field("loop_ms", pa.float64()),
     ],
 )
 
@@ -198,9 +223,11 @@ def check_table(schema: pa.Schema, expected: str, *, source: str) -> None:
     version = metadata.get(VERSION_KEY, b"").decode()
     if table != expected:
         raise SchemaMismatchError(f"{source}: not a dsocr {expected} table (found {table or 'no dsocr metadata'})")
-    if version != str(SCHEMA_VERSION):
+    readable = READABLE_VERSIONS.get(expected, frozenset({table_version(expected)}))
+    if version not in {str(number) for number in readable}:
+        versions = " and ".join(str(number) for number in sorted(readable))
         raise SchemaMismatchError(
-            f"{source}: {expected} schema version {version or '?'}, this dsocr reads version {SCHEMA_VERSION}"
+            f"{source}: {expected} schema version {version or '?'}, this dsocr reads version {versions}"
         )
     # Nullable columns may be missing: they were added later within this version (readers fill nulls).
     missing = [field.name for field in SCHEMAS[expected] if not field.nullable and field.name not in schema.names]

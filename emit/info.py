@@ -31,6 +31,32 @@ def _tokens(row: Mapping[str, Any]) -> dict[str, int | None]:
     }
 
 
+def _pdf(row: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The PDF and page a row was rendered from (null for an image)."""
+    if row.get("page") is None:
+        return None
+    return {
+        "path": row.get("source_path"),
+        "page": row["page"],
+        "page_count": row.get("page_count"),
+        "render_ms": row.get("render_ms"),
+    }
+
+
+def _loop(row: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The repetition loop at the end of the output (null when none; dsocr.loops)."""
+    start = row.get("loop_start_step")
+    if start is None:
+        return None
+    generated = row.get("generated_tokens")
+    return {
+        "start_step": start,
+        "period_tokens": row.get("loop_period_tokens"),
+        "tokens": None if generated is None else generated - start,
+        "decode_ms": row.get("loop_ms"),
+    }
+
+
 def _box_entry(grounding: Grounding, box: PlacedBox, norm: list[int | float], crop: str | None) -> dict[str, Any]:
     return {
         "label": box.label,
@@ -73,6 +99,8 @@ def build_info(
         "text_clean": grounding.text_clean,
         "tokens": _tokens(row),
         "stop_reason": row.get("stop_reason"),
+        "pdf": _pdf(row),
+        "loop": _loop(row),
         "timings_ms": timings.ms,
         "timings_source": timings.source,
         "trace_ms": timings.trace,
@@ -109,6 +137,8 @@ def prediction_record(
         "boxes": None if grounding is None else grounding.box_count,
         "tokens": _tokens(row),
         "stop_reason": row.get("stop_reason"),
+        "pdf": _pdf(row),
+        "loop": _loop(row),
         "timings_ms": timings.ms,
         "timings_source": timings.source,
         "trace_ms": timings.trace,

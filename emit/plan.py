@@ -13,7 +13,7 @@ from dsocr.emit.options import RenderStyle
 from dsocr.emit.timings import timings_path
 
 from dsocr.errors import BadInputError
-from dsocr.rundir import PREDICTIONS_FILE, PREDICTIONS_PARTS_DIR, path_md5
+from dsocr.rundir import PREDICTIONS_FILE, PREDICTIONS_PARTS_DIR, path_md5, resolved
 
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")
 
@@ -23,8 +23,13 @@ def is_md5(value: str) -> bool:
     return _MD5_HEX.fullmatch(value) is not None
 
 
+#: Between a PDF's path and its page number in a page key (``<pdf>#page=<N>``, capture/pdf.py).
+PAGE_SEPARATOR = "#page="
+
+
 def select_md5s(only: tuple[str, ...], rows: Iterable[tuple[str, str]]) -> set[str] | None:
-    """The image md5s picked by ``--only`` values (md5s or image paths); None when not given.
+    """The image md5s picked by ``--only`` values (md5s, image paths or page keys, or a PDF's
+    path for all its pages); None when not given.
 
     ``rows`` are ``(image_md5, image_path)`` pairs of the run. A value that names no image of
     the run is a BadInputError, so that a typo is not a silent no-op.
@@ -32,10 +37,14 @@ def select_md5s(only: tuple[str, ...], rows: Iterable[tuple[str, str]]) -> set[s
     if not only:
         return None
     by_path: dict[str, str] = {}
+    by_document: dict[str, set[str]] = {}
     known: set[str] = set()
     for image_md5, image_path in rows:
         known.add(image_md5)
         by_path[image_path] = image_md5
+        document, page_separator, _page = image_path.rpartition(PAGE_SEPARATOR)
+        if page_separator:
+            by_document.setdefault(document, set()).add(image_md5)
     selected: set[str] = set()
     for value in only:
         if value in known:
@@ -44,6 +53,8 @@ def select_md5s(only: tuple[str, ...], rows: Iterable[tuple[str, str]]) -> set[s
             selected.add(by_path[value])
         elif path_md5(value) in known:
             selected.add(path_md5(value))
+        elif str(resolved(value)) in by_document:
+            selected.update(by_document[str(resolved(value))])
         else:
             raise BadInputError(f"--only {value}: no image of this run has that md5 or path")
     return selected

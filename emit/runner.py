@@ -33,7 +33,7 @@ from dsocr.emit.info import (
 )
 from dsocr.emit.options import EmitOptions
 from dsocr.emit.plan import inputs_mtime_ns, is_md5, is_up_to_date, select_md5s
-from dsocr.emit.sources import check_roots_used, recorded_source, source_now
+from dsocr.emit.sources import check_roots_used, recorded_source, source_now, stored_page
 from dsocr.emit.summary import EmitSummary
 from dsocr.emit.timings import AnalysisTimings, StageTimings, load_analysis_timings, stage_timings
 from dsocr.emit.worker import RenderJob, RenderOutcome, init_worker, render_image, render_images
@@ -61,6 +61,13 @@ COLUMNS = [
     "vision_ms",
     "prefill_ms",
     "decode_ms",
+    "source_path",
+    "page",
+    "page_count",
+    "render_ms",
+    "loop_start_step",
+    "loop_period_tokens",
+    "loop_ms",
 ]
 UNKNOWN_MODEL = "unknown"
 BATCH_ROWS = 256  # rows converted to Python at a time
@@ -129,9 +136,13 @@ def _plan_row(context: _RunContext, row: dict[str, Any]) -> tuple[dict[str, Any]
 
 
 def _job(context: _RunContext, row: dict[str, Any], timings: StageTimings, out_dir: Path) -> RenderJob:
-    """The render job of a row: where its source is now (relative paths, --image-root) and where to write."""
-    recorded = recorded_source(row["image_path"], row["image_md5"], context.run_dir)
-    source = source_now(recorded, context.options.image_roots)
+    """The render job of a row: where its source is now (relative paths, --image-root; a PDF
+    page: the page capture rendered and kept in the run) and where to write."""
+    if row.get("page") is not None:
+        source = stored_page(context.run_dir, row["image_md5"])
+    else:
+        recorded = recorded_source(row["image_path"], row["image_md5"], context.run_dir)
+        source = source_now(recorded, context.options.image_roots)
     return RenderJob(row, timings, context.model_id, out_dir, context.options.style, context.family, source)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dsocr.errors import BadInputError
-from dsocr.rundir import path_md5
+from dsocr.rundir import PAGES_DIR, path_md5
 
 _SEPARATOR = "="
 
@@ -76,3 +76,12 @@ def check_roots_used(roots: Iterable[ImageRoot], recorded: Iterable[Path]) -> No
             return
     if unused:
         raise BadInputError(f"--image-root {unused[0].old}: no image of this run was recorded under it")
+
+
+def stored_page(run_dir: Path, image_md5: str) -> Path:
+    """The rendered PDF page capture kept for a row: ``pages/<image_md5>.png`` in the run.
+
+    Built from the md5 (checked to be a digest before a job is made), never from a stored
+    path: emit reads nothing outside the run for a page.
+    """
+    return run_dir.absolute() / PAGES_DIR / f"{image_md5}.png"

@@ -95,6 +95,7 @@ def findings_html(summary: dict[str, Any]) -> str:
         items.append(
             f'<li class="sev-{esc(finding.get("severity"))}"><b>{esc(finding.get("severity"))}</b> '
             f"<code>{esc(finding.get('id'))}</code> {esc(finding.get('message'))}"
+            + (f"<div>try: <code>{esc(finding['try'])}</code></div>" if finding.get("try") else "")
             + (f'<div class="evidence">evidence: {esc(evidence)}</div>' if evidence else "")
             + "</li>"
         )

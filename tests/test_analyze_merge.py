@@ -39,7 +39,10 @@ def _split(source: Path, out: Path) -> list[Path]:
 
 
 def _outputs(analysis_dir: Path, summary: dict) -> tuple[dict, dict]:
-    summary = {key: value for key, value in summary.items() if key != "run_dir"}
+    """The summary (the analyzed folder's path, which commands it suggests name, made neutral)
+    and every Parquet output."""
+    text = json.dumps({key: value for key, value in summary.items() if key != "run_dir"})
+    summary = json.loads(text.replace(str(analysis_dir.parent), "RUN"))
     files = {path.name: pq.read_table(path).to_pylist() for path in sorted(analysis_dir.glob("*.parquet"))}
     return summary, files
 

@@ -174,10 +174,13 @@ def test_findings_on_the_gpu_capture(gpu_run: Path) -> None:
     stakes = [finding["time_at_stake_ms"] for finding in summary["findings"]]
     assert stakes == sorted(stakes, reverse=True)
     for finding in summary["findings"]:
-        assert set(finding) == {"id", "severity", "time_at_stake_ms", "message", "evidence"}
+        assert set(finding) == {"id", "severity", "time_at_stake_ms", "message", "try", "evidence"}
         assert finding["severity"] in ("high", "medium", "low") and finding["evidence"]["source"]
+        # A finding that a sweep can test says so, and carries the sweep; the others say it is not measured.
+        assert ("dsocr sweep" in finding["message"]) == (finding["try"] is not None)
         assert (
             "not measured" in finding["message"]
+            or "dsocr sweep" in finding["message"]
             or "before changing" in finding["message"]
             or (finding["id"].startswith(("roofline_distance", "outlier", "profiler_overhead")))
         )
@@ -187,6 +190,12 @@ def test_findings_on_the_gpu_capture(gpu_run: Path) -> None:
     steps = sum(row["steps_traced"] for row in decode)
     host = found["host_bound_decode"]
     assert host["severity"] == "high"
+    # The run used the dynamic cache (run.json before --cache): the sweep adds the static one, on its pages.
+    pages = " ".join(rundir.read_run_json(gpu_run).image_paths or ())
+    assert host["try"].startswith(f"dsocr sweep {pages} --out {gpu_run}.sweep-cache --model ")
+    assert host["try"].endswith("--device cuda --max-new-tokens 16 --vary cache=dynamic,static")
+    assert found["cold_steps"]["try"].endswith("--vary sdpa-backend=auto,cudnn,flash,efficient,math")
+    assert found["dominant_cpu_operator.decode"]["try"] is None
     assert host["evidence"]["gpu_idle_share"] == pytest.approx(1 - busy / wall)
     assert host["evidence"]["kernels_per_step"] == pytest.approx(sum(row["kernel_count"] for row in decode) / steps)
     assert found["dominant_cpu_operator.decode"]["evidence"]["name"] == "aten::_cudnn_attention_forward"
