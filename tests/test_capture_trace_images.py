@@ -32,6 +32,10 @@ def test_every_nth_image_is_traced_and_every_image_timed(tmp_path: Path, sample_
     assert (coverage["images_with_trace"], coverage["images_ok"], coverage["trace_images_every"]) == (2, 3, 2)
     text = invoke("analyze", run_dir)
     assert "images traced: 2 of 3 (--trace-images 2)" in text.output
+    report = invoke("report", run_dir)
+    assert report.exit_code == 0, report.output
+    page = (run_dir / "analysis" / "report.html").read_text(encoding="utf-8")
+    assert "<th>images traced</th><td>2 of 3 (--trace-images 2)</td>" in page
 
 
 def test_resume_keeps_the_recorded_trace_images(tmp_path: Path, sample_pages: list[Path]) -> None:
