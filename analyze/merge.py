@@ -25,6 +25,7 @@ from dsocr import rundir
 from dsocr.errors import BadInputError, RunDirError
 from dsocr.options import DEFAULT_TOP
 from dsocr.records import RunRecord
+from dsocr.staleness import analysis_is_stale
 from dsocr.vocab import AnalysisFile
 
 
@@ -41,6 +42,8 @@ def _partials(shard: Path) -> dict[str, Any]:
         raise RunDirError(
             f"{shard}: no {rundir.ANALYSIS_DIR}/{AnalysisFile.partials}; run `dsocr analyze {shard}` first"
         )
+    if analysis_is_stale(shard):
+        raise RunDirError(f"{shard}: its analysis is older than its run; run `dsocr analyze {shard}` again")
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

@@ -423,13 +423,11 @@ def analyze_run(
     untraced = predictions.filter(pa.array(~np.isin(image_key(predictions), traced)))
     sums.timings.append(timings_table(untraced, MEASURED.empty_table(), no_ranges.table, has_trace=bool(files)))
     sums.latency.append(latency_table(untraced, no_ranges.table))
-    analysis = finish(run_dir, run, predictions, sums, has_trace=bool(files), peak=peak, top=top, write=write)
-    if write:  # What `dsocr analyze --merge` combines this run by, as a shard of a larger job.
-        rundir.write_json_atomic(
-            rundir.analysis_path(run_dir, AnalysisFile.partials),
-            sums.to_json(has_trace=bool(files), latency=sums.latency),
-        )
-    return analysis
+    # What `dsocr analyze --merge` combines this run by, as a shard of a larger job.
+    partials = sums.to_json(has_trace=bool(files), latency=sums.latency) if write else None
+    return finish(
+        run_dir, run, predictions, sums, has_trace=bool(files), peak=peak, top=top, write=write, partials=partials
+    )
 
 
 def finish(
@@ -442,9 +440,11 @@ def finish(
     peak: DevicePeak,
     top: int,
     write: bool,
+    partials: dict[str, Any] | None = None,
 ) -> Analysis:
     """Every run-level figure from ``sums`` (of one run's batches, or of several shards' analyses)
-    and the predictions; write ``run_dir/analysis/`` when ``write``."""
+    and the predictions; write ``run_dir/analysis/`` when ``write`` (``partials`` too, when
+    given; summary.json last: its age stands for the whole analysis, dsocr/staleness.py)."""
     timings = _in_prediction_order(sums.timings, predictions)
     kernels = sums.kernels_table(_stage_cpu_ns(timings), top=top) if has_trace else kernels_table([])
     traced_table = pa.concat_tables([STEPS.empty_table(), *sums.traced_steps])
@@ -477,6 +477,8 @@ def finish(
         rundir.write_table_atomic(kernels, rundir.analysis_path(run_dir, AnalysisFile.kernels))
         rundir.write_table_atomic(inputs.roofline, rundir.analysis_path(run_dir, AnalysisFile.roofline))
         rundir.write_table_atomic(steps, rundir.analysis_path(run_dir, AnalysisFile.steps))
+        if partials is not None:
+            rundir.write_json_atomic(rundir.analysis_path(run_dir, AnalysisFile.partials), partials)
         rundir.write_json_atomic(rundir.analysis_path(run_dir, AnalysisFile.summary), to_json(summary))
     return Analysis(summary=summary, timings=inputs.timings, kernels=kernels, output_dir=output_dir)
 

@@ -76,6 +76,10 @@ def test_the_cli_merges_a_parent_of_runs_and_named_shards(tmp_path: Path) -> Non
     first, second = json.loads(by_parent.output), json.loads(named.output)
     assert first["coverage"] == second["coverage"]
     assert first["coverage"]["images_with_trace"] == 2
+    (shards[1] / "predictions.parquet").touch()  # the run changed after its analysis
+    stale = invoke("analyze", tmp_path / "stale", "--merge", shards[0], "--merge", shards[1])
+    assert stale.exit_code == 1
+    assert "older than its run" in stale.output and "Traceback" not in stale.output
     overlap = invoke("analyze", tmp_path / "again", "--merge", shards[0], "--merge", shards[0])
     assert overlap.exit_code == 1
     assert "more than one shard" in overlap.output
