@@ -1,4 +1,5 @@
-# dsocr tasks. `just setup` once, then `just demo` / `just test`.
+# dsocr tasks. just comes with the dev extra: once README's first command has made .venv,
+# `.venv/bin/just demo` / `.venv/bin/just test` (`setup` reinstalls the same).
 
 venv := ".venv"
 py := venv / "bin/python"

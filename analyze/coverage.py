@@ -27,6 +27,9 @@ class Coverage:
     ranges: int = 0
     #: vision, prefill and decode-step ranges that launched no GPU work (GPU traces only).
     ranges_without_device_work: int = 0
+    #: Flush chunks whose ranges launched no GPU work at all while other chunks did: a profiler
+    #: session that recorded the CPU side only (GPU traces only; docs/performance.md).
+    chunks_without_device_work: int = 0
     ranges_cut_by_flush: int = 0
     duplicate_ranges: int = 0
     steps_traced: int = 0
@@ -80,4 +83,5 @@ def coverage_figures(inputs: AnalysisInputs) -> Coverage:
         kernels_start_before_launch=trace.kernels_start_before_launch,
         gpu_ops_shared_launch=trace.gpu_ops_shared_launch,
         ranges_without_device_work=trace.ranges_without_device_work,
+        chunks_without_device_work=trace.chunks_without_device_work,
     )

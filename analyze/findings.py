@@ -79,6 +79,8 @@ class FindingInputs:
     #: The run (directory and run.json), for the `dsocr sweep` command a finding proposes.
     run_dir: Path | None = None
     run: RunRecord | None = None
+    #: Decode replayed compiled CUDA graphs over a static cache (run.json ``static_cache.compiled``).
+    compiled_decode: bool = False
 
 
 @dataclass(frozen=True)
@@ -203,12 +205,23 @@ def host_bound_decode(inputs: FindingInputs) -> list[dict[str, Any]]:
         "steps": steps,
         "source": SOURCE_TIMINGS,
     }
+    measured = (
+        f"decode is host-bound: the GPU is idle {_pct(idle)} of decode ({busy / steps:.2f} ms busy of"
+        f" {wall / steps:.2f} ms per step, {kernels / steps:.0f} kernels per step)."
+    )
+    if inputs.compiled_decode:  # the usual advice is what this run already does
+        evidence["compiled_decode"] = True
+        message = (
+            f"{measured} Decode already replays compiled CUDA graphs over a static cache: the host time left"
+            " is the work outside the graphs (the decode CPU operators) and generate's per-token loop. Try"
+            f" a serving engine that batches decode; its effect: {NOT_MEASURED}."
+        )
+        return [_finding("host_bound_decode", wall - busy, message, evidence)]
     proposed = _faster_decode_try(inputs)
     message = (
-        f"decode is host-bound: the GPU is idle {_pct(idle)} of decode ({busy / steps:.2f} ms busy of"
-        f" {wall / steps:.2f} ms per step, {kernels / steps:.0f} kernels per step). Try CUDA graphs with a"
-        " static KV cache (cache_implementation='static' with torch.compile mode='reduce-overhead') or a"
-        f" serving engine that batches decode; the static cache: {_measured(proposed)}; batching: {NOT_MEASURED}."
+        f"{measured} Try CUDA graphs with a static KV cache (cache_implementation='static' with"
+        " torch.compile mode='reduce-overhead') or a serving engine that batches decode; the static cache:"
+        f" {_measured(proposed)}; batching: {NOT_MEASURED}."
     )
     return [_finding("host_bound_decode", wall - busy, message, evidence, proposed)]
 

@@ -74,5 +74,6 @@ def finding_list(inputs: AnalysisInputs) -> list[Finding]:
             traced_steps=inputs.steps.traced,
             run_dir=inputs.run_dir,
             run=inputs.run,
+            compiled_decode=inputs.run.static_cache is not None and inputs.run.static_cache.compiled,
         )
     )

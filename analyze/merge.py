@@ -91,7 +91,9 @@ def merge_shards(
     runs = [rundir.read_run_json(shard) for shard in shards]
     run = _one_job(runs, shards)
     peak = run_peak(run, peak_tflops=peak_tflops, peak_gbps=peak_gbps)
-    predictions = pa.concat_tables([rundir.read_predictions(shard) for shard in shards])
+    predictions = pa.concat_tables(
+        [rundir.read_predictions(shard, shard_run) for shard, shard_run in zip(shards, runs, strict=True)]
+    )
     keys, counts = np.unique(image_key(predictions), return_counts=True)
     if (counts > 1).any():
         rank, index = int(keys[counts > 1][0]) >> 32, int(keys[counts > 1][0]) & 0xFFFFFFFF

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from dsocr.analyze.attribution import GpuWork
 from dsocr.analyze.gpu_figures import COPY_PATTERN, MEMCPY_CATS, TOP_NAMES
-from dsocr.analyze.keys import dense_codes, image_key, step_key
+from dsocr.analyze.keys import chunk_key, dense_codes, image_key, step_key
 from dsocr.analyze.load import TraceTables
 from dsocr.analyze.ranges import Ranges
 from dsocr.analyze.stages import stage_masks
@@ -122,6 +122,7 @@ class TraceFigures:
     kernels_start_before_launch: int = 0
     gpu_ops_shared_launch: int = 0
     ranges_without_device_work: int = 0
+    chunks_without_device_work: int = 0
     #: Per stage: kernels, shorter_than_launch, launch_ns, kernel_ns.
     launch: dict[str, dict[str, int]] = field(default_factory=lambda: _zeros(_LAUNCH_SUMS))
     #: Per stage: copy_ns, gpu_ns, count.
@@ -175,6 +176,7 @@ _COUNTS = (
     "kernels_start_before_launch",
     "gpu_ops_shared_launch",
     "ranges_without_device_work",
+    "chunks_without_device_work",
 )
 
 
@@ -198,6 +200,13 @@ def _ranges_without_work(ranges: pa.Table, work: pa.Table) -> int:
     keyed = step_key(all_keys, all_steps)
     missing += int(np.count_nonzero(~np.isin(keyed[: steps.num_rows], keyed[steps.num_rows :])))
     return missing
+
+
+def _chunks_without_work(ranges: pa.Table, work: pa.Table) -> int:
+    """Flush chunks holding vision, prefill or decode-step ranges but no GPU activity: on a trace
+    with GPU activity elsewhere, a profiler session that lost its CUDA side, not an idle GPU (every
+    such range launches work)."""
+    return int(np.count_nonzero(~np.isin(np.unique(chunk_key(ranges)), chunk_key(work))))
 
 
 def batch_figures(trace: TraceTables, ranges: Ranges) -> TraceFigures:
@@ -226,6 +235,7 @@ def add_gpu_figures(figures: TraceFigures, gpu: GpuWork, ranges: pa.Table) -> No
     figures.kernels_start_before_launch += gpu.start_before_launch
     figures.gpu_ops_shared_launch += gpu.shared_launch
     figures.ranges_without_device_work += _ranges_without_work(ranges, work)
+    figures.chunks_without_device_work += _chunks_without_work(ranges, work)
 
 
 def add_launch_sums(figures: TraceFigures, work: pa.Table) -> None:

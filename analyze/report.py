@@ -167,6 +167,12 @@ def coverage_lines(summary: Summary) -> list[str]:
             f" with no launch call in the trace: {coverage.gpu_ops_without_launch};"
             f" ranges with no device work: {coverage.ranges_without_device_work}"
         )
+        if coverage.chunks_without_device_work:
+            lines.append(
+                f"WARNING {coverage.chunks_without_device_work} of {coverage.flush_chunks} profiler sessions"
+                " recorded dsocr ranges but no GPU activity: their steps have no GPU figures and every GPU"
+                " total leaves them out (docs/performance.md, full mode's later sessions)"
+            )
         if coverage.kernels_start_before_launch:
             lines.append(
                 f"WARNING {coverage.kernels_start_before_launch} GPU activities start before their own launch"

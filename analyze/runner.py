@@ -410,7 +410,7 @@ def analyze_run(
         rundir.analysis_dir(run_dir)
     # First: a bad --peak-tflops/--peak-gbps is an error before any trace is read.
     peak = run_peak(run, peak_tflops=peak_tflops, peak_gbps=peak_gbps)
-    predictions = rundir.read_predictions(run_dir)
+    predictions = rundir.read_predictions(run_dir, run)
     files = rundir.trace_files(run_dir)
     sums = RunSums()
     with worker_pool(jobs) as pool:

@@ -33,6 +33,16 @@ def natural_width(table: Table) -> int:
     return Measurement.get(console, console.options, table).maximum
 
 
+def title_on_one_line(table: Table, max_width: int) -> Table:
+    """Widen ``table`` to its title and caption where they are wider than its columns: rich wraps
+    a title at the table's own width (a 42-column table split its 44-character title in two),
+    however wide the terminal. Never past ``max_width``."""
+    texts = [text for text in (table.title, table.caption) if isinstance(text, str)]
+    widest = max((len(text) for text in texts), default=0)
+    table.min_width = min(max(table.min_width or 0, widest), max_width)
+    return table
+
+
 def _keep_whole(table: Table, max_width: int) -> Table:
     """No column is ever cut; a table wider than ``max_width`` renders at its own width."""
     for column in table.columns:
@@ -40,7 +50,7 @@ def _keep_whole(table: Table, max_width: int) -> Table:
     needed = natural_width(table)
     if needed > max_width:
         table.width = needed
-    return table
+    return title_on_one_line(table, max_width)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dsocr.capture.samples import write_sample_images
-from run_figures import kernels_before_launch, median, step_medians
+from run_figures import VariantFailed, kernels_before_launch, median, step_medians
 
 from dsocr.rundir import read_predictions, read_run_json
 from dsocr.vocab import ImageStatus
@@ -43,6 +43,8 @@ VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
     ),
     "full": (["--profile", "full"], {}),
     "full-with-flops": (["--profile", "full", "--with-flops"], {}),
+    # Full mode's later sessions lost their GPU side with teardown on the H200 (docs/performance.md).
+    "full-no-teardown": (["--profile", "full"], {"TEARDOWN_CUPTI": "0"}),
     "full-image-session-no-teardown": (
         ["--profile", "full", "--profiler-sessions", "image"],
         {"TEARDOWN_CUPTI": "0"},
@@ -89,7 +91,7 @@ def _capture(args: argparse.Namespace, images: list[Path], name: str) -> dict[st
         )
     wall_s = time.perf_counter() - start
     if status.returncode != 0:
-        raise SystemExit(f"{name}: capture failed ({status.returncode}); see {out.with_suffix('.log')}")
+        raise VariantFailed(name, status.returncode, out.with_suffix(".log"))
     rows = [row for row in read_predictions(out).to_pylist() if row["status"] == ImageStatus.ok]
     images_figures = [_image_figures(row) for row in sorted(rows, key=lambda row: row["image_index"])]
     steady = images_figures[1:] or images_figures
@@ -117,6 +119,11 @@ def _capture(args: argparse.Namespace, images: list[Path], name: str) -> dict[st
     }
 
 
+def _lost_sessions(kernels: dict[str, int] | None) -> str:
+    """Profiler sessions without a kernel, of all sessions (``-`` without kernels in the trace)."""
+    return "-" if kernels is None else f"{kernels['chunks_without_kernels']}/{kernels['chunks']}"
+
+
 def _ratio(value: float | None, base: float | None) -> str:
     return "-" if value is None or not base else f"{value / base:.3f}"
 
@@ -130,7 +137,7 @@ def _table(results: dict[str, Any]) -> str:
         f"{results['model']} on {results['device']}, {results['tokens']} new tokens, {results['image_count']} images; "
         "steady = images 2..N; ratios against `off` of this run",
         f"{'variant':<36}{'untraced ms':>12}{'x off':>7}{'traced ms':>11}{'x off':>7}{'1st img ms':>11}"
-        f"{'capture s':>10}{'x off':>7}{'prof ms/img':>12}{'cold':>6}{'early krn':>10}",
+        f"{'capture s':>10}{'x off':>7}{'prof ms/img':>12}{'cold':>6}{'early krn':>10}{'no-krn sess':>12}",
     ]
     for name, row in variants.items():
         untraced = row["steady_untraced_step_p50_ms"]
@@ -143,7 +150,9 @@ def _table(results: dict[str, Any]) -> str:
             f"{_ratio(row['capture_seconds'], base_wall):>7}{profiler_ms:>12.1f}"
             f"{sum(image['cold_steps'] for image in row['images']):>6}"
             f"{'-' if early is None else early['start_before_launch']:>10}"
+            f"{_lost_sessions(early):>12}"
         )
+    lines += [f"{name:<36}failed (exit {row['returncode']}): {row['log']}" for name, row in results["failed"].items()]
     return "\n".join(lines)
 
 
@@ -166,10 +175,15 @@ def main() -> None:
         "tokens": args.tokens,
         "image_count": len(images),
         "variants": {},
+        "failed": {},
     }
     for name in args.variants.split(","):
-        results["variants"][name] = _capture(args, images, name)
-        print(f"{name}: done", flush=True)
+        try:
+            results["variants"][name] = _capture(args, images, name)
+            print(f"{name}: done", flush=True)
+        except VariantFailed as failure:  # one refused backend must not cost the variants after it
+            results["failed"][name] = failure.record
+            print(failure, flush=True)
         if args.json:  # partial results survive a run cut short
             args.json.write_text(json.dumps(results, indent=2) + "\n")
     results["table"] = _table(results)

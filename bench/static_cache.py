@@ -36,7 +36,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 from dsocr.capture.samples import write_sample_images
-from run_figures import kernels_before_launch, median, step_medians
+from run_figures import VariantFailed, kernels_before_launch, median, step_medians
 
 from dsocr.rundir import read_predictions, read_run_json, trace_files
 from dsocr.vocab import ImageStatus
@@ -73,19 +73,19 @@ def _image_figures(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _dsocr(args: list[str], log: Path, cwd: Path) -> None:
+def _dsocr(args: list[str], log: Path, cwd: Path, variant: str) -> None:
     with log.open("a") as handle:
         # cwd outside the repository: its dsocr/ folder would shadow the installed package.
         status = subprocess.run(
             [sys.executable, "-m", "dsocr.cli", *args], stdout=handle, stderr=subprocess.STDOUT, cwd=cwd, check=False
         )
     if status.returncode != 0:
-        raise SystemExit(f"dsocr {args[0]} failed ({status.returncode}); see {log}")
+        raise VariantFailed(f"{variant} ({args[0]})", status.returncode, log)
 
 
-def _analysis(run_dir: Path, log: Path) -> dict[str, Any]:
+def _analysis(run_dir: Path, log: Path, variant: str) -> dict[str, Any]:
     """GPU figures per traced step and the CUDA-graph count, from `dsocr analyze`."""
-    _dsocr(["analyze", str(run_dir)], log, run_dir.parent)
+    _dsocr(["analyze", str(run_dir)], log, run_dir.parent, variant)
     summary = json.loads((run_dir / "analysis" / "summary.json").read_text())
     steps = pq.read_table(run_dir / "analysis" / "steps.parquet").to_pylist()
     busy = [row["gpu_busy_ms"] for row in steps if row["gpu_busy_ms"] is not None]
@@ -107,12 +107,13 @@ def _capture(args: argparse.Namespace, images: list[Path], name: str, tokens: in
     command = ["capture", *map(str, images), "--out", str(out), "--model", str(args.model)]
     command += ["--device", args.device, "--max-new-tokens", str(tokens), *VARIANTS[name]]
     start = time.perf_counter()
-    _dsocr(command, log, args.out)
+    _dsocr(command, log, args.out, name)
     wall_s = time.perf_counter() - start
     rows = [row for row in read_predictions(out).to_pylist() if row["status"] == ImageStatus.ok]
     figures = [_image_figures(row) for row in sorted(rows, key=lambda row: row["image_index"])]
     steady = figures[1:] or figures
     run = read_run_json(out)
+    kernels = (kernels_before_launch(out) or {}) if args.device == "cuda" else {}
     result: dict[str, Any] = {
         "variant": name,
         "tokens": tokens,
@@ -133,14 +134,14 @@ def _capture(args: argparse.Namespace, images: list[Path], name: str, tokens: in
         "ttft_p50_ms": median([image["ttft_ms"] for image in steady]),
         "first_image_step_p50_ms": figures[0]["step_p50_ms"] if figures else None,
         "recompiled_images": sum(1 for image in figures if image["compiled_graphs"]),
-        "kernels_start_before_launch": (
-            (kernels_before_launch(out) or {}).get("start_before_launch") if args.device == "cuda" else None
-        ),
+        "kernels_start_before_launch": kernels.get("start_before_launch"),
+        # Profiler sessions that recorded no kernel (full mode's later ones on the H200: docs/performance.md).
+        "sessions_without_kernels": kernels.get("chunks_without_kernels"),
     }
     if trace_files(out) and not args.no_analyze:
-        result["analysis"] = _analysis(out, log)
+        result["analysis"] = _analysis(out, log, name)
     if args.export_trace and name == "static-full":
-        _dsocr(["export-trace", str(out), "--image", "1"], log, args.out)
+        _dsocr(["export-trace", str(out), "--image", "1"], log, args.out, name)
     return result
 
 
@@ -175,7 +176,7 @@ def _summary(variants: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _table(variants: dict[str, dict[str, Any]]) -> str:
+def _table(variants: dict[str, dict[str, Any]], failed: dict[str, dict[str, Any]]) -> str:
     lines = [
         f"{'variant':<22}{'tok':>5}{'step ms':>9}{'untraced':>10}{'traced':>9}{'TTFT ms':>9}{'1st img':>9}"
         f"{'compile s':>10}{'warm-up s':>10}{'recomp':>7}{'graph krn':>10}{'early':>7}",
@@ -195,6 +196,7 @@ def _table(variants: dict[str, dict[str, Any]]) -> str:
             f"{row['recompiled_images']:>7}{analysis.get('gpu_ops_shared_launch', '-'):>10}"
             f"{'-' if row['kernels_start_before_launch'] is None else row['kernels_start_before_launch']:>7}"
         )
+    lines += [f"{name:<27}failed (exit {row['returncode']}): {row['log']}" for name, row in failed.items()]
     return "\n".join(lines)
 
 
@@ -215,15 +217,21 @@ def main() -> None:
     images = [path.resolve() for path in args.images] if args.images else write_sample_images(args.out / "samples")
     results: dict[str, Any] = {"model": args.model.name, "device": args.device, "image_count": len(images)}
     variants: dict[str, dict[str, Any]] = {}
+    failed: dict[str, dict[str, Any]] = {}
     for tokens in (int(text) for text in args.tokens.split(",")):
         for name in args.variants.split(","):
-            variants[f"{name}@{tokens}"] = _capture(args, images, name, tokens)
-            print(f"{name} @ {tokens} tokens: done", flush=True)
+            try:
+                variants[f"{name}@{tokens}"] = _capture(args, images, name, tokens)
+                print(f"{name} @ {tokens} tokens: done", flush=True)
+            except VariantFailed as failure:  # recorded; the variants after it still run
+                failed[f"{name}@{tokens}"] = failure.record
+                print(failure, flush=True)
             results["variants"] = variants
+            results["failed"] = failed
             if args.json:  # partial results survive a run cut short
                 args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
     results["summary"] = _summary(variants)
-    results["table"] = _table(variants)
+    results["table"] = _table(variants, failed)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(results["table"])

@@ -14,7 +14,7 @@ FALLBACK_DECODE_CEILING = 4096
 # Config attributes that bound the sequence length, most authoritative first. Not
 # `sliding_window`: that is how far attention looks back, and a model with one still takes
 # sequences up to its max_position_embeddings.
-_CONTEXT_ATTRIBUTES = ("max_position_embeddings", "max_sequence_length", "seq_length", "n_positions")
+CONTEXT_ATTRIBUTES = ("max_position_embeddings", "max_sequence_length", "seq_length", "n_positions")
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def find_context_limit(config: Any) -> ContextLimit:
     for owner_name, owner in (("text_config", getattr(config, "text_config", None)), ("config", config)):
         if owner is None:
             continue
-        for attribute in _CONTEXT_ATTRIBUTES:
+        for attribute in CONTEXT_ATTRIBUTES:
             value = getattr(owner, attribute, None)
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                 return ContextLimit(tokens=value, source=f"{owner_name}.{attribute}")

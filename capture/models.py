@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from dsocr.capture.architecture import EMBEDDED_CONFIG, check_architecture, read_config
 from dsocr.capture.config import CaptureConfig, DType
 from dsocr.capture.families import LoadOptions, ModelFamily, family_for
 from dsocr.capture.limits import ContextLimit
@@ -25,7 +26,6 @@ from PIL import Image
 
 from dsocr.errors import BadInputError, ModelLoadError
 
-EMBEDDED_CONFIG = Path(__file__).parent / "embedded" / "tiny-deepseek-ocr2.json"
 EMBEDDED_MODEL_ID = "embedded:tiny-deepseek-ocr2"
 CPU_INFO = Path("/proc/cpuinfo")
 _CPU_NAME_KEY = "model name"
@@ -149,12 +149,9 @@ def _check_device(device: str) -> torch.device:
 
 
 def _read_config(path: Path, where: str) -> dict[str, Any]:
-    try:
-        config_dict = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{where}: not a readable JSON config ({exc.__class__.__name__})") from None
-    if not isinstance(config_dict, dict):
-        raise ModelLoadError(f"{where}: not a JSON config (a JSON object expected)")
+    """The config's JSON object, its sizes checked (capture.architecture) before transformers sees it."""
+    config_dict = read_config(path, where)
+    check_architecture(config_dict, where)
     return config_dict
 
 

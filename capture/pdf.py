@@ -24,6 +24,7 @@ from dsocr.capture.images import MAX_IMAGE_PIXELS, ImageReadError, discover_imag
 from PIL import Image
 
 from dsocr.errors import BadInputError
+from dsocr.pixels import NotRegularFileError, check_regular_file
 from dsocr.rundir import PAGES_DIR, make_folder, path_md5, temp_beside, writing
 
 if TYPE_CHECKING:
@@ -100,6 +101,8 @@ def _open_error(pdf: Path, exc: Exception) -> ImageReadError:
         return ImageReadError(f"{pdf}: no such file")
     if "password" in message.lower():
         return ImageReadError(f"{pdf}: encrypted PDF (needs a password); decrypt it first")
+    if isinstance(exc, NotRegularFileError):
+        return ImageReadError(f"{pdf}: {exc.strerror}")
     if isinstance(exc, OSError):
         return ImageReadError(f"{pdf}: unreadable ({exc.strerror or exc})")
     return ImageReadError(f"{pdf}: damaged PDF ({message.strip().splitlines()[0] if message.strip() else exc})")
@@ -111,6 +114,7 @@ def open_pdf(pdf: Path) -> Iterator[pypdfium2.PdfDocument]:
     import pypdfium2
 
     try:
+        check_regular_file(pdf)  # a FIFO named .pdf would block pdfium's open forever
         if pdf.stat().st_size == 0:
             raise ImageReadError(f"{pdf}: an empty file, not a PDF")
         document = pypdfium2.PdfDocument(pdf)

@@ -171,12 +171,16 @@ def warm_up(loaded: LoadedModel, image_path: Path, config: CaptureConfig, shapes
     decode lengths it runs (its prompt + 1 .. + tokens - 1): ``shapes`` remembers them."""
     inputs = encode(loaded, input_image(config, image_path)[0], config.prompt)
     prompt_tokens = int(inputs["input_ids"].shape[1])
+    # Never past the model's context (the CLI refused more tokens than the context up front; the
+    # prompt's length is known only now): transformers would go on generating past it.
+    context = loaded.context_limit.tokens
+    tokens = config.warmup_tokens if context is None else max(1, min(config.warmup_tokens, context - prompt_tokens))
     with sdpa_backend(config.sdpa_backend):
         output = generate_on(
             loaded,
             DYNAMIC,
             inputs,
-            config.warmup_tokens,
+            tokens,
             logits_processor=logits_processors(config, loaded, prompt_tokens),
         )
     shapes.mark_cold(shapes.decode_lengths(prompt_tokens, int(output.shape[1]) - prompt_tokens - 1))

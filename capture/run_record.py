@@ -6,18 +6,18 @@ import dataclasses
 import datetime as dt
 import importlib.metadata
 import logging
-import os
 import platform
 import sys
 from pathlib import Path
 
 from dsocr.capture.config import CaptureConfig
 from dsocr.capture.models import LoadedModel
+from dsocr.capture.outdir import check_run_dir
 from dsocr.capture.pdf import discover_inputs
 
 from dsocr.errors import RunDirError
 from dsocr.records import ConfigRecord, ImageCounts, ModelRecord, RankRecord, RunRecord, SamplingRecord
-from dsocr.rundir import RUN_JSON, read_run_json
+from dsocr.rundir import read_run_json
 from dsocr.vocab import RunKind, RunStatus
 
 _PACKAGES = ("torch", "transformers", "nvtx", "pyarrow", "pillow", "typer", "rich")
@@ -77,29 +77,10 @@ def model_record(loaded: LoadedModel) -> ModelRecord:
     return ModelRecord.from_describe(loaded.describe())
 
 
-def check_out(run_dir: Path) -> None:
-    """Refuse an ``--out`` that cannot become a run directory: a file, a path through a file, a
-    folder this user cannot write. (A full or read-only disk shows at the first write.)"""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunDirError(f"--out {run_dir} is a file, not a directory")
-    existing = run_dir
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise RunDirError(f"--out {run_dir}: {existing} is a file, not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise RunDirError(f"--out {run_dir}: {existing} is not writable")
-
-
 def check_resumable(run_dir: Path, config: CaptureConfig) -> RunRecord | None:
     """The existing run.json when ``config`` may write into ``run_dir``; None for a fresh directory."""
-    check_out(run_dir)
-    if not (run_dir / RUN_JSON).is_file():
-        if run_dir.is_dir() and any(run_dir.iterdir()):
-            raise RunDirError(f"--out {run_dir} is not empty and holds no dsocr run")
+    if not check_run_dir(run_dir, resume=config.resume):
         return None
-    if not config.resume:
-        raise RunDirError(f"--out {run_dir} already holds a run: pass --resume to continue it, or another --out")
     previous = read_run_json(run_dir)
     if previous.kind is not RunKind.capture:
         raise RunDirError(f"--out {run_dir} holds a {previous.kind} run, not a capture")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from dsocr.capture.config import CacheKind, CaptureConfig, SdpaBackend
 from dsocr.capture.distributed import Ranks, image_size_bytes, join, shard
 from dsocr.capture.images import ImageReadError
 from dsocr.capture.models import LoadedModel, load_model, resolve_family, resolve_prompt
+from dsocr.capture.outdir import SAMPLES_DIR, capture_lock, check_run_dir
 from dsocr.capture.pdf import discover_inputs
 from dsocr.capture.profile_image import (
     ShapeHistory,
@@ -36,8 +38,10 @@ from dsocr.records import PredictionRow, RankRecord, RunRecord
 from dsocr.rundir import (
     CAPTURE_LOG,
     PENDING_DIR,
+    RUN_JSON,
     TRACE_DIR,
     finalize_predictions,
+    make_folder,
     read_predictions,
     remove_stale_temporaries,
     resolved,
@@ -48,7 +52,6 @@ from dsocr.vocab import ImageStatus, ProfileMode, RunStatus
 
 log = logging.getLogger(__package__)
 
-SAMPLES_DIR = "samples"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -110,10 +113,18 @@ def _log_path(run_dir: Path, rank: int) -> Path:
     return run_dir / (CAPTURE_LOG if rank == 0 else f"capture-rank{rank}.log")
 
 
+class _LogFileHandler(logging.FileHandler):
+    """capture.log: a line that cannot be written (a full disk) is lost, not printed to the
+    terminal as logging's own traceback; the error that stops the run says why, in one line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 @contextmanager
 def _logging_to(run_dir: Path, warnings: list[str], rank: int) -> Iterator[None]:
     """The run's own log file and run.json's warnings; showing them on a terminal is the caller's."""
-    file_handler = logging.FileHandler(_log_path(run_dir, rank), encoding="utf-8")
+    file_handler = _LogFileHandler(_log_path(run_dir, rank), encoding="utf-8")
     file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handlers = [file_handler, WarningCollector(warnings)]
     log.setLevel(logging.INFO)
@@ -230,7 +241,8 @@ def _image_error(image_index: int, image_path: Path, exc: Exception) -> str:
     """The failed row's one-line reason; capture.log keeps the traceback of an unexpected error."""
     expected = isinstance(exc, ImageReadError | BadInputError)
     if expected:
-        message = str(exc)
+        # Every row's reason starts with its image, as the file-level ones already do.
+        message = str(exc) if str(exc).startswith(str(image_path)) else f"{image_path}: {exc}"
     elif isinstance(exc, torch.cuda.OutOfMemoryError):
         torch.cuda.empty_cache()
         message = f"{image_path}: CUDA out of memory"
@@ -262,7 +274,9 @@ def run(
         try:
             ranks = join(config.device.value)
             try:
-                return _run(config, _Callbacks(on_start, on_image), loaded, ranks)
+                with ExitStack() as held:
+                    lock = _RunLock(config.out, held)
+                    return _run(config, _Callbacks(on_start, on_image), loaded, ranks, lock)
             finally:
                 ranks.close()
         except KeyboardInterrupt:
@@ -270,9 +284,28 @@ def run(
             raise CaptureInterrupted(f"interrupted before the first image; {config.out} is unchanged") from None
 
 
-def _prepare_run_dir(run_dir: Path) -> list[Path]:
-    """Create the run directory, and clear what a killed capture left half-written in it."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+@dataclass
+class _RunLock:
+    """The run's capture lock (leader only), taken once and released when the capture returns."""
+
+    run_dir: Path
+    stack: ExitStack
+    taken: bool = False
+
+    def take(self) -> None:
+        if not self.taken:
+            self.stack.enter_context(capture_lock(self.run_dir))
+            self.taken = True
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool, lock: _RunLock) -> list[Path]:
+    """Create the run directory under its capture lock, and clear what a killed capture left
+    half-written in it. A new run's folder is checked again once locked: another capture may
+    have started a run there since this one's first check."""
+    make_folder(run_dir)  # one line where it cannot be made (--out /proc/x, read-only)
+    if not lock.taken:
+        lock.take()
+        check_run_dir(run_dir, resume=resume)
     return remove_stale_temporaries(run_dir)
 
 
@@ -284,8 +317,31 @@ def _interrupted(record: RunRecord, run_dir: Path, warnings: list[str]) -> RunRe
     return replace(record, status=RunStatus.interrupted, images=counts, warnings=tuple(warnings))
 
 
-def _run(config: CaptureConfig, callbacks: _Callbacks, loaded: LoadedModel | None, ranks: Ranks) -> CaptureResult:
+def _record_stop(record: RunRecord, run_dir: Path, warnings: list[str], ranks: Ranks, exc: OSError) -> None:
+    """run.json of a run that a failed write stopped (a full disk): ``interrupted`` with every
+    finished image counted, so that --resume continues it once there is room, not ``running``
+    forever. Should run.json itself not fit, the previous one stays whole (atomic rename)."""
+    log.error("stopped: %s", exc)
+    if not ranks.is_leader:
+        return
+    if ranks.world_size == 1:
+        # The half-written files of this run's own writers (a trace export cut short) take the
+        # room run.json needs; no other process writes this run (one rank, its converter closed).
+        remove_stale_temporaries(run_dir)
+    gc.collect()  # a profiler left in a traceback's frames keeps its export file, and its room, open
+    try:
+        # The warnings hold the "stopped:" line already: the collector keeps ERROR records too.
+        write_run_json(run_dir, _interrupted(record, run_dir, warnings))
+    except DsocrError as second:
+        log.error("run.json not updated: %s", second)
+
+
+def _run(
+    config: CaptureConfig, callbacks: _Callbacks, loaded: LoadedModel | None, ranks: Ranks, lock: _RunLock
+) -> CaptureResult:
     run_dir = config.out
+    if ranks.is_leader and (run_dir / RUN_JSON).is_file():
+        lock.take()  # before anything of the run is read: a second capture must not read it half-done
     # Everything that can reject the command runs before the first byte is written.
     # The prompt first: no --prompt means the model family's default (the family is read from
     # the model's config.json, no weights), and run.json records the prompt that runs.
@@ -301,7 +357,7 @@ def _run(config: CaptureConfig, callbacks: _Callbacks, loaded: LoadedModel | Non
     ranks.barrier()  # every rank has checked --out before rank 0 writes into it
     stale: list[Path] = []
     if ranks.is_leader:
-        stale = _prepare_run_dir(run_dir)
+        stale = _prepare_run_dir(run_dir, config.resume, lock)
         images = images or write_sample_images(run_dir / SAMPLES_DIR)
     ranks.barrier()
     # Absolute paths in run.json and the rows: emit and analyze may run from another directory.
@@ -343,13 +399,20 @@ def _run(config: CaptureConfig, callbacks: _Callbacks, loaded: LoadedModel | Non
             raise CaptureInterrupted(
                 f"interrupted; finished images are kept, continue with --resume --out {run_dir}"
             ) from None
+        except OSError as exc:  # OutputError, or a library writer's own (a full disk)
+            _record_stop(record, run_dir, warnings, ranks, exc)
+            raise
         rank_seconds = time.perf_counter() - loop_start
         mine_record = RankRecord(
             rank=ranks.rank, images=len(rows), capture_seconds=rank_seconds, peak_gpu_mib=peak_gpu_mib(loaded.device)
         )
         per_rank = ranks.gather(mine_record)
         if ranks.is_leader:
-            table = finalize_predictions(run_dir)
+            try:
+                table = finalize_predictions(run_dir)
+            except OSError as exc:
+                _record_stop(record, run_dir, warnings, ranks, exc)
+                raise
             statuses = table.column("status").to_pylist()
             ok = statuses.count(ImageStatus.ok)
             finished = finish_record(

@@ -35,7 +35,11 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 @contextmanager
 def stop_once_on_signals() -> Iterator[None]:
-    """SIGINT or SIGTERM raise KeyboardInterrupt once; later ones are ignored until the block ends.
+    """SIGINT or SIGTERM raise KeyboardInterrupt once; later ones are ignored until the block ends,
+    and after it when one stopped the block: the process is then on its way out, and a third
+    quick Ctrl-C would otherwise land in Python's shutdown (``KeyboardInterrupt in
+    threading._shutdown``, exit 130) instead of the one ``Error:`` line. A library caller that
+    goes on after CaptureInterrupted sets its own handlers again.
 
     Only the main thread can set handlers: elsewhere (a library caller's thread) nothing changes.
     """
@@ -43,13 +47,20 @@ def stop_once_on_signals() -> Iterator[None]:
         yield
         return
     previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+    received: list[int] = []
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        _stop(signum, frame)
+
     for number in STOP_SIGNALS:
-        signal.signal(number, _stop)
+        signal.signal(number, stop)
     try:
         yield
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        if not received:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
 
 
 @contextmanager

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from dsocr.errors import RunDirError
 
 _MISSING = object()
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _E = TypeVar("_E", bound=enum.StrEnum)
 
 
@@ -33,13 +34,21 @@ class JsonReader:
     def _fail(self, key: str, expected: str, value: Any) -> RunDirError:
         return RunDirError(f"{self._source}: {self._name(key)} must be {expected}, found {value!r}")
 
-    def integer(self, key: str, *, required: bool = False) -> int | None:
+    def integer(self, key: str, *, required: bool = False, minimum: int | None = None) -> int | None:
+        """An integer within int64 (every integer dsocr writes fits one), and >= ``minimum`` when given."""
         value = self._get(key, required)
         if value is None and not required:
             return None
         if not isinstance(value, int) or isinstance(value, bool):
             raise self._fail(key, "an integer", value)
+        low = INT64_MIN if minimum is None else minimum
+        if not low <= value <= INT64_MAX:
+            raise self._fail(key, f"an integer from {low} to {INT64_MAX}", value)
         return value
+
+    def fail_whole(self, reason: str) -> RunDirError:
+        """An error about this object as a whole (its values disagree), naming its path."""
+        return RunDirError(f"{self._source}: {self._path or 'the object'}: {reason}")
 
     def boolean(self, key: str) -> bool | None:
         value = self._get(key, False)

@@ -48,7 +48,9 @@ INSTALL_HINT = "dsocr capture needs torch, transformers and nvtx: pip install -e
 
 
 def _default_out() -> Path:
-    return RUNS_ROOT / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    """``runs/<timestamp>-<pid>``: names sort by start time, and two captures started in the same
+    second differ by their process id (unique among running processes)."""
+    return RUNS_ROOT / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
 
 
 def _given(ctx: typer.Context) -> frozenset[str]:
@@ -152,7 +154,8 @@ def capture(
         ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Run directory. Default: runs/<timestamp>.", show_default=False)
+        Path | None,
+        typer.Option("--out", "-o", help="Run directory. Default: runs/<timestamp>-<pid>.", show_default=False),
     ] = None,
     model: Annotated[
         Path | None,
@@ -299,8 +302,12 @@ def capture(
     """Run DeepSeek-OCR on images under torch.profiler; write outputs and traces to Parquet."""
     if gpus < 1:
         raise BadInputError(f"--gpus must be >= 1, got {gpus}")
+    if resume and out is None:
+        raise BadInputError("--resume continues the run named by --out: pass --out RUN")
     out = out or _default_out()
+    from dsocr.capture.architecture import check_model_config
     from dsocr.capture.config import CaptureConfig, SamplingSchedule, parse_max_new_tokens
+    from dsocr.capture.outdir import check_run_dir
     from dsocr.capture.resume import as_recorded
 
     # The whole configuration is validated here, before a rank is launched or a model loaded.
@@ -333,6 +340,10 @@ def capture(
         ngram_allow=DEFAULT_NGRAM_ALLOW if ngram_allow is None else tuple(token for token in ngram_allow if token),
     )
     config = as_recorded(config, _given_options(ctx))
+    # Torch-free: refusing --out (an existing run without --resume, a link out of the run, --resume
+    # of no run) or a model config no model can be built from must not wait seconds for torch.
+    check_run_dir(config.out, resume=config.resume)
+    check_model_config(config)
     if gpus > 1 and "WORLD_SIZE" not in os.environ:
         # Every rank must agree on --out, so the resolved default goes on the command line.
         raise typer.Exit(_launch_ranks(config, _argv_from(ctx, out), gpus))

@@ -17,6 +17,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from dsocr.options import INF_TOKEN
 from dsocr.vocab import MS_PER_S
 
 if TYPE_CHECKING:
@@ -85,16 +86,33 @@ def _ms(value: float | None, digits: int) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def token_cap(rows: tuple[PredictionRow, ...] | list[PredictionRow]) -> str | None:
+    """``--max-new-tokens`` as asked and as each image ran it: ``inf -> 1003`` (or a range when
+    prompts differ in length); None when no image got as far as resolving it."""
+    resolved = sorted({row["max_new_tokens_resolved"] for row in rows if row.get("max_new_tokens_resolved")})
+    if not resolved:
+        return None
+    asked = {row.get("max_new_tokens_requested") for row in rows if row.get("max_new_tokens_resolved")}
+    asked_text = INF_TOKEN if None in asked else ", ".join(str(value) for value in sorted(asked))
+    ran = str(resolved[0]) if len(resolved) == 1 else f"{resolved[0]}-{resolved[-1]} (per image)"
+    return asked_text if ran == asked_text else f"{asked_text} -> {ran}"
+
+
 def summary_table(result: CaptureResult) -> Table:
     """The run at a glance: images, tokens, medians, stop reasons, trace events, where it is."""
     figures = result.figures
-    table = Table(title=f"dsocr capture: {result.model_id} on {result.device}", show_header=False)
+    title = f"dsocr capture: {result.model_id} on {result.device}"
+    # At least as wide as its title: rich wraps a title at the table's width, not the terminal's.
+    table = Table(title=title, show_header=False, min_width=len(title))
     table.add_column(no_wrap=True)
     # Folded, never cut: the run directory is what the user copies into the next command.
     table.add_column(overflow="fold")
     table.add_row("images", f"{figures.images_ok} ok, {figures.images_failed} failed")
     if figures.images_ok:
         table.add_row("generated tokens", str(figures.generated_tokens))
+        cap = token_cap(result.rows)
+        if cap is not None:
+            table.add_row("max new tokens", cap)
         table.add_row("prefill ms (median)", _ms(figures.prefill_ms_median, 1))
         if figures.decode_ms_per_token_median is not None:
             table.add_row("decode ms/token (median)", _ms(figures.decode_ms_per_token_median, 2))

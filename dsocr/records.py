@@ -81,11 +81,16 @@ class ImageCounts:
 
     @classmethod
     def from_json(cls, reader: JsonReader) -> ImageCounts:
-        return cls(
-            total=reader.integer("total", required=True),
-            ok=reader.integer("ok", required=True),
-            failed=reader.integer("failed", required=True),
+        counts = cls(
+            total=reader.integer("total", required=True, minimum=0),
+            ok=reader.integer("ok", required=True, minimum=0),
+            failed=reader.integer("failed", required=True, minimum=0),
         )
+        if counts.ok + counts.failed > counts.total:
+            raise reader.fail_whole(
+                f"ok ({counts.ok}) + failed ({counts.failed}) must be at most total ({counts.total})"
+            )
+        return counts
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -342,7 +347,7 @@ class RunRecord:
             config=None if config is None else ConfigRecord.from_json(config),
             packages=packages,
             image_paths=reader.strings("image_paths"),
-            world_size=reader.integer("world_size") or 1,
+            world_size=reader.integer("world_size", minimum=1) or 1,
             ranks=None if ranks is None else tuple(RankRecord.from_json(rank) for rank in ranks),
             started_at=reader.text("started_at"),
             finished_at=reader.text("finished_at"),

@@ -29,7 +29,7 @@ from dsocr import options, schema
 from dsocr.errors import OutputError, RunDirError, SchemaMismatchError
 from dsocr.records import PredictionRow, RunRecord
 from dsocr.tempnames import temp_path
-from dsocr.vocab import AnalysisFile
+from dsocr.vocab import AnalysisFile, RunStatus
 
 if TYPE_CHECKING:
     import pyarrow.dataset
@@ -317,10 +317,12 @@ def write_prediction_part(run_dir: Path, row: PredictionRow) -> Path:
     return path
 
 
-def read_predictions(run_dir: Path) -> pa.Table:
+def read_predictions(run_dir: Path, run: RunRecord | None = None) -> pa.Table:
     """All prediction rows of a run, finished file and in-progress parts together, sorted by image.
 
-    A part written after the finished file (a resumed run) replaces that image's row.
+    A part written after the finished file (a resumed run) replaces that image's row. With
+    ``run`` (its run.json), a run that says it finished with images but has no row at all (its
+    predictions.parquet deleted) is refused: RunDirError, not figures computed from nothing.
     """
     tables = []
     main_file = run_dir / PREDICTIONS_FILE
@@ -330,6 +332,11 @@ def read_predictions(run_dir: Path) -> pa.Table:
     if parts_dir.is_dir():
         tables.extend(read_checked(part, "predictions") for part in _regular_files(parts_dir.glob("*.parquet")))
     if not tables:
+        if run is not None and run.status == RunStatus.complete and run.images.ok + run.images.failed:
+            raise RunDirError(
+                f"{main_file}: missing, though {RUN_JSON} says the run finished "
+                f"{run.images.ok + run.images.failed} images: restore it, or capture the run again"
+            )
         return schema.PREDICTIONS.empty_table()
     combined = pa.concat_tables(tables)
     # Keep the last row per image_index: later tables (parts) win over the finished file.

@@ -22,14 +22,14 @@ from dsocr.emit.grounding import Grounding
 from dsocr.emit.options import RenderStyle
 from dsocr.emit.render import place_boxes
 from dsocr.emit.timings import StageTimings
-from PIL import Image, ImageOps
+from PIL import Image
 
 from dsocr.families import FamilyFacts
+from dsocr.pixels import check_regular_file, page_rgb
 
 # Pillow reports an unreadable file with any of these, depending on the format and the damage
 # (SyntaxError and EOFError come from its decoders, DecompressionBombError from huge images).
 _IMAGE_ERRORS = (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError)
-_RGB = "RGB"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 MOVED_HINT = "(if the images moved, map their folder with --image-root OLD=NEW)"
 
@@ -75,11 +75,12 @@ def init_worker(parent_pid: int) -> None:
 
 
 def open_source(path: Path) -> Image.Image:
-    """The source image as RGB, EXIF orientation applied: DeepSeek-OCR's boxes refer to that image."""
+    """The source page as capture fed it to the model (dsocr.pixels): DeepSeek-OCR's boxes refer
+    to that image. Only a regular file is opened: a FIFO would block the render forever."""
+    check_regular_file(path)
     with Image.open(path) as opened:
         opened.load()
-        ImageOps.exif_transpose(opened, in_place=True)
-        return opened if opened.mode == _RGB else opened.convert(_RGB)
+        return page_rgb(opened)
 
 
 def _size_warning(row: dict[str, Any], size: tuple[int, int]) -> list[str]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from dsocr.report.inputs import RunInputs
 
+from dsocr.options import INF_TOKEN
 from dsocr.records import RunRecord
 from dsocr.vocab import ImageStatus
 
@@ -50,9 +51,32 @@ def not_available(reason: str) -> str:
     return f'<p class="na">not available: {html.escape(reason)}</p>'
 
 
+def _shown_option(name: str, value: Any, record: RunRecord) -> Any:
+    """An option as the run used it: run.json records a default as null (``--max-new-tokens inf``,
+    no ``--dtype``), which a reader should see as what ran, not as a dash, ``False`` or ``[]``."""
+    model = record.model
+    if value is None and name == "max_new_tokens":
+        return f"{INF_TOKEN} (until EOS, within the model's context)"
+    if value is None and name == "dtype":
+        return f"{model.dtype or DASH} (the device's default)"
+    if value is None and name == "attn_implementation":
+        return f"{model.attn_implementation or DASH} (the model's default)"
+    if value is None and name == "model":
+        return model.id
+    if name == "images" and not value:
+        return "the sample pages"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None:  # an option the run's dsocr version did not record yet
+        return "not recorded"
+    return value
+
+
 def config_options(record: RunRecord) -> dict[str, Any]:
-    """run.json ``config`` as JSON (empty for an import, which records no options)."""
-    return record.to_json()["config"] or {}
+    """run.json ``config`` as shown (empty for an import, which records no options): each
+    default as what ran (dsocr.report.glance._shown_option)."""
+    config = record.to_json()["config"] or {}
+    return {name: _shown_option(name, value, record) for name, value in config.items()}
 
 
 def facts(run: RunInputs) -> list[tuple[str, Any]]:

@@ -70,7 +70,7 @@ def load_run(run_dir: Path) -> RunInputs:
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: no such run directory")
     run = rundir.read_run_json(run_dir)
-    predictions = rundir.read_predictions(run_dir)
+    predictions = rundir.read_predictions(run_dir, run)
     summary = read_summary(run_dir)
     missing: dict[str, str] = {}
     return RunInputs(

@@ -4,6 +4,7 @@ run directories, the real CLI (in a subprocess where a process must be killed)."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -404,3 +405,51 @@ def test_ctrl_c_stops_emit_without_tracebacks_and_keeps_folders_whole(tmp_path: 
     assert process.returncode != 0
     assert "Traceback" not in stderr, stderr
     assert all(_consistent(folder) for folder in _folders(run_dir))
+
+
+# ---- issue 25: a full disk names the file it could not write ----
+
+
+def test_a_full_disk_at_the_lock_names_the_lock_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from dsocr import runlock
+
+    run_dir = _run(tmp_path, 1)
+
+    def disk_full(fd: int, data: bytes, offset: int) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(runlock.os, "pwrite", disk_full)
+    result = _emit(run_dir)
+    assert result.exit_code == 1
+    assert result.output.strip() == f"Error: {run_dir / LOCK_FILE}: cannot write (No space left on device)"
+
+
+#: Room for the run and its pages, not for their renders.
+SMALL_FILESYSTEM = "1m"
+
+
+def test_emit_on_a_really_full_disk_names_a_path_in_its_error(tmp_path: Path) -> None:
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={SMALL_FILESYSTEM}", "tmpfs", str(mount_point)], capture_output=True
+    )
+    if mounted.returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root with mount rights)")
+    try:
+        run_dir = _run(mount_point, 1)
+        filler = mount_point / "filler"
+        with contextlib.suppress(OSError), filler.open("wb", buffering=0) as handle:
+            while True:  # every byte left, as a full disk has
+                handle.write(b"\0" * 4096)
+        process = _emit_process(run_dir, "--jobs", "1")
+        _stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == 1
+        lines = stderr.strip().splitlines()
+        assert "Traceback" not in stderr
+        assert lines[-1].startswith("Error: ") and str(mount_point) in lines[-1], stderr
+        assert "No space left on device" in stderr
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)

@@ -367,3 +367,47 @@ def test_committed_fixture_is_untouched() -> None:
     gpu_run_or_skip()
     for path in sorted((GPU_RUN / "trace").rglob("*.parquet")):
         assert pq.read_table(path).num_rows > 0
+
+
+# ---------------------------------------------------------------- issue 25: readers of run.json and rows
+
+
+def test_emit_of_an_imported_image_that_is_a_fifo_is_a_failed_row_not_a_hang(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "page.png")
+    outputs = write_jsonl(tmp_path / "o.jsonl", [{"image": "page.png", "text": "hello"}])
+    assert invoke("import", outputs, "--out", tmp_path / "run").exit_code == 0
+    with no_hang():
+        result = invoke("emit", tmp_path / "run")
+    assert f"cannot read source image {tmp_path / 'page.png'}: not a regular file (a FIFO)" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"images": {"total": 10**30, "ok": 0, "failed": 0}}, "images.total must be an integer from 0 to "),
+        ({"images": {"total": 2, "ok": -5, "failed": 0}}, "images.ok must be an integer from 0 to "),
+        ({"images": {"total": 2, "ok": 2, "failed": 1}}, "images: ok (2) + failed (1) must be at most total (2)"),
+        ({"world_size": -3}, "world_size must be an integer from 1 to "),
+    ],
+)
+def test_run_json_counts_no_run_can_have_are_refused_by_every_reader(run: Path, change: dict, error: str) -> None:
+    payload = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    (run / "run.json").write_text(json.dumps({**payload, **change}), encoding="utf-8")
+    for command in ("analyze", "emit", "report", "export-trace"):
+        line = _one_error_line(invoke(command, run))
+        assert line.startswith(f"Error: {run}/run.json: {error}"), (command, line)
+
+
+def test_analyze_and_report_of_a_finished_run_without_predictions_is_one_line(run: Path) -> None:
+    # The synthetic run keeps its rows as parts (an unfinished merge); a captured run as the one file.
+    for rows in (run / "predictions.parquet", run / "predictions.parts"):
+        if rows.is_dir():
+            shutil.rmtree(rows)
+        else:
+            rows.unlink(missing_ok=True)
+    for command in ("analyze", "report"):
+        assert _one_error_line(invoke(command, run)) == (
+            f"Error: {run}/predictions.parquet: missing, though run.json says the run finished 2 images: "
+            "restore it, or capture the run again"
+        )

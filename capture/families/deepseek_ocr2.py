@@ -9,8 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dsocr.capture.families.base import Loaded, LoadOptions, ModelFamily
+from dsocr.capture.families.base import Loaded, LoadOptions, ModelFamily, processor_inputs
+from dsocr.capture.images import ImageReadError
 from dsocr.capture.tokenizer import IMAGE_TOKEN, build_tokenizer
+from PIL import Image
 from transformers import (
     AutoProcessor,
     DeepseekOcr2Config,
@@ -50,10 +52,38 @@ def checkpoint(folder: Path, options: LoadOptions) -> Loaded:
     return model, AutoProcessor.from_pretrained(folder)
 
 
+#: The processor resizes a page's global view so that its long side is the view's size; the short
+#: side is rounded, and a page whose short side rounds to 0 pixels (long / short >= 2 x the view)
+#: fails deep inside transformers. Its size is read from the processor (1024 for DeepSeek-OCR-2).
+ROUNDS_TO_ZERO = 2
+
+
+def check_aspect_ratio(processor: Any, image: Image.Image) -> None:
+    """ImageReadError naming the limit for a page too thin for the processor's global view."""
+    size = getattr(getattr(processor, "image_processor", None), "size", None)
+    view = min(getattr(size, "height", None) or 0, getattr(size, "width", None) or 0)
+    if not view:
+        return  # a processor that states no view size: its own check applies
+    long_side, short_side = max(image.size), min(image.size)
+    limit = ROUNDS_TO_ZERO * view
+    if long_side >= limit * short_side:
+        raise ImageReadError(
+            f"{image.width}x{image.height}: aspect ratio too extreme ({long_side / short_side:.0f}:1; "
+            f"the limit is under {limit}:1, as the processor scales the long side to {view} pixels)"
+        )
+
+
+def build_inputs(processor: Any, image: Image.Image, prompt: str) -> Any:
+    """The processor's inputs, a page too thin for its global view refused with the limit first."""
+    check_aspect_ratio(processor, image)
+    return processor_inputs(processor, image, prompt)
+
+
 FAMILY = ModelFamily(
     facts=DEEPSEEK_OCR2,
     random_weights=random_weights,
     checkpoint=checkpoint,
     vision_module=lambda model: model.model.vision_tower,
     text_module=lambda model: model.model.language_model,
+    build_inputs=build_inputs,
 )
