@@ -51,7 +51,7 @@ class Coverage:
 def coverage_figures(inputs: AnalysisInputs) -> Coverage:
     """The counts of summary.json ``coverage`` (GPU counts stay 0 on a trace without device time)."""
     trace, timings = inputs.trace, inputs.timings
-    decode = timings.filter(pc.and_(pc.equal(timings["stage"], Stage.decode), pc.is_valid(timings["cpu_ms"])))
+    decode = timings.filter(pc.and_(pc.equal(timings["stage"], Stage.decode), pc.is_valid(timings["cpu_ms_traced"])))
     statuses = inputs.predictions["status"].to_pylist()
     steps_traced = int(pc.sum(decode["steps_traced"]).as_py() or 0)
     steps_total = int(pc.sum(decode["steps_total"]).as_py() or 0)

@@ -32,7 +32,7 @@ from dsocr.sweep_plan import sweep_command
 from dsocr.vocab import KernelKind, RunKind, Stage
 
 SEVERITY_HIGH, SEVERITY_MEDIUM, SEVERITY_LOW = "high", "medium", "low"
-#: Share of the run's stage time above which a finding is high, or medium, severity.
+#: Share of the run's clock time (run_clock_ms) above which a finding is high, or medium, severity.
 HIGH_SHARE, MEDIUM_SHARE = 0.25, 0.05
 #: Decode counts as host-bound when the GPU is idle this share of its wall time or more.
 HOST_IDLE_SHARE = 0.5
@@ -55,6 +55,7 @@ OVERHEAD_SHARE = 0.05
 ROOFLINE_FACTOR = 2.0
 PERCENT = 100
 SOURCE_TIMINGS = "analysis/timings.parquet (trace ranges and attributed GPU activities)"
+SOURCE_CLOCK = "analysis/timings.parquet clock_ms (reference clock, every decode step)"
 SOURCE_EVERY_STEP = (
     "predictions.decode_step_ms (reference clock, every step; trace decode-step ranges for images"
     " without it), traced steps from the trace"
@@ -88,7 +89,7 @@ class Finding:
     """One entry of summary.json ``findings``."""
 
     id: str
-    #: high, medium or low: by the share of the run's prefill and decode time at stake.
+    #: high, medium or low: by the share of the run's clock time (every image's wall time) at stake.
     severity: str
     #: The measured time the finding is about, summed over the run (an upper bound of a saving).
     time_at_stake_ms: float
@@ -166,8 +167,45 @@ def _measured(try_command: str | None) -> str:
 
 
 def _stage(timings: pa.Table, stage: str) -> pa.Table:
+    """The traced rows of a stage."""
     rows = timings.filter(pc.equal(timings["stage"], stage))
-    return rows.filter(pc.is_valid(rows["cpu_ms"]))
+    return rows.filter(pc.is_valid(rows["cpu_ms_traced"]))
+
+
+def _clock_rows(timings: pa.Table, stage: str) -> pa.Table:
+    """The rows of a stage that the reference clock timed (every image, every profile mode)."""
+    rows = timings.filter(pc.equal(timings["stage"], stage))
+    return rows.filter(pc.is_valid(rows["clock_ms"]))
+
+
+def decode_coverage(timings: pa.Table) -> tuple[int, int]:
+    """(decode steps traced, decode steps of the traced images): what a trace figure of decode covers."""
+    rows = _stage(timings, Stage.decode)
+    return int(_sum(rows, "steps_traced")), int(_sum(rows, "steps_total"))
+
+
+def _scale_to_run(timings: pa.Table, stage: str) -> tuple[float, str | None]:
+    """The factor from a traced figure of ``stage`` to an estimate of the whole stage, and the
+    note that says so: decode traced on N of M steps scales by M/N; the other stages are traced whole."""
+    if stage != Stage.decode:
+        return 1.0, None
+    traced, total = decode_coverage(timings)
+    if not traced or not total or traced == total:
+        return 1.0, None
+    return total / traced, f"estimated from {traced} of {total} decode steps"
+
+
+def _scaled(finding: dict[str, Any], timings: pa.Table, stage: str) -> dict[str, Any]:
+    """``finding`` with its time at stake scaled from the traced steps to the whole stage."""
+    factor, note = _scale_to_run(timings, stage)
+    if note is not None:
+        finding["time_at_stake_ms"] *= factor
+        finding["evidence"]["time_at_stake"] = note
+        finding["message"] += (
+            f" The trace holds some decode steps: the figures above are theirs; over every step about"
+            f" {finding['time_at_stake_ms']:.0f} ms ({note})."
+        )
+    return finding
 
 
 def _sum(table: pa.Table, name: str) -> float:
@@ -188,12 +226,12 @@ def short_name(name: str) -> str:
 
 def host_bound_decode(inputs: FindingInputs) -> list[dict[str, Any]]:
     rows = _stage(inputs.timings, Stage.decode)
-    rows = rows.filter(pc.is_valid(rows["gpu_busy_ms"]))
-    wall, busy = _sum(rows, "cpu_ms"), _sum(rows, "gpu_busy_ms")
+    rows = rows.filter(pc.is_valid(rows["gpu_busy_ms_traced"]))
+    wall, busy = _sum(rows, "cpu_ms_traced"), _sum(rows, "gpu_busy_ms_traced")
     steps = int(_sum(rows, "steps_traced"))
     if not wall or not steps or 1 - busy / wall < HOST_IDLE_SHARE:
         return []
-    kernels = _sum(rows, "kernel_count")
+    kernels = _sum(rows, "kernel_count_traced")
     idle = 1 - busy / wall
     gap_us = (wall - busy) / kernels * 1000 if kernels else None
     evidence = {
@@ -202,7 +240,8 @@ def host_bound_decode(inputs: FindingInputs) -> list[dict[str, Any]]:
         "gpu_busy_ms_per_step": busy / steps,
         "kernels_per_step": kernels / steps,
         "idle_us_per_kernel": gap_us,
-        "steps": steps,
+        "steps_traced": steps,
+        "steps_total": int(_sum(rows, "steps_total")),
         "source": SOURCE_TIMINGS,
     }
     measured = (
@@ -223,7 +262,8 @@ def host_bound_decode(inputs: FindingInputs) -> list[dict[str, Any]]:
         " torch.compile mode='reduce-overhead') or a serving engine that batches decode; the static cache:"
         f" {_measured(proposed)}; batching: {NOT_MEASURED}."
     )
-    return [_finding("host_bound_decode", wall - busy, message, evidence, proposed)]
+    finding = _finding("host_bound_decode", wall - busy, message, evidence, proposed)
+    return [_scaled(finding, inputs.timings, Stage.decode)]
 
 
 def cold_steps(inputs: FindingInputs) -> list[dict[str, Any]]:
@@ -271,7 +311,8 @@ def launch_bound_kernels(inputs: FindingInputs) -> list[dict[str, Any]]:
             f" torch.compile, CUDA graphs) would amortise launches; {_measured(proposed)}."
         )
         evidence = {**figures, "source": "trace: kernel durations against their cuda_runtime launch calls"}
-        found.append(_finding(f"launch_bound_kernels.{stage}", figures["launch_ms"], message, evidence, proposed))
+        finding = _finding(f"launch_bound_kernels.{stage}", figures["launch_ms"], message, evidence, proposed)
+        found.append(_scaled(finding, inputs.timings, stage))
     return found
 
 
@@ -289,7 +330,11 @@ def copy_cast_kernels(inputs: FindingInputs) -> list[dict[str, Any]]:
             " dtype) and non-contiguous tensors made contiguous; not measured here."
         )
         evidence = {**figures, "top": top, "source": "trace: GPU activities by name (copy, Memcpy, Memset)"}
-        found.append(_finding(f"copy_cast_kernels.{stage}", figures["copy_ms"], message, evidence))
+        found.append(
+            _scaled(
+                _finding(f"copy_cast_kernels.{stage}", figures["copy_ms"], message, evidence), inputs.timings, stage
+            )
+        )
     return found
 
 
@@ -303,13 +348,15 @@ def dominant_cpu_operator(inputs: FindingInputs) -> list[dict[str, Any]]:
         if row["share"] < OPERATOR_SHARE:
             continue
         message = (
-            f"{row['name']} takes {_pct(row['share'])} of {row['stage']} CPU self time ({row['total_ms']:.1f} ms,"
+            f"{row['name']} takes {_pct(row['share'])} of {row['stage']} CPU self time"
+            f" ({row['total_ms_traced']:.1f} ms,"
             f" {row['calls']} calls, {row['mean_us']:.0f} µs each). Profile what it does per call (shape"
             " changes, backend selection, synchronisation) before changing it."
         )
-        evidence = {key: row[key] for key in ("stage", "name", "calls", "total_ms", "mean_us", "share")}
+        evidence = {key: row[key] for key in ("stage", "name", "calls", "total_ms_traced", "mean_us", "share")}
         evidence["source"] = "analysis/kernels.parquet (cpu_operator: CPU self time)"
-        found.append(_finding(f"dominant_cpu_operator.{row['stage']}", row["total_ms"], message, evidence))
+        finding = _finding(f"dominant_cpu_operator.{row['stage']}", row["total_ms_traced"], message, evidence)
+        found.append(_scaled(finding, inputs.timings, row["stage"]))
     return found
 
 
@@ -380,12 +427,15 @@ def outlier_steps(inputs: FindingInputs) -> list[dict[str, Any]]:
 def outlier_images(inputs: FindingInputs) -> list[dict[str, Any]]:
     found = []
     for stage in (Stage.vision, Stage.prefill_text, Stage.decode):
-        rows = _stage(inputs.timings, stage)
+        rows = _clock_rows(inputs.timings, stage)
+        if stage == Stage.decode:
+            rows = rows.filter(pc.greater(rows["steps_total"].fill_null(0), 0))
         if rows.num_rows < MIN_IMAGES_FOR_OUTLIERS:
             continue
-        wall = rows["cpu_ms"].to_numpy()
+        wall = rows["clock_ms"].to_numpy()
         if stage == Stage.decode:
-            wall = wall / np.maximum(rows["steps_traced"].fill_null(1).to_numpy(), 1)
+            # Per step: images generate different token counts.
+            wall = wall / rows["steps_total"].to_numpy()
         median = float(np.median(wall))
         slow = wall > IMAGE_OUTLIER_FACTOR * median
         if not slow.any():
@@ -399,7 +449,10 @@ def outlier_images(inputs: FindingInputs) -> list[dict[str, Any]]:
             " of a run also pays one-time set-up."
         )
         evidence = {"stage": stage, "median_ms": median, "images": images, "ms": wall[slow].tolist()}
-        evidence["source"] = SOURCE_TIMINGS
+        evidence["source"] = SOURCE_CLOCK
+        if stage == Stage.decode:
+            # The excess per step, over every step of those images.
+            excess = float(((wall[slow] - median) * rows["steps_total"].to_numpy()[slow]).sum())
         found.append(_finding(f"outlier_images.{stage}", excess, message, evidence))
     return found
 
@@ -455,8 +508,14 @@ def roofline_distance(inputs: FindingInputs) -> list[dict[str, Any]]:
             for key in ("flops", "bytes", "roofline_ms", "gpu_busy_ms", "wall_ms", "mfu", "mbu", "mfu_wall", "bound")
         }
         evidence["source"] = "roofline (model config FLOPs and bytes; device peaks table)"
-        # At stake: GPU busy time beyond the floor (the idle rest is the host-bound finding's).
-        found.append(_finding(f"roofline_distance.{stage}", busy - floor, message, evidence))
+        # At stake: GPU busy time beyond the floor (the idle rest is the host-bound finding's);
+        # decode's roofline is per token, so over the run it is every decode step's.
+        stake = busy - floor
+        if stage == Stage.decode:
+            traced, total = decode_coverage(inputs.timings)
+            stake *= total
+            evidence["time_at_stake"] = f"per token x {total} decode steps (figures from {traced} traced steps)"
+        found.append(_finding(f"roofline_distance.{stage}", stake, message, evidence))
     return found
 
 
@@ -531,7 +590,7 @@ DETECTORS: tuple[Callable[[FindingInputs], list[dict[str, Any]]], ...] = (
 def findings(inputs: FindingInputs) -> list[dict[str, Any]]:
     """Every detector's findings, with a severity by the share of the run's time at stake, largest first."""
     result = [finding for detector in DETECTORS for finding in detector(inputs)]
-    run_ms = sum(_sum(_stage(inputs.timings, stage), "cpu_ms") for stage in ("prefill", Stage.decode))
+    run_ms = run_clock_ms(inputs.predictions)
     for finding in result:
         share = finding["time_at_stake_ms"] / run_ms if run_ms else 0.0
         finding["evidence"]["share_of_run"] = share
@@ -539,6 +598,18 @@ def findings(inputs: FindingInputs) -> list[dict[str, Any]]:
             SEVERITY_HIGH if share >= HIGH_SHARE else SEVERITY_MEDIUM if share >= MEDIUM_SHARE else SEVERITY_LOW
         )
     return sorted(result, key=lambda finding: (-finding["time_at_stake_ms"], finding["id"]))
+
+
+def run_clock_ms(predictions: pa.Table) -> float:
+    """The run's time on the reference clock, in every profile mode: the images' wall times
+    (``image_ms``), or their TTFT + decode where a capture did not record it."""
+    total = 0.0
+    for row in ok_predictions(predictions).select(["image_ms", "prefill_ms", "decode_ms"]).to_pylist():
+        if row["image_ms"] is not None:
+            total += row["image_ms"]
+        else:
+            total += (row["prefill_ms"] or 0.0) + (row["decode_ms"] or 0.0)
+    return total
 
 
 def typed_findings(inputs: FindingInputs) -> list[Finding]:

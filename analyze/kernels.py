@@ -51,7 +51,7 @@ def _top_of_totals(
             "kind": pa.array([kind] * count, type=pa.string()),
             "name": pa.array([labels[code] for code in order], type=pa.string()),
             "calls": pa.array(chosen_calls, type=pa.int64()),
-            "total_ms": pa.array(chosen_totals / NS_PER_MS),
+            "total_ms_traced": pa.array(chosen_totals / NS_PER_MS),
             "mean_us": pa.array(chosen_totals / np.maximum(chosen_calls, 1) / NS_PER_US),
             "share": pa.array(chosen_totals / denominator_ns if denominator_ns > 0 else np.zeros(count)),
         },

@@ -1,7 +1,8 @@
 """Per image: TTFT, per-token decode latency (mean, p50, p90, p99, max), tokens/s, token counts.
 
 The headline figures of an image cover the whole image: they come from the capture's reference
-clock (every decode step), or from the trace only when the image has no reference timings.
+clock (every decode step), or from the trace only when the image has no reference timings; its
+clock stages (analyze.clock: vision, prefill_text, decode, other, image) come with them.
 Figures from the trace alone cover the traced steps only and carry that coverage
 (``tpot_traced_p50_ms`` over ``steps_traced`` of ``steps_total``).
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from dsocr.analyze.clock import clock_figures
 from dsocr.analyze.cold import image_cold
 from dsocr.analyze.keys import image_key
 from dsocr.analyze.reference import ok_predictions
@@ -27,6 +29,12 @@ LATENCY = pa.schema(
         pa.field("rank", pa.int32()),
         pa.field("source", pa.string()),
         pa.field("ttft_ms", pa.float64()),
+        # The clock stages of the image (analyze.clock): vision + prefill_text + decode + other = image.
+        pa.field("vision_ms", pa.float64()),
+        pa.field("prefill_text_ms", pa.float64()),
+        pa.field("decode_ms", pa.float64()),
+        pa.field("other_ms", pa.float64()),
+        pa.field("image_ms", pa.float64()),
         pa.field("tpot_mean_ms", pa.float64()),
         pa.field("tpot_p50_ms", pa.float64()),
         pa.field("tpot_p90_ms", pa.float64()),
@@ -106,12 +114,14 @@ def latency_table(predictions: pa.Table, ranges: pa.Table) -> pa.Table:
         from_trace = traced.get(key, {})
         stats = measured if measured is not None else from_trace
         cold = image_cold(row)
+        clock = clock_figures(row)
         steps_total = len(row["decode_step_ms"]) if row["decode_step_ms"] is not None else None
         rows.append(
             {
                 "image_index": row["image_index"],
                 "rank": row["rank"] or 0,
                 "source": SOURCE_REFERENCE if measured is not None or key not in ttft else SOURCE_TRACE,
+                **clock,
                 "ttft_ms": row["prefill_ms"] if row["prefill_ms"] is not None else ttft.get(key),
                 **stats,
                 "prompt_tokens": row["prompt_tokens"],

@@ -10,9 +10,9 @@ from dsocr.analyze.inputs import AnalysisInputs
 
 from dsocr.vocab import STAGES, Stage
 
-# The stage time a rank spent, by the best measure each row has (device time first).
-_MEASURES = ("gpu_range_ms", "cpu_ms", "reference_ms")
-# prefill contains vision, prefill_text is prefill minus vision: prefill + decode is the whole image.
+# The stage time a rank spent: the whole stage on the reference clock (every decode step).
+_MEASURES = ("clock_ms",)
+# prefill (TTFT) contains vision, prefill_text is prefill minus vision: prefill + decode is the model's time.
 _WHOLE_IMAGE_STAGES = (Stage.prefill, Stage.decode)
 IMBALANCE_BY_WALL = "capture_seconds"
 IMBALANCE_BY_STAGES = "stage_ms"

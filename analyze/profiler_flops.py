@@ -9,7 +9,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from dsocr.analyze.roofline import STAGE_DECODE_STEP
 from dsocr.analyze.stages import stage_masks
+
+from dsocr.vocab import Stage
 
 #: Matrix products for which neither torch's profiler nor capture's op_flops has a FLOP formula.
 #: Where one runs as a single kernel (CUDA) its work is missing from the profiler's count: on an
@@ -80,7 +83,12 @@ def profiler_check(totals: dict[str, StageFlops], roofline: pa.Table) -> dict[st
     result: dict[str, Any] = {}
     for stage, entry in totals.items():
         profiler, operators = entry.flops, entry.operators
-        rows = roofline.filter(pc.and_(pc.equal(roofline["stage"], stage), pc.is_null(roofline["step"])))
+        # decode's model count over the steps the profiler saw: the sum of its step rows (the
+        # decode rows are per token).
+        if stage == Stage.decode:
+            rows = roofline.filter(pc.equal(roofline["stage"], STAGE_DECODE_STEP))
+        else:
+            rows = roofline.filter(pc.and_(pc.equal(roofline["stage"], stage), pc.is_null(roofline["step"])))
         total = pc.sum(rows["flops"]).as_py() if rows.num_rows else None
         attention = pc.sum(rows["attention_flops"]).as_py() if rows.num_rows else None
         model = total - attention if total is not None and attention is not None else None

@@ -1,8 +1,9 @@
 """The capture's independent clock (PREDICTIONS) per image and stage, and the check against it.
 
-Like is compared with like: on ``cuda_event`` runs the stage's ranges projected onto the GPU
-stream (``gpu_range_ms``, what a pair of CUDA events measures), on ``perf_counter`` runs their
-CPU time; the decode reference covers only the traced steps.
+``clock_ms`` is the whole stage on the clock (analyze.clock), in every profile mode. The check
+compares like with like: on ``cuda_event`` runs the stage's ranges projected onto the GPU stream
+(``gpu_range_ms_traced``, what a pair of CUDA events measures), on ``perf_counter`` runs their CPU
+time, against the clock over the same traced steps (``reference_traced_ms``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from dsocr.analyze.clock import stage_clock_ms
 from dsocr.analyze.keys import image_key, pack_image_key
 
 from dsocr import schema
@@ -48,15 +50,11 @@ def traced_step_reference(predictions: pa.Table, ranges: pa.Table) -> dict[int, 
     return dict(zip(unique.tolist(), sums.tolist(), strict=True))
 
 
-def _reference(row: dict[str, Any], stage: str, traced_decode: float | None, has_trace: bool) -> float | None:
-    vision, prefill = row["vision_ms"], row["prefill_ms"]
-    if stage == Stage.vision:
-        return vision
-    if stage == Stage.prefill:
-        return prefill
-    if stage == Stage.prefill_text:
-        return None if vision is None or prefill is None else prefill - vision
-    return traced_decode if has_trace else row["decode_ms"]
+def _traced_reference(row: dict[str, Any], stage: str, traced_decode: float | None, has_trace: bool) -> float | None:
+    """The reference clock over what the trace holds of ``stage`` (decode: its traced steps only)."""
+    if stage == Stage.decode:
+        return traced_decode if has_trace else None
+    return stage_clock_ms(row, stage) if has_trace else None
 
 
 def _relative(measured: float | None, reference: float | None) -> float | None:
@@ -66,48 +64,41 @@ def _relative(measured: float | None, reference: float | None) -> float | None:
 
 
 def timings_table(predictions: pa.Table, measured: pa.Table, ranges: pa.Table, *, has_trace: bool) -> pa.Table:
-    """TIMINGS: one row per processed image and stage, measured figures beside the reference."""
+    """TIMINGS: one row per processed image and stage: the whole stage on the reference clock
+    (``clock_ms``), the trace's figures (``*_traced``) and their check against the clock."""
     ok = ok_predictions(predictions)
     traced = traced_step_reference(ok, ranges)
     by_image = {(row["rank"], row["image_index"], row["stage"]): row for row in measured.to_pylist()}
-    columns = (
-        "image_index",
-        "rank",
-        "generated_tokens",
-        "vision_ms",
-        "prefill_ms",
-        "decode_ms",
-        "timing_clock",
-    )
     rows = []
-    for prediction in ok.select(list(columns)).to_pylist():
+    for prediction in ok.to_pylist():
         rank = prediction["rank"] or 0
         key = pack_image_key(rank, prediction["image_index"])
+        generated = prediction["generated_tokens"]
         for stage in STAGES:
             found = by_image.get((rank, prediction["image_index"], stage), {})
             measure = None
             if found:
                 gpu = prediction["timing_clock"] == TimingClock.cuda_event and found.get("gpu_range_ms") is not None
                 measure = MEASURE_GPU_RANGE if gpu else MEASURE_CPU
-            reference = _reference(prediction, stage, traced.get(key), has_trace and bool(found))
-            generated = prediction["generated_tokens"]
+            reference = _traced_reference(prediction, stage, traced.get(key), has_trace and bool(found))
             rows.append(
                 {
                     "image_index": prediction["image_index"],
                     "rank": rank,
                     "stage": stage,
-                    "cpu_ms": found.get("cpu_ms"),
-                    "gpu_busy_ms": found.get("gpu_busy_ms"),
-                    "gpu_span_ms": found.get("gpu_span_ms"),
-                    "kernel_count": found.get("kernel_count"),
-                    "reference_ms": reference,
+                    "clock_ms": stage_clock_ms(prediction, stage),
+                    "cpu_ms_traced": found.get("cpu_ms"),
+                    "gpu_busy_ms_traced": found.get("gpu_busy_ms"),
+                    "gpu_span_ms_traced": found.get("gpu_span_ms"),
+                    "kernel_count_traced": found.get("kernel_count"),
+                    "reference_traced_ms": reference,
                     "reference_rel_diff": _relative(found.get(measure) if measure else None, reference),
                     "steps_traced": found.get("steps_traced") if stage == Stage.decode else None,
                     "steps_total": max(generated - 1, 0) if stage == Stage.decode and generated else None,
-                    "check_measure": measure if reference is not None else None,
-                    "gpu_range_ms": found.get("gpu_range_ms"),
-                    "memcpy_count": found.get("memcpy_count"),
-                    "memset_count": found.get("memset_count"),
+                    "check_measure": f"{measure}_traced" if measure and reference is not None else None,
+                    "gpu_range_ms_traced": found.get("gpu_range_ms"),
+                    "memcpy_count_traced": found.get("memcpy_count"),
+                    "memset_count_traced": found.get("memset_count"),
                 }
             )
     return pa.Table.from_pylist(rows, schema=schema.TIMINGS)

@@ -13,12 +13,12 @@ from rich.console import Console, RenderableType
 from rich.markup import escape
 from rich.table import Table
 
-from dsocr.vocab import STAGES, KernelKind, Stage
+from dsocr.vocab import IMAGE, OTHER, OTHER_MEANING, TIME_STAGES, KernelKind, Stage
 
 DASH = "–"
 TOP_SHOWN = 5
-# Per-rank columns: vision, then prefill (which contains it) and decode, whose sum is the image.
-RANK_STAGES = (Stage.vision, Stage.prefill, Stage.decode)
+# Per-rank columns: the clock stages; TTFT (vision + prefill_text) + decode is the model's time.
+RANK_STAGES = TIME_STAGES
 PERCENT = 100
 #: Where the top table's names are: the column that takes the width the others leave.
 NAME_COLUMN = 1
@@ -49,40 +49,66 @@ def _share(value: float | None) -> str:
     return DASH if value is None else f"{value * PERCENT:.1f}%"
 
 
-_MEASURE_LABEL = {"gpu_range_ms": "GPU range vs CUDA events", "cpu_ms": "CPU vs perf_counter"}
+_MEASURE_LABEL = {"gpu_range_ms_traced": "GPU range vs CUDA events", "cpu_ms_traced": "CPU vs perf_counter"}
+#: The clock table's columns: the parts of an image, then the image.
+CLOCK_COLUMNS = (*TIME_STAGES, OTHER, IMAGE)
 
 
 def _check_caption(summary: Summary) -> str | None:
-    measures = sorted(str(summary.stages[stage].check.measure) for stage in STAGES)
-    labels = sorted({_MEASURE_LABEL.get(measure, measure) for measure in measures if measure != "None"})
-    return f"check: median relative difference, {', '.join(labels)}" if labels else None
+    checks = [summary.stages[stage].trace.check.measure for stage in TIME_STAGES if summary.stages[stage].trace]
+    labels = sorted({_MEASURE_LABEL.get(str(measure), str(measure)) for measure in checks if measure is not None})
+    return f"check: median relative difference, {', '.join(labels)}, same traced steps" if labels else None
 
 
-def _stage_table(summary: Summary) -> Table:
-    """Stages as columns, figures as rows (fits 80 columns); cells are median/p90 across images."""
-    present, device = summary.trace.present, summary.trace.device_time
+def _clock_table(summary: Summary) -> Table:
+    """Where the time goes: the stages of each image on the reference clock, every decode step,
+    in every profile mode; the parts add up to the image."""
+    clocks = ", ".join(summary.trace.timing_clocks) or "reference clock"
     table = Table(
-        title="per stage: ms, median/p90 across images",
-        caption=_check_caption(summary) if present else None,
+        title=f"where the time goes: ms per image, median/p90 across images ({clocks}, every decode step)",
+        caption=f"TTFT = vision + prefill_text; {OTHER_MEANING}",
         box=box.SIMPLE_HEAD,
     )
     table.add_column("")
-    for stage in STAGES:
-        table.add_column(stage, justify="right")
-    stages = [summary.stages[stage] for stage in STAGES]
+    for column in CLOCK_COLUMNS:
+        table.add_column(column, justify="right")
+    stages = [summary.stages[column] for column in CLOCK_COLUMNS]
     table.add_row("images", *[str(figures.images) for figures in stages])
-    rows = [("CPU", "cpu_ms")] if present else []
+    table.add_row("ms", *[_pair(figures.clock_ms) for figures in stages])
+    table.add_row("run total ms", *[_num(figures.total_ms, 1) for figures in stages])
+    table.add_row("share of image", *[_share(figures.share) for figures in stages])
+    return table
+
+
+def _stage_table(summary: Summary) -> Table | None:
+    """What the trace saw: per image for vision and prefill_text (traced whole), per traced step
+    for decode (N of M steps); None without a trace."""
+    traced = {stage: summary.stages[stage].trace for stage in TIME_STAGES}
+    if not summary.trace.present or not any(traced.values()):
+        return None
+    device = summary.trace.device_time
+    decode = traced[Stage.decode]
+    coverage = f"{decode.steps_traced} of {decode.steps_total} steps traced" if decode else "no decode step traced"
+    table = Table(
+        title=f"trace: ms per image (decode: per traced step, {coverage}), median/p90 across images",
+        caption=_check_caption(summary),
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("")
+    for stage in TIME_STAGES:
+        table.add_column(stage if stage != Stage.decode else "decode per step", justify="right")
+    stages = [traced[stage] for stage in TIME_STAGES]
+    table.add_row("images", *[str(figures.images) if figures else DASH for figures in stages])
+    rows = [("CPU", "cpu_ms")]
     if device:
         rows += [("GPU busy", "gpu_busy_ms"), ("GPU span", "gpu_span_ms"), ("GPU range", "gpu_range_ms")]
-    rows.append(("reference", "reference_ms"))
     for label, name in rows:
-        table.add_row(label, *[_pair(getattr(figures, name)) for figures in stages])
+        table.add_row(label, *[_pair(getattr(figures, name)) if figures else DASH for figures in stages])
     if device:
         # GPU busy is the union of all three kinds: each is shown.
         for label, name in (("kernels", "kernel_count"), ("memcpy", "memcpy_count"), ("memset", "memset_count")):
-            table.add_row(label, *[_num(getattr(figures, name).median, 0) for figures in stages])
-    if present:
-        table.add_row("check", *[_pct(figures.check.rel_diff.median) for figures in stages])
+            table.add_row(label, *[_num(getattr(figures, name).median, 0) if figures else DASH for figures in stages])
+    table.add_row("check", *[_pct(figures.check.rel_diff.median) if figures else DASH for figures in stages])
     return table
 
 
@@ -102,7 +128,8 @@ def _latency_table(summary: Summary) -> Table:
     for label, name in rows:
         figure = getattr(latency, name)
         table.add_row(label, _num(figure.median), _num(figure.p90))
-    idle = summary.stages[Stage.decode].gpu_idle_share
+    decode = summary.stages[Stage.decode].trace
+    idle = decode.gpu_idle_share if decode is not None else None
     if summary.trace.device_time and idle is not None:
         table.add_row("decode GPU idle share", _share(idle.median), _share(idle.p90))
     return table
@@ -114,8 +141,9 @@ def _top_table(summary: Summary) -> NamedTable | None:
     if not rows:
         return None
     label = "GPU time" if kind == KernelKind.kernel else "CPU self time"
-    title = f"top {kind.replace('_', ' ')}s per stage ({label}, all images)"
-    shown = [row for stage in STAGES for row in [row for row in rows if row.stage == stage][:TOP_SHOWN]]
+    traced, total = _decode_coverage(summary)
+    title = f"top {kind.replace('_', ' ')}s per stage ({label}, traced: decode {traced} of {total} steps)"
+    shown = [row for stage in TIME_STAGES for row in [row for row in rows if row.stage == stage][:TOP_SHOWN]]
 
     def build(name_cell: Callable[[str], str]) -> Table:
         table = Table(title=title, box=box.SIMPLE_HEAD)
@@ -125,12 +153,17 @@ def _top_table(summary: Summary) -> NamedTable | None:
             table.add_column(header, justify="right")
         for row in shown:
             table.add_row(
-                row.stage, escape(name_cell(row.name)), str(row.calls), _num(row.total_ms), _num(row.mean_us, 1),
+                row.stage, escape(name_cell(row.name)), str(row.calls), _num(row.total_ms_traced), _num(row.mean_us, 1),
                 _share(row.share),
             )  # fmt: skip
         return table
 
     return NamedTable(build, tuple(row.name for row in shown), name_column=NAME_COLUMN)
+
+
+def _decode_coverage(summary: Summary) -> tuple[int, int]:
+    decode = summary.stages[Stage.decode].trace
+    return (decode.steps_traced or 0, decode.steps_total or 0) if decode else (0, 0)
 
 
 def coverage_lines(summary: Summary) -> list[str]:
@@ -213,7 +246,7 @@ def _rank_table(summary: Summary) -> Table | None:
     if ranks.world_size <= 1:
         return None
     table = Table(title=f"per rank ({ranks.world_size} processes): stage totals, ms", box=None)
-    for column in ("rank", "images", *RANK_STAGES, "prefill+decode", "capture s"):
+    for column in ("rank", "images", *RANK_STAGES, "TTFT+decode", "capture s"):
         table.add_column(column, justify="right")
     for rank in ranks.per_rank:
         totals = [rank.stages[name].total_ms if name in rank.stages else None for name in RANK_STAGES]
@@ -239,6 +272,7 @@ def _run_line(summary: Summary) -> str:
 #: None when that part has nothing to show. A new summary part that should be seen adds one here.
 SECTIONS: tuple[Callable[[Summary], Table | NamedTable | str | list[str] | None], ...] = (
     _run_line,
+    _clock_table,
     _stage_table,
     _latency_table,
     _rank_table,

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from dsocr.analyze.noise import NOT_COMPARABLE
 from dsocr.analyze.table_fit import NamedTable, Whole
 from rich import box
 from rich.console import Console
@@ -17,7 +18,12 @@ PERCENT = 100
 NAME_COLUMN = 1
 PER_IMAGE_SHOWN = 20
 _FIGURE_LABELS = {
-    "cpu_ms": "wall ms",
+    "vision_ms": "vision ms",
+    "prefill_text_ms": "prefill_text ms",
+    "decode_ms": "decode ms",
+    "other_ms": "other ms",
+    "image_ms": "image ms",
+    "cpu_ms": "CPU ms",
     "gpu_busy_ms": "GPU busy ms",
     "kernel_count": "kernels",
     "ttft_ms": "TTFT ms",
@@ -50,16 +56,20 @@ def _rel(value: float | None) -> str:
     return DASH if value is None else f"{value * PERCENT:+.1f}%"
 
 
-def _figure_table(title: str, rows: list[tuple[str, str, dict[str, Any]]]) -> Table:
+def _noise(value: float | None) -> str:
+    return DASH if value is None else f"±{value * PERCENT:.1f}%"
+
+
+def _figure_table(title: str, rows: list[tuple[str, str, dict[str, Any]]], caption: str) -> Table:
     """One row per figure: both medians, the relative change, the noise it had to exceed, the verdict."""
-    caption = "a change counts only beyond the noise (--json has it; docs/analysis.md)"
-    table = Table(title=title, box=box.SIMPLE_HEAD, caption=caption)
-    for column in ("stage", "figure", "A", "B", "B/A-1", "verdict"):
-        table.add_column(column, justify="left" if column in ("stage", "figure", "verdict") else "right", no_wrap=True)
-    for stage, label, figure in rows:
+    table = Table(title=title, box=box.SIMPLE_HEAD, caption=caption, pad_edge=False)
+    for column in ("group", "figure", "A", "B", "change ±noise", "verdict"):
+        table.add_column(column, justify="left" if column in ("group", "figure", "verdict") else "right", no_wrap=True)
+    for group, label, figure in rows:
         table.add_row(
-            stage, label, _short(figure["a"]), _short(figure["b"]), _rel(figure["rel_delta"]), figure["verdict"] or DASH
-        )
+            group, label, _short(figure["a"]), _short(figure["b"]),
+            f"{_rel(figure['rel_delta'])} {_noise(figure['noise'])}", figure["verdict"] or DASH,
+        )  # fmt: skip
     return table
 
 
@@ -67,7 +77,14 @@ def _options_lines(comparison: dict[str, Any]) -> list[str]:
     options = comparison["differing_options"]
     if not options:
         return ["options: the same (capture options, model, device, packages)"]
-    return ["differing options (A -> B):"] + [f"  {row['option']}: {row['a']!r} -> {row['b']!r}" for row in options]
+    return ["differing options (A -> B):"] + [
+        f"  {row['option']}: {_text(row['a'])} -> {_text(row['b'])}" for row in options
+    ]
+
+
+def _text(value: Any) -> str:
+    """An option's value as the user typed it: words bare, None as a dash, never a repr."""
+    return DASH if value is None else str(getattr(value, "value", value))
 
 
 def _top_tables(comparison: dict[str, Any]) -> list[NamedTable]:
@@ -79,13 +96,14 @@ def _top_tables(comparison: dict[str, Any]) -> list[NamedTable]:
             continue
 
         def build(name_cell: Callable[[str], str], rows: list[dict[str, Any]] = rows, label: str = label) -> Table:
-            table = Table(title=f"{label}: largest changes (ms, all images)", box=box.SIMPLE_HEAD)
+            title = f"{label}: largest changes (ms per image; decode: ms per traced step)"
+            table = Table(title=title, box=box.SIMPLE_HEAD)
             for column in ("stage", "name", "A ms", "B ms", "B-A ms"):
                 table.add_column(column, justify="right" if column.endswith("ms") else "left")
             for row in rows:
                 table.add_row(
-                    row["stage"], escape(name_cell(row["name"])), _short(row["total_ms_a"]),
-                    _short(row["total_ms_b"]), _short(row["delta_ms"]),
+                    row["stage"], escape(name_cell(row["name"])), _short(row["ms_a"]),
+                    _short(row["ms_b"]), _short(row["delta_ms"]),
                 )  # fmt: skip
             return table
 
@@ -97,14 +115,12 @@ def _per_image_table(comparison: dict[str, Any]) -> Table | None:
     rows = comparison["per_image"]
     if not rows:
         return None
-    table = Table(title=f"per image (matched by content; first {PER_IMAGE_SHOWN})", box=box.SIMPLE_HEAD)
-    for column in ("image A/B", "TTFT A", "TTFT B", "TPOT A", "TPOT B", "tok/s A", "tok/s B"):
+    table = Table(title=f"per image (paired; first {PER_IMAGE_SHOWN})", box=box.SIMPLE_HEAD)
+    names = ("ttft_ms", "decode_ms", "decode_tokens_per_s")
+    for column in ("image A/B", "TTFT A", "TTFT B", "decode A", "decode B", "tok/s A", "tok/s B"):
         table.add_column(column, justify="right")
     for row in rows[:PER_IMAGE_SHOWN]:
-        table.add_row(
-            f"{row['image_a']}/{row['image_b']}",
-            *(_num(row[name][side]) for name in ("ttft_ms", "tpot_p50_ms", "decode_tokens_per_s") for side in "ab"),
-        )
+        table.add_row(f"{row['image_a']}/{row['image_b']}", *(_num(row[name][side]) for name in names for side in "ab"))
     return table
 
 
@@ -115,17 +131,35 @@ def print_comparison(comparison: dict[str, Any], console: Console, *, wide: bool
     for line in [f"A: {comparison['run_a']}", f"B: {comparison['run_b']}", *_options_lines(comparison)]:
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     images = comparison["images"]
-    console.print(f"images: A {images['a']}, B {images['b']}, matched by content {images['matched']}", highlight=False)
+    by = images["paired_by"]
+    console.print(
+        f"images: A {images['a']}, B {images['b']}; paired {images['paired']}"
+        f" ({by['content']} by content hash, {by['path']} by path)",
+        highlight=False,
+    )
+    noise = comparison["noise_model"]
+    caption = (
+        f"change: paired mean ratio (else ratio of medians); a change counts beyond the noise:"
+        f" max({noise['floor'] * PERCENT:.0f}%, {noise['se_multiple']:.0f} standard errors) (docs/analysis.md)"
+    )
+    rows = [("clock", _FIGURE_LABELS[name], figure) for name, figure in comparison["clock"].items()]
+    console.print(Whole(_figure_table("reference clock, every step: median across images", rows, caption)), crop=False)
     rows = [
-        (stage, _FIGURE_LABELS[name], figure)
-        for stage, entry in comparison["stages"].items()
+        (f"{stage}/step" if entry["per"] == "traced step" else stage, _FIGURE_LABELS[name], figure)
+        for stage, entry in comparison["trace"].items()
         for name, figure in entry["figures"].items()
     ]
-    rows += [("latency", _FIGURE_LABELS[name], figure) for name, figure in comparison["latency"].items()]
-    console.print(Whole(_figure_table("median across images", rows)), crop=False)
+    if all(figure["verdict"] == NOT_COMPARABLE for _, _, figure in rows):
+        reasons = sorted({figure.get("reason") or "" for _, _, figure in rows})
+        console.print(f"trace figures: {NOT_COMPARABLE}: {'; '.join(reasons)}", highlight=False, markup=False)
+    else:
+        title = "trace: median across images (decode: per traced step)"
+        console.print(Whole(_figure_table(title, rows, caption)), crop=False)
     per_image = _per_image_table(comparison)
     if per_image is not None:
         console.print(Whole(per_image), crop=False)
+    if comparison.get("top_note"):
+        console.print(f"kernels and operators: {comparison['top_note']}", highlight=False, markup=False)
     for table in _top_tables(comparison):
         console.print(replace(table, wide=wide), crop=False)
     findings = comparison["findings"]

@@ -7,7 +7,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from dsocr.vocab import STAGES
+from dsocr.vocab import TIME_STAGES, Stage
 
 DASH = "–"
 TERA, GIGA = 1e12, 1e9
@@ -29,7 +29,7 @@ def _share(value: float | None) -> str:
 def roofline_table(summary: Summary) -> Table | None:
     """Stages as columns: FLOPs, bytes, times, achieved rates, MFU/MBU on busy and wall, floor, bound."""
     roofline = summary.roofline
-    rows = [(stage, roofline.stage(stage)) for stage in STAGES]
+    rows = [(stage, roofline.stage(stage)) for stage in TIME_STAGES]
     figures = [figure for _, figure in rows if figure is not None]
     if not figures:
         return None
@@ -44,7 +44,7 @@ def roofline_table(summary: Summary) -> Table | None:
     table.add_column("")
     for stage, figure in rows:
         if figure is not None:
-            table.add_column(stage, justify="right")
+            table.add_column("decode per token" if stage == Stage.decode else stage, justify="right")
 
     def scaled(name: str, unit: float) -> list[str]:
         values = [getattr(figure, name) for figure in figures]

@@ -1,5 +1,7 @@
 """Roofline per image, stage and decode step: FLOPs and bytes from the model config against the
 measured time and the device's peaks; achieved rates, MFU/MBU on GPU busy and on wall time, bound.
+The ``decode`` rows (per image and over the run) are per token: the mean over the traced decode
+steps, so a sampled and a full run of the same pages give the same point.
 
 ``bound`` says what limits the work, tested in this order:
 host (the GPU is busy less than HOST_BUSY_SHARE of the wall time: it waits for the CPU),
@@ -115,7 +117,7 @@ def _stage_rows(arch: Architecture, width: int, ok: pa.Table, timings: pa.Table)
         both = vision + text if vision is not None and text is not None else None
         for stage, cost in ((Stage.vision, vision), (Stage.prefill_text, text), (Stage.prefill, both)):
             timing = measured.get((rank, image, stage), {})
-            wall = timing.get("cpu_ms")
+            wall = timing.get("cpu_ms_traced")
             rows.append(
                 {
                     "rank": rank,
@@ -126,9 +128,9 @@ def _stage_rows(arch: Architecture, width: int, ok: pa.Table, timings: pa.Table)
                     "flops": cost.flops if cost else None,
                     "bytes": cost.bytes if cost else None,
                     "attention_flops": cost.attention_flops if cost else None,
-                    "wall_ms": wall if wall is not None else timing.get("reference_ms"),
-                    "gpu_busy_ms": timing.get("gpu_busy_ms"),
-                    "kernel_count": timing.get("kernel_count"),
+                    "wall_ms": wall if wall is not None else timing.get("clock_ms"),
+                    "gpu_busy_ms": timing.get("gpu_busy_ms_traced"),
+                    "kernel_count": timing.get("kernel_count_traced"),
                 }
             )
     return rows
@@ -191,7 +193,7 @@ def roofline_table(
         },
         schema=_BASE,
     )
-    decode = _sums(step_rows, ["rank", "image_index"])
+    decode = _per_step(_sums(step_rows, ["rank", "image_index"], count=True))
     decode_rows = pa.table(
         {
             "rank": decode["rank"],
@@ -199,7 +201,7 @@ def roofline_table(
             "stage": pa.array([Stage.decode] * decode.num_rows, pa.string()),
             "step": pa.nulls(decode.num_rows, pa.int32()),
             "tokens": pa.nulls(decode.num_rows, pa.int64()),
-            **{name: decode[name] for name in _SUMMED},
+            **{name: decode[name].cast(_BASE.field(name).type) for name in _SUMMED},
         },
         schema=_BASE,
     )
@@ -207,14 +209,29 @@ def roofline_table(
 
 
 _SUMMED = ("flops", "bytes", "attention_flops", "wall_ms", "gpu_busy_ms", "kernel_count")
+#: Column of ``_sums(..., count=True)``: the rows each group summed.
+_ROWS = "rows"
 
 
-def _sums(table: pa.Table, keys: list[str]) -> pa.Table:
+def _per_step(sums: pa.Table) -> pa.Table:
+    """Sums over decode steps divided by their step count: decode's figures per token, so a
+    sampled run (some steps traced) and a full run of the same pages agree."""
+    rows = sums[_ROWS].to_numpy().astype(np.float64)
+    columns = {name: sums[name] for name in sums.column_names if name not in (*_SUMMED, _ROWS)}
+    for name in _SUMMED:
+        values = sums[name].cast(pa.float64()).fill_null(np.nan).to_numpy() / np.where(rows > 0, rows, np.nan)
+        columns[name] = _float_array(values)
+    return pa.table(columns)
+
+
+def _sums(table: pa.Table, keys: list[str], *, count: bool = False) -> pa.Table:
     """Per group: the _SUMMED columns summed; a sum of nothing but nulls stays null ("unknown").
+    ``count``: also the rows of each group (``rows``).
 
     numpy rather than Arrow's group_by: these tables are small and Acero's set-up dominated."""
     if table.num_rows == 0:
-        return pa.table({**{key: table[key] for key in keys}, **{name: table[name] for name in _SUMMED}})
+        empty = {**{key: table[key] for key in keys}, **{name: table[name] for name in _SUMMED}}
+        return pa.table(empty | ({_ROWS: pa.array([], pa.int64())} if count else {}))
     key_columns = [table[key].combine_chunks() for key in keys]
     codes = [np.unique(column.to_numpy(zero_copy_only=False), return_inverse=True) for column in key_columns]
     combined = np.zeros(table.num_rows, dtype=np.int64)
@@ -231,6 +248,8 @@ def _sums(table: pa.Table, keys: list[str]) -> pa.Table:
         sums = np.bincount(group_of, weights=values, minlength=groups.size)
         counts = np.bincount(group_of, weights=valid, minlength=groups.size)
         columns[name] = pa.array(sums, pa.float64(), mask=counts == 0).cast(column.type)
+    if count:
+        columns[_ROWS] = pa.array(np.bincount(group_of, minlength=groups.size), pa.int64())
     return pa.table(columns)
 
 
@@ -315,15 +334,20 @@ def _figures(row: Mapping[str, Any]) -> StageRoofline:
 
 
 def _run_totals(table: pa.Table, peak: DevicePeak) -> dict[str, StageRoofline]:
-    """Per stage over all images: summed FLOPs, bytes and times, then the derived figures."""
+    """Per stage over all images: summed FLOPs, bytes and times, then the derived figures;
+    decode per token (the mean over every traced step of every image)."""
     sums = _SUMMED
-    base = _sums(table, ["stage"])
+    stages = table.filter(pc.not_equal(table["stage"], Stage.decode))
+    per_token = _per_step(_sums(table.filter(pc.equal(table["stage"], STAGE_DECODE_STEP)), ["stage"], count=True))
+    per_token = per_token.set_column(0, "stage", pa.array([Stage.decode] * per_token.num_rows, pa.string()))
+    base = pa.concat_tables([_sums(stages, ["stage"]).cast(per_token.schema), per_token])
+    base = base.filter(pc.not_equal(base["stage"], STAGE_DECODE_STEP))
     columns = {name: _numbers(base, name) for name in sums}
     derived = derive(columns, peak)
     result = {}
     for index, stage in enumerate(base["stage"].to_pylist()):
         row = {name: columns[name][index] for name in sums} | {name: derived[name][index] for name in derived}
-        row["kernel_count"] = None if np.isnan(row["kernel_count"]) else int(row["kernel_count"])
+        row["kernel_count"] = None if np.isnan(row["kernel_count"]) else round(row["kernel_count"])
         result[stage] = _figures({key: _clean(value) for key, value in row.items()})
     return result
 

@@ -69,7 +69,7 @@ def _stage_cpu_ns(timings: pa.Table) -> dict[str, float]:
     """CPU wall time per stage over every image (a few rows per image: no Arrow group_by). fsum:
     the correctly rounded sum, the same in any order, so shards merge to the same figure."""
     values_ms: dict[str, list[float]] = {}
-    for stage, cpu_ms in zip(timings["stage"].to_pylist(), timings["cpu_ms"].to_pylist(), strict=True):
+    for stage, cpu_ms in zip(timings["stage"].to_pylist(), timings["cpu_ms_traced"].to_pylist(), strict=True):
         if cpu_ms is not None:
             values_ms.setdefault(stage, []).append(cpu_ms)
     return {stage: math.fsum(values) * NS_PER_MS for stage, values in values_ms.items()}

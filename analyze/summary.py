@@ -19,6 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from dsocr.analyze.clock import STAGE_FIGURE
 from dsocr.analyze.cold import ColdImpact, cold_impact
 from dsocr.analyze.coverage import Coverage, coverage_figures
 from dsocr.analyze.findings import Finding
@@ -30,7 +31,7 @@ from dsocr.analyze.roofline import Roofline
 from dsocr.analyze.stats import describe
 
 from dsocr import rundir, schema
-from dsocr.vocab import STAGES, ProfileMode, RunKind, Stage
+from dsocr.vocab import TIME_STAGES, ProfileMode, RunKind, Stage
 
 Metric = Callable[[AnalysisInputs], Any]
 _METRIC = "metric"
@@ -70,16 +71,22 @@ class TraceState:
 
 @dataclass(frozen=True)
 class StageCheck:
-    """The measured stage against the capture's reference clock."""
+    """The traced figure against the capture's reference clock over the same traced part."""
 
-    #: The measured column compared: one name, several when images differ, None without a check.
+    #: The traced column compared: one name, several when images differ, None without a check.
     measure: str | list[str] | None
     rel_diff: Spread
     max_abs_rel_diff: float | None
 
 
 @dataclass(frozen=True)
-class StageFigures:
+class TracedFigures:
+    """What the trace saw of a stage, per image for vision and prefill_text (traced whole) and
+    per traced decode step for decode (``steps_traced`` of ``steps_total``): never a sum over
+    some steps passed off as the stage."""
+
+    #: "image" (the whole stage was traced) or "traced step" (decode).
+    per: str
     images: int
     cpu_ms: Spread
     gpu_busy_ms: Spread
@@ -88,12 +95,26 @@ class StageFigures:
     kernel_count: Spread
     memcpy_count: Spread
     memset_count: Spread
-    reference_ms: Spread
     check: StageCheck
-    #: decode only: 1 − busy/span.
+    #: decode only: 1 − busy/span over the traced steps.
     gpu_idle_share: Spread | None = field(default=None, metadata=OMIT_NONE)
-    #: decode only: decode-step ranges found in the trace.
+    #: decode only: decode steps in the trace, and decode steps of the traced images.
     steps_traced: int | None = field(default=None, metadata=OMIT_NONE)
+    steps_total: int | None = field(default=None, metadata=OMIT_NONE)
+
+
+@dataclass(frozen=True)
+class StageFigures:
+    """One stage of the image on the reference clock (every decode step, every profile mode),
+    and what the trace saw of it (None without a trace, and for other/image)."""
+
+    images: int
+    #: Median/p90 across images of the whole stage, ms.
+    clock_ms: Spread
+    #: Sum over the run's images, ms; ``share`` of the run's image time.
+    total_ms: float | None
+    share: float | None
+    trace: TracedFigures | None
 
 
 @dataclass(frozen=True)
@@ -117,7 +138,8 @@ class TopEntry:
     kind: str
     name: str
     calls: int
-    total_ms: float
+    #: Over what the trace holds (decode: its traced steps only).
+    total_ms_traced: float
     mean_us: float
     share: float
 
@@ -146,9 +168,16 @@ def _column(table: pa.Table, name: str) -> list[Any]:
     return table[name].to_pylist()
 
 
-def _stage(timings: pa.Table, stage: str) -> StageFigures:
+def _per_step(values: list[Any], steps: list[Any]) -> list[float | None]:
+    return [value / count if value is not None and count else None for value, count in zip(values, steps, strict=True)]
+
+
+def _traced(timings: pa.Table, stage: str) -> TracedFigures | None:
+    """The trace's figures of one stage (None when no image of it was traced)."""
     rows = timings.filter(pc.equal(timings["stage"], stage))
-    measured = rows.filter(pc.is_valid(rows["cpu_ms"]))
+    measured = rows.filter(pc.is_valid(rows["cpu_ms_traced"]))
+    if measured.num_rows == 0:
+        return None
     diffs = [value for value in _column(rows, "reference_rel_diff") if value is not None]
     measures = sorted({value for value in _column(rows, "check_measure") if value is not None})
     check = StageCheck(
@@ -156,30 +185,44 @@ def _stage(timings: pa.Table, stage: str) -> StageFigures:
         rel_diff=_spread(diffs),
         max_abs_rel_diff=max((abs(value) for value in diffs), default=None),
     )
+    names = ("cpu_ms", "gpu_busy_ms", "gpu_span_ms", "gpu_range_ms", "kernel_count", "memcpy_count", "memset_count")
+    values = {name: _column(measured, f"{name}_traced") for name in names}
     decode: dict[str, Any] = {}
+    per = "image"
     if stage == Stage.decode:
-        busy, span = _column(measured, "gpu_busy_ms"), _column(measured, "gpu_span_ms")
+        per = "traced step"
+        steps = _column(measured, "steps_traced")
+        busy, span = values["gpu_busy_ms"], values["gpu_span_ms"]
         decode["gpu_idle_share"] = _spread([1 - b / s for b, s in zip(busy, span, strict=True) if b is not None and s])
-        decode["steps_traced"] = sum(value or 0 for value in _column(measured, "steps_traced"))
-    return StageFigures(
+        decode["steps_traced"] = sum(value or 0 for value in steps)
+        decode["steps_total"] = sum(value or 0 for value in _column(measured, "steps_total"))
+        values = {name: _per_step(column, steps) for name, column in values.items()}
+    return TracedFigures(
+        per=per,
         images=measured.num_rows,
-        cpu_ms=_spread(_column(measured, "cpu_ms")),
-        gpu_busy_ms=_spread(_column(measured, "gpu_busy_ms")),
-        gpu_span_ms=_spread(_column(measured, "gpu_span_ms")),
-        gpu_range_ms=_spread(_column(measured, "gpu_range_ms")),
-        kernel_count=_spread(_column(measured, "kernel_count")),
-        memcpy_count=_spread(_column(measured, "memcpy_count")),
-        memset_count=_spread(_column(measured, "memset_count")),
-        # The reference clock covers images without a trace too.
-        reference_ms=_spread(_column(rows, "reference_ms")),
+        **{name: _spread(column) for name, column in values.items()},
         check=check,
         **decode,
     )
 
 
 def stage_figures(inputs: AnalysisInputs) -> dict[str, StageFigures]:
-    """Per stage (display order): figures as median/p90 across images, and the clock check."""
-    return {stage: _stage(inputs.timings, stage) for stage in STAGES}
+    """Per stage that adds up to the image (vision, prefill_text, decode, other) and the image:
+    clock figures across images, run totals and shares, and the trace's figures."""
+    images = inputs.latency
+    image_total = sum(value for value in _column(images, "image_ms") if value is not None) or None
+    result = {}
+    for stage, name in STAGE_FIGURE.items():
+        values = [value for value in _column(images, name) if value is not None]
+        total = sum(values) if values else None
+        result[stage] = StageFigures(
+            images=len(values),
+            clock_ms=_spread(values),
+            total_ms=total,
+            share=total / image_total if total is not None and image_total else None,
+            trace=_traced(inputs.timings, stage) if stage in TIME_STAGES else None,
+        )
+    return result
 
 
 def latency_figures(inputs: AnalysisInputs) -> Latency:
@@ -204,7 +247,7 @@ def cold_figures(inputs: AnalysisInputs) -> ColdImpact | None:
 class Summary:
     """analysis/summary.json; each field is computed by the metric named in it, in this order."""
 
-    schema_version: int = field(metadata=metric(lambda inputs: schema.SCHEMA_VERSION))
+    schema_version: int = field(metadata=metric(lambda inputs: schema.ANALYSIS_SCHEMA_VERSION))
     run_dir: str = field(metadata=metric(lambda inputs: str(inputs.run_dir)))
     trace: TraceState = field(metadata=metric(trace_state))
     stages: dict[str, StageFigures] = field(metadata=metric(stage_figures))

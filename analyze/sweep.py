@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dsocr.analyze.compare import FASTER, SAME, SLOWER, verdict
-from dsocr.analyze.compare import _md5 as image_keys
+from dsocr.analyze.compare import pairing_keys as image_keys
 from dsocr.analyze.runner import analyze_run
 
 from dsocr import rundir
@@ -49,7 +49,7 @@ FIGURES = (
 
 @dataclass(frozen=True)
 class RunFigures:
-    """One run's figures: per image (keyed by the page's md5 and its repeat in the run) and per run."""
+    """One run's figures: per image (keyed by the page's content hash and its repeat in the run) and per run."""
 
     images: dict[str, dict[str, float]]
     run: dict[str, float | None]
@@ -99,7 +99,8 @@ def compare_figure(base: dict[str, float], other: dict[str, float], figure: Swee
         "baseline": median_a,
         "value": median_b,
         "ratio": ratio,
-        "band": noise / abs(median_a) if noise is not None and median_a else None,
+        # compare's noise is relative already (analyze.noise): the band around the ratio.
+        "band": noise,
         "verdict": result["verdict"],
         "samples": len(other),
         "paired": same_keys,

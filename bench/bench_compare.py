@@ -67,11 +67,13 @@ COMPARE_CHILD = textwrap.dedent(
     done = time.perf_counter()
     kernel = sys.argv[3]
     rows = [row for row in result["top"] if row["kind"] == "kernel" and row["name"] == kernel]
+    # compare's top is per image (decode: per traced step): back to totals over the run.
+    total = lambda row, side: (row["ms_" + side] or 0.0) * (row["per_count_" + side] or 0.0)
     print(json.dumps({"import_s": imported - start, "compare_s": done - imported,
-                      "kernel_delta_ms": sum(row["delta_ms"] for row in rows),
+                      "kernel_delta_ms": sum(total(row, "b") - total(row, "a") for row in rows),
                       "kernel_stages": sorted(row["stage"] for row in rows),
-                      "verdicts": {stage: figures["figures"]["gpu_busy_ms"]["verdict"]
-                                   for stage, figures in result["stages"].items()}}))
+                      "verdicts": {stage: entry["figures"]["gpu_busy_ms"]["verdict"]
+                                   for stage, entry in result["trace"].items()}}))
     """
 )
 

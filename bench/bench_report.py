@@ -29,6 +29,8 @@ sys.path.insert(0, str(ROOT))
 from dsocr.report import build_report  # noqa: E402
 
 from dsocr import rundir, schema  # noqa: E402
+from dsocr.records import ImageCounts, ModelRecord, RunRecord  # noqa: E402
+from dsocr.vocab import RunKind, RunStatus  # noqa: E402
 
 DEFAULT_IMAGES = 100
 DEFAULT_TOKENS = 512
@@ -55,12 +57,11 @@ def build_run(run_dir: Path, images: int, tokens: int, seed: int = 0) -> None:
     rng = random.Random(seed)
     np_rng = np.random.default_rng(seed)
     steps = tokens - 1
-    rundir.write_json_atomic(
-        run_dir / rundir.RUN_JSON,
-        {"schema_version": schema.SCHEMA_VERSION, "kind": "capture", "status": "complete",
-         "model": {"id": "synthetic", "dtype": "bfloat16", "device": "cuda"}, "device_name": "NVIDIA H200",
-         "config": {"max_new_tokens": tokens, "profile": "full"}, "capture_seconds": 1.0},
-    )  # fmt: skip
+    model = ModelRecord(id="synthetic", dtype="bfloat16", device="cuda", device_name="NVIDIA H200")
+    counts = ImageCounts(total=images, ok=images, failed=0)
+    rundir.write_run_json(
+        run_dir, RunRecord(kind=RunKind.capture, status=RunStatus.complete, model=model, images=counts)
+    )
     predictions, timings, step_rows, latency = [], [], [], []
     for index in range(images):
         path = f"/pages/page{index:04d}.png"
@@ -72,19 +73,22 @@ def build_run(run_dir: Path, images: int, tokens: int, seed: int = 0) -> None:
              "decode_step_ms": step_ms.tolist(), "profile_mode": "full", "timing_clock": "cuda_event", "rank": 0}
         )  # fmt: skip
         for stage, cpu in zip(STAGES, (150.0, 80.0, 230.0, float(step_ms.sum())), strict=True):
-            timings.append({"image_index": index, "rank": 0, "stage": stage, "cpu_ms": cpu, "gpu_busy_ms": cpu / 5,
-                            "gpu_span_ms": cpu, "kernel_count": 1000, "reference_ms": cpu})  # fmt: skip
+            timings.append({"image_index": index, "rank": 0, "stage": stage, "clock_ms": cpu, "cpu_ms_traced": cpu,
+                            "gpu_busy_ms_traced": cpu / 5, "gpu_span_ms_traced": cpu, "kernel_count_traced": 1000,
+                            "reference_traced_ms": cpu})  # fmt: skip
         busy = step_ms * np_rng.uniform(0.05, 0.3, steps)
         step_rows.extend(
             {"image_index": index, "rank": 0, "step": k + 1, "wall_ms": float(step_ms[k]),
              "gpu_busy_ms": float(busy[k]), "gpu_span_ms": float(step_ms[k]), "kernel_count": 751}
             for k in range(steps)
         )  # fmt: skip
-        latency.append({"image_index": index, "ttft_ms": 230.0, "tpot_p50_ms": float(np.median(step_ms))})
+        latency.append({"image_index": index, "ttft_ms": 230.0, "tpot_p50_ms": float(np.median(step_ms)),
+                        "vision_ms": 150.0, "prefill_text_ms": 80.0, "decode_ms": float(step_ms.sum()),
+                        "other_ms": 20.0, "image_ms": 250.0 + float(step_ms.sum())})  # fmt: skip
         _render(run_dir / rundir.VIZ_DIR / rundir.path_md5(path) / "result_with_boxes.jpg", rng)
     kernels = [
         {"stage": stage, "kind": kind, "name": f"void kernel_{kind}_{rank}<cutlass::bf16, 128, 64>(Params)",
-         "calls": 1000 - rank, "total_ms": 100.0 / (rank + 1), "mean_us": 5.0, "share": 0.1}
+         "calls": 1000 - rank, "total_ms_traced": 100.0 / (rank + 1), "mean_us": 5.0, "share": 0.1}
         for stage in STAGES for kind in KINDS for rank in range(TOP)
     ]  # fmt: skip
     rundir.write_table_atomic(rundir.rows_to_table(predictions, schema.PREDICTIONS), run_dir / rundir.PREDICTIONS_FILE)
@@ -95,9 +99,10 @@ def build_run(run_dir: Path, images: int, tokens: int, seed: int = 0) -> None:
     describe = {"median": 1.0, "p90": 2.0}
     rundir.write_json_atomic(
         analysis / "summary.json",
-        {"schema_version": schema.SCHEMA_VERSION, "run_dir": str(run_dir),
+        {"schema_version": schema.ANALYSIS_SCHEMA_VERSION, "run_dir": str(run_dir),
          "trace": {"present": True, "device_time": True, "profile_modes": ["full"], "timing_clocks": ["cuda_event"]},
-         "stages": {stage: {"cpu_ms": describe, "gpu_busy_ms": describe} for stage in STAGES},
+         "stages": {stage: {"clock_ms": describe, "trace": {"cpu_ms": describe, "gpu_busy_ms": describe}}
+                    for stage in STAGES},
          "latency": {"ttft_ms": describe, "tpot_p50_ms": describe}, "coverage": {"steps_total": images * steps},
          "images": latency, "top": kernels},
     )  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import resource
 import time
 import warnings
@@ -25,7 +26,7 @@ from transformers import LogitsProcessorList, StoppingCriteriaList
 from dsocr.errors import BadInputError
 from dsocr.loops import find_loop, loop_decode_ms
 from dsocr.records import PredictionRow
-from dsocr.rundir import path_md5
+from dsocr.rundir import content_sha256, path_md5
 from dsocr.vocab import ImageStatus, StopReason
 
 KIB_PER_MIB = 1024
@@ -80,6 +81,15 @@ def _source_columns(image_path: Path) -> PredictionRow:
     return {"source_path": str(image_path)} if is_pdf(image_path) else {}  # type: ignore[typeddict-item]
 
 
+def input_sha256(image_path: Path, page: RenderedPage | None) -> str | None:
+    """The content hash ``dsocr compare`` pairs pages by: sha256 of an image file's bytes; for a
+    PDF page, of its PDF's bytes' hash and its page number (the same page of the same PDF)."""
+    if page is None:
+        return content_sha256(image_path)
+    pdf = content_sha256(page.pdf)
+    return None if pdf is None else hashlib.sha256(f"{pdf}#page={page.page}".encode()).hexdigest()
+
+
 def peak_gpu_mib(device: torch.device) -> float | None:
     """Peak memory torch's caching allocator handed out on ``device`` in this process so far
     (weights, cache, activations; not the allocator's reserve), or None off CUDA."""
@@ -94,6 +104,7 @@ def failed_row(config: CaptureConfig, image_index: int, image_path: Path, error:
         "image_index": image_index,
         "image_path": str(image_path),
         "image_md5": path_md5(image_path),
+        "image_sha256": content_sha256(image_path),
         "status": ImageStatus.failed,
         "error": error,
         "prompt": config.prompt,
@@ -202,7 +213,10 @@ def profile_image(
     Raises ImageReadError or BadInputError for a bad image or a prompt that fills the context.
     """
     started_unix_ns = time.time_ns()
-    # A PDF page is rendered (render_ms) and stored for emit here, before every timed range.
+    # The image's wall time starts before its file is read or rendered (image_ms, reference clock).
+    clock = clock_for(loaded.device)
+    image_start = clock.mark()
+    # A PDF page is rendered (render_ms) and stored for emit here, before every stage's range.
     image, page = input_image(config, image_path)
     if page is not None:
         store_page(config.out, image_path, image)
@@ -210,8 +224,7 @@ def profile_image(
     prompt_tokens = int(inputs["input_ids"].shape[1])
     cap = resolve_cap(config.max_new_tokens, prompt_tokens, loaded.context_limit)
     decode.check_fits(prompt_tokens, cap.max_new_tokens)
-    clock = clock_for(loaded.device)
-    # Built (the allowed tokens looked up) before the profiler and the clock, like the cache reset.
+    # Built (the allowed tokens looked up) before the profiler and the stages, like the cache reset.
     processors = logits_processors(config, loaded, prompt_tokens)
     decode.reset()  # before the profiler and the clock: emptying the cache is no stage's work
     graphs_before = compiled_graphs()
@@ -225,7 +238,9 @@ def profile_image(
             decode_in_trace=tracer.decode_fits_one_cycle(cap.max_new_tokens, image_index),
         )
         output_ids = _generate(loaded, inputs, cap, timeline, config, decode, processors)
-    times = timeline.times()
+    # After the profiler stopped: what the image cost end to end, profiler included.
+    image_end = clock.mark()
+    times = timeline.times()  # settles the clock: every mark, image_end included, has its time
     graphs = compiled_graphs() - graphs_before
     generated = output_ids[0, prompt_tokens:].tolist()
     if len(generated) != timeline.generated_tokens:
@@ -267,6 +282,8 @@ def profile_image(
         "loop_start_step": None if loop is None else loop.start,
         "loop_period_tokens": None if loop is None else loop.period,
         "loop_ms": None if loop is None else loop_decode_ms(times.decode_step_ms, loop.start),
+        "image_ms": clock.elapsed_ms(image_start, image_end),
+        "image_sha256": input_sha256(image_path, page),
     }
     if page is not None:
         row.update(source_path=str(page.pdf), page=page.page, page_count=page.page_count, render_ms=page.render_ms)

@@ -7,12 +7,12 @@ Torch-free, so that a caller can type against it without loading the GPU stack.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dsocr.figures import image_figures, median_across_images
 from dsocr.vocab import ImageStatus
 
 if TYPE_CHECKING:
@@ -26,13 +26,17 @@ OnImage = Callable[["PredictionRow"], None]
 
 @dataclass(frozen=True)
 class CaptureFigures:
-    """The run at a glance: counts and medians over the images that finished ``ok``."""
+    """The run at a glance: counts, and the glossary's figures (dsocr.figures) as medians across
+    the images that finished ``ok``: the same names and values as analyze's."""
 
     images_ok: int
     images_failed: int
     generated_tokens: int
-    prefill_ms_median: float | None
-    decode_ms_per_token_median: float | None
+    ttft_ms: float | None
+    decode_ms: float | None
+    tpot_p50_ms: float | None
+    decode_tokens_per_s: float | None
+    image_ms: float | None
     stop_reasons: tuple[str, ...]
     #: None when no image recorded trace events (``--profile off``).
     trace_events: int | None
@@ -65,19 +69,21 @@ class CaptureResult:
         return capture_figures(self.rows)
 
 
+#: The glossary's figures the capture summary shows (medians across images).
+RUN_FIGURES = ("ttft_ms", "decode_ms", "tpot_p50_ms", "decode_tokens_per_s", "image_ms")
+
+
 def capture_figures(rows: tuple[PredictionRow, ...] | list[PredictionRow]) -> CaptureFigures:
     """Counts, token totals, medians, stop reasons and trace events of prediction rows."""
     ok = [row for row in rows if row["status"] == ImageStatus.ok]
-    steps = [ms for row in ok for ms in row.get("decode_step_ms") or []]
-    prefill = [row["prefill_ms"] for row in ok if row.get("prefill_ms") is not None]
+    per_image = [image_figures(row) for row in ok]
     events = [row["trace_events"] for row in ok if row.get("trace_events") is not None]
     looped = [row for row in ok if row.get("loop_start_step") is not None]
     return CaptureFigures(
         images_ok=len(ok),
         images_failed=len(rows) - len(ok),
         generated_tokens=sum(row.get("generated_tokens") or 0 for row in ok),
-        prefill_ms_median=statistics.median(prefill) if prefill else None,
-        decode_ms_per_token_median=statistics.median(steps) if steps else None,
+        **{name: median_across_images(figures[name] for figures in per_image) for name in RUN_FIGURES},
         stop_reasons=tuple(sorted({row["stop_reason"] for row in ok if row.get("stop_reason")})),
         trace_events=sum(events) if events else None,
         loop_images=len(looped),

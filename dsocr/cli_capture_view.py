@@ -17,8 +17,8 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from dsocr.figures import decode_tokens_per_s
 from dsocr.options import INF_TOKEN
-from dsocr.vocab import MS_PER_S
 
 if TYPE_CHECKING:
     from dsocr.capture.result import CaptureResult
@@ -30,11 +30,12 @@ def _stderr() -> Console:
 
 
 def image_note(row: PredictionRow) -> str:
-    """The progress bar's note about the image just finished: tokens and decode speed, or its error."""
-    steps = len(row.get("decode_step_ms") or [])
-    if not steps or not row.get("decode_ms"):
+    """The progress bar's note about the image just finished (it says which): its tokens and
+    decode tokens/s (the glossary's per-image figure, dsocr.figures), or its error."""
+    rate = decode_tokens_per_s(row.get("decode_step_ms"))
+    if rate is None:
         return row.get("error") or ""
-    return f"{row['generated_tokens']} tok, {steps / row['decode_ms'] * MS_PER_S:.1f} tok/s decode"
+    return f"img {row['image_index']}: {row['generated_tokens']} tok, decode tokens/s {rate:.1f}"
 
 
 class ProgressView:
@@ -113,9 +114,15 @@ def summary_table(result: CaptureResult) -> Table:
         cap = token_cap(result.rows)
         if cap is not None:
             table.add_row("max new tokens", cap)
-        table.add_row("prefill ms (median)", _ms(figures.prefill_ms_median, 1))
-        if figures.decode_ms_per_token_median is not None:
-            table.add_row("decode ms/token (median)", _ms(figures.decode_ms_per_token_median, 2))
+        for label, value, digits in (
+            ("TTFT ms", figures.ttft_ms, 1),
+            ("decode ms", figures.decode_ms, 1),
+            ("TPOT p50 ms", figures.tpot_p50_ms, 2),
+            ("decode tokens/s", figures.decode_tokens_per_s, 1),
+            ("image ms", figures.image_ms, 1),
+        ):
+            if value is not None:
+                table.add_row(f"{label} (median across images)", _ms(value, digits))
         table.add_row("stop reasons", ", ".join(figures.stop_reasons))
         if figures.loop_images:
             table.add_row(

@@ -417,3 +417,5 @@ class PredictionRow(_RequiredPredictionKeys, total=False):
     loop_start_step: int | None
     loop_period_tokens: int | None
     loop_ms: float | None
+    image_ms: float | None
+    image_sha256: str | None

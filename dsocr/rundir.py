@@ -62,9 +62,25 @@ def resolved(path: str | os.PathLike[str]) -> Path:
         return Path(path).absolute()
 
 
+#: Read size when hashing an image's bytes.
+HASH_BLOCK_BYTES = 1 << 20
+
+
 def path_md5(image_path: str | os.PathLike[str]) -> str:
     """md5 hex digest of the absolute, resolved path string: the image's viz folder name."""
     return hashlib.md5(str(resolved(image_path)).encode("utf-8")).hexdigest()
+
+
+def content_sha256(image_path: str | os.PathLike[str]) -> str | None:
+    """sha256 hex digest of the file's bytes (the page itself, wherever it is stored); None when unreadable."""
+    digest = hashlib.sha256()
+    try:
+        with open(image_path, "rb") as handle:
+            for block in iter(lambda: handle.read(HASH_BLOCK_BYTES), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 def inside_run(run_dir: Path, path: Path) -> Path:

@@ -12,8 +12,8 @@ import pyarrow as pa
 from dsocr.errors import SchemaMismatchError
 
 #: Bumped whenever a column is removed, renamed or changes meaning. Adding a nullable
-#: column at the end does not bump it. The version of run.json, summary.json, info.json and of
-#: every table but predictions (which has its own, below).
+#: column at the end does not bump it. The version of run.json and the trace; predictions,
+#: analyze's outputs (tables and summary.json) and info.json have their own, below and in emit.
 SCHEMA_VERSION = 1
 #: predictions.parquet: 2 since PDF pages (``image_path`` may be a page key ``<pdf>#page=<N>``,
 #: not a file; ``page`` set). Version 1 tables (images only) are read as they are.
@@ -23,9 +23,19 @@ TABLE_KEY = b"dsocr.table"
 VERSION_KEY = b"dsocr.schema_version"
 
 
+#: The version of what ``dsocr analyze`` writes (timings, kernels, roofline, steps, summary.json):
+#: 2 since stage times come from the reference clock and trace-only figures say so
+#: (``*_traced``, per traced step).
+ANALYSIS_SCHEMA_VERSION = 2
+#: The tables ``dsocr analyze`` writes (ANALYSIS_SCHEMA_VERSION).
+ANALYSIS_TABLES = ("timings", "kernels", "roofline", "steps")
+
+
 def table_version(name: str) -> int:
     """The schema version dsocr writes for table ``name``."""
-    return PREDICTIONS_VERSION if name == "predictions" else SCHEMA_VERSION
+    if name == "predictions":
+        return PREDICTIONS_VERSION
+    return ANALYSIS_SCHEMA_VERSION if name in ANALYSIS_TABLES else SCHEMA_VERSION
 
 
 #: Versions each reader accepts: the one written, and older ones it still reads unchanged.
@@ -94,6 +104,11 @@ PREDICTIONS = _versioned(
         pa.field("loop_start_step", pa.int32()),
         pa.field("loop_period_tokens", pa.int32()),
         pa.field("loop_ms", pa.float64()),
+        # The image's wall time on the reference clock, from reading its file to the profiler
+        # stopped after its last token: vision + prefill_text + decode + other (docs/run-format.md).
+        pa.field("image_ms", pa.float64()),
+        # sha256 of the image file's bytes: the same page at another path pairs in `dsocr compare`.
+        pa.field("image_sha256", pa.string()),
     ],
 )
 
@@ -121,28 +136,33 @@ TRACE = _versioned(
     ],
 )
 
-#: One row per image and stage, written by ``dsocr analyze``.
+#: One row per image and stage, written by ``dsocr analyze``. ``clock_ms`` is the whole stage on
+#: the reference clock (every decode step); every ``*_traced`` column covers only what the trace
+#: holds: the whole stage for vision/prefill_text/prefill, the ``steps_traced`` traced decode steps
+#: of ``steps_total`` for decode.
 TIMINGS = _versioned(
     "timings",
     [
         pa.field("image_index", pa.int32(), nullable=False),
         pa.field("rank", pa.int32(), nullable=False),
         pa.field("stage", pa.string(), nullable=False),
-        pa.field("cpu_ms", pa.float64()),
-        pa.field("gpu_busy_ms", pa.float64()),
-        pa.field("gpu_span_ms", pa.float64()),
-        pa.field("kernel_count", pa.int64()),
-        pa.field("reference_ms", pa.float64()),
+        pa.field("clock_ms", pa.float64()),
+        pa.field("cpu_ms_traced", pa.float64()),
+        pa.field("gpu_busy_ms_traced", pa.float64()),
+        pa.field("gpu_span_ms_traced", pa.float64()),
+        pa.field("kernel_count_traced", pa.int64()),
+        # The reference clock over the traced part only (what the check compares against).
+        pa.field("reference_traced_ms", pa.float64()),
         pa.field("reference_rel_diff", pa.float64()),
         pa.field("steps_traced", pa.int32()),
         pa.field("steps_total", pa.int32()),
-        # Which measured column reference_rel_diff compares: "gpu_range_ms" or "cpu_ms".
+        # Which traced column reference_rel_diff compares: "gpu_range_ms_traced" or "cpu_ms_traced".
         pa.field("check_measure", pa.string()),
         # The stage's ranges projected onto the GPU stream (what CUDA events around them measure).
-        pa.field("gpu_range_ms", pa.float64()),
-        # gpu_busy_ms is the union of kernels, memcpys and memsets: each kind is counted.
-        pa.field("memcpy_count", pa.int64()),
-        pa.field("memset_count", pa.int64()),
+        pa.field("gpu_range_ms_traced", pa.float64()),
+        # gpu_busy_ms_traced is the union of kernels, memcpys and memsets: each kind is counted.
+        pa.field("memcpy_count_traced", pa.int64()),
+        pa.field("memset_count_traced", pa.int64()),
     ],
 )
 
@@ -154,7 +174,7 @@ KERNELS = _versioned(
         pa.field("kind", pa.string(), nullable=False),
         pa.field("name", pa.string(), nullable=False),
         pa.field("calls", pa.int64(), nullable=False),
-        pa.field("total_ms", pa.float64(), nullable=False),
+        pa.field("total_ms_traced", pa.float64(), nullable=False),
         pa.field("mean_us", pa.float64(), nullable=False),
         pa.field("share", pa.float64(), nullable=False),
     ],
@@ -226,8 +246,9 @@ def check_table(schema: pa.Schema, expected: str, *, source: str) -> None:
     readable = READABLE_VERSIONS.get(expected, frozenset({table_version(expected)}))
     if version not in {str(number) for number in readable}:
         versions = " and ".join(str(number) for number in sorted(readable))
+        rerun = " (run `dsocr analyze` again)" if expected in ANALYSIS_TABLES else ""
         raise SchemaMismatchError(
-            f"{source}: {expected} schema version {version or '?'}, this dsocr reads version {versions}"
+            f"{source}: {expected} schema version {version or '?'}, this dsocr reads version {versions}{rerun}"
         )
     # Nullable columns may be missing: they were added later within this version (readers fill nulls).
     missing = [field.name for field in SCHEMAS[expected] if not field.nullable and field.name not in schema.names]

@@ -46,6 +46,17 @@ class Stage(enum.StrEnum):
 #: The TIMINGS stages, in display order.
 STAGES = tuple(Stage)
 
+#: The stages that add up to an image on the reference clock, with ``other`` (the remainder):
+#: vision + prefill_text + decode + other = image. prefill is TTFT (vision + prefill_text),
+#: never shown beside them.
+TIME_STAGES = (Stage.vision, Stage.prefill_text, Stage.decode)
+#: The image's wall time not in a stage: image loading, preprocessing, tokenization, profiler start/stop.
+OTHER = "other"
+#: The whole image (IMAGE = vision + prefill_text + decode + other).
+IMAGE = "image"
+#: What ``other`` holds, as every output names it.
+OTHER_MEANING = "other: image loading, preprocessing, tokenization, profiler start/stop"
+
 #: Stages that a prediction row times itself, as ``<stage>_ms`` (vision_ms, prefill_ms,
 #: decode_ms): the capture's reference clock, or an import's ``timings_ms``.
 REFERENCE_STAGES = (Stage.vision, Stage.prefill, Stage.decode)

@@ -33,7 +33,7 @@ from dsocr.errors import BadInputError, RunDirError
 from dsocr.families import facts_for
 from dsocr.options import DEFAULT_FAMILY, DEFAULT_MODEL_ID
 from dsocr.records import ImageCounts, ModelRecord, PredictionRow, RunRecord
-from dsocr.rundir import PREDICTIONS_FILE, path_md5, rows_to_table, write_run_json, write_table_atomic
+from dsocr.rundir import PREDICTIONS_FILE, content_sha256, path_md5, rows_to_table, write_run_json, write_table_atomic
 from dsocr.vocab import REFERENCE_STAGES, ImageStatus, RunKind, RunStatus, StopReason
 
 INTEGER_KEYS = ("prompt_tokens", "generated_tokens")
@@ -191,6 +191,7 @@ def _row(entry: Any, index: int, base: Path, where: str) -> PredictionRow:
         "image_index": index,
         "image_path": str(path),
         "image_md5": path_md5(path),
+        "image_sha256": content_sha256(path),
         "status": ImageStatus.failed if failed else ImageStatus.ok,
         "text_raw": _text(entry, where),
         "width": None if size is None else size[0],

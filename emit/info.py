@@ -13,7 +13,9 @@ from dsocr.emit.options import RenderStyle
 from dsocr.emit.render import PlacedBox, line_width
 from dsocr.emit.timings import StageTimings
 
-from dsocr.schema import SCHEMA_VERSION
+#: info.json's version: 2 since trace figures are named for what they cover (``trace_ms.<stage>.cpu_ms_traced``).
+INFO_SCHEMA_VERSION = 2
+
 
 # Values of predictions.jsonl's emit_status.
 EMIT_RENDERED = "rendered"
@@ -87,7 +89,7 @@ def build_info(
     ``files`` each other file of the render (relative name) to its sha256."""
     norms = [box.as_list() for block in grounding.blocks for box in block.boxes]
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": INFO_SCHEMA_VERSION,
         "source_image": source_image,
         "result_image": result_image,
         "image_index": row["image_index"],

@@ -27,7 +27,14 @@ SOURCE_CAPTURE = "capture:reference"
 SOURCE_IMPORT = "import"
 SOURCE_TRACE_COMPLETE = "analysis:complete_trace"
 #: Columns of timings.parquet copied into trace_ms, per stage.
-TRACE_FIGURES = ("cpu_ms", "gpu_busy_ms", "gpu_span_ms", "kernel_count", "steps_traced", "steps_total")
+TRACE_FIGURES = (
+    "cpu_ms_traced",
+    "gpu_busy_ms_traced",
+    "gpu_span_ms_traced",
+    "kernel_count_traced",
+    "steps_traced",
+    "steps_total",
+)
 
 _COLUMNS = ["image_index", "rank", "stage", *TRACE_FIGURES]
 
@@ -58,7 +65,7 @@ def load_analysis_timings(run_dir: Path) -> AnalysisTimings:
     table = read_checked(path, "timings")
     found: dict[tuple[int, int, str], dict[str, Any]] = {}
     for row in table.select([name for name in _COLUMNS if name in table.column_names]).to_pylist():
-        if row["stage"] in STAGES and row.get("cpu_ms") is not None:
+        if row["stage"] in STAGES and row.get("cpu_ms_traced") is not None:
             found[(row.get("rank") or 0, row["image_index"], row["stage"])] = {
                 name: row.get(name) for name in TRACE_FIGURES
             }
@@ -71,7 +78,8 @@ def _complete_trace_ms(figures: dict[str, Any] | None, stage: str) -> float | No
         return None
     if stage == Stage.decode and (figures["steps_total"] is None or figures["steps_traced"] != figures["steps_total"]):
         return None
-    return figures["gpu_span_ms"] if figures["gpu_span_ms"] is not None else figures["cpu_ms"]
+    span = figures["gpu_span_ms_traced"]
+    return span if span is not None else figures["cpu_ms_traced"]
 
 
 def stage_timings(row: Mapping[str, Any], analysis: AnalysisTimings, *, imported: bool) -> StageTimings:

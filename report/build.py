@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dsocr.report.compare import compare_sections
-from dsocr.report.glance import glance_html, images_html
+from dsocr.report.glance import findings_html, glance_html, images_html
 from dsocr.report.gpu_steps_fig import gpu_steps_figure
 from dsocr.report.inputs import RunInputs, load_run
 from dsocr.report.latency_fig import latency_figure
@@ -44,8 +44,10 @@ def default_output(run_dir: Path, against: Path | None) -> Path:
 def run_sections(run: RunInputs, page_dir: Path) -> list[Section]:
     """The sections of a one-run page, in reading order."""
     return [
+        # "Where does my time go" first, then what to change, then the rest.
+        Section("Where the time goes", stage_figure(run)),
+        Section("What to change (findings, largest time at stake first)", findings_html(run.summary)),
         Section("Run at a glance", glance_html(run)),
-        Section("Stage time per image", stage_figure(run)),
         Section("Per-token latency", latency_figure(run)),
         Section("GPU busy vs idle per decode step", gpu_steps_figure(run)),
         Section("Top kernels and operators per stage", top_figures(run)),

@@ -14,7 +14,7 @@ from dsocr.report.page import Section
 from dsocr.report.selector import MAX_IMAGES, Choice, add_selector
 from dsocr.report.series import points_per_series
 from dsocr.report.steps_data import image_steps
-from dsocr.report.style import RUN_COLORS, STACKED_STAGES, TEMPLATE, figure, short
+from dsocr.report.style import CLOCK_PARTS, RUN_COLORS, TEMPLATE, figure, short
 from dsocr.report.top_fig import STAGE_ORDER, top_rows
 from dsocr.report.verdicts import verdicts_html
 from plotly.subplots import make_subplots
@@ -22,11 +22,7 @@ from plotly.subplots import make_subplots
 from dsocr.vocab import KernelKind
 
 #: (row title, summary.json stage figure) compared per stage.
-MEASURES = (
-    ("CPU wall time (ms)", "cpu_ms"),
-    ("GPU busy (ms)", "gpu_busy_ms"),
-    ("reference clock (ms)", "reference_ms"),
-)
+MEASURES = (("reference clock, every decode step (ms)", "clock_ms"),)
 HISTOGRAM_BINS = 60
 SHOWN = 8
 
@@ -66,7 +62,7 @@ def stage_medians_figure(a: RunInputs, b: RunInputs) -> go.Figure | Unavailable:
         if any(
             (run.summary.get("stages", {}).get(s, {}).get(key) or {}).get("median") is not None
             for run in (a, b)
-            for s in STACKED_STAGES
+            for s in CLOCK_PARTS
         )
     ]
     if not rows:
@@ -74,7 +70,7 @@ def stage_medians_figure(a: RunInputs, b: RunInputs) -> go.Figure | Unavailable:
     fig = make_subplots(rows=len(rows), cols=1, subplot_titles=[title for title, _ in rows])
     for number, (_, key) in enumerate(rows, start=1):
         for run, label, color in zip((a, b), _labels(a, b), RUN_COLORS, strict=True):
-            figures = [(run.summary.get("stages", {}).get(s, {}).get(key) or {}) for s in STACKED_STAGES]
+            figures = [(run.summary.get("stages", {}).get(s, {}).get(key) or {}) for s in CLOCK_PARTS]
             median = [f.get("median") for f in figures]
             spread = [
                 (f["p90"] - f["median"]) if f.get("p90") is not None and f.get("median") is not None else None
@@ -82,13 +78,13 @@ def stage_medians_figure(a: RunInputs, b: RunInputs) -> go.Figure | Unavailable:
             ]
             fig.add_trace(
                 go.Bar(
-                    x=list(STACKED_STAGES),
+                    x=list(CLOCK_PARTS),
                     y=median,
                     name=label,
                     legendgroup=label,
                     showlegend=number == 1,
                     marker_color=color,
-                    error_y={"type": "data", "array": spread, "symmetric": False, "arrayminus": [0] * 3},
+                    error_y={"type": "data", "array": spread, "symmetric": False, "arrayminus": [0] * len(CLOCK_PARTS)},
                     hovertemplate=f"{label} %{{x}}: median %{{y:.3f}} ms<extra></extra>",
                 ),
                 row=number,
@@ -97,22 +93,27 @@ def stage_medians_figure(a: RunInputs, b: RunInputs) -> go.Figure | Unavailable:
     fig.update_layout(
         template=TEMPLATE,
         barmode="group",
-        title={"text": "Stage time: median across images (whisker to p90)"},
+        title={"text": "Stage time on the reference clock: median across images (whisker to p90)"},
         height=240 * len(rows) + 80,
     )
     return fig
 
 
+def _page_keys(run: RunInputs) -> dict[int, str]:
+    """Per image index: the sha256 of the page's bytes, else the md5 of its path."""
+    rows = run.predictions.select(["image_index", "image_md5", "image_sha256"]).to_pylist()
+    return {row["image_index"]: row["image_sha256"] or row["image_md5"] for row in rows}
+
+
 def latency_overlay_figure(a: RunInputs, b: RunInputs) -> go.Figure | Unavailable:
     """Per-token latency of the same page in both runs (matched by image path, else by index)."""
     steps_a, steps_b = image_steps(a), image_steps(b)
-    paths_a = dict(zip(a.predictions["image_index"].to_pylist(), a.predictions["image_md5"].to_pylist(), strict=True))
-    paths_b = dict(zip(b.predictions["image_index"].to_pylist(), b.predictions["image_md5"].to_pylist(), strict=True))
+    paths_a, paths_b = _page_keys(a), _page_keys(b)
     by_md5_b = {paths_b[image.image_index]: image for image in steps_b}
     pairs = [
         (image, by_md5_b[paths_a[image.image_index]]) for image in steps_a if paths_a[image.image_index] in by_md5_b
     ]
-    matched_by = "image path"
+    matched_by = "page content (sha256), else path"
     if not pairs:
         by_index_b = {image.image_index: image for image in steps_b}
         pairs = [(image, by_index_b[image.image_index]) for image in steps_a if image.image_index in by_index_b]
@@ -177,7 +178,7 @@ def top_overlay_figure(a: RunInputs, b: RunInputs) -> go.Figure | Unavailable:
     fig = make_subplots(rows=len(stages), cols=1, subplot_titles=stages, vertical_spacing=0.3 / len(stages))
     for number, stage in enumerate(stages, start=1):
         totals = [
-            {r["name"]: r["total_ms"] for r in rows if r["stage"] == stage and r["kind"] == kind}
+            {r["name"]: r["total_ms_traced"] for r in rows if r["stage"] == stage and r["kind"] == kind}
             for rows in (rows_a, rows_b)
         ]
         names = sorted(set(totals[0]) | set(totals[1]), key=lambda n: -max(totals[0].get(n, 0), totals[1].get(n, 0)))[

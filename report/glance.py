@@ -108,6 +108,51 @@ def facts(run: RunInputs) -> list[tuple[str, Any]]:
     ]
 
 
+#: Significant digits of a figure in a finding's evidence.
+EVIDENCE_DIGITS = 3
+#: From here a figure is shown whole, and from the next in exponent form.
+WHOLE_FROM, EXPONENT_FROM = 1_000, 1_000_000
+#: Evidence keys by a word of their name (``wall_ms_per_step``: ms), the first match wins.
+UNITS = (("share", "%"), ("ms", "ms"), ("us", "µs"), ("flops", "FLOP"), ("bytes", "B"))
+PERCENT = 100
+
+
+def figure_text(key: str, value: Any) -> str:
+    """One evidence figure with its unit, 3 significant digits (shares as percent)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, list):
+            return ", ".join(figure_text(key, item) for item in value[:10]) + (" …" if len(value) > 10 else "")
+        if isinstance(value, dict):
+            return "; ".join(f"{k} {figure_text(k, v)}" for k, v in value.items())
+        return DASH if value is None else str(value)
+    words = key.split("_")
+    unit = "/s" if key.endswith("_per_s") else next((unit for word, unit in UNITS if word in words), "")
+    if unit == "%":
+        return f"{_significant(value * PERCENT)}%"
+    text = f"{value:,}" if isinstance(value, int) else _significant(value)  # counts stay whole
+    return f"{text} {unit}".strip()
+
+
+def _significant(value: float) -> str:
+    """3 significant digits; whole from 1,000 to a million (1,234 ms, not 1.23e+03), in exponent
+    form above (FLOP and byte counts: 1.2e+12)."""
+    if WHOLE_FROM <= abs(value) < EXPONENT_FROM:
+        return f"{value:,.0f}"
+    return f"{value:.{EVIDENCE_DIGITS}g}"
+
+
+def evidence_html(evidence: dict[str, Any]) -> str:
+    """A finding's evidence as a short two-column table: figure, value with its unit."""
+    rows = "".join(
+        f"<tr><th>{html.escape(key.replace('_', ' '))}</th><td>{html.escape(figure_text(key, value))}</td></tr>"
+        for key, value in evidence.items()
+        if key != "source"
+    )
+    source = evidence.get("source")
+    caption = f"<caption>evidence (source: {html.escape(str(source))})</caption>" if source else ""
+    return f'<table class="kv evidence">{caption}{rows}</table>'
+
+
 def findings_html(summary: dict[str, Any]) -> str:
     findings = summary.get("findings")
     if findings is None:
@@ -121,7 +166,7 @@ def findings_html(summary: dict[str, Any]) -> str:
             f'<li class="sev-{esc(finding.get("severity"))}"><b>{esc(finding.get("severity"))}</b> '
             f"<code>{esc(finding.get('id'))}</code> {esc(finding.get('message'))}"
             + (f"<div>try: <code>{esc(finding['try'])}</code></div>" if finding.get("try") else "")
-            + (f'<div class="evidence">evidence: {esc(evidence)}</div>' if evidence else "")
+            + (f'<div class="evidence">{evidence_html(evidence)}</div>' if evidence else "")
             + "</li>"
         )
     return f'<ul class="findings">{"".join(items)}</ul>'
@@ -153,7 +198,8 @@ def cold_html(summary: dict[str, Any]) -> str:
 
 
 def glance_html(run: RunInputs) -> str:
-    """Facts, latency and findings beside the options; warnings; coverage folded away."""
+    """Facts and latency beside the options; warnings; coverage folded away (the findings have
+    their own section, before this one)."""
     record, summary = run.run, run.summary
     latency = summary.get("latency", {})
     latency_rows = [[label, (latency.get(key) or {}).get("median"), (latency.get(key) or {}).get("p90")]
@@ -164,7 +210,6 @@ def glance_html(run: RunInputs) -> str:
     )
     left = key_values(facts(run)) + "<h3>Latency across images</h3>" + table(["figure", "median", "p90"], latency_rows)
     parts = [f'<div class="cols"><div>{left}</div><div><h3>Options</h3>{options}</div></div>']
-    parts.append("<h3>Findings</h3>" + findings_html(summary))
     parts.append("<h3>Cold decode steps</h3>" + cold_html(summary))
     warnings = record.warnings
     if warnings:

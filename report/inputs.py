@@ -51,9 +51,12 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise RunDirError(f"{path}: unreadable ({exc})") from exc
-    if not isinstance(payload, dict) or payload.get("schema_version") != schema.SCHEMA_VERSION:
+    if not isinstance(payload, dict) or payload.get("schema_version") != schema.ANALYSIS_SCHEMA_VERSION:
         found = payload.get("schema_version") if isinstance(payload, dict) else type(payload).__name__
-        raise SchemaMismatchError(f"{path}: schema version {found!r}, this dsocr reads version {schema.SCHEMA_VERSION}")
+        raise SchemaMismatchError(
+            f"{path}: schema version {found!r}, this dsocr reads version {schema.ANALYSIS_SCHEMA_VERSION}"
+            " (run `dsocr analyze` again)"
+        )
     return payload
 
 

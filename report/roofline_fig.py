@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from dsocr.report._unavailable import Unavailable
 from dsocr.report.style import STAGE_COLORS, figure
 
-from dsocr.vocab import STAGES
+from dsocr.vocab import TIME_STAGES, Stage
 
 #: (achieved key, what it divides by, marker) plotted per stage over the run.
 RATES = (("achieved_tflops", "GPU busy time", "circle"), ("achieved_tflops_wall", "wall time", "circle-open"))
@@ -55,8 +55,15 @@ def roofline_figure(summary: dict[str, Any]) -> go.Figure | Unavailable:
     roofline = summary.get("roofline")
     if not isinstance(roofline, dict):
         return Unavailable("this analysis has no roofline section (analyze adds it when it knows the model's FLOPs)")
+    device = roofline.get("device") or {}
+    tflops, gbps = device.get("peak_tflops"), device.get("peak_gbps")
+    if not (isinstance(tflops, int | float) and isinstance(gbps, int | float) and tflops > 0 and gbps > 0):
+        # Points without a roof place no stage against anything: one line says so instead.
+        why = device.get("reason") or roofline.get("reason") or "device peaks unknown"
+        return Unavailable(f"no roofline: the device's peaks are unknown ({why}); points without a roof say nothing")
     traces, intensities = [], []
-    for stage in STAGES:
+    for stage in TIME_STAGES:
+        per = " per token" if stage == Stage.decode else ""
         for key, divisor, symbol in RATES:
             point = _point(roofline.get(stage), key)
             if point is not None:
@@ -66,7 +73,7 @@ def roofline_figure(summary: dict[str, Any]) -> go.Figure | Unavailable:
                         x=[point[0]],
                         y=[point[1]],
                         mode="markers",
-                        name=f"{stage}, all images, on {divisor}",
+                        name=f"{stage}{per}, all images, on {divisor}",
                         marker={"color": STAGE_COLORS[stage], "size": RUN_MARKER, "symbol": symbol},
                         hovertemplate=f"{stage} on {divisor}: %{{x:.2f}} FLOP/B, %{{y:.4f}} TFLOP/s<extra></extra>",
                     )
@@ -92,8 +99,6 @@ def roofline_figure(summary: dict[str, Any]) -> go.Figure | Unavailable:
     if not traces:
         reason = roofline.get("reason") or (roofline.get("device") or {}).get("reason")
         return Unavailable(f"no stage has FLOPs, bytes and a GPU time{f': {reason}' if reason else ''}")
-    device = roofline.get("device") or {}
-    tflops, gbps = device.get("peak_tflops"), device.get("peak_gbps")
     name = device.get("matched") or device.get("device_name") or "device"
     fig = figure(
         f"Roofline on {name}: achieved TFLOP/s against FLOP per byte",
@@ -101,16 +106,6 @@ def roofline_figure(summary: dict[str, Any]) -> go.Figure | Unavailable:
         yaxis={"type": "log", "title": {"text": "TFLOP/s"}},
         height=480,
     )
-    if isinstance(tflops, int | float) and isinstance(gbps, int | float) and tflops > 0 and gbps > 0:
-        _roofs(fig, float(tflops), float(gbps), intensities)
-    else:
-        fig.add_annotation(
-            text=f"no roof drawn: {device.get('reason') or 'device peaks unknown'}",
-            xref="paper",
-            yref="paper",
-            x=0,
-            y=1.05,
-            showarrow=False,
-        )
+    _roofs(fig, float(tflops), float(gbps), intensities)
     fig.add_traces(traces)
     return fig

@@ -1,86 +1,58 @@
-"""Per image: stage time (vision, prefill_text, decode) stacked, on CPU and GPU busy time."""
+"""Where the time goes, per image: vision, prefill_text, decode and other stacked on the reference
+clock (every decode step, every profile mode): the bar is the image's wall time."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import plotly.graph_objects as go
-import pyarrow as pa
-import pyarrow.compute as pc
 from dsocr.report._unavailable import Unavailable
 from dsocr.report.inputs import RunInputs
-from dsocr.report.style import STACKED_STAGES, STAGE_COLORS, TEMPLATE
-from plotly.subplots import make_subplots
+from dsocr.report.style import CLOCK_PARTS, STAGE_COLORS, TEMPLATE
 
-from dsocr.vocab import ImageStatus, Stage
+from dsocr.vocab import OTHER_MEANING
 
-#: (row title, timings column) of the measured rows; GPU rows only when the trace has device time.
-CPU_ROW = ("CPU wall time of the ranges (ms)", "cpu_ms")
-GPU_ROW = ("GPU busy time (ms)", "gpu_busy_ms")
-ROW_HEIGHT = 260
-
-
-def _ok(predictions: pa.Table) -> pa.Table:
-    return predictions.filter(pc.equal(predictions["status"], ImageStatus.ok))
+#: summary.json images[] figure of each stacked part.
+PART_FIGURE = {part: f"{part}_ms" for part in CLOCK_PARTS}
+IMAGE_FIGURE = "image_ms"
+ROW_HEIGHT = 380
 
 
-def _reference_rows(predictions: pa.Table) -> dict[str, dict[int, float | None]]:
-    """Per stacked stage, image -> the capture's reference clock (prefill_text = prefill - vision)."""
-    rows = _ok(predictions).to_pylist()
-    text = {
-        row["image_index"]: row["prefill_ms"] - row["vision_ms"]
-        for row in rows
-        if row["prefill_ms"] is not None and row["vision_ms"] is not None
-    }
-    return {
-        Stage.vision: {row["image_index"]: row["vision_ms"] for row in rows},
-        Stage.prefill_text: text,
-        Stage.decode: {row["image_index"]: row["decode_ms"] for row in rows},
-    }
-
-
-def _measured_rows(timings: pa.Table, column: str) -> dict[str, dict[int, float | None]]:
-    result: dict[str, dict[int, float | None]] = {stage: {} for stage in STACKED_STAGES}
-    for row in timings.select(["image_index", "stage", column]).to_pylist():
-        if row["stage"] in result:
-            result[row["stage"]][row["image_index"]] = row[column]
-    return result
+def stage_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The images with clock stages (summary.json images[]), in image order."""
+    images = [row for row in summary.get("images") or [] if row.get("decode_ms") is not None]
+    return sorted(images, key=lambda row: (row.get("image_index"), row.get("rank") or 0))
 
 
 def stage_figure(run: RunInputs) -> go.Figure | Unavailable:
-    """Stacked stage bars per image: measured CPU and GPU rows, or the reference clock without a trace."""
-    trace = run.summary.get("trace", {})
-    rows: list[tuple[str, dict[str, dict[int, float | None]]]] = []
-    if trace.get("present") and run.timings is not None:
-        rows.append((CPU_ROW[0], _measured_rows(run.timings, CPU_ROW[1])))
-        if trace.get("device_time"):
-            rows.append((GPU_ROW[0], _measured_rows(run.timings, GPU_ROW[1])))
-    else:
-        why = trace.get("missing_reason") or run.missing.get("timings") or "no measured timings"
-        rows.append((f"reference clock (ms); no trace: {why}", _reference_rows(run.predictions)))
-    images = sorted({image for _, stages in rows for values in stages.values() for image in values})
+    """Stacked clock stages per image; the bar's top is the image's wall time (where recorded)."""
+    images = stage_rows(run.summary)
     if not images:
-        return Unavailable("no processed image has stage timings")
-    labels = [f"img {image}" for image in images]
-    fig = make_subplots(rows=len(rows), cols=1, shared_xaxes=True, subplot_titles=[title for title, _ in rows])
-    for row_number, (_, stages) in enumerate(rows, start=1):
-        for stage in STACKED_STAGES:
-            fig.add_trace(
-                go.Bar(
-                    x=labels,
-                    y=[stages[stage].get(image) for image in images],
-                    name=stage,
-                    legendgroup=stage,
-                    showlegend=row_number == 1,
-                    marker_color=STAGE_COLORS[stage],
-                    hovertemplate=f"%{{x}} {stage}: %{{y:.3f}} ms<extra></extra>",
-                ),
-                row=row_number,
-                col=1,
+        return Unavailable("no processed image has reference-clock stage times")
+    labels = [f"img {row['image_index']}" for row in images]
+    clocks = ", ".join(run.summary.get("trace", {}).get("timing_clocks") or []) or "reference clock"
+    fig = go.Figure()
+    for part in CLOCK_PARTS:
+        fig.add_trace(
+            go.Bar(
+                x=labels,
+                y=[row.get(PART_FIGURE[part]) for row in images],
+                name=part,
+                marker_color=STAGE_COLORS[part],
+                hovertemplate=f"%{{x}} {part}: %{{y:.3f}} ms<extra></extra>",
             )
-    note = "" if trace.get("device_time") or not trace.get("present") else " (no GPU activity in the trace)"
+        )
+    missing_wall = sum(1 for row in images if row.get(IMAGE_FIGURE) is None)
+    note = f"; {missing_wall} image(s) without a recorded wall time (no 'other')" if missing_wall else ""
     fig.update_layout(
         template=TEMPLATE,
         barmode="stack",
-        title={"text": f"Stage time per image: vision, prefill_text, decode{note}"},
-        height=ROW_HEIGHT * len(rows) + 80,
+        title={
+            "text": f"Where the time goes: ms per image on the {clocks} clock, every decode step"
+            f"<br><sup>vision + prefill_text (= TTFT) + decode + other = the image's wall time;"
+            f" {OTHER_MEANING}{note}</sup>"
+        },
+        yaxis={"title": {"text": "ms"}},
+        height=ROW_HEIGHT,
     )
     return fig

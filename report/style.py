@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from dsocr.vocab import Stage
+from dsocr.vocab import OTHER, Stage
 
-#: Stages stacked in the stage bars: prefill contains vision, so these three add up to the image.
+#: Stages stacked in the stage bars: with other (the remainder) they add up to the image.
 STACKED_STAGES = (Stage.vision, Stage.prefill_text, Stage.decode)
+#: The clock parts of an image, stacked in "where the time goes".
+CLOCK_PARTS = (*STACKED_STAGES, OTHER)
 STAGE_COLORS = {
+    OTHER: "#bab0ac",
     Stage.vision: "#4c78a8",
     Stage.prefill_text: "#f58518",
     Stage.prefill: "#e45756",

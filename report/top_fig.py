@@ -8,9 +8,10 @@ from dsocr.report.inputs import RunInputs
 from dsocr.report.style import STAGE_COLORS, TEMPLATE, short
 from plotly.subplots import make_subplots
 
-from dsocr.vocab import STAGES, KernelKind
+from dsocr.vocab import TIME_STAGES, KernelKind
 
-STAGE_ORDER = STAGES
+#: prefill (vision + prefill_text) is left out: its kernels are those two stages'.
+STAGE_ORDER = TIME_STAGES
 #: kind -> (figure title, what the bars measure)
 KINDS = {
     KernelKind.kernel: ("Top kernels per stage", "GPU time, ms"),
@@ -31,6 +32,12 @@ def top_rows(run: RunInputs) -> list[dict]:
     if run.kernels is not None:
         return run.kernels.to_pylist()
     return list(run.summary.get("top") or [])
+
+
+def _decode_coverage(run: RunInputs) -> str:
+    """How much of decode the totals cover: "N of M steps traced"."""
+    trace = ((run.summary.get("stages") or {}).get("decode") or {}).get("trace") or {}
+    return f"{trace.get('steps_traced', 0)} of {trace.get('steps_total', 0)} steps traced"
 
 
 def top_figures(run: RunInputs) -> list[go.Figure] | Unavailable:
@@ -55,7 +62,7 @@ def top_figures(run: RunInputs) -> list[go.Figure] | Unavailable:
             top = by_stage[stage][::-1]  # largest at the top
             fig.add_trace(
                 go.Bar(
-                    x=[row["total_ms"] for row in top],
+                    x=[row["total_ms_traced"] for row in top],
                     y=[f"{len(top) - position}. {short(row['name'])}" for position, row in enumerate(top)],
                     orientation="h",
                     marker_color=STAGE_COLORS[stage],
@@ -69,7 +76,7 @@ def top_figures(run: RunInputs) -> list[go.Figure] | Unavailable:
             fig.update_xaxes(title_text=measure, row=number, col=1)
         fig.update_layout(
             template=TEMPLATE,
-            title={"text": f"{title} ({measure}, all images)"},
+            title={"text": f"{title} ({measure}, all images; decode: {_decode_coverage(run)})"},
             height=sum(heights) + 80,
             margin={"l": 420},
         )

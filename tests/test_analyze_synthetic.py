@@ -52,11 +52,11 @@ def test_gpu_figures_match_a_plain_loop_attribution(gpu_run: tuple[Path, list[di
     assert {key for key in timings} == {(image, stage) for image in (0, 1) for stage in STAGES}
     for key, figures in expected.items():
         row = timings[key]
-        assert row["gpu_busy_ms"] == pytest.approx(figures["gpu_busy_ms"], abs=1e-9), key
-        assert row["gpu_span_ms"] == pytest.approx(figures["gpu_span_ms"], abs=1e-9), key
-        assert row["kernel_count"] == figures["kernel_count"], key
+        assert row["gpu_busy_ms_traced"] == pytest.approx(figures["gpu_busy_ms"], abs=1e-9), key
+        assert row["gpu_span_ms_traced"] == pytest.approx(figures["gpu_span_ms"], abs=1e-9), key
+        assert row["kernel_count_traced"] == figures["kernel_count"], key
     for key, stream_ms in plain_stream_ms(rows).items():
-        assert timings[key]["gpu_range_ms"] == pytest.approx(stream_ms, abs=1e-9), key
+        assert timings[key]["gpu_range_ms_traced"] == pytest.approx(stream_ms, abs=1e-9), key
 
 
 def test_cpu_figures_and_the_check_against_the_reference(gpu_run: tuple[Path, list[dict]]) -> None:
@@ -68,16 +68,16 @@ def test_cpu_figures_and_the_check_against_the_reference(gpu_run: tuple[Path, li
         steps = [
             r["dur_ns"] / NS_PER_MS for (i, stage, _), r in ranges.items() if i == image and stage == "decode_step"
         ]
-        assert timings[(image, "vision")]["cpu_ms"] == pytest.approx(vision)
-        assert timings[(image, "prefill")]["cpu_ms"] == pytest.approx(prefill)
-        assert timings[(image, "prefill_text")]["cpu_ms"] == pytest.approx(prefill - vision)
-        assert timings[(image, "decode")]["cpu_ms"] == pytest.approx(sum(steps))
+        assert timings[(image, "vision")]["cpu_ms_traced"] == pytest.approx(vision)
+        assert timings[(image, "prefill")]["cpu_ms_traced"] == pytest.approx(prefill)
+        assert timings[(image, "prefill_text")]["cpu_ms_traced"] == pytest.approx(prefill - vision)
+        assert timings[(image, "decode")]["cpu_ms_traced"] == pytest.approx(sum(steps))
         # The synthetic reference is each traced range's duration plus 1%, untraced steps included
         # in the list; only the traced ones may enter the decode reference.
         decode = timings[(image, "decode")]
-        assert decode["reference_ms"] == pytest.approx(sum(steps) * 1.01)
-        assert decode["check_measure"] == "gpu_range_ms"
-        expected = (decode["gpu_range_ms"] - decode["reference_ms"]) / decode["reference_ms"]
+        assert decode["reference_traced_ms"] == pytest.approx(sum(steps) * 1.01)
+        assert decode["check_measure"] == "gpu_range_ms_traced"
+        expected = (decode["gpu_range_ms_traced"] - decode["reference_traced_ms"]) / decode["reference_traced_ms"]
         assert decode["reference_rel_diff"] == pytest.approx(expected)
     assert timings[(0, "decode")]["steps_traced"] == 6 and timings[(0, "decode")]["steps_total"] == 6
     assert timings[(1, "decode")]["steps_traced"] == 5 and timings[(1, "decode")]["steps_total"] == 11
@@ -90,7 +90,7 @@ def test_summary_counts_what_the_trace_cannot_see(gpu_run: tuple[Path, list[dict
     gpu_ops = [r for r in rows if r["cat"] in ("kernel", "gpu_memcpy", "gpu_memset")]
     launched = {(r["image_index"], r["correlation"]) for r in rows if r["cat"] == "cuda_runtime"}
     without_launch = [r for r in gpu_ops if (r["image_index"], r["correlation"]) not in launched]
-    assert summary["schema_version"] == schema.SCHEMA_VERSION
+    assert summary["schema_version"] == schema.ANALYSIS_SCHEMA_VERSION
     assert summary["trace"]["device_time"] is True
     assert coverage["gpu_ops"] == len(gpu_ops)
     assert coverage["gpu_ops_without_launch"] == len(without_launch) == 2
@@ -149,7 +149,7 @@ def test_top_kernels_match_a_plain_sum_by_name(gpu_run: tuple[Path, list[dict]])
     decode = {row["name"]: row for row in kernels if row["stage"] == "decode" and row["kind"] == "kernel"}
     assert set(decode) == set(totals)
     for name, total in totals.items():
-        assert decode[name]["total_ms"] == pytest.approx(total)
+        assert decode[name]["total_ms_traced"] == pytest.approx(total)
         assert decode[name]["calls"] == calls[name]
     assert sum(row["share"] for row in decode.values()) == pytest.approx(1.0)
     operators = {row["name"] for row in kernels if row["kind"] == "operator"}
@@ -165,8 +165,8 @@ def test_terminal_report_and_json(gpu_run: tuple[Path, list[dict]]) -> None:
     as_json = invoke("analyze", run_dir, "--json")
     assert as_json.exit_code == 0
     payload = json.loads(as_json.output)
-    assert payload["stages"]["decode"]["images"] == 2
-    assert 0 < payload["stages"]["decode"]["gpu_idle_share"]["median"] < 1
+    assert payload["stages"]["decode"]["trace"]["images"] == 2
+    assert 0 < payload["stages"]["decode"]["trace"]["gpu_idle_share"]["median"] < 1
 
 
 def test_cpu_only_trace_says_there_is_no_device_time(tmp_path: Path) -> None:
@@ -175,8 +175,8 @@ def test_cpu_only_trace_says_there_is_no_device_time(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "no device time" in result.output and "GPU busy" not in result.output
     timings = _timings(tmp_path)
-    assert timings[(0, "decode")]["gpu_busy_ms"] is None
-    assert timings[(0, "decode")]["check_measure"] == "cpu_ms"
+    assert timings[(0, "decode")]["gpu_busy_ms_traced"] is None
+    assert timings[(0, "decode")]["check_measure"] == "cpu_ms_traced"
     assert timings[(0, "decode")]["reference_rel_diff"] == pytest.approx(1 / 1.01 - 1)
 
 
@@ -188,8 +188,9 @@ def test_run_without_trace_reports_the_reference(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "trace missing: no trace files under trace/" in result.output
     timings = _timings(tmp_path)
-    assert timings[(0, "decode")]["cpu_ms"] is None
-    assert timings[(0, "prefill")]["reference_ms"] is not None
+    assert timings[(0, "decode")]["cpu_ms_traced"] is None
+    assert timings[(0, "prefill")]["clock_ms"] is not None
+    assert timings[(0, "decode")]["clock_ms"] is not None
     summary = json.loads((tmp_path / "analysis" / "summary.json").read_text())
     assert summary["trace"]["present"] is False
     assert summary["images"][0]["source"] == "reference"
@@ -208,4 +209,4 @@ def test_a_range_cut_by_the_flush_window_is_counted_and_left_out(tmp_path: Path)
     result = invoke("analyze", tmp_path, "--json")
     payload = json.loads(result.output)
     assert payload["coverage"]["ranges_cut_by_flush"] == 1
-    assert payload["stages"]["decode"]["steps_traced"] == 2
+    assert payload["stages"]["decode"]["trace"]["steps_traced"] == 2

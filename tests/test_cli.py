@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -130,6 +131,11 @@ def test_capture_run_returns_its_result_and_prints_nothing(
     assert (figures.images_ok, figures.images_failed) == (2, 0)
     assert figures.generated_tokens == sum(row["generated_tokens"] for row in result.rows) > 0
     assert figures.trace_events is None  # profiling was off
+    # The glossary's figures: medians across images of each image's own figure.
+    tpot = sorted(statistics.median(row["decode_step_ms"]) for row in result.rows)
+    assert figures.tpot_p50_ms == pytest.approx(statistics.median(tpot))
+    assert figures.decode_ms == pytest.approx(statistics.median(row["decode_ms"] for row in result.rows))
+    assert figures.image_ms is not None and figures.image_ms > figures.decode_ms
 
     # The CLI edge shows it.
     buffer = io.StringIO()

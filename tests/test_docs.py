@@ -148,6 +148,13 @@ def test_summary_json_parts_and_their_keys_are_documented(captured: Path) -> Non
     assert nested - _named_in(*sections) == set()
 
 
+def test_the_glossary_table_is_the_code_s_glossary() -> None:
+    from dsocr.figures import GLOSSARY
+
+    documented = {name: cells[0] for name, cells in _table("### Glossary").items()}
+    assert documented == GLOSSARY
+
+
 def test_info_json_and_predictions_jsonl_keys_are_documented(emitted: tuple[Path, Path]) -> None:
     run_dir, page = emitted
     info = json.loads((viz_folder(run_dir, page) / "info.json").read_text(encoding="utf-8"))

@@ -61,7 +61,7 @@ def test_golden_run_writes_md5_folders_with_the_expected_info_json(tmp_path: Pat
     info = json.loads(raw)
     assert info["source_image"] == str(page.resolve())
     assert info["result_image"] == "result_with_boxes.jpg"
-    assert (info["schema_version"], info["model_id"], info["width"], info["height"]) == (1, MODEL_ID, 1240, 1754)
+    assert (info["schema_version"], info["model_id"], info["width"], info["height"]) == (2, MODEL_ID, 1240, 1754)
     assert info["text_raw"] == GOLDEN_TEXT
     assert info["text_clean"] == GOLDEN_CLEAN
     assert [box["label"] for box in info["boxes"]] == GOLDEN_LABELS
@@ -306,18 +306,18 @@ def test_timings_stay_whole_image_after_analyze_and_trace_figures_carry_coverage
     """A sampled run's trace holds 12 of 127 decode steps: timings_ms keeps the reference decode."""
     run_dir, pages = small_run
     timings = [
-        {"image_index": 0, "rank": 0, "stage": "vision", "cpu_ms": 9.0, "gpu_span_ms": 7.5},
+        {"image_index": 0, "rank": 0, "stage": "vision", "cpu_ms_traced": 9.0, "gpu_span_ms_traced": 7.5},
         {
             "image_index": 0,
             "rank": 0,
             "stage": "decode",
-            "cpu_ms": 40.0,
-            "gpu_span_ms": 30.0,
-            "gpu_busy_ms": 2.0,
+            "cpu_ms_traced": 40.0,
+            "gpu_span_ms_traced": 30.0,
+            "gpu_busy_ms_traced": 2.0,
             "steps_traced": 12,
             "steps_total": 127,
         },
-        {"image_index": 0, "rank": 0, "stage": "prefill", "cpu_ms": 20.0, "gpu_span_ms": 19.0},
+        {"image_index": 0, "rank": 0, "stage": "prefill", "cpu_ms_traced": 20.0, "gpu_span_ms_traced": 19.0},
     ]
     table = rundir.rows_to_table(timings, schema.TIMINGS)
     rundir.write_table_atomic(table, run_dir / "analysis" / "timings.parquet")
@@ -328,14 +328,14 @@ def test_timings_stay_whole_image_after_analyze_and_trace_figures_carry_coverage
     assert info["timings_ms"] == {"vision": 11.5, "prefill": 22.25, "decode": 480.0}
     assert set(info["timings_source"].values()) == {"capture:reference"}
     assert info["trace_ms"]["decode"] == {
-        "cpu_ms": 40.0,
-        "gpu_busy_ms": 2.0,
-        "gpu_span_ms": 30.0,
-        "kernel_count": None,
+        "cpu_ms_traced": 40.0,
+        "gpu_busy_ms_traced": 2.0,
+        "gpu_span_ms_traced": 30.0,
+        "kernel_count_traced": None,
         "steps_traced": 12,
         "steps_total": 127,
     }
-    assert info["trace_ms"]["vision"]["gpu_span_ms"] == 7.5
+    assert info["trace_ms"]["vision"]["gpu_span_ms_traced"] == 7.5
     record = json.loads((run_dir / "predictions.jsonl").read_text().splitlines()[0])
     assert record["timings_ms"] == info["timings_ms"]
     assert record["trace_ms"] == info["trace_ms"]
@@ -346,8 +346,8 @@ def test_a_complete_trace_fills_a_stage_the_row_lacks(tmp_path: Path) -> None:
     row = {**prediction_row(0, page, SMALL_TEXT), "vision_ms": None, "decode_ms": None}
     run_dir = make_run(tmp_path / "run", [row])
     timings = [
-        {"image_index": 0, "rank": 0, "stage": "vision", "cpu_ms": 9.0, "gpu_span_ms": 7.5},
-        {"image_index": 0, "rank": 0, "stage": "decode", "cpu_ms": 400.0, "steps_traced": 5, "steps_total": 9},
+        {"image_index": 0, "rank": 0, "stage": "vision", "cpu_ms_traced": 9.0, "gpu_span_ms_traced": 7.5},
+        {"image_index": 0, "rank": 0, "stage": "decode", "cpu_ms_traced": 400.0, "steps_traced": 5, "steps_total": 9},
     ]
     rundir.write_table_atomic(rundir.rows_to_table(timings, schema.TIMINGS), run_dir / "analysis" / "timings.parquet")
 

@@ -108,7 +108,7 @@ def test_gpu_fixture_figures_hold_the_run_numbers(gpu_run: Path) -> None:
     ]
     timings = pq.read_table(gpu_run / "analysis" / "timings.parquet").to_pylist()
     decode = next(row for row in timings if row["stage"] == "decode" and row["image_index"] == 0)
-    assert float(np.sum(busy_idle.data[0].y)) == pytest.approx(decode["gpu_busy_ms"], rel=1e-5)
+    assert float(np.sum(busy_idle.data[0].y)) == pytest.approx(decode["gpu_busy_ms_traced"], rel=1e-5)
     busy_plus_idle = np.asarray(busy_idle.data[0].y, dtype=float) + np.asarray(busy_idle.data[1].y, dtype=float)
     expected = [max(row["wall_ms"], row["gpu_busy_ms"]) for row in steps]
     assert busy_plus_idle == pytest.approx(expected, rel=1e-5)
@@ -168,6 +168,26 @@ def test_dropdown_swaps_in_each_images_own_steps(tmp_path: Path) -> None:
         assert np.add(busy, idle) == pytest.approx(expected, abs=2e-3)
 
 
+def test_finding_evidence_is_a_short_table_with_units_and_three_significant_digits() -> None:
+    from dsocr.report.glance import evidence_html
+
+    evidence = {
+        "gpu_idle_share": 0.95432,
+        "wall_ms_per_step": 57.8312,
+        "kernels_per_step": 751.0,
+        "steps_traced": 30,
+        "step_numbers": [3, 9],
+        "source": "analysis/timings.parquet",
+    }
+    text = evidence_html(evidence)
+    assert "<th>gpu idle share</th><td>95.4%</td>" in text
+    assert "<th>wall ms per step</th><td>57.8 ms</td>" in text
+    assert "<th>kernels per step</th><td>751</td>" in text
+    assert "<th>steps traced</th><td>30</td>" in text and "<th>step numbers</th><td>3, 9</td>" in text
+    assert "<caption>evidence (source: analysis/timings.parquet)</caption>" in text
+    assert "{" not in text  # never raw JSON
+
+
 def test_roofline_points_sit_under_the_device_roofs() -> None:
     fig = roofline_figure({"roofline": ROOFLINE})
     roof, *points = fig.data
@@ -179,14 +199,17 @@ def test_roofline_points_sit_under_the_device_roofs() -> None:
     assert placed == {
         "vision, all images, on GPU busy time": (200.0, 80.0),
         "vision, all images, on wall time": (200.0, 40.0),
-        "decode, all images, on GPU busy time": (1.0, 1.5),
-        "decode, all images, on wall time": (1.0, 0.1),
+        "decode per token, all images, on GPU busy time": (1.0, 1.5),
+        "decode per token, all images, on wall time": (1.0, 0.1),
         "decode, per image": (1.0, 1.5),
     }
     no_section = roofline_figure({})
     assert no_section.reason.startswith("this analysis has no roofline section")
     unknown = roofline_figure({"roofline": {"device": {"reason": "no device name recorded"}, "reason": "old run.json"}})
-    assert unknown.reason == "no stage has FLOPs, bytes and a GPU time: old run.json"
+    assert unknown.reason.startswith("no roofline: the device's peaks are unknown (no device name recorded)")
+    # A CPU run (no peaks) gets the same one line, not an empty chart.
+    cpu = roofline_figure({"roofline": {**ROOFLINE, "device": {"reason": "CPU run: the peaks table holds GPUs"}}})
+    assert cpu.reason.startswith("no roofline: the device's peaks are unknown (CPU run")
 
 
 def test_steps_table_adds_up_to_the_stage_totals(tmp_path: Path) -> None:
@@ -199,10 +222,10 @@ def test_steps_table_adds_up_to_the_stage_totals(tmp_path: Path) -> None:
         rows = [row for row in steps if row["image_index"] == image]
         decode = next(row for row in timings if row["image_index"] == image and row["stage"] == "decode")
         assert [row["step"] for row in rows] == expected_steps
-        assert sum(row["wall_ms"] for row in rows) == pytest.approx(decode["cpu_ms"])
-        assert sum(row["gpu_span_ms"] for row in rows) == pytest.approx(decode["gpu_span_ms"])
-        assert sum(row["kernel_count"] for row in rows) == decode["kernel_count"]
-        assert sum(row["gpu_busy_ms"] for row in rows) >= decode["gpu_busy_ms"] - 1e-9  # steps' unions add up
+        assert sum(row["wall_ms"] for row in rows) == pytest.approx(decode["cpu_ms_traced"])
+        assert sum(row["gpu_span_ms"] for row in rows) == pytest.approx(decode["gpu_span_ms_traced"])
+        assert sum(row["kernel_count"] for row in rows) == decode["kernel_count_traced"]
+        assert sum(row["gpu_busy_ms"] for row in rows) >= decode["gpu_busy_ms_traced"] - 1e-9  # steps' unions add up
     assert windows(np.array([1, 2, 6, 7, 8])) == [(1, 2), (6, 8)]
 
 
@@ -258,8 +281,10 @@ def test_compare_report_carries_the_verdicts(tmp_path: Path, cpu_full_run: Path,
     assert f"wrote {page} (" in result.stderr
     text = page.read_text(encoding="utf-8")
     assert "not available: verdicts come from" not in text
-    verdict = comparison["stages"]["decode"]["figures"]["cpu_ms"]["verdict"]
-    assert "<td>decode</td><td>cpu_ms</td>" in text and verdict in text
+    verdict = comparison["clock"]["decode_ms"]["verdict"]
+    assert "<td>clock</td><td>decode_ms</td>" in text and verdict in text
+    traced = comparison["trace"]["decode"]["figures"]["cpu_ms"]["verdict"]
+    assert "<td>trace: decode per traced step</td><td>cpu_ms</td>" in text and traced in text
     _assert_drawn(page)
 
 
@@ -273,15 +298,16 @@ def test_imported_run_without_trace_shows_the_reference_clock(tmp_path: Path) ->
     assert invoke("import", outputs, "--out", tmp_path / "run").exit_code == 0
     _report(tmp_path / "run")
     text = (tmp_path / "run" / "analysis" / "report.html").read_text(encoding="utf-8")
-    assert "reference clock (ms); no trace: imported outputs carry no trace" in text
+    assert "Where the time goes: ms per image" in text
     assert "3 total, 2 ok, 1 failed" in text
     assert "not available: no processed image has decode steps" in text
     assert "not available: the analysis has no kernel or operator rows (no trace)" in text
     assert "not available: analysis/steps.parquet" not in text  # analyze wrote it, empty
     run = load_run(tmp_path / "run")
     bars = stage_figure(run).data
-    assert [bar.name for bar in bars] == ["vision", "prefill_text", "decode"]
+    assert [bar.name for bar in bars] == ["vision", "prefill_text", "decode", "other"]
     assert list(bars[0].y) == [10.0, 11.0] and list(bars[1].y) == [20.0, 19.0] and list(bars[2].y) == [500.0, 500.0]
+    assert list(bars[3].y) == [None, None]  # an import records no wall time: no remainder to show
     _assert_drawn(tmp_path / "run" / "analysis" / "report.html")
 
 
@@ -308,7 +334,10 @@ def test_bad_inputs_give_one_error_line(tmp_path: Path) -> None:
     summary.write_text(json.dumps({"schema_version": 99}))
     result = invoke("report", tmp_path / "run")
     assert result.exit_code == 1
-    assert result.output == f"Error: {summary}: schema version 99, this dsocr reads version {schema.SCHEMA_VERSION}\n"
+    assert result.output == (
+        f"Error: {summary}: schema version 99, this dsocr reads version {schema.ANALYSIS_SCHEMA_VERSION}"
+        " (run `dsocr analyze` again)\n"
+    )
 
 
 def test_missing_extra_is_one_error_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -376,14 +405,24 @@ def test_every_report_option_is_documented() -> None:
 
 
 def test_verdicts_table_lists_every_compared_figure() -> None:
-    # Shaped like `dsocr compare --json` (issue 11): per stage figures, and latency figures.
-    figure = {"a": 10.0, "b": 8.0, "delta": -2.0, "rel_delta": -0.2, "noise": 0.5, "verdict": "faster"}
+    # Shaped like `dsocr compare --json`: clock figures, and trace figures per stage.
+    figure = {"a": 10.0, "b": 8.0, "delta": -2.0, "rel_delta": -0.2, "noise": 0.05, "verdict": "faster"}
     comparison = {
-        "stages": {"decode": {"figures": {"cpu_ms": figure, "gpu_busy_ms": {"a": None, "b": None}}}},
-        "latency": {"ttft_ms": {**figure, "verdict": "same within noise", "rel_delta": 0.001}},
+        "clock": {
+            "decode_ms": figure,
+            "ttft_ms": {**figure, "verdict": "same within noise", "rel_delta": 0.001},
+            "image_ms": {"a": None, "b": None},
+        },
+        "trace": {
+            "decode": {
+                "per": "traced step",
+                "figures": {"cpu_ms": {"a": None, "b": None, "verdict": "not comparable", "reason": "B has no trace"}},
+            }
+        },
     }
     rows = verdicts_html(comparison).split("<tbody>")[1].split("</tr>")[:-1]
-    assert len(rows) == 2  # the figure neither run measured is left out
-    assert "<td>decode</td><td>cpu_ms</td><td>10.000</td><td>8.000</td><td>-2.000</td><td>-20.0%</td>" in rows[0]
-    assert rows[0].endswith("<td>0.500</td><td>faster</td>")
-    assert "<td>latency</td><td>ttft_ms</td>" in rows[1] and "+0.1%" in rows[1] and "same within noise" in rows[1]
+    assert len(rows) == 3  # the clock figure neither run measured is left out; "not comparable" is kept
+    assert "<td>clock</td><td>decode_ms</td><td>10.000</td><td>8.000</td><td>-2.000</td><td>-20.0%</td>" in rows[0]
+    assert rows[0].endswith("<td>±5.0%</td><td>faster</td>")
+    assert "<td>clock</td><td>ttft_ms</td>" in rows[1] and "+0.1%" in rows[1] and "same within noise" in rows[1]
+    assert "<td>trace: decode per traced step</td><td>cpu_ms</td>" in rows[2] and "not comparable" in rows[2]
