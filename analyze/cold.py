@@ -191,7 +191,8 @@ class ColdOperatorTotals:
         """One slice's (cold, warm) self time per code and the steps it saw, for ``merge``: ``ops``
         placed (with ``step``), ``codes`` their name codes, ``self_ns`` their self times. Reads
         only what ``__init__`` set, so slices are computed on several threads at once."""
-        if self._cold_keys.size == 0 or ops.num_rows == 0:
+        # A batch of images may hold only warm steps: its warm sums still count (analyze/runner.py).
+        if (self._cold_keys.size == 0 and self._warm_keys.size == 0) or ops.num_rows == 0:
             return []
         in_step = ops["step"].is_valid().to_numpy(zero_copy_only=False)
         if not in_step.any():
@@ -220,26 +221,40 @@ class ColdOperatorTotals:
 
     def top(self, count: int = COLD_TOP_OPERATORS) -> list[dict[str, Any]]:
         """Operators by (cold ms per step - warm ms per step), largest first."""
-        if not self._cold_steps or not self._warm_steps:
-            return []
-        cold_per_step = self._cold_ns / len(self._cold_steps) / NS_PER_MS
-        warm_per_step = self._warm_ns / len(self._warm_steps) / NS_PER_MS
-        labels = [*self._names, "(unnamed)"]
-        order = np.argsort(-(cold_per_step - warm_per_step))[:count]
-        return [
-            {
-                "name": labels[code],
-                "cold_ms_per_step": float(cold_per_step[code]),
-                "warm_ms_per_step": float(warm_per_step[code]),
-            }
-            for code in order.tolist()
-            if cold_per_step[code] > warm_per_step[code]
-        ]
+        return cold_top(self._names, self._cold_ns, self._warm_ns, self.traced_steps, count)
+
+    @property
+    def sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """(cold, warm) self time per name code, unnamed last."""
+        return self._cold_ns, self._warm_ns
 
     @property
     def traced_steps(self) -> tuple[int, int]:
         """(cold, warm) decode steps that had CPU operators in the trace."""
         return len(self._cold_steps), len(self._warm_steps)
+
+
+def cold_top(
+    names: list[str], cold_ns: np.ndarray, warm_ns: np.ndarray, steps: tuple[int, int], count: int = COLD_TOP_OPERATORS
+) -> list[dict[str, Any]]:
+    """Operators by (cold ms per step - warm ms per step), largest first, from summed self times
+    per name code (unnamed last) and the (cold, warm) traced step counts."""
+    cold_steps, warm_steps = steps
+    if not cold_steps or not warm_steps:
+        return []
+    cold_per_step = cold_ns / cold_steps / NS_PER_MS
+    warm_per_step = warm_ns / warm_steps / NS_PER_MS
+    labels = [*names, "(unnamed)"]
+    order = np.argsort(-(cold_per_step - warm_per_step))[:count]
+    return [
+        {
+            "name": labels[code],
+            "cold_ms_per_step": float(cold_per_step[code]),
+            "warm_ms_per_step": float(warm_per_step[code]),
+        }
+        for code in order.tolist()
+        if cold_per_step[code] > warm_per_step[code]
+    ]
 
 
 _STEP_BITS = 24

@@ -10,11 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from dsocr.analyze.attribution import GpuWork
-from dsocr.analyze.load import TraceTables
+from dsocr.analyze.partials import TraceFigures
 from dsocr.analyze.peaks import DevicePeak
 from dsocr.analyze.profiler_flops import StageFlops
-from dsocr.analyze.ranges import Ranges
 from dsocr.analyze.steps import StepTables
 
 from dsocr.records import RunRecord
@@ -29,12 +27,13 @@ class AnalysisInputs:
     run: RunRecord
     #: predictions (schema PREDICTIONS), every row, failed images included.
     predictions: pa.Table
-    trace: TraceTables
+    #: The trace's counts and sums over every image (analyze reads it a batch of images at a time).
+    trace: TraceFigures
     #: True when the run has trace files (False: imports, ``--profile off``).
     has_trace: bool
-    ranges: Ranges
-    #: GPU activities placed in ranges; None on a trace without device time.
-    gpu: GpuWork | None
+    #: Per stage: kernels shorter than their launch, and copy kernels (None without device time).
+    launch: dict[str, dict[str, Any]] | None
+    copies: dict[str, dict[str, Any]] | None
     #: analysis/timings.parquet (schema TIMINGS): one row per image and stage.
     timings: pa.Table
     #: Per image latency (analyze.latency.LATENCY).

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pyarrow as pa
 from dsocr.analyze.findings import Finding, FindingInputs, typed_findings
 from dsocr.analyze.flops import DTYPE_BYTES, architecture
-from dsocr.analyze.gpu_figures import copy_figures, launch_figures
 from dsocr.analyze.inputs import AnalysisInputs
 from dsocr.analyze.peaks import DevicePeak, device_peak
 from dsocr.analyze.profiler_flops import profiler_check
@@ -61,8 +60,6 @@ def roofline_figures(inputs: AnalysisInputs) -> Roofline:
 
 def finding_list(inputs: AnalysisInputs) -> list[Finding]:
     """What limits the run, with its evidence, largest time at stake first."""
-    work = inputs.gpu.table if inputs.gpu is not None else None
-    has_device = work is not None and work.num_rows > 0
     return typed_findings(
         FindingInputs(
             predictions=inputs.predictions,
@@ -71,8 +68,8 @@ def finding_list(inputs: AnalysisInputs) -> list[Finding]:
             top=inputs.kernels.to_pylist(),
             # Recomputed rather than read from the summary: metrics only read inputs (small table).
             roofline=roofline_figures(inputs),
-            launch=launch_figures(work) if has_device else None,
-            copies=copy_figures(work) if has_device else None,
+            launch=inputs.launch,
+            copies=inputs.copies,
             reference_steps=inputs.steps.reference,
             traced_steps=inputs.steps.traced,
             run_dir=inputs.run_dir,

@@ -9,6 +9,8 @@ each total is one ``bincount``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -92,6 +94,39 @@ def top_gpu(work: pa.Table, operator_codes: np.ndarray, operator_names: list[str
     return tables
 
 
+@dataclass(frozen=True)
+class StageGpuTotals:
+    """One batch's GPU time per stage: its sum, and per kernel name and per launching operator."""
+
+    stage_ns: float
+    kernels: tuple[np.ndarray, np.ndarray]
+    operators: tuple[np.ndarray, np.ndarray]
+
+
+def gpu_totals(
+    work: pa.Table, kernel_codes: np.ndarray, kernel_names: int, operator_codes: np.ndarray, operator_names: int
+) -> dict[str, StageGpuTotals]:
+    """Per stage with GPU work: what ``top_gpu`` ranks, as sums that add across batches."""
+    durations = work["dur_ns"].to_numpy()
+    result = {}
+    for stage, mask in stage_masks(work).items():
+        if not mask.any():
+            continue
+        result[stage] = StageGpuTotals(
+            stage_ns=float(durations[mask].sum()),
+            kernels=_bincounts(kernel_codes[mask], durations[mask], kernel_names),
+            operators=_bincounts(operator_codes[mask], durations[mask], operator_names),
+        )
+    return result
+
+
+def top_of_totals(
+    totals: np.ndarray, calls: np.ndarray, names: list[str], *, stage: str, kind: str, denominator_ns: float, top: int
+) -> pa.Table:
+    """The ``top`` names of summed ``totals``/``calls`` (last bucket: NO_OPERATOR), as KERNELS rows."""
+    return _top_of_totals(totals, calls, names, stage=stage, kind=kind, denominator_ns=denominator_ns, top=top)
+
+
 def operator_part(
     ops: pa.Table, codes: np.ndarray, self_ns: np.ndarray, names: int
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -118,6 +153,10 @@ class CpuOperatorTotals:
         for stage, (totals, calls) in part.items():
             self._totals[stage] += totals
             self._calls[stage] += calls
+
+    def sums(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per stage with calls: (self time, calls) per name code, unnamed last."""
+        return {stage: (self._totals[stage], self._calls[stage]) for stage in STAGES if self._calls[stage].any()}
 
     def tables(self, stage_cpu_ns: dict[str, float], *, top: int) -> list[pa.Table]:
         """Top cpu_ops per stage; shares of the stage's CPU wall time."""

@@ -234,10 +234,14 @@ def load_trace(run_dir: Path, pool: WorkerPool | None = None) -> TraceTables:
     Files are read on ``pool``'s threads (default: a pool of this process's cores), in order:
     the first bad file is the one reported, as in a plain loop.
     """
-    files = rundir.trace_files(run_dir)
+    return load_files(rundir.trace_files(run_dir), pool)
+
+
+def load_files(files: list[Path], pool: WorkerPool | None = None) -> TraceTables:
+    """``load_trace`` of some of a run's trace files (analyze reads a batch of whole images at a time)."""
     if pool is None:
         with worker_pool() as own_pool:
-            return load_trace(run_dir, own_pool)
+            return load_files(files, own_pool)
     if len(files) >= pool.workers:
         parts = list(ordered_map(pool, _load_file, files))
     else:

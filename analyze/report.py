@@ -179,7 +179,12 @@ def coverage_lines(summary: Summary) -> list[str]:
         f" ({coverage.steps_not_traced} not traced); flush chunks {coverage.flush_chunks},"
         f" gaps between them {coverage.flush_gaps}"
     )
-    if coverage.images_ok > coverage.images_with_trace:
+    if coverage.trace_images_every > 1:
+        lines.append(
+            f"images traced: {coverage.images_with_trace} of {coverage.images_ok}"
+            f" (--trace-images {coverage.trace_images_every}); every image keeps its reference-clock timings"
+        )
+    elif coverage.images_ok > coverage.images_with_trace:
         lines.append(f"images without trace: {coverage.images_ok - coverage.images_with_trace}")
     if coverage.images_failed:
         lines.append(f"failed images (not analyzed): {coverage.images_failed}")

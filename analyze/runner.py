@@ -2,33 +2,57 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from dsocr.analyze.attribution import GpuWork, attribute_gpu_ops, lane_ids, operator_rows, place
-from dsocr.analyze.cold import ColdOperatorTotals
+from dsocr.analyze.attribution import attribute_gpu_ops, lane_ids, operator_rows, place
+from dsocr.analyze.cold import ColdOperatorTotals, cold_top
 from dsocr.analyze.cpu_self import self_time_ns, whole_call_trees
 from dsocr.analyze.inputs import AnalysisInputs
 from dsocr.analyze.insights import run_peak, run_roofline_table
-from dsocr.analyze.kernels import CpuOperatorTotals, kernels_table, name_codes, operator_part, top_gpu
-from dsocr.analyze.latency import latency_table
-from dsocr.analyze.load import TraceTables, load_trace
+from dsocr.analyze.kernels import (
+    CpuOperatorTotals,
+    StageGpuTotals,
+    gpu_totals,
+    kernels_table,
+    name_codes,
+    operator_part,
+    top_of_totals,
+)
+from dsocr.analyze.keys import image_key
+from dsocr.analyze.latency import LATENCY, latency_table
+from dsocr.analyze.load import TraceTables, load_files
+from dsocr.analyze.partials import (
+    NameTotals,
+    TraceFigures,
+    Vocabulary,
+    add_copy_sums,
+    add_gpu_figures,
+    add_launch_sums,
+    batch_figures,
+    copy_figures,
+    launch_figures,
+)
+from dsocr.analyze.peaks import DevicePeak
 from dsocr.analyze.profiler_flops import StageFlops, add_stage_flops
 from dsocr.analyze.ranges import Ranges, clean_ranges
 from dsocr.analyze.reference import ok_predictions, timings_table
 from dsocr.analyze.stages import MEASURED, measure_stages
-from dsocr.analyze.steps import StepTables, step_tables, steps_file_table
+from dsocr.analyze.steps import STEPS, StepTables, prefer_images, reference_steps, steps_file_table, traced_steps
 from dsocr.analyze.summary import Summary, summarize, to_json
 from dsocr.analyze.threads import WorkerPool, ordered_map, worker_pool
 
 from dsocr import rundir
 from dsocr.options import DEFAULT_TOP
-from dsocr.vocab import NS_PER_MS, AnalysisFile
+from dsocr.records import RunRecord
+from dsocr.vocab import NS_PER_MS, STAGES, AnalysisFile, KernelKind
 
 
 @dataclass(frozen=True)
@@ -41,12 +65,14 @@ class Analysis:
     output_dir: Path
 
 
-def _stage_cpu_ns(measured: pa.Table) -> dict[str, float]:
-    """CPU wall time per stage over every image (a few rows per image: no Arrow group_by)."""
-    totals_ms: dict[str, float] = {}
-    for stage, cpu_ms in zip(measured["stage"].to_pylist(), measured["cpu_ms"].to_pylist(), strict=True):
-        totals_ms[stage] = totals_ms.get(stage, 0.0) + (cpu_ms or 0.0)
-    return {stage: total * NS_PER_MS for stage, total in totals_ms.items()}
+def _stage_cpu_ns(timings: pa.Table) -> dict[str, float]:
+    """CPU wall time per stage over every image (a few rows per image: no Arrow group_by). fsum:
+    the correctly rounded sum, the same in any order, so shards merge to the same figure."""
+    values_ms: dict[str, list[float]] = {}
+    for stage, cpu_ms in zip(timings["stage"].to_pylist(), timings["cpu_ms_traced"].to_pylist(), strict=True):
+        if cpu_ms is not None:
+            values_ms.setdefault(stage, []).append(cpu_ms)
+    return {stage: math.fsum(values) * NS_PER_MS for stage, values in values_ms.items()}
 
 
 def _operator_codes(work: pa.Table, cpu_ops: pa.Table, codes: np.ndarray) -> np.ndarray:
@@ -90,76 +116,255 @@ def _with_offsets(batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[int, pa.R
         offset += batch.num_rows
 
 
-@dataclass(frozen=True)
-class _ImageTables:
-    """Per-image tables from the ranges and GPU work alone (no CPU operator): what the caller
-    needs besides the operator totals."""
+#: Trace Parquet bytes read together at most, in whole images: what bounds analyze's memory
+#: (never the run's size). A sampled capture stores about 12 bytes per event (4,215 bytes per
+#: token over 364 events per token on the H200, bench/results/h200-capture-overhead-512.json),
+#: so a batch holds about 2 M events; an image larger than this is a batch on its own.
+BATCH_BYTES = 24 * 2**20
 
-    measured: pa.Table
-    timings: pa.Table
-    decode_steps: StepTables
-    latency: pa.Table
+#: capture's trace file layout (capture/tracing.trace_part_path): trace/rank=R/imageNNNNNNN-chunkCCCC.parquet.
+_TRACE_FILE = re.compile(r"image(\d+)-chunk\d+\.parquet")
+_RANK_DIR = re.compile(r"rank=(\d+)")
 
 
-def _image_tables(
-    predictions: pa.Table, ranges: Ranges, gpu: GpuWork | None, measured: pa.Table, *, has_trace: bool
-) -> _ImageTables:
-    """Timings, decode steps and latency per image, beside the measured stages they come from."""
-    return _ImageTables(
-        measured=measured,
-        timings=timings_table(predictions, measured, ranges.table, has_trace=has_trace),
-        decode_steps=step_tables(ranges.table, gpu.table if gpu is not None else None, predictions),
-        latency=latency_table(predictions, ranges.table),
-    )
+def image_batches(files: list[Path], batch_bytes: int = BATCH_BYTES) -> list[list[Path]]:
+    """The trace files in batches of whole images, in image order, each about ``batch_bytes``
+    (one batch of every file when the names do not follow capture's layout)."""
+    images: dict[tuple[int, int], list[Path]] = {}
+    for path in files:
+        image, rank = _TRACE_FILE.fullmatch(path.name), _RANK_DIR.fullmatch(path.parent.name)
+        if image is None or rank is None:
+            return [files] if files else []
+        images.setdefault((int(rank[1]), int(image[1])), []).append(path)
+    batches: list[list[Path]] = []
+    current: list[Path] = []
+    size = 0
+    for key in sorted(images):
+        image_bytes = sum(path.stat().st_size for path in images[key])
+        if current and size + image_bytes > batch_bytes:
+            batches.append(current)
+            current, size = [], 0
+        current += images[key]
+        size += image_bytes
+    if current:
+        batches.append(current)
+    return batches
 
 
 @dataclass(frozen=True)
 class _GpuSide:
-    """What needs no CPU operator's self time: attributed GPU work (None without device time),
-    its top kernels and operators, and the per-image tables."""
+    """One batch's GPU side (computed on a worker while its CPU operators are placed): the
+    per-image tables, GPU sums per name (batch codes) and the batch's trace figures."""
 
-    gpu: GpuWork | None
-    gpu_tables: list[pa.Table]
-    images: _ImageTables
+    measured: pa.Table
+    timings: pa.Table
+    traced_steps: pa.Table
+    latency: pa.Table
+    kernel_names: list[str]
+    gpu_totals: dict[str, StageGpuTotals]
+    figures: TraceFigures
 
 
 def _gpu_side(
-    trace: TraceTables, ranges: Ranges, predictions: pa.Table, codes: np.ndarray, names: list[str], *, top: int
+    trace: TraceTables, ranges: Ranges, predictions: pa.Table, op_codes: np.ndarray, op_names: int
 ) -> _GpuSide:
-    """The GPU side of a loaded trace (runs on a worker while the CPU operators are placed)."""
+    """Attribute one batch's GPU work and compute everything that needs no CPU operator's self time."""
     gpu = attribute_gpu_ops(trace.gpu_ops, trace.launches, ranges) if trace.has_device_time else None
+    work = gpu.table if gpu is not None else None
     measured = measure_stages(
-        ranges.table, gpu.table if gpu is not None else trace.gpu_ops, has_device_time=trace.has_device_time
+        ranges.table, work if work is not None else trace.gpu_ops, has_device_time=work is not None
     )
-    gpu_tables = (
-        [] if gpu is None else top_gpu(gpu.table, _operator_codes(gpu.table, trace.cpu_ops, codes), names, top=top)
+    figures = batch_figures(trace, ranges)
+    kernel_names: list[str] = []
+    totals: dict[str, StageGpuTotals] = {}
+    if gpu is not None and work is not None:
+        add_gpu_figures(figures, gpu, ranges.table)
+        kernel_codes, kernel_names = name_codes(work["name"])
+        if work.num_rows:
+            operator_codes = _operator_codes(work, trace.cpu_ops, op_codes)
+            totals = gpu_totals(work, kernel_codes, len(kernel_names), operator_codes, op_names)
+        add_launch_sums(figures, work)
+        add_copy_sums(figures, work, np.asarray(kernel_codes, dtype=np.int64), len(kernel_names))
+    return _GpuSide(
+        measured=measured,
+        timings=timings_table(predictions, measured, ranges.table, has_trace=True),
+        traced_steps=traced_steps(ranges.table, work),
+        latency=latency_table(predictions, ranges.table),
+        kernel_names=kernel_names,
+        gpu_totals=totals,
+        figures=figures,
     )
-    return _GpuSide(gpu, gpu_tables, _image_tables(predictions, ranges, gpu, measured, has_trace=True))
 
 
-def _analyze_trace(
-    trace: TraceTables,
-    pool: WorkerPool,
-    *,
-    top: int,
-    predictions: pa.Table,
-    profiler_flops: dict[str, StageFlops],
-) -> tuple[Ranges, GpuWork | None, _ImageTables, pa.Table, ColdOperatorTotals]:
-    """Ranges, attributed GPU work, the per-image tables, the top-k tables of a loaded trace, and
-    CPU operator time of cold against warm decode steps (and, into ``profiler_flops``, the
-    profiler's FLOP counts per stage).
+#: analysis/partials.json's version: readers refuse another (docs/run-format.md).
+PARTIALS_VERSION = 1
+#: The RunSums fields that hold NameTotals per stage.
+_NAME_SUMS = ("kernels", "operators", "cpu_operators")
+
+
+@dataclass
+class RunSums:
+    """What analyze keeps between batches: sums per name and stage, trace figures, and the
+    per-image tables (a few rows per image), never the events."""
+
+    kernel_names: Vocabulary = field(default_factory=Vocabulary)
+    operator_names: Vocabulary = field(default_factory=Vocabulary)
+    #: Per stage: GPU time, per kernel name and per launching operator.
+    stage_gpu_ns: dict[str, float] = field(default_factory=dict)
+    kernels: dict[str, NameTotals] = field(default_factory=dict)
+    operators: dict[str, NameTotals] = field(default_factory=dict)
+    cpu_operators: dict[str, NameTotals] = field(default_factory=dict)
+    cold_ns: NameTotals = field(default_factory=NameTotals)
+    warm_ns: NameTotals = field(default_factory=NameTotals)
+    cold_steps: int = 0
+    warm_steps: int = 0
+    figures: TraceFigures = field(default_factory=TraceFigures)
+    profiler_flops: dict[str, StageFlops] = field(default_factory=dict)
+    timings: list[pa.Table] = field(default_factory=list)
+    traced_steps: list[pa.Table] = field(default_factory=list)
+    latency: list[pa.Table] = field(default_factory=list)
+    traced_images: list[np.ndarray] = field(default_factory=list)
+
+    def add_gpu(self, side: _GpuSide, operator_codes: np.ndarray) -> None:
+        kernel_codes = self.kernel_names.codes(side.kernel_names)
+        kernel_count, operator_count = len(self.kernel_names.names), len(self.operator_names.names)
+        for stage, totals in side.gpu_totals.items():
+            self.stage_gpu_ns[stage] = self.stage_gpu_ns.get(stage, 0.0) + totals.stage_ns
+            self.kernels.setdefault(stage, NameTotals()).add(kernel_codes, *totals.kernels, kernel_count)
+            self.operators.setdefault(stage, NameTotals()).add(operator_codes, *totals.operators, operator_count)
+        self.figures.add_counts(side.figures)
+        for stage, names in side.figures.copy_names.items():
+            self.figures.copy_names[stage].merge(names, kernel_codes, kernel_count)
+        self.timings.append(side.timings)
+        self.traced_steps.append(side.traced_steps)
+        self.latency.append(side.latency)
+
+    def add_cpu(self, totals: CpuOperatorTotals, cold: ColdOperatorTotals, operator_codes: np.ndarray) -> None:
+        count = len(self.operator_names.names)
+        for stage, (self_ns, calls) in totals.sums().items():
+            self.cpu_operators.setdefault(stage, NameTotals()).add(operator_codes, self_ns, calls, count)
+        cold_ns, warm_ns = cold.sums
+        no_calls = np.zeros(cold_ns.size, dtype=np.int64)
+        self.cold_ns.add(operator_codes, cold_ns, no_calls, count)
+        self.warm_ns.add(operator_codes, warm_ns, no_calls, count)
+        cold_steps, warm_steps = cold.traced_steps
+        self.cold_steps += cold_steps
+        self.warm_steps += warm_steps
+
+    def to_json(self, *, has_trace: bool, latency: list[pa.Table]) -> dict[str, Any]:
+        """analysis/partials.json: these sums and the latency rows, for ``dsocr analyze --merge``."""
+        return {
+            "schema_version": PARTIALS_VERSION,
+            "has_trace": has_trace,
+            "kernel_names": self.kernel_names.to_json(),
+            "operator_names": self.operator_names.to_json(),
+            "stage_gpu_ns": self.stage_gpu_ns,
+            **{kind: {stage: totals.to_json() for stage, totals in getattr(self, kind).items()} for kind in _NAME_SUMS},
+            "cold_ns": self.cold_ns.to_json(),
+            "warm_ns": self.warm_ns.to_json(),
+            "cold_steps": self.cold_steps,
+            "warm_steps": self.warm_steps,
+            "figures": self.figures.to_json(),
+            "profiler_flops": {
+                stage: {"flops": entry.flops, "operators": entry.operators, "uncounted": dict(entry.uncounted)}
+                for stage, entry in self.profiler_flops.items()
+            },
+            "latency": pa.concat_tables(latency).to_pylist() if latency else [],
+        }
+
+    def add_shard(self, payload: dict[str, Any], timings: pa.Table, traced: pa.Table) -> None:
+        """Add one shard's analysis: its partials.json ``payload``, timings and traced steps."""
+        kernel_codes = self.kernel_names.codes(payload["kernel_names"])
+        operator_codes = self.operator_names.codes(payload["operator_names"])
+        sizes = {"kernels": len(self.kernel_names.names), "operators": len(self.operator_names.names)}
+        for stage, stage_ns in payload["stage_gpu_ns"].items():
+            self.stage_gpu_ns[stage] = self.stage_gpu_ns.get(stage, 0.0) + stage_ns
+        for kind in _NAME_SUMS:
+            codes, size = (
+                (kernel_codes, sizes["kernels"]) if kind == "kernels" else (operator_codes, sizes["operators"])
+            )
+            mine = getattr(self, kind)
+            for stage, totals in payload[kind].items():
+                mine.setdefault(stage, NameTotals()).merge(NameTotals.from_json(totals), codes, size)
+        self.cold_ns.merge(NameTotals.from_json(payload["cold_ns"]), operator_codes, sizes["operators"])
+        self.warm_ns.merge(NameTotals.from_json(payload["warm_ns"]), operator_codes, sizes["operators"])
+        self.cold_steps += payload["cold_steps"]
+        self.warm_steps += payload["warm_steps"]
+        figures = TraceFigures.from_json(payload["figures"])
+        self.figures.add_counts(figures)
+        for stage, names in figures.copy_names.items():
+            self.figures.copy_names[stage].merge(names, kernel_codes, sizes["kernels"])
+        for stage, entry in payload["profiler_flops"].items():
+            into = self.profiler_flops.setdefault(stage, StageFlops())
+            into.flops += entry["flops"]
+            into.operators += entry["operators"]
+            into.uncounted.update(entry["uncounted"])
+        self.timings.append(timings)
+        self.traced_steps.append(traced)
+        self.latency.append(pa.Table.from_pylist(payload["latency"], schema=LATENCY))
+
+    def kernels_table(self, stage_cpu_ns: dict[str, float], *, top: int) -> pa.Table:
+        """KERNELS from the sums, in the order a single pass writes it."""
+        kernel_names, operator_names = self.kernel_names.names, self.operator_names.names
+        tables = []
+        for stage in STAGES:
+            if stage not in self.kernels:
+                continue
+            for kind, sums, names in (
+                (KernelKind.kernel, self.kernels[stage], kernel_names),
+                (KernelKind.operator, self.operators[stage], operator_names),
+            ):
+                totals, calls = sums.sized(len(names))
+                tables.append(
+                    top_of_totals(
+                        totals, calls, names, stage=stage, kind=kind, denominator_ns=self.stage_gpu_ns[stage], top=top
+                    )
+                )
+        for stage in STAGES:
+            if stage in self.cpu_operators:
+                totals, calls = self.cpu_operators[stage].sized(len(operator_names))
+                tables.append(
+                    top_of_totals(
+                        totals,
+                        calls,
+                        operator_names,
+                        stage=stage,
+                        kind=KernelKind.cpu_operator,
+                        denominator_ns=stage_cpu_ns.get(stage, 0.0),
+                        top=top,
+                    )
+                )
+        return kernels_table(tables)
+
+    def cold_operators(self) -> list[dict[str, Any]]:
+        size = len(self.operator_names.names)
+        return cold_top(
+            self.operator_names.names,
+            self.cold_ns.sized(size)[0],
+            self.warm_ns.sized(size)[0],
+            (self.cold_steps, self.warm_steps),
+        )
+
+
+def _analyze_batch(files: list[Path], pool: WorkerPool, sums: RunSums, predictions: pa.Table) -> None:
+    """Read one batch of whole images, compute its share of every figure, add it to ``sums``.
 
     The GPU side and the placing of cpu_ops (a chunk at a time) run on ``pool`` side by side;
     the totals fold the placed chunks here, in order.
     """
+    trace = load_files(files, pool)
     ranges = clean_ranges(trace.ranges, trace.chunks)
+    images = np.unique(image_key(trace.chunks))
+    sums.traced_images.append(images)
+    mine = predictions.filter(pa.array(np.isin(image_key(predictions), images)))
     # Name codes once for all cpu_ops (the chunks share one dictionary), sliced per chunk below.
     op_codes, op_names = name_codes(trace.cpu_ops["name"])
-    gpu_side = pool.submit(_gpu_side, trace, ranges, predictions, op_codes, op_names, top=top)
+    operator_codes = sums.operator_names.codes(op_names)
+    gpu_side = pool.submit(_gpu_side, trace, ranges, mine, op_codes, len(op_names))
     # Only --with-flops traces carry counts; the others skip the per-chunk FLOP bookkeeping.
     carries_flops = trace.cpu_ops["flops"].null_count < trace.cpu_ops.num_rows
     totals = CpuOperatorTotals(op_names)
-    cold_totals = ColdOperatorTotals(ok_predictions(predictions), op_names)
+    cold_totals = ColdOperatorTotals(ok_predictions(mine), op_names)
     # A flush chunk (or a slice of one that holds whole call trees) at a time: memory stays bounded.
     pieces = _with_offsets(whole_call_trees(trace.cpu_ops, pool.workers))
     place_piece = partial(_place_cpu_ops, ranges=ranges, codes=op_codes, names=len(op_names), cold=cold_totals)
@@ -167,10 +372,19 @@ def _analyze_trace(
         totals.merge(placed.operators)
         cold_totals.merge(placed.cold)
         if carries_flops:
-            add_stage_flops(profiler_flops, placed.ops)
-    side = gpu_side.result()
-    tables = side.gpu_tables + totals.tables(_stage_cpu_ns(side.images.measured), top=top)
-    return ranges, side.gpu, side.images, kernels_table(tables), cold_totals
+            add_stage_flops(sums.profiler_flops, placed.ops)
+    sums.add_gpu(gpu_side.result(), operator_codes)
+    sums.add_cpu(totals, cold_totals, operator_codes)
+
+
+def _in_prediction_order(parts: list[pa.Table], predictions: pa.Table) -> pa.Table:
+    """``parts`` (rows keyed by rank and image_index) in the order of the ok prediction rows, each
+    image's rows in their own order: the order of one pass over every image."""
+    table = pa.concat_tables(parts)
+    ok_keys = image_key(ok_predictions(predictions))
+    order = np.argsort(ok_keys, kind="stable")
+    position = order[np.clip(np.searchsorted(ok_keys[order], image_key(table)), 0, max(order.size - 1, 0))]
+    return table.take(pa.array(np.argsort(position, kind="stable")))
 
 
 def analyze_run(
@@ -181,11 +395,13 @@ def analyze_run(
     peak_tflops: float | None = None,
     peak_gbps: float | None = None,
     jobs: int | None = None,
+    batch_bytes: int | None = None,
 ) -> Analysis:
     """Analyze ``run_dir`` from its Parquet files alone and (by default) write ``analysis/``.
 
     ``peak_tflops`` / ``peak_gbps`` replace the device's peaks from the table (roofline).
     ``jobs``: threads reading and splitting the trace (default: ``threads.worker_count()``).
+    ``batch_bytes``: trace Parquet bytes read together, in whole images (default: BATCH_BYTES).
 
     Raises RunDirError / SchemaMismatchError for a directory that is not a readable dsocr run.
     """
@@ -195,36 +411,62 @@ def analyze_run(
     # First: a bad --peak-tflops/--peak-gbps is an error before any trace is read.
     peak = run_peak(run, peak_tflops=peak_tflops, peak_gbps=peak_gbps)
     predictions = rundir.read_predictions(run_dir, run)
-    has_trace = bool(rundir.trace_files(run_dir))
-    cold_operators: list[dict[str, Any]] = []
-    profiler_flops: dict[str, StageFlops] = {}
+    files = rundir.trace_files(run_dir)
+    sums = RunSums()
     with worker_pool(jobs) as pool:
-        trace = load_trace(run_dir, pool)
-        if has_trace:
-            ranges, gpu, images, kernels, cold_totals = _analyze_trace(
-                trace, pool, top=top, predictions=predictions, profiler_flops=profiler_flops
-            )
-            cold_operators = cold_totals.top()
-        else:
-            ranges, gpu, kernels = clean_ranges(trace.ranges, trace.chunks), None, kernels_table([])
-            images = _image_tables(predictions, ranges, None, MEASURED.empty_table(), has_trace=False)
-    timings, decode_steps = images.timings, images.decode_steps
+        # A batch of whole images at a time: the events of one batch are in memory, never the run's.
+        for batch in image_batches(files, BATCH_BYTES if batch_bytes is None else batch_bytes):
+            _analyze_batch(batch, pool, sums, predictions)
+        no_ranges = clean_ranges(*_empty_trace(pool))
+    traced = np.concatenate(sums.traced_images) if sums.traced_images else np.zeros(0, dtype=np.int64)
+    # Images without trace files (--trace-images, failed conversions, imports): reference clock only.
+    untraced = predictions.filter(pa.array(~np.isin(image_key(predictions), traced)))
+    sums.timings.append(timings_table(untraced, MEASURED.empty_table(), no_ranges.table, has_trace=bool(files)))
+    sums.latency.append(latency_table(untraced, no_ranges.table))
+    # What `dsocr analyze --merge` combines this run by, as a shard of a larger job.
+    partials = sums.to_json(has_trace=bool(files), latency=sums.latency) if write else None
+    return finish(
+        run_dir, run, predictions, sums, has_trace=bool(files), peak=peak, top=top, write=write, partials=partials
+    )
+
+
+def finish(
+    run_dir: Path,
+    run: RunRecord,
+    predictions: pa.Table,
+    sums: RunSums,
+    *,
+    has_trace: bool,
+    peak: DevicePeak,
+    top: int,
+    write: bool,
+    partials: dict[str, Any] | None = None,
+) -> Analysis:
+    """Every run-level figure from ``sums`` (of one run's batches, or of several shards' analyses)
+    and the predictions; write ``run_dir/analysis/`` when ``write`` (``partials`` too, when
+    given; summary.json last: its age stands for the whole analysis, dsocr/staleness.py)."""
+    timings = _in_prediction_order(sums.timings, predictions)
+    kernels = sums.kernels_table(_stage_cpu_ns(timings), top=top) if has_trace else kernels_table([])
+    traced_table = pa.concat_tables([STEPS.empty_table(), *sums.traced_steps])
+    reference = reference_steps(predictions)
+    decode_steps = StepTables(traced=traced_table, reference=reference, steps=prefer_images(traced_table, reference))
+    device = sums.figures.gpu_ops > 0
     inputs = AnalysisInputs(
         run_dir=run_dir,
         run=run,
         predictions=predictions,
-        trace=trace,
+        trace=sums.figures,
         has_trace=has_trace,
-        ranges=ranges,
-        gpu=gpu,
+        launch=launch_figures(sums.figures) if device else None,
+        copies=copy_figures(sums.figures, sums.kernel_names.names) if device else None,
         timings=timings,
-        latency=images.latency,
+        latency=_in_prediction_order(sums.latency, predictions),
         kernels=kernels,
-        cold_operators=cold_operators,
+        cold_operators=sums.cold_operators() if has_trace else [],
         steps=decode_steps,
         peak=peak,
         roofline=run_roofline_table(run, peak, predictions, timings, decode_steps),
-        profiler_flops=profiler_flops,
+        profiler_flops=sums.profiler_flops,
     )
     summary = summarize(inputs)
     # Per traced decode step, for the report's busy/idle plot: the traced steps computed above.
@@ -235,5 +477,13 @@ def analyze_run(
         rundir.write_table_atomic(kernels, rundir.analysis_path(run_dir, AnalysisFile.kernels))
         rundir.write_table_atomic(inputs.roofline, rundir.analysis_path(run_dir, AnalysisFile.roofline))
         rundir.write_table_atomic(steps, rundir.analysis_path(run_dir, AnalysisFile.steps))
+        if partials is not None:
+            rundir.write_json_atomic(rundir.analysis_path(run_dir, AnalysisFile.partials), partials)
         rundir.write_json_atomic(rundir.analysis_path(run_dir, AnalysisFile.summary), to_json(summary))
     return Analysis(summary=summary, timings=inputs.timings, kernels=kernels, output_dir=output_dir)
+
+
+def _empty_trace(pool: WorkerPool) -> tuple[pa.Table, pa.Table]:
+    """The raw ranges and chunk windows of a trace with no file (the schema of clean ranges)."""
+    empty = load_files([], pool)
+    return empty.ranges, empty.chunks

@@ -158,7 +158,7 @@ def trace_state(inputs: AnalysisInputs) -> TraceState:
     return TraceState(
         present=inputs.has_trace,
         missing_reason=missing,
-        device_time=inputs.trace.has_device_time,
+        device_time=inputs.trace.device_time,
         timing_clocks=sorted({c for c in ok_predictions(predictions)["timing_clock"].to_pylist() if c}),
         profile_modes=modes,
     )

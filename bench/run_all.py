@@ -20,6 +20,7 @@ SCRIPTS = (
     ["profiling_overhead.py", "--device", "cpu", "--tokens", "16", "--repeats", "1"],
     ["bench_analyze.py"],
     ["analyze_threads.py", "--size", "0.3M", "--repeats", "3"],
+    ["bench_scale.py", "--sizes", "0.3M,1M", "--one-batch-max", "1M"],
     ["bench_compare.py", "--sizes", "0.3M"],
     ["bench_emit.py"],
     ["bench_report.py"],

@@ -17,6 +17,7 @@ from dsocr.options import (  # re-exported: capture's modules import the option 
     DEFAULT_NGRAM_ALLOW,
     DEFAULT_NGRAM_WINDOW,
     DEFAULT_PROMPT,
+    DEFAULT_TRACE_IMAGES,
     DEFAULT_WINDOW_EVERY,
     DEFAULT_WINDOW_STEPS,
     INF_TOKEN,
@@ -34,6 +35,7 @@ __all__ = [
     "DEFAULT_FULL_CHUNK_STEPS",
     "DEFAULT_MAX_NEW_TOKENS",
     "DEFAULT_PROMPT",
+    "DEFAULT_TRACE_IMAGES",
     "DEFAULT_WINDOW_EVERY",
     "DEFAULT_WINDOW_STEPS",
     "INF_TOKEN",
@@ -114,6 +116,9 @@ class CaptureConfig:
     profile: ProfileMode = ProfileMode.sampled
     sampling: SamplingSchedule = field(default_factory=SamplingSchedule)
     full_chunk_steps: int = DEFAULT_FULL_CHUNK_STEPS
+    #: Trace every Nth image (by run-wide image index: 0, N, 2N, ...); the others run with the
+    #: reference clock alone (``--trace-images``).
+    trace_images: int = DEFAULT_TRACE_IMAGES
     resume: bool = False
     seed: int = 0
     warmup_tokens: int = 0
@@ -157,6 +162,9 @@ class CaptureConfig:
             raise BadInputError("--keep-kineto needs a trace: use --profile sampled or full")
         check_count("--warmup-tokens", self.warmup_tokens, minimum=0)
         check_count("--full-chunk-steps", self.full_chunk_steps, minimum=1)
+        check_count("--trace-images", self.trace_images, minimum=1)
+        if self.trace_images > 1 and self.profile is ProfileMode.off:
+            raise BadInputError("--trace-images needs a trace: use --profile sampled or full")
         if self.max_new_tokens is not None:
             check_count("--max-new-tokens", self.max_new_tokens, minimum=1)
         check_dpi(self.dpi)

@@ -235,7 +235,7 @@ def profile_image(
             profiler_step=profiler_step,
             max_new_tokens=cap.max_new_tokens,
             eos_token_id=loaded.eos_token_id,
-            decode_in_trace=tracer.decode_fits_one_cycle(cap.max_new_tokens),
+            decode_in_trace=tracer.decode_fits_one_cycle(cap.max_new_tokens, image_index),
         )
         output_ids = _generate(loaded, inputs, cap, timeline, config, decode, processors)
     # After the profiler stopped: what the image cost end to end, profiler included.
@@ -271,7 +271,7 @@ def profile_image(
         "decode_step_ms": times.decode_step_ms,
         "decode_step_seq_len": seq_lens,
         "decode_step_cold": shapes.mark_cold(shape_lens),
-        "decode_step_traced": [tracer.traces_step(step) for step in range(1, steps + 1)],
+        "decode_step_traced": [tracer.traces_step(step, image_index) for step in range(1, steps + 1)],
         "timing_clock": clock.name,
         "profile_mode": config.profile.value,
         "rank": rank,

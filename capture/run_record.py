@@ -53,6 +53,7 @@ def config_record(config: CaptureConfig) -> ConfigRecord:
         keep_kineto=config.keep_kineto,
         cache=config.cache.value,
         compile=config.compile.value,
+        trace_images=config.trace_images,
         dpi=config.dpi,
         pages=config.pages,
         no_repeat_ngram=config.no_repeat_ngram,

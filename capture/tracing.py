@@ -215,6 +215,7 @@ class TraceWriter:
         self._mode = config.profile
         self._sessions = config.profiler_sessions
         self._plan = self._make_plan(config)
+        self._trace_images = config.trace_images
         self._run_dir = run_dir
         self._rank = rank
         # Records the input shapes the converter turns into FLOPs of matrix products (op_flops.py),
@@ -238,17 +239,23 @@ class TraceWriter:
             return full_plan(config.full_chunk_steps)
         return None
 
-    def traces_step(self, step: int) -> bool:
-        """Whether profiler events are recorded for ``step`` (0: vision + prefill; K: decode step K)."""
-        return self._plan is not None and self._plan.records(step)
+    def traces_image(self, image_index: int) -> bool:
+        """Whether ``image_index`` (run-wide) is traced: every ``--trace-images``-th, the first always."""
+        return self._plan is not None and image_index % self._trace_images == 0
 
-    def decode_fits_one_cycle(self, max_new_tokens: int) -> bool:
-        """Whether a whole decode of up to ``max_new_tokens`` tokens lies in the image's first session.
+    def traces_step(self, step: int, image_index: int) -> bool:
+        """Whether profiler events are recorded for ``step`` (0: vision + prefill; K: decode step K)
+        of image ``image_index``."""
+        return self.traces_image(image_index) and self._plan is not None and self._plan.records(step)
+
+    def decode_fits_one_cycle(self, max_new_tokens: int, image_index: int) -> bool:
+        """Whether a whole decode of up to ``max_new_tokens`` tokens lies in the image's first session
+        (always, for an image that is not traced).
 
         The decode range closes during step N-1 (N tokens); the first session ends after step
         ``first_steps`` (sampled) or ``full_chunk_steps`` (full).
         """
-        if self._plan is None:
+        if self._plan is None or not self.traces_image(image_index):
             return True
         return max_new_tokens - 1 <= self._plan.first_session_steps
 
@@ -293,7 +300,7 @@ class TraceWriter:
     def profile_image(self, image_index: int) -> Iterator[tuple[Callable[[], None], ImageTrace]]:
         """Profile one image; yields (step, trace): call step() once per generated token."""
         image_trace = ImageTrace(image_index)
-        if self._pool is None or self._plan is None:
+        if self._pool is None or self._plan is None or not self.traces_image(image_index):
             yield (lambda: None), image_trace
             return
         flush = self._flusher(image_index, image_trace)

@@ -38,6 +38,15 @@ def analyze(
             "--jobs", "-j", help="Threads reading the trace. Default: the usable cores, at most 4.", show_default=False
         ),
     ] = None,
+    merge: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--merge",
+            help="A shard (a run already analyzed) to merge into RUN_DIR/analysis/; repeat per shard. "
+            "RUN_DIR holding no run.json but runs in its folders merges those. Reads no trace again.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Per-image and per-stage timings (CPU, GPU busy, GPU span), latency, top kernels, roofline and
     findings, from the run's Parquet alone; writes analysis/timings.parquet, kernels.parquet,
@@ -51,11 +60,20 @@ def analyze(
         raise BadInputError(f"--jobs {jobs}: must be at least 1")
     from rich.console import Console
 
+    from dsocr.analyze.merge import merge_shards, shards_under
     from dsocr.analyze.report import print_report
     from dsocr.analyze.runner import analyze_run
     from dsocr.analyze.summary import to_json
 
-    analysis = analyze_run(run_dir, top=top, peak_tflops=peak_tflops, peak_gbps=peak_gbps, jobs=jobs)
+    shards = list(merge or ())
+    if not shards and not (run_dir / "run.json").exists():
+        shards = shards_under(run_dir)
+    if shards:
+        if with_report:
+            raise BadInputError("--report needs a run directory; a merged analysis (--merge) has none")
+        analysis = merge_shards(run_dir, shards, top=top, peak_tflops=peak_tflops, peak_gbps=peak_gbps)
+    else:
+        analysis = analyze_run(run_dir, top=top, peak_tflops=peak_tflops, peak_gbps=peak_gbps, jobs=jobs)
     report_line = None
     if with_report:
         from dsocr.cli_report import write_report

@@ -24,6 +24,7 @@ from dsocr.options import (
     DEFAULT_NGRAM_ALLOW,
     DEFAULT_NGRAM_WINDOW,
     DEFAULT_SEED,
+    DEFAULT_TRACE_IMAGES,
     DEFAULT_WARMUP_TOKENS,
     DEFAULT_WINDOW_EVERY,
     DEFAULT_WINDOW_STEPS,
@@ -193,6 +194,13 @@ def capture(
     full_chunk_steps: Annotated[
         int, typer.Option(help="Full mode: decode steps per flush of events to Parquet.")
     ] = DEFAULT_FULL_CHUNK_STEPS,
+    trace_images: Annotated[
+        int,
+        typer.Option(
+            help="Trace every Nth image (0, N, 2N, ... of the run's list; the first always); every image "
+            "keeps its reference-clock timings. For long runs: docs/scale.md."
+        ),
+    ] = DEFAULT_TRACE_IMAGES,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a run in --out; skip images already done.")] = (
         False
     ),
@@ -314,6 +322,7 @@ def capture(
         profile=profile,
         sampling=SamplingSchedule(first_steps=first_steps, window_steps=window_steps, window_every=window_every),
         full_chunk_steps=full_chunk_steps,
+        trace_images=trace_images,
         resume=resume,
         seed=seed,
         warmup_tokens=warmup_tokens,

@@ -24,6 +24,8 @@ DEFAULT_FIRST_STEPS = 8
 DEFAULT_WINDOW_STEPS = 4
 DEFAULT_WINDOW_EVERY = 64
 DEFAULT_FULL_CHUNK_STEPS = 64
+#: Trace every image (``--trace-images N`` traces image 0, N, 2N, ...; every image is still timed).
+DEFAULT_TRACE_IMAGES = 1
 DEFAULT_SEED = 0
 DEFAULT_GPUS = 1
 DEFAULT_WARMUP_TOKENS = 0

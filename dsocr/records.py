@@ -140,6 +140,8 @@ class ConfigRecord:
     cache: str | None = None
     #: ``auto`` or ``off`` (``--compile``); null in runs before it.
     compile: str | None = None
+    #: Every Nth image traced (``--trace-images``); null in runs before it (every image: 1).
+    trace_images: int | None = None
     #: PDF pages' render resolution (``--dpi``) and the pages selected (``--pages``, null: all);
     #: dpi null in runs before it.
     dpi: int | None = None
@@ -168,6 +170,7 @@ class ConfigRecord:
         "with_flops",
         "cache",
         "compile",
+        "trace_images",
         "dpi",
         "pages",
         "no_repeat_ngram",
@@ -179,7 +182,17 @@ class ConfigRecord:
         """The fingerprint options in which ``other`` differs from this config (all, for None)."""
         if other is None:
             return list(self.FINGERPRINT)
-        return [key for key in self.FINGERPRINT if getattr(self, key) != getattr(other, key)]
+        return [key for key in self.FINGERPRINT if self._compared(key) != other._compared(key)]
+
+    def _compared(self, key: str) -> Any:
+        # A run recorded before --trace-images traced every image: null and 1 are the same run.
+        value = getattr(self, key)
+        return (value or 1) if key == "trace_images" else value
+
+    @property
+    def traced_every(self) -> int:
+        """N of ``--trace-images N`` (1 for runs recorded before the option)."""
+        return self.trace_images or 1
 
     @classmethod
     def from_json(cls, reader: JsonReader) -> ConfigRecord:
@@ -203,6 +216,7 @@ class ConfigRecord:
             keep_kineto=reader.boolean("keep_kineto"),
             cache=reader.text("cache"),
             compile=reader.text("compile"),
+            trace_images=reader.integer("trace_images"),
             dpi=reader.integer("dpi"),
             pages=reader.text("pages"),
             no_repeat_ngram=reader.integer("no_repeat_ngram"),

@@ -158,4 +158,6 @@ class AnalysisFile(enum.StrEnum):
     kernels = "kernels.parquet"
     summary = "summary.json"
     steps = "steps.parquet"
+    #: The sums a shard's analysis merges by (``dsocr analyze --merge``).
+    partials = "partials.json"
     roofline = "roofline.parquet"

@@ -100,6 +100,7 @@ def facts(run: RunInputs) -> list[tuple[str, Any]]:
         ("profile mode", ", ".join(trace.get("profile_modes") or []) or None),
         ("reference clock", ", ".join(trace.get("timing_clocks") or []) or None),
         ("trace", "present" if trace.get("present") else f"missing: {trace.get('missing_reason')}"),
+        ("images traced", _images_traced(run.summary.get("coverage") or {})),
         ("GPU activity in the trace", trace.get("device_time")),
         ("capture seconds", record.capture_seconds),
         ("started / finished", f"{record.started_at or DASH} / {record.finished_at or DASH}"),
@@ -260,3 +261,11 @@ def images_html(run: RunInputs) -> str:
         else ""
     )
     return table(header, rows) + note
+
+
+def _images_traced(coverage: dict) -> str | None:
+    """``X of Y (--trace-images N)`` when capture traced every Nth image only (None otherwise)."""
+    every = coverage.get("trace_images_every") or 1
+    if every <= 1:
+        return None
+    return f"{coverage.get('images_with_trace')} of {coverage.get('images_ok')} (--trace-images {every})"

@@ -1,0 +1,109 @@
+"""``dsocr analyze --merge``: one analysis of several shards (per-node runs of one job) from their
+own analyses, without reading a trace again.
+
+Each shard's ``dsocr analyze`` writes, beside its outputs, ``analysis/partials.json``: the sums
+every run-level figure is computed from (analyze/partials.py) and its latency rows. The merge adds
+the shards' sums, concatenates their predictions, timings and traced steps, and computes the
+figures once, as one analyze over every shard's trace would (tests/test_analyze_merge.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from dsocr.analyze.insights import run_peak
+from dsocr.analyze.keys import image_key
+from dsocr.analyze.runner import PARTIALS_VERSION, Analysis, RunSums, finish
+from dsocr.analyze.steps import SOURCE_TRACE, STEPS
+
+from dsocr import rundir
+from dsocr.errors import BadInputError, RunDirError
+from dsocr.options import DEFAULT_TOP
+from dsocr.records import RunRecord
+from dsocr.staleness import analysis_is_stale
+from dsocr.vocab import AnalysisFile
+
+
+def shards_under(parent: Path) -> list[Path]:
+    """The run directories directly under ``parent`` (a parent of per-node runs), by name."""
+    if not parent.is_dir():
+        return []
+    return sorted(child for child in parent.iterdir() if (child / rundir.RUN_JSON).is_file())
+
+
+def _partials(shard: Path) -> dict[str, Any]:
+    path = shard / rundir.ANALYSIS_DIR / AnalysisFile.partials
+    if not path.is_file():
+        raise RunDirError(
+            f"{shard}: no {rundir.ANALYSIS_DIR}/{AnalysisFile.partials}; run `dsocr analyze {shard}` first"
+        )
+    if analysis_is_stale(shard):
+        raise RunDirError(f"{shard}: its analysis is older than its run; run `dsocr analyze {shard}` again")
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"{path}: unreadable ({exc})") from exc
+    version = payload.get("schema_version") if isinstance(payload, dict) else None
+    if version != PARTIALS_VERSION:
+        raise RunDirError(
+            f"{path}: schema_version {version}, this dsocr reads {PARTIALS_VERSION}; run `dsocr analyze {shard}` again"
+        )
+    return payload
+
+
+def _traced_steps(shard: Path) -> pa.Table:
+    """A shard's traced decode steps, as analyze computed them, from its analysis/steps.parquet."""
+    table = rundir.read_checked(rundir.analysis_path(shard, AnalysisFile.steps), "steps")
+    table = table.append_column("source", pa.array([SOURCE_TRACE] * table.num_rows, pa.string()))
+    return table.select(STEPS.names).cast(STEPS)
+
+
+def _one_job(runs: list[RunRecord], shards: list[Path]) -> RunRecord:
+    """The first shard's run record, every shard's ranks; refused when the shards ran differently."""
+    first = runs[0]
+    for run, shard in zip(runs[1:], shards[1:], strict=True):
+        differing = first.config.differing(run.config) if first.config and run.config else []
+        if run.model.id != first.model.id:
+            differing = ["model", *differing]
+        if differing:
+            raise BadInputError(f"{shard} is not a shard of {shards[0]}'s job (differs in {', '.join(differing)})")
+    ranks = {entry.rank: entry for run in runs for entry in run.ranks or ()}
+    return dataclasses.replace(first, ranks=tuple(ranks[rank] for rank in sorted(ranks)) if ranks else first.ranks)
+
+
+def merge_shards(
+    out_dir: Path,
+    shards: list[Path],
+    *,
+    top: int = DEFAULT_TOP,
+    write: bool = True,
+    peak_tflops: float | None = None,
+    peak_gbps: float | None = None,
+) -> Analysis:
+    """One analysis of ``shards`` (each already analyzed) written to ``out_dir/analysis/``."""
+    if not shards:
+        raise BadInputError(f"{out_dir}: no shard to merge (no run directory under it, and no --merge given)")
+    runs = [rundir.read_run_json(shard) for shard in shards]
+    run = _one_job(runs, shards)
+    peak = run_peak(run, peak_tflops=peak_tflops, peak_gbps=peak_gbps)
+    predictions = pa.concat_tables(
+        [rundir.read_predictions(shard, shard_run) for shard, shard_run in zip(shards, runs, strict=True)]
+    )
+    keys, counts = np.unique(image_key(predictions), return_counts=True)
+    if (counts > 1).any():
+        rank, index = int(keys[counts > 1][0]) >> 32, int(keys[counts > 1][0]) & 0xFFFFFFFF
+        raise BadInputError(f"image {index} of rank {rank} is in more than one shard: the shards overlap")
+    sums, has_trace = RunSums(), False
+    for shard in shards:
+        payload = _partials(shard)
+        has_trace = has_trace or bool(payload["has_trace"])
+        timings = rundir.read_checked(rundir.analysis_path(shard, AnalysisFile.timings), "timings")
+        sums.add_shard(payload, timings, _traced_steps(shard))
+    if write:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    return finish(out_dir, run, predictions, sums, has_trace=has_trace, peak=peak, top=top, write=write)

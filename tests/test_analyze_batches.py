@@ -1,0 +1,56 @@
+"""analyze reads a run a batch of whole images at a time: any batching gives the same analysis."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from analyze_helpers import gpu_run_or_skip
+from dsocr.analyze.runner import analyze_run, image_batches
+from dsocr.analyze.summary import to_json
+
+from dsocr import rundir
+
+FIXTURES = Path(__file__).parent / "data"
+
+
+def _analysis(run_dir: Path, batch_bytes: int | None) -> tuple[dict, dict]:
+    analysis = analyze_run(run_dir, batch_bytes=batch_bytes)
+    written = {path.name: pq.read_table(path).to_pylist() for path in sorted(analysis.output_dir.glob("*.parquet"))}
+    return to_json(analysis.summary), written
+
+
+@pytest.mark.parametrize("fixture", ["gpu-run", "gpu-flops-run"])
+def test_one_image_per_batch_gives_the_analysis_of_one_batch(tmp_path: Path, fixture: str) -> None:
+    gpu_run_or_skip()
+    run_dir = shutil.copytree(FIXTURES / fixture, tmp_path / "run")
+    assert len(image_batches(rundir.trace_files(run_dir))) == 1  # the default holds the whole fixture
+    assert len(image_batches(rundir.trace_files(run_dir), 1)) == len(
+        {path.name.split("-")[0] for path in rundir.trace_files(run_dir)}
+    )
+    one_batch = _analysis(run_dir, None)
+    per_image = _analysis(run_dir, 1)
+    assert one_batch == per_image
+    assert one_batch[0]["coverage"]["trace_events"] > 0
+
+
+def test_batches_hold_whole_images_in_image_order(tmp_path: Path) -> None:
+    files = []
+    for rank, image, chunk, size in [(0, 0, 0, 10), (0, 0, 1, 10), (0, 1, 0, 5), (1, 0, 0, 5), (0, 2, 0, 30)]:
+        path = tmp_path / "trace" / f"rank={rank}" / f"image{image:07d}-chunk{chunk:04d}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * size)
+        files.append(path)
+    batches = image_batches(files, 20)
+    names = [[f"{path.parent.name}/{path.name[:12]}" for path in batch] for batch in batches]
+    assert names == [
+        ["rank=0/image0000000", "rank=0/image0000000"],  # one image's chunks are never split
+        ["rank=0/image0000001"],
+        ["rank=0/image0000002"],  # larger than a batch: a batch on its own
+        ["rank=1/image0000000"],
+    ]
+    other = tmp_path / "elsewhere.parquet"
+    other.write_bytes(b"x")
+    assert image_batches([*files, other], 20) == [[*files, other]]  # unknown layout: one batch
