@@ -1,0 +1,365 @@
+"""Train the demo layout model: DeepSeek-OCR-2 at small widths, on synthetic pages, in one timed call.
+
+Run from the repository root::
+
+    python -m train.train_layout --out OUT --budget-s 480           # the device run
+    python -m train.train_layout --out /tmp/x --smoke               # a few CPU steps
+
+What it does, in order:
+1. Builds the model with dsocr's own loader (``load_random_weights`` on ``train/layout-config.json``):
+   the real transformers classes, dsocr's byte-level tokenizer and its processor.
+2. Starts worker processes that draw pages (train/pages.py, seeds >= 1,000,000, never the
+   held-out ones) and encode them with capture's exact processor call and prompt; each batch
+   is padded on the right; the loss is on the answer tokens only (the grounding lines and EOS).
+3. Trains with AdamW, linear warm-up then cosine decay over the time budget (bf16 autocast on
+   CUDA). Fresh batches are kept on the GPU in a ring; when no fresh batch is ready the step
+   replays one from the ring, so the GPU never waits for the page renderers.
+4. Saves the checkpoint in bf16 (``save_pretrained``, shards of at most 16 MB) with the tokenizer
+   and processor, reloads it through dsocr's checkpoint loader and checks the reloaded processor
+   gives the training processor's input ids; writes ``training.json`` (seed, widths, parameters,
+   batch, schedule, steps, pages seen, loss curve) next to the weights.
+5. Evaluates the reloaded checkpoint (train/evaluate.py) and writes ``eval.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import queue
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the page workers fork after the tokenizer is built
+
+import torch  # noqa: E402
+import torch.multiprocessing as mp  # noqa: E402
+import torch.nn.functional as functional  # noqa: E402
+from dsocr.capture.models import LoadedModel, load_checkpoint, load_random_weights  # noqa: E402
+
+from dsocr.families import DEEPSEEK_OCR2  # noqa: E402
+from train import evaluate  # noqa: E402
+from train.pages import page_and_target  # noqa: E402
+
+CONFIG = ROOT / "train" / "layout-config.json"
+PROMPT = DEEPSEEK_OCR2.default_prompt
+IGNORE = -100  # cross-entropy's ignore index: prompt and padding positions carry no loss
+TRAIN_SEED_BASE = evaluate.HELD_OUT_SEED_LIMIT
+MAX_SHARD = "16MB"
+LOSS_CURVE_EVERY = 10
+PRINT_EVERY_S = 10.0
+WARMUP_FRACTION = 0.04
+FINAL_LR_FRACTION = 0.05
+SMOKE_STEPS = 2
+SMOKE_EVAL_TOKENS = 4
+#: Seconds kept after training for saving, reloading and evaluating (the device call is limited).
+DEFAULT_EVAL_RESERVE_S = 150.0
+
+
+def _encode_page(processor: Any, family: Any, seed: int) -> dict[str, Any]:
+    """One training example through capture's processor call: prompt ids, answer ids, pixels."""
+    image, target = page_and_target(seed)
+    inputs = family.build_inputs(processor, image, PROMPT)
+    tokenizer = processor.tokenizer
+    answer = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return {
+        "prompt_ids": inputs["input_ids"][0],
+        "answer_ids": torch.tensor(answer, dtype=torch.long),
+        "pixel_values": inputs["pixel_values"],
+        "pixel_values_local": inputs.get("pixel_values_local"),
+        "num_local_patches": int(inputs["num_local_patches"][0]),
+    }
+
+
+def collate(examples: list[dict[str, Any]], pad_id: int, pixel_dtype: torch.dtype) -> dict[str, Any]:
+    """A right-padded batch: ids, attention mask, labels (answer tokens only), pixels."""
+    lengths = [len(e["prompt_ids"]) + len(e["answer_ids"]) for e in examples]
+    width = max(lengths)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, example in enumerate(examples):
+        prompt, answer = example["prompt_ids"], example["answer_ids"]
+        input_ids[row, : len(prompt)] = prompt
+        input_ids[row, len(prompt) : lengths[row]] = answer
+        labels[row, len(prompt) : lengths[row]] = answer
+        attention_mask[row, : lengths[row]] = 1
+    locals_ = [e["pixel_values_local"] for e in examples if e["pixel_values_local"] is not None]
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "labels": labels,
+        "pixel_values": torch.cat([e["pixel_values"] for e in examples]).to(pixel_dtype),
+        "pixel_values_local": torch.cat(locals_).to(pixel_dtype) if locals_ else None,
+        "num_local_patches": [e["num_local_patches"] for e in examples],
+        "answer_tokens": int(sum(len(e["answer_ids"]) for e in examples)),
+    }
+
+
+def _worker(
+    index: int,
+    workers: int,
+    batch: int,
+    processor: Any,
+    family: Any,
+    out: Any,
+    stop: Any,
+    pixel_dtype: torch.dtype,
+    through_pipe: bool,
+) -> None:
+    """Draw and encode pages forever (seeds index, index + workers, ...) and queue whole batches."""
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    pad_id = processor.tokenizer.pad_token_id
+    counter = 0
+    while not stop.is_set():
+        examples = []
+        for _ in range(batch):
+            seed = TRAIN_SEED_BASE + counter * workers + index
+            counter += 1
+            examples.append(_encode_page(processor, family, seed))
+        item = evaluate.portable(collate(examples, pad_id, pixel_dtype), through_pipe)
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=1.0)
+                break
+            except queue.Full:
+                continue
+
+
+def lr_at(fraction: float, peak: float) -> float:
+    """Linear warm-up over WARMUP_FRACTION of the budget, then cosine to FINAL_LR_FRACTION of peak."""
+    if fraction < WARMUP_FRACTION:
+        return peak * max(fraction / WARMUP_FRACTION, 0.01)
+    progress = min(1.0, (fraction - WARMUP_FRACTION) / (1 - WARMUP_FRACTION))
+    return peak * (FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def answer_loss(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+    """Mean cross-entropy of the next token over answer positions only."""
+    output = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        pixel_values=batch["pixel_values"],
+        pixel_values_local=batch["pixel_values_local"],
+        num_local_patches=batch["num_local_patches"],
+        use_cache=False,
+    )
+    logits = output.logits[:, :-1].float()
+    targets = batch["labels"][:, 1:]
+    return functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
+
+
+def _to_device(batch: dict[str, Any], device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    moved = {}
+    for name, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=True)
+            if value.is_floating_point():
+                value = value.to(dtype)
+        moved[name] = value
+    return moved
+
+
+def save_checkpoint(loaded: LoadedModel, folder: Path) -> list[dict[str, Any]]:
+    """bf16 weights (shards <= MAX_SHARD), config, tokenizer and processor; the files written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = loaded.model
+    model.to(torch.bfloat16)
+    model.save_pretrained(folder, max_shard_size=MAX_SHARD)
+    loaded.processor.save_pretrained(folder)
+    return [{"file": p.name, "bytes": p.stat().st_size} for p in sorted(folder.iterdir())]
+
+
+def main() -> None:
+    """Command line: train, save, evaluate."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--config", type=Path, default=CONFIG, help="architecture (widths) to train")
+    parser.add_argument("--budget-s", type=float, default=480.0, help="whole run: training, saving, evaluation")
+    parser.add_argument("--eval-reserve-s", type=float, default=DEFAULT_EVAL_RESERVE_S)
+    parser.add_argument("--max-steps", type=int, default=1_000_000)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1.5e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
+    parser.add_argument("--ring", type=int, default=48, help="fresh batches kept on the device for replay")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-pages", type=int, default=evaluate.DEFAULT_PAGES)
+    parser.add_argument("--eval-batch", type=int, default=evaluate.DEFAULT_BATCH)
+    parser.add_argument("--eval-max-new-tokens", type=int, help="cap per evaluated page (default: inf)")
+    parser.add_argument("--smoke", action="store_true", help=f"CPU: {SMOKE_STEPS} steps of one page, tiny evaluation")
+    args = parser.parse_args()
+    if args.smoke:
+        args.max_steps, args.batch, args.workers, args.ring = SMOKE_STEPS, 1, 1, 1
+        args.eval_pages, args.eval_batch, args.eval_max_new_tokens = 1, 1, SMOKE_EVAL_TOKENS
+    started = time.perf_counter()
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    args.out.mkdir(parents=True, exist_ok=True)
+    random.seed(args.seed)
+    # Built on the CPU before the workers fork (CUDA must not be initialised in the parent yet).
+    loaded = load_random_weights(args.config, device="cpu", dtype=torch.float32, seed=args.seed)
+    model, processor, family = loaded.model, loaded.processor, loaded.family
+    widths = json.loads(args.config.read_text(encoding="utf-8"))
+    print(f"model: {loaded.num_parameters:,} parameters, context {loaded.context_limit.tokens}", flush=True)
+    pixel_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    through_pipe = not evaluate.shared_memory_ok()
+    print(f"batches travel through {'pipes' if through_pipe else 'shared memory'}", flush=True)
+    context = mp.get_context("fork")
+    batches = context.Queue(maxsize=max(4, args.workers * 2))
+    stop = context.Event()
+    workers = [
+        context.Process(
+            target=_worker,
+            args=(i, args.workers, args.batch, processor, family, batches, stop, pixel_dtype, through_pipe),
+            daemon=True,
+        )
+        for i in range(args.workers)
+    ]
+    for worker in workers:
+        worker.start()
+    model.to(device)
+    model.train()
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=args.weight_decay, fused=device.type == "cuda"
+    )
+    train_budget = max(1.0, args.budget_s - args.eval_reserve_s - (time.perf_counter() - started))
+    train_started = time.perf_counter()
+    ring: list[dict[str, Any]] = []
+    loss_curve: list[dict[str, Any]] = []
+    step = fresh = replayed = pages_seen = distinct_pages = 0
+    wait_s = 0.0
+    loss_sum, loss_count = 0.0, 0
+    last_print = train_started
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    )
+    while step < args.max_steps:
+        elapsed = time.perf_counter() - train_started
+        if elapsed >= train_budget:
+            break
+        try:
+            batch = batches.get_nowait() if ring else None
+        except queue.Empty:
+            batch = None
+        if batch is None and (not ring or args.smoke):
+            waited = time.perf_counter()
+            batch = batches.get(timeout=600)
+            wait_s += time.perf_counter() - waited
+        if batch is not None:
+            batch = _to_device(evaluate.unpacked(batch), device, pixel_dtype)
+            ring.append(batch)
+            if len(ring) > args.ring:
+                ring.pop(0)
+            fresh += 1
+            distinct_pages += len(batch["num_local_patches"])
+        else:
+            batch = random.choice(ring)
+            replayed += 1
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(elapsed / train_budget, args.lr)
+        with autocast:
+            loss = answer_loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        pages_seen += len(batch["num_local_patches"])
+        loss_sum += float(loss.detach())
+        loss_count += 1
+        if step % LOSS_CURVE_EVERY == 0 or args.smoke:
+            loss_curve.append(
+                {
+                    "step": step,
+                    "seconds": round(time.perf_counter() - train_started, 1),
+                    "pages_seen": pages_seen,
+                    "loss": round(loss_sum / loss_count, 4),
+                    "lr": round(optimizer.param_groups[0]["lr"], 6),
+                }
+            )
+            loss_sum, loss_count = 0.0, 0
+        now = time.perf_counter()
+        if now - last_print >= PRINT_EVERY_S or args.smoke:
+            last = loss_curve[-1] if loss_curve else {}
+            print(
+                f"step {step} {now - train_started:.0f}s loss {last.get('loss')} lr {last.get('lr')} "
+                f"fresh {fresh} replayed {replayed} distinct pages {distinct_pages} waited {wait_s:.1f}s",
+                flush=True,
+            )
+            last_print = now
+    train_seconds = time.perf_counter() - train_started
+    stop.set()
+    for worker in workers:
+        worker.terminate()
+    ring.clear()
+    print(f"trained {step} steps in {train_seconds:.0f}s; saving", flush=True)
+    model.eval()
+    checkpoint = args.out / "checkpoint"
+    files = save_checkpoint(loaded, checkpoint)
+    reloaded = load_checkpoint(checkpoint, device=device.type, dtype=pixel_dtype)
+    sample_page = evaluate.held_out_page(0)[0]
+    same_ids = torch.equal(
+        family.build_inputs(processor, sample_page, PROMPT)["input_ids"],
+        reloaded.family.build_inputs(reloaded.processor, sample_page, PROMPT)["input_ids"],
+    )
+    record = {
+        "what": "DeepSeek-OCR-2 layout model trained on synthetic pages (train/pages.py): it writes where blocks "
+        "are and their labels, not their text",
+        "seed": args.seed,
+        "widths": {k: v for k, v in widths.items() if k != "_comment"},
+        "parameters": loaded.num_parameters,
+        "context_limit": loaded.context_limit.tokens,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "batch": args.batch,
+        "optimizer": {"name": "AdamW", "betas": [0.9, 0.98], "weight_decay": args.weight_decay, "grad_clip": 1.0},
+        "lr_schedule": {
+            "kind": "linear warm-up then cosine, by elapsed fraction of the training time budget",
+            "peak": args.lr,
+            "warmup_fraction": WARMUP_FRACTION,
+            "final_fraction": FINAL_LR_FRACTION,
+        },
+        "train_budget_s": round(train_budget, 1),
+        "train_seconds": round(train_seconds, 1),
+        "steps": step,
+        "pages_seen": pages_seen,
+        "distinct_pages": distinct_pages,
+        "fresh_batches": fresh,
+        "replayed_batches": replayed,
+        "ring_batches": args.ring,
+        "waited_for_data_s": round(wait_s, 1),
+        "workers": args.workers,
+        "batch_transport": "pipe" if through_pipe else "shared memory",
+        "train_seeds": f"{TRAIN_SEED_BASE} + k * workers + worker",
+        "prompt": PROMPT,
+        "loss": "cross-entropy on answer tokens (grounding lines and EOS) only",
+        "checkpoint_files": files,
+        "reload_same_input_ids": same_ids,
+        "loss_curve": loss_curve,
+    }
+    (args.out / "training.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    print(f"saved {files}; reloaded input ids identical: {same_ids}", flush=True)
+    result = evaluate.evaluate(
+        reloaded,
+        pages=args.eval_pages,
+        batch_size=args.eval_batch,
+        max_new_tokens=args.eval_max_new_tokens,
+        processes=args.workers,
+    )
+    result["training"] = {k: record[k] for k in ("steps", "pages_seen", "train_seconds", "parameters")}
+    (args.out / "eval.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    samples = {name: {k: v for k, v in page.items() if k != "text"} for name, page in result["samples"].items()}
+    print(json.dumps({"held_out": result["held_out"], "other_code": result["other_code"], "samples": samples}))
+    print(f"total {time.perf_counter() - started:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
