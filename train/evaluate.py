@@ -30,7 +30,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+    sys.path.append(str(ROOT))  # after an installed dsocr: the checkout's dsocr/ is not the package
 
 import torch  # noqa: E402
 from dsocr.capture.models import LoadedModel, greedy_generate, load_checkpoint, load_random_weights  # noqa: E402
@@ -330,11 +330,14 @@ def evaluate(
     samples: bool = True,
     max_new_tokens: int | None = None,
     processes: int = 1,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Every figure of the layout targets for ``loaded`` (``max_new_tokens`` None: until EOS or the limit)."""
+    """Every figure of the layout targets for ``loaded`` (``max_new_tokens`` None: until EOS or the limit).
+
+    ``on_progress`` gets the result so far after each set (samples, held-out, other code), so a
+    run cut short keeps what it measured.
+    """
     started = time.perf_counter()
-    held_out = score_set(loaded, "held-out", pages, batch_size, max_new_tokens, processes)
-    other = score_set(loaded, "other-code", pages, batch_size, max_new_tokens, processes)
     result: dict[str, Any] = {
         "model": loaded.model_id,
         "source": loaded.source,
@@ -342,14 +345,22 @@ def evaluate(
         "dtype": str(loaded.dtype).removeprefix("torch."),
         "iou_match": IOU_MATCH,
         "max_new_tokens": "inf" if max_new_tokens is None else max_new_tokens,
-        "held_out": held_out.figures(),
-        "other_code": other.figures(),
-        "held_out_pages": held_out.per_page,
-        "other_code_pages": other.per_page,
     }
+
+    def progress() -> None:
+        result["seconds"] = round(time.perf_counter() - started, 1)
+        if on_progress is not None:
+            on_progress(result)
+
     if samples:
         result["samples"] = score_samples(loaded, max_new_tokens)
-    result["seconds"] = round(time.perf_counter() - started, 1)
+        progress()
+    for name in ("held-out", "other-code"):
+        score = score_set(loaded, name, pages, batch_size, max_new_tokens, processes)
+        key = name.replace("-", "_")
+        result[key] = score.figures()
+        result[f"{key}_pages"] = score.per_page
+        progress()
     return result
 
 

@@ -29,14 +29,16 @@ import math
 import os
 import queue
 import random
+import shutil
 import sys
+import tarfile
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+    sys.path.append(str(ROOT))  # after an installed dsocr: the checkout's dsocr/ is not the package
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the page workers fork after the tokenizer is built
 
@@ -167,6 +169,13 @@ def _to_device(batch: dict[str, Any], device: torch.device, dtype: torch.dtype) 
                 value = value.to(dtype)
         moved[name] = value
     return moved
+
+
+def write_json(path: Path, value: Any) -> None:
+    """``value`` as indented JSON, written whole (temp then rename)."""
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
+    temp.replace(path)
 
 
 def save_checkpoint(loaded: LoadedModel, folder: Path) -> list[dict[str, Any]]:
@@ -345,19 +354,30 @@ def main() -> None:
         "reload_same_input_ids": same_ids,
         "loss_curve": loss_curve,
     }
-    (args.out / "training.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    print(f"saved {files}; reloaded input ids identical: {same_ids}", flush=True)
-    result = evaluate.evaluate(
+    write_json(args.out / "training.json", record)
+    # One file for the checkpoint: the device returns at most 8 files.
+    with tarfile.open(args.out / "checkpoint.tar", "w") as archive:
+        archive.add(checkpoint, arcname=checkpoint.name)
+    shutil.rmtree(checkpoint)
+    print(f"saved {files} to checkpoint.tar; reloaded input ids identical: {same_ids}", flush=True)
+
+    def write_eval(result: dict[str, Any]) -> None:
+        result["training"] = {k: record[k] for k in ("steps", "pages_seen", "train_seconds", "parameters")}
+        write_json(args.out / "eval.json", result)
+        shown = {k: result[k] for k in ("held_out", "other_code") if k in result}
+        shown["samples"] = {
+            n: {k: v for k, v in p.items() if k != "text"} for n, p in result.get("samples", {}).items()
+        }
+        print(f"evaluation after {result['seconds']}s: {json.dumps(shown)}", flush=True)
+
+    evaluate.evaluate(
         reloaded,
         pages=args.eval_pages,
         batch_size=args.eval_batch,
         max_new_tokens=args.eval_max_new_tokens,
         processes=args.workers,
+        on_progress=write_eval,
     )
-    result["training"] = {k: record[k] for k in ("steps", "pages_seen", "train_seconds", "parameters")}
-    (args.out / "eval.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    samples = {name: {k: v for k, v in page.items() if k != "text"} for name, page in result["samples"].items()}
-    print(json.dumps({"held_out": result["held_out"], "other_code": result["other_code"], "samples": samples}))
     print(f"total {time.perf_counter() - started:.0f}s", flush=True)
 
 
