@@ -277,10 +277,17 @@ def generate_texts(
         limit = loaded.context_limit.tokens - length  # what --max-new-tokens inf allows
         if max_new_tokens is not None:
             limit = min(limit, max_new_tokens)
-        for start in range(0, len(indices), batch_size):
-            chunk = indices[start : start + batch_size]
-            inputs = _stacked(loaded, [encoded[i] for i in chunk])
-            output = greedy_generate(loaded, inputs, limit)
+        chunks = [indices[start : start + batch_size] for start in range(0, len(indices), batch_size)]
+        while chunks:
+            chunk = chunks.pop(0)
+            try:
+                output = greedy_generate(loaded, _stacked(loaded, [encoded[i] for i in chunk]), limit)
+            except torch.OutOfMemoryError:
+                if len(chunk) == 1:
+                    raise
+                torch.cuda.empty_cache()  # the same pages in two halves: greedy results do not depend on it
+                chunks[:0] = [chunk[: len(chunk) // 2], chunk[len(chunk) // 2 :]]
+                continue
             for row, index in enumerate(chunk):
                 ids = output[row, length:].tolist()
                 ended = loaded.eos_token_id in ids

@@ -197,7 +197,7 @@ def main() -> None:
     parser.add_argument("--eval-reserve-s", type=float, default=DEFAULT_EVAL_RESERVE_S)
     parser.add_argument("--max-steps", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1.5e-3)
+    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     parser.add_argument("--ring", type=int, default=48, help="fresh batches kept on the device for replay")
@@ -248,9 +248,8 @@ def main() -> None:
     wait_s = 0.0
     loss_sum, loss_count = 0.0, 0
     last_print = train_started
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    )
+    use_autocast = device.type == "cuda"
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast)
     while step < args.max_steps:
         elapsed = time.perf_counter() - train_started
         if elapsed >= train_budget:
@@ -275,10 +274,20 @@ def main() -> None:
             replayed += 1
         for group in optimizer.param_groups:
             group["lr"] = lr_at(elapsed / train_budget, args.lr)
-        with autocast:
-            loss = answer_loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        try:
+            with autocast:
+                loss = answer_loss(model, batch)
+            loss.backward()
+        except RuntimeError as exc:
+            if step > 0 or not use_autocast:
+                raise
+            # Insurance for the one device call: without bf16 autocast the same step runs in fp32.
+            print(f"bf16 autocast failed on the first step ({str(exc).splitlines()[0]}); training in fp32", flush=True)
+            use_autocast, pixel_dtype = False, torch.float32
+            autocast = torch.autocast(device.type, enabled=False)
+            ring = [_to_device(item, device, pixel_dtype) for item in ring]
+            continue
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         step += 1
@@ -328,6 +337,8 @@ def main() -> None:
         "parameters": loaded.num_parameters,
         "context_limit": loaded.context_limit.tokens,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "bf16_autocast": use_autocast,
+        "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None,
         "batch": args.batch,
         "optimizer": {"name": "AdamW", "betas": [0.9, 0.98], "weight_decay": args.weight_decay, "grad_clip": 1.0},
         "lr_schedule": {
