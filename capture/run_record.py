@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from dsocr.capture.config import CaptureConfig
+from dsocr.capture.embedded_models import embedded_name
 from dsocr.capture.images import discover_images
 from dsocr.capture.models import LoadedModel
 
@@ -27,12 +28,17 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
+def _model_argument(model: Path) -> str:
+    """``--model`` as run.json records it: an embedded model's name, else the absolute path."""
+    return str(model) if embedded_name(model) is not None else str(model.resolve())
+
+
 def config_record(config: CaptureConfig) -> ConfigRecord:
     """The capture options as run.json records them (max_new_tokens None means inf)."""
     return ConfigRecord(
         images=tuple(config.images),
         out=str(config.out),
-        model=None if config.model is None else str(config.model.resolve()),
+        model=None if config.model is None else _model_argument(config.model),
         device=config.device.value,
         dtype=None if config.dtype is None else config.dtype.value,
         prompt=config.prompt,
