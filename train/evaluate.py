@@ -118,7 +118,7 @@ def match(predicted: list[Labelled], drawn: list[Labelled]) -> list[tuple[int, i
 def predicted_blocks(text: str) -> list[Labelled]:
     """The labelled boxes emit would draw from ``text`` (0..999 coordinates)."""
     grounding = parse_grounding(text, scale=COORDINATE_SCALE)
-    return [(block.label, tuple(float(v) for v in box)) for block in grounding.blocks for box in block.boxes]
+    return [(block.label, tuple(float(v) for v in box.as_list())) for block in grounding.blocks for box in block.boxes]
 
 
 def normalized_blocks(blocks: Iterable[tuple[str, tuple[int, int, int, int]]], size: tuple[int, int]) -> list[Labelled]:
