@@ -1,10 +1,11 @@
 """The models that ship inside dsocr, by name: ``--model embedded:NAME`` (no ``--model``: the default).
 
-- ``embedded:layout-deepseek-ocr2`` (the default): DeepSeek-OCR-2's architecture at small
-  widths, trained on synthetic pages by train/train_layout.py. It writes where the blocks of a
-  page are and what kind they are (title, text, table, ...), not their text.
-- ``embedded:tiny-deepseek-ocr2``: the same architecture at tiny widths with seeded random
-  weights, the fastest model (its output is meaningless; shapes, kernels and stop logic are real).
+- ``embedded:tiny-deepseek-ocr2`` (the default): DeepSeek-OCR-2's architecture at tiny widths with
+  seeded random weights, the fastest model (its output is meaningless; shapes, kernels and stop
+  logic are real).
+- ``embedded:layout-deepseek-ocr2``: a layout model trained on synthetic pages by
+  train/train_layout.py, listed once ``python -m train.ship`` has installed its folder. None ships
+  yet: no device run has reached the targets of docs/layout-model.md.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ PREFIX = "embedded:"
 LAYOUT = "layout-deepseek-ocr2"
 TINY = "tiny-deepseek-ocr2"
 DEFAULT_NAME = TINY
-#: Name -> a checkpoint folder (trained weights) or an architecture .json (random weights).
-EMBEDDED = {LAYOUT: EMBEDDED_DIR / LAYOUT, TINY: EMBEDDED_DIR / f"{TINY}.json"}
+_CANDIDATES = {LAYOUT: EMBEDDED_DIR / LAYOUT, TINY: EMBEDDED_DIR / f"{TINY}.json"}
+#: Name -> a checkpoint folder (trained weights) or an architecture .json (random weights), for the
+#: models whose files are installed.
+EMBEDDED = {name: path for name, path in _CANDIDATES.items() if path.exists()}
 #: What the layout model's folder says about itself (training and evaluation figures) for run.json.
 MODEL_CARD = "dsocr-model.json"
 

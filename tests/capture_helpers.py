@@ -9,8 +9,8 @@ from typer.testing import CliRunner, Result
 import dsocr.cli  # noqa: F401  (registers every command)
 from dsocr._app import app
 
-#: The fastest model (random weights, tiny widths). Tests use it unless they name a model: the
-#: embedded default (the trained layout model) has its own tests (tests/test_layout_model.py).
+#: The fastest model (random weights, tiny widths). Tests use it unless they name a model, so they
+#: stay on it whatever the embedded default becomes (a trained layout model: docs/layout-model.md).
 FAST_MODEL = ("--model", "embedded:tiny-deepseek-ocr2")
 
 
