@@ -310,11 +310,14 @@ def score_set(
 
 
 def score_samples(loaded: LoadedModel, max_new_tokens: int | None = None) -> dict[str, Any]:
-    """The three sample pages one at a time (as capture runs them), with their correct boxes."""
+    """The three sample pages (as capture's demo draws them), with their correct boxes.
+
+    They are generated together: the pages share one size, so one prompt length and no padding.
+    """
+    encoded = encode_pages(loaded, [("sample", index) for index in range(len(SAMPLE_PAGES))], 1)
+    outputs = generate_texts(loaded, [inputs for inputs, _ in encoded], len(encoded), max_new_tokens)
     per_page = {}
-    for index, file_name in enumerate(SAMPLE_PAGES):
-        inputs, drawn = encode_pages(loaded, [("sample", index)], 1)[0]
-        (text, ended, tokens) = generate_texts(loaded, [inputs], 1, max_new_tokens)[0]
+    for file_name, (_, drawn), (text, ended, tokens) in zip(SAMPLE_PAGES, encoded, outputs, strict=True):
         predicted = predicted_blocks(text)
         pairs = match(predicted, drawn)
         per_page[file_name] = {
