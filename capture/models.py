@@ -63,7 +63,6 @@ class LoadedModel:
 
     def describe(self) -> dict[str, Any]:
         """The JSON-able facts about this model for run.json ``model``."""
-        about = {} if self.about is None else {"about": self.about}
         return {
             "id": self.model_id,
             "family": self.family.name,
@@ -78,7 +77,7 @@ class LoadedModel:
             "eos_token_id": self.eos_token_id,
             "attn_implementation": getattr(self.model.config, "_attn_implementation", None),
             "architecture": self.architecture,
-            **about,
+            "about": self.about,
         }
 
 

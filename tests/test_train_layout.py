@@ -34,8 +34,32 @@ def _smoke_config(tmp_path: Path) -> Path:
     return path
 
 
+def _assert_vision_unchanged(config: Path, out: Path) -> None:
+    """A frozen vision tower leaves the checkpoint's vision weights at their initial values."""
+    import torch
+    from dsocr.capture.models import load_random_weights
+    from safetensors.torch import load
+
+    from train.train_layout import positional_readout_init
+
+    initial = load_random_weights(config, device="cpu", dtype=torch.float32, seed=0).model
+    positional_readout_init(initial)
+    with tarfile.open(out / "checkpoint.tar") as archive:
+        weights_file = archive.extractfile("checkpoint/model.safetensors")
+        assert weights_file is not None
+        saved = load(weights_file.read())
+    tower = initial.model.vision_tower
+    patch = tower.sam_encoder.patch_embed.projection.weight.to(torch.bfloat16)
+    query = tower.query_1024_resolution.weight.to(torch.bfloat16)
+    assert torch.equal(saved["model.sam_model.patch_embed.proj.weight"], patch)
+    assert torch.equal(saved["model.qwen2_model.query_1024.weight"], query)
+    decoder_before = initial.lm_head.weight.to(torch.bfloat16)
+    assert not torch.equal(saved["lm_head.weight"], decoder_before)  # the rest did train
+
+
 def test_training_script_smoke_run(tmp_path: Path) -> None:
     out = tmp_path / "out"
+    config = _smoke_config(tmp_path)
     completed = subprocess.run(
         [
             sys.executable,
@@ -56,11 +80,15 @@ def test_training_script_smoke_run(tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "step 2" in completed.stdout  # progress is printed
     record = json.loads((out / "training.json").read_text())
-    assert record["steps"] == 2 and record["pages_seen"] == 2 and record["batch"] == 1
+    assert record["steps"] == 2 and record["pages_seen"] == 4 and record["batch"] == 2
     assert record["seed"] == 0 and record["parameters"] > 0 and record["widths"]["model_type"] == "deepseek_ocr2"
     assert record["lr_schedule"]["peak"] > 0 and len(record["loss_curve"]) == 2
     assert all(point["loss"] > 0 for point in record["loss_curve"])
     assert record["reload_same_input_ids"] is True
+    assert record["vision_readout_init"]["head_offsets"] == [256, 256, 144, 144]
+    assert (record["freeze_vision_fraction"], record["vision_unfrozen_at_step"]) == (1.0, None)
+    assert len(record["image_feature_spread"]) == 2
+    assert all(point["page_difference"] > 0 for point in record["image_feature_spread"])
     with tarfile.open(out / "checkpoint.tar") as archive:
         members = {Path(member.name).name: member for member in archive.getmembers() if member.isfile()}
         config_file = archive.extractfile(members["config.json"])
@@ -69,6 +97,7 @@ def test_training_script_smoke_run(tmp_path: Path) -> None:
     assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json"} <= set(members)
     assert max(member.size for member in members.values()) <= MAX_FILE_BYTES
     assert not (out / "checkpoint").exists()  # archived whole (the device returns at most 8 files)
+    _assert_vision_unchanged(config, out)
     evaluation = json.loads((out / "eval.json").read_text())
     assert evaluation["held_out"]["pages"] == 1 and evaluation["other_code"]["pages"] == 1
     assert set(evaluation["samples"]) == {"text-page.png", "table-page.png", "figure-page.png"}
