@@ -61,6 +61,8 @@ PRINT_EVERY_S = 10.0
 WARMUP_FRACTION = 0.04
 FINAL_LR_FRACTION = 0.05
 SMOKE_STEPS = 2
+SMOKE_BATCH = 2
+PAGES_COMPARED = 2
 SMOKE_EVAL_TOKENS = 4
 #: Seconds kept after training for saving, reloading and evaluating (the device call is limited).
 DEFAULT_EVAL_RESERVE_S = 150.0
@@ -109,6 +111,24 @@ def positional_readout_init(model: torch.nn.Module) -> dict[str, Any]:
             query_bias[head, half:] = -READOUT_GAIN * torch.sin(angle)
         attention.q_proj.bias.copy_(query_bias.flatten())
     return {"layer": 0, "head_offsets": offsets, "gain": READOUT_GAIN}
+
+
+def feature_spread(model: torch.nn.Module, pixel_values: torch.Tensor) -> dict[str, float] | None:
+    """How page-dependent the decoder's image features are: the projected global-view features of
+    two pages, their mean norm per token and the mean norm of their difference (the two runs of
+    docs/layout-model.md ended at 4e-5 and 4e-4 of the norm: one layout for every page)."""
+    if pixel_values.shape[0] < PAGES_COMPARED:
+        return None
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        inner = model.model
+        features = inner.multi_modal_projector(inner.vision_tower(pixel_values[:2]).last_hidden_state).float()
+    model.train(was_training)
+    return {
+        "norm": round(float(features.norm(dim=-1).mean()), 4),
+        "page_difference": round(float((features[0] - features[1]).norm(dim=-1).mean()), 4),
+    }
 
 
 def _encode_page(processor: Any, family: Any, seed: int) -> dict[str, Any]:
@@ -246,6 +266,12 @@ def main() -> None:
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     parser.add_argument("--ring", type=int, default=48, help="fresh batches kept on the device for replay")
+    parser.add_argument(
+        "--freeze-vision-fraction",
+        type=float,
+        default=0.0,
+        help="train with the vision tower frozen for this fraction of the time budget (0: never)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--no-readout-init", dest="readout_init", action="store_false", help="keep the random vision readout"
@@ -253,10 +279,12 @@ def main() -> None:
     parser.add_argument("--eval-pages", type=int, default=evaluate.DEFAULT_PAGES)
     parser.add_argument("--eval-batch", type=int, default=evaluate.DEFAULT_BATCH)
     parser.add_argument("--eval-max-new-tokens", type=int, help="cap per evaluated page (default: inf)")
-    parser.add_argument("--smoke", action="store_true", help=f"CPU: {SMOKE_STEPS} steps of one page, tiny evaluation")
+    parser.add_argument(
+        "--smoke", action="store_true", help=f"CPU: {SMOKE_STEPS} steps of {SMOKE_BATCH} pages, tiny evaluation"
+    )
     args = parser.parse_args()
     if args.smoke:
-        args.max_steps, args.batch, args.workers, args.ring = SMOKE_STEPS, 1, 1, 1
+        args.max_steps, args.batch, args.workers, args.ring = SMOKE_STEPS, SMOKE_BATCH, 1, 1
         args.eval_pages, args.eval_batch, args.eval_max_new_tokens = 1, 1, SMOKE_EVAL_TOKENS
     started = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
@@ -292,6 +320,8 @@ def main() -> None:
     train_budget = max(1.0, args.budget_s - args.eval_reserve_s - (time.perf_counter() - started))
     train_started = time.perf_counter()
     ring: list[dict[str, Any]] = []
+    spreads: list[dict[str, Any]] = []
+    frozen_now, unfrozen_at_step = False, None
     loss_curve: list[dict[str, Any]] = []
     step = fresh = replayed = pages_seen = distinct_pages = 0
     wait_s = 0.0
@@ -321,6 +351,14 @@ def main() -> None:
         else:
             batch = random.choice(ring)
             replayed += 1
+        vision_frozen = elapsed < args.freeze_vision_fraction * train_budget
+        if vision_frozen != frozen_now:
+            for parameter in model.model.vision_tower.parameters():
+                parameter.requires_grad_(not vision_frozen)
+            frozen_now = vision_frozen
+            if not vision_frozen:
+                unfrozen_at_step = step
+                print(f"vision tower trainable from step {step}", flush=True)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(elapsed / train_budget, args.lr)
         optimizer.zero_grad(set_to_none=True)
@@ -357,9 +395,14 @@ def main() -> None:
         now = time.perf_counter()
         if now - last_print >= PRINT_EVERY_S or args.smoke:
             last = loss_curve[-1] if loss_curve else {}
+            with autocast:
+                spread = feature_spread(model, batch["pixel_values"])
+            if spread is not None:
+                spreads.append({"step": step, **spread})
             print(
                 f"step {step} {now - train_started:.0f}s loss {last.get('loss')} lr {last.get('lr')} "
-                f"fresh {fresh} replayed {replayed} distinct pages {distinct_pages} waited {wait_s:.1f}s",
+                f"fresh {fresh} replayed {replayed} distinct pages {distinct_pages} waited {wait_s:.1f}s "
+                f"image features {spread}",
                 flush=True,
             )
             last_print = now
@@ -384,6 +427,9 @@ def main() -> None:
         "seed": args.seed,
         "widths": {k: v for k, v in widths.items() if k != "_comment"},
         "vision_readout_init": readout,
+        "freeze_vision_fraction": args.freeze_vision_fraction,
+        "vision_unfrozen_at_step": unfrozen_at_step if args.freeze_vision_fraction > 0 else None,
+        "image_feature_spread": spreads,
         "parameters": loaded.num_parameters,
         "context_limit": loaded.context_limit.tokens,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
