@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from dsocr.capture.config import CaptureConfig
+from dsocr.capture.embedded_models import EMBEDDED, TINY, embedded_name, model_id
 from dsocr.capture.limits import CONTEXT_ATTRIBUTES, ContextLimit
 
 from dsocr.errors import BadInputError, ModelLoadError
 
-EMBEDDED_CONFIG = Path(__file__).parent / "embedded" / "tiny-deepseek-ocr2.json"
+#: The random-weight tiny architecture (``--model embedded:tiny-deepseek-ocr2``).
+EMBEDDED_CONFIG = EMBEDDED[TINY]
 
 #: Sizes that must be integers >= 1 wherever they appear (a null means the model's default).
 POSITIVE_SIZES = frozenset(
@@ -48,8 +50,12 @@ def read_config(path: Path, where: str) -> dict[str, Any]:
 def config_file(config: CaptureConfig) -> tuple[Path, str, bool]:
     """The config file ``config`` names, how errors name it, and whether it is an architecture
     (random weights) rather than a checkpoint folder's config.json."""
-    if config.model is None:
-        return EMBEDDED_CONFIG, str(EMBEDDED_CONFIG), True
+    name = embedded_name(config.model)
+    if name is not None:  # the default, or --model embedded:NAME
+        model = EMBEDDED[name]
+        if model.suffix == ".json":
+            return model, str(model), True
+        return model / "config.json", f"--model {model_id(name)}: config.json", False
     if config.model.suffix == ".json" and config.model.is_file():
         return config.model, str(config.model), True
     return config.model / "config.json", f"--model {config.model}: config.json", False

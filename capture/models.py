@@ -2,8 +2,9 @@
 
 Two sources:
 - a local checkpoint folder (``config.json`` + weights + tokenizer/processor files), loaded
-  by the family its ``model_type`` names;
-- an architecture config (a ``.json`` file, or the embedded tiny default): the family's
+  by the family its ``model_type`` names; the embedded default (``embedded:layout-deepseek-ocr2``,
+  a layout model trained on synthetic pages) is one, shipped inside the package;
+- an architecture config (a ``.json`` file, or ``embedded:tiny-deepseek-ocr2``): the family's
   classes with deterministic random weights. Their text is meaningless; shapes, kernels,
   ranges and stop logic are real.
 """
@@ -20,13 +21,15 @@ from typing import Any
 import torch
 from dsocr.capture.architecture import EMBEDDED_CONFIG, check_architecture, read_config
 from dsocr.capture.config import CaptureConfig, DType
+from dsocr.capture.embedded_models import EMBEDDED, MODEL_CARD, TINY, embedded_name
+from dsocr.capture.embedded_models import model_id as embedded_model_id
 from dsocr.capture.families import LoadOptions, ModelFamily, family_for
 from dsocr.capture.limits import ContextLimit
 from PIL import Image
 
 from dsocr.errors import BadInputError, ModelLoadError
 
-EMBEDDED_MODEL_ID = "embedded:tiny-deepseek-ocr2"
+EMBEDDED_MODEL_ID = embedded_model_id(TINY)
 CPU_INFO = Path("/proc/cpuinfo")
 _CPU_NAME_KEY = "model name"
 
@@ -54,6 +57,8 @@ class LoadedModel:
     vision_module: torch.nn.Module  # its first forward of an image opens the vision range
     text_module: torch.nn.Module  # its first forward of an image closes the vision range
     num_parameters: int
+    #: What an embedded trained model says about itself (its training and evaluation figures).
+    about: dict[str, Any] | None = None
 
     def describe(self) -> dict[str, Any]:
         """The JSON-able facts about this model for run.json ``model``."""
@@ -71,6 +76,7 @@ class LoadedModel:
             "eos_token_id": self.eos_token_id,
             "attn_implementation": getattr(self.model.config, "_attn_implementation", None),
             "architecture": self.architecture,
+            "about": self.about,
         }
 
 
@@ -110,7 +116,13 @@ def _config_sha256(config_dict: dict[str, Any]) -> str:
 
 
 def _finish(
-    model: torch.nn.Module, processor: Any, family: ModelFamily, device: torch.device, model_id: str, source: str
+    model: torch.nn.Module,
+    processor: Any,
+    family: ModelFamily,
+    device: torch.device,
+    model_id: str,
+    source: str,
+    about: dict[str, Any] | None = None,
 ) -> LoadedModel:
     model.eval()
     config = model.config
@@ -139,6 +151,7 @@ def _finish(
         vision_module=family.vision_module(model),
         text_module=family.text_module(model),
         num_parameters=sum(parameter.numel() for parameter in model.parameters()),
+        about=about,
     )
 
 
@@ -156,9 +169,11 @@ def _read_config(path: Path, where: str) -> dict[str, Any]:
 
 
 def model_source(config: CaptureConfig) -> tuple[Path, bool]:
-    """The config file ``config`` names and whether it is an architecture (random weights)."""
-    if config.model is None:
-        return EMBEDDED_CONFIG, True
+    """The folder or config file ``config`` names and whether it is an architecture (random weights)."""
+    name = embedded_name(config.model)
+    if name is not None:
+        return EMBEDDED[name], EMBEDDED[name].suffix == ".json"
+    assert config.model is not None  # embedded_name answers for None
     if config.model.suffix == ".json" and config.model.is_file():
         return config.model, True
     return config.model, False
@@ -239,7 +254,11 @@ def load_checkpoint(
         raise _attention_error(attn_implementation, exc) from None
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{where}: cannot load ({str(exc).splitlines()[0]})") from None
-    return _finish(model.to(torch_device), processor, family, torch_device, str(folder.resolve()), "checkpoint")
+    model_id, about = str(folder.resolve()), None
+    for name, path in EMBEDDED.items():
+        if path.is_dir() and folder.resolve() == path.resolve():
+            model_id, about = embedded_model_id(name), _read_config(path / MODEL_CARD, f"{where}: {MODEL_CARD}")
+    return _finish(model.to(torch_device), processor, family, torch_device, model_id, "checkpoint", about)
 
 
 def load_model(config: CaptureConfig) -> LoadedModel:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from dsocr.capture.config import CaptureConfig
+from dsocr.capture.embedded_models import embedded_name
 from dsocr.capture.pdf import discover_inputs
 
 from dsocr.errors import ModelLoadError
@@ -21,7 +22,7 @@ def preflight(config: CaptureConfig) -> None:
     """
     if config.images:
         discover_inputs(config.images, config.page_selection)
-    if config.model is not None and not config.model.exists():
+    if embedded_name(config.model) is None and config.model is not None and not config.model.exists():
         raise ModelLoadError(f"--model {config.model}: no such folder")
     # The prompt's placeholder depends on the family, read from the config file (no weights);
     # the resume check compares the prompt that runs, as the ranks (capture.runner) do.

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 from dsocr.capture.config import CaptureConfig
+from dsocr.capture.embedded_models import embedded_name
+from dsocr.capture.embedded_models import model_id as embedded_model_id
 from dsocr.capture.models import LoadedModel
 from dsocr.capture.outdir import check_run_dir
 from dsocr.capture.pdf import discover_inputs
@@ -27,12 +29,22 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
+def _model_argument(model: Path | None) -> str:
+    """``--model`` as run.json records it: an embedded model by its name (the default included, so
+    a resume without --model matches a run that named it), else the absolute path."""
+    name = embedded_name(model)
+    if name is not None:
+        return embedded_model_id(name)
+    assert model is not None  # embedded_name answers for None
+    return str(model.resolve())
+
+
 def config_record(config: CaptureConfig) -> ConfigRecord:
     """The capture options as run.json records them (max_new_tokens None means inf)."""
     return ConfigRecord(
         images=tuple(config.images),
         out=str(config.out),
-        model=None if config.model is None else str(config.model.resolve()),
+        model=_model_argument(config.model),
         device=config.device.value,
         dtype=None if config.dtype is None else config.dtype.value,
         prompt=config.prompt,

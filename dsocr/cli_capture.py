@@ -160,8 +160,9 @@ def capture(
     model: Annotated[
         Path | None,
         typer.Option(
-            help="Local model folder (DeepSeek-OCR-2, or another registered family) or an architecture "
-            ".json (random weights). Default: the embedded tiny DeepSeek-OCR-2.",
+            help="Local model folder (DeepSeek-OCR-2, or another registered family), an architecture "
+            ".json (random weights), or embedded:NAME (a model shipped inside dsocr). "
+            "Default: the embedded tiny DeepSeek-OCR-2 (embedded:tiny-deepseek-ocr2).",
             show_default=False,
         ),
     ] = None,

@@ -46,6 +46,8 @@ class ModelRecord:
     architecture: dict[str, Any] | None = None
     #: What ran it: ``torch.cuda.get_device_name`` (e.g. "NVIDIA H200") on CUDA, the CPU's name otherwise.
     device_name: str | None = None
+    #: What an embedded trained model says about itself: what it is, its training and evaluation figures.
+    about: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, reader: JsonReader) -> ModelRecord:
@@ -63,6 +65,7 @@ class ModelRecord:
             attn_implementation=reader.text("attn_implementation"),
             architecture=reader.mapping("architecture"),
             device_name=reader.text("device_name"),
+            about=reader.mapping("about"),
         )
 
     @classmethod

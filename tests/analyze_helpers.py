@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from capture_helpers import with_fast_model
 from typer.testing import CliRunner, Result
 
 import dsocr.cli  # noqa: F401  (registers every command)
@@ -32,8 +33,11 @@ ODD_NAME = 'void gemm<"q\\k">(ünï)'
 
 
 def invoke(*args: str | Path) -> Result:
-    """`dsocr ARGS...` through the real CLI, in-process."""
-    return CliRunner().invoke(app, list(map(str, args)))
+    """`dsocr ARGS...` through the real CLI, in-process (a capture on the fastest model unless it names one)."""
+    arguments = list(map(str, args))
+    if arguments[:1] == ["capture"]:
+        arguments = ["capture", *with_fast_model(arguments[1:])]
+    return CliRunner().invoke(app, arguments)
 
 
 # ---------------------------------------------------------------- synthetic runs

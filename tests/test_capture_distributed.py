@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from capture_helpers import run_capture
+from capture_helpers import run_capture, with_fast_model
 from dsocr.analyze.runner import analyze_run
 from dsocr.capture.distributed import shard
 from typer.testing import CliRunner
@@ -96,7 +96,7 @@ def test_resume_after_killing_one_rank(tmp_path: Path, sample_pages: list[Path])
     run_dir = tmp_path / "run"
     arguments = [*map(str, images), "--out", str(run_dir), "--max-new-tokens", "24", "--profile", "off"]
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "dsocr.cli", "capture", *arguments, "--gpus", "2"],
+        [sys.executable, "-m", "dsocr.cli", "capture", *with_fast_model(arguments), "--gpus", "2"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -144,7 +144,7 @@ def test_ctrl_c_stops_every_rank_quietly_and_marks_the_run_interrupted(
     images = sorted(tmp_path.glob("*.png"))
     options = ["--out", str(run_dir), "--max-new-tokens", "12", "--profile", "full", "--gpus", "2"]
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "dsocr.cli", "capture", *map(str, images), *options],
+        [sys.executable, "-m", "dsocr.cli", "capture", *with_fast_model([*map(str, images), *options])],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

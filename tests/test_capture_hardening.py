@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from capture_helpers import run_capture
+from capture_helpers import run_capture, with_fast_model
 from dsocr.capture.models import EMBEDDED_CONFIG
 from PIL import Image
 
@@ -185,7 +185,7 @@ def test_stale_temporaries_of_a_killed_capture_are_removed_by_the_next_resume(
 
 
 def _start_capture(arguments: list[str], cwd: Path) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", "dsocr.cli", "capture", *arguments]
+    command = [sys.executable, "-m", "dsocr.cli", "capture", *with_fast_model(arguments)]
     return subprocess.Popen(
         command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )

@@ -5,7 +5,9 @@
     contract (every other dsocr.*)       imports no stage and no CLI
 
 No bare ``import capture|analyze|emit`` anywhere (they install inside dsocr), and only
-dsocr.capture imports torch, transformers or nvtx. Imports inside functions count too.
+dsocr.capture imports torch, transformers or nvtx. ``train/`` (the layout model's training and
+evaluation scripts) is scanned too: it may import torch and dsocr, and nothing in dsocr imports
+it. Imports inside functions count too.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("capture", "analyze", "emit")
 #: Where each repository folder installs.
 PACKAGE_OF_FOLDER = {"dsocr": "dsocr", **{stage: f"dsocr.{stage}" for stage in STAGES}}
-SCANNED_FOLDERS = (*PACKAGE_OF_FOLDER, "tests", "bench")
+#: Scripts outside the package: they may use dsocr, dsocr never imports them.
+SCRIPT_FOLDERS = ("train",)
+SCANNED_FOLDERS = (*PACKAGE_OF_FOLDER, "tests", "bench", *SCRIPT_FOLDERS)
 MODEL_STACK = ("torch", "transformers", "nvtx")
 CLI_MODULES = ("dsocr.cli", "dsocr._app")
 
@@ -100,6 +104,8 @@ def _violations(imports: list[Import]) -> list[str]:
         if _top(item.target) in STAGES:
             problems.append(f"{where}: a bare stage import (use dsocr.{item.target})")
         source, target = _layer(item.module), _layer(item.target)
+        if _top(item.target) in SCRIPT_FOLDERS and source is not None:
+            problems.append(f"{where}: the runtime never imports {_top(item.target)}/ (scripts, not the package)")
         if _top(item.target) in MODEL_STACK and source not in (None, "capture"):
             problems.append(f"{where}: only dsocr.capture may import {_top(item.target)}")
         if source is None or target is None or source == target:
@@ -116,6 +122,7 @@ def test_the_scan_sees_every_layer() -> None:
     layers = {_layer(item.module) for item in _imports()}
     assert {"cli", "contract", *STAGES} <= layers
     assert len(_python_files()) > 50
+    assert any(item.module.startswith("train/") for item in _imports())
 
 
 def test_no_bare_stage_imports_and_the_layers_hold() -> None:
@@ -137,6 +144,8 @@ def test_no_bare_stage_imports_and_the_layers_hold() -> None:
         ("analyze/x.py", "import torch", "only dsocr.capture may import torch"),
         ("dsocr/cli_emit.py", "from transformers import AutoModel", "only dsocr.capture may import transformers"),
         ("emit/sub/x.py", "from ...capture.models import load_model", "a stage imports another stage"),
+        ("capture/x.py", "from train.pages import draw_page", "the runtime never imports train/"),
+        ("dsocr/cli.py", "import train", "the runtime never imports train/"),
     ],
 )
 def test_each_rule_catches_its_violation(module: str, source: str, problem: str) -> None:

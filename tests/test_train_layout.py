@@ -1,0 +1,97 @@
+"""The layout model's training script, run for a few CPU steps (a smoke test, not the training).
+
+It runs the real script (train/train_layout.py --smoke) in a subprocess on a handful of pages,
+at tiny widths so it stays short on CPU, and checks what the device run relies on: the training
+record next to the weights, a bf16 checkpoint under the device's 16 MiB per-file limit that
+reloads through dsocr's loader with the training processor's input ids, and an evaluation file.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch", reason="training needs the [capture] extra")
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "capture" / "embedded" / "tiny-deepseek-ocr2.json"
+MAX_FILE_BYTES = 16 * 2**20
+SMOKE_TIMEOUT_S = 600
+
+
+def _smoke_config(tmp_path: Path) -> Path:
+    """The tiny widths with the layout recipe's two fixes: SAM initialised, room for the answer."""
+    config = json.loads(TINY.read_text())
+    config["text_config"]["max_position_embeddings"] = 2048
+    config["vision_config"]["sam_config"]["initializer_range"] = 0.02
+    path = tmp_path / "smoke-config.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def _assert_vision_unchanged(config: Path, out: Path) -> None:
+    """A frozen vision tower leaves the checkpoint's vision weights at their initial values."""
+    import torch
+    from dsocr.capture.models import load_random_weights
+    from safetensors.torch import load
+
+    from train.train_layout import positional_readout_init
+
+    initial = load_random_weights(config, device="cpu", dtype=torch.float32, seed=0).model
+    positional_readout_init(initial)
+    with tarfile.open(out / "checkpoint.tar") as archive:
+        weights_file = archive.extractfile("checkpoint/model.safetensors")
+        assert weights_file is not None
+        saved = load(weights_file.read())
+    tower = initial.model.vision_tower
+    patch = tower.sam_encoder.patch_embed.projection.weight.to(torch.bfloat16)
+    query = tower.query_1024_resolution.weight.to(torch.bfloat16)
+    assert torch.equal(saved["model.sam_model.patch_embed.proj.weight"], patch)
+    assert torch.equal(saved["model.qwen2_model.query_1024.weight"], query)
+    decoder_before = initial.lm_head.weight.to(torch.bfloat16)
+    assert not torch.equal(saved["lm_head.weight"], decoder_before)  # the rest did train
+
+
+def test_training_script_smoke_run(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    config = _smoke_config(tmp_path)
+    completed = subprocess.run(
+        [
+            *(sys.executable, "-m", "train.train_layout", "--smoke", "--freeze-vision-fraction", "1"),
+            *("--config", str(config), "--out", str(out)),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=SMOKE_TIMEOUT_S,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "step 2" in completed.stdout  # progress is printed
+    record = json.loads((out / "training.json").read_text())
+    assert record["steps"] == 2 and record["pages_seen"] == 4 and record["batch"] == 2
+    assert record["seed"] == 0 and record["parameters"] > 0 and record["widths"]["model_type"] == "deepseek_ocr2"
+    assert record["lr_schedule"]["peak"] > 0 and len(record["loss_curve"]) == 2
+    assert all(point["loss"] > 0 for point in record["loss_curve"])
+    assert record["reload_same_input_ids"] is True
+    assert record["vision_readout_init"]["head_offsets"] == [256, 256, 144, 144]
+    assert (record["freeze_vision_fraction"], record["vision_unfrozen_at_step"]) == (1.0, None)
+    assert len(record["image_feature_spread"]) == 2
+    assert all(point["page_difference"] > 0 for point in record["image_feature_spread"])
+    with tarfile.open(out / "checkpoint.tar") as archive:
+        members = {Path(member.name).name: member for member in archive.getmembers() if member.isfile()}
+        config_file = archive.extractfile(members["config.json"])
+        assert config_file is not None
+        assert json.loads(config_file.read())["dtype"] == "bfloat16"
+    assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json"} <= set(members)
+    assert max(member.size for member in members.values()) <= MAX_FILE_BYTES
+    assert not (out / "checkpoint").exists()  # archived whole (the device returns at most 8 files)
+    _assert_vision_unchanged(config, out)
+    evaluation = json.loads((out / "eval.json").read_text())
+    assert evaluation["held_out"]["pages"] == 1 and evaluation["other_code"]["pages"] == 1
+    assert set(evaluation["samples"]) == {"text-page.png", "table-page.png", "figure-page.png"}
