@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -72,9 +73,12 @@ def path_md5(image_path: str | os.PathLike[str]) -> str:
 
 
 def content_sha256(image_path: str | os.PathLike[str]) -> str | None:
-    """sha256 hex digest of the file's bytes (the page itself, wherever it is stored); None when unreadable."""
+    """sha256 hex digest of the file's bytes (the page itself, wherever it is stored); None when
+    unreadable or not a regular file (a FIFO would block the open forever)."""
     digest = hashlib.sha256()
     try:
+        if not stat.S_ISREG(os.stat(image_path).st_mode):
+            return None
         with open(image_path, "rb") as handle:
             for block in iter(lambda: handle.read(HASH_BLOCK_BYTES), b""):
                 digest.update(block)
