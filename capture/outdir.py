@@ -43,6 +43,25 @@ def check_out(run_dir: Path) -> None:
         raise RunDirError(f"--out {run_dir}: {existing} is a file, not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise RunDirError(f"--out {run_dir}: {existing} is not writable")
+    if existing != run_dir:
+        _probe_creatable(run_dir, existing)
+
+
+def _probe_creatable(run_dir: Path, existing: Path) -> None:
+    """Create the missing folders of ``run_dir`` and remove them again: only that tells, before the
+    model loads, that a writable-looking place refuses folders (``/proc/x``, a read-only mount)."""
+    created: list[Path] = []
+    try:
+        for folder in reversed(run_dir.relative_to(existing).parents[:-1]):
+            (existing / folder).mkdir()
+            created.append(existing / folder)
+        run_dir.mkdir()
+        created.append(run_dir)
+    except OSError as exc:
+        raise RunDirError(f"--out {run_dir}: cannot create it ({exc.strerror or exc})") from None
+    finally:
+        for folder in reversed(created):
+            folder.rmdir()
 
 
 def _written_paths(run_dir: Path) -> Iterator[Path]:

@@ -196,11 +196,14 @@ print("torch imported:", "torch" in sys.modules, "exit:", code, "seconds:", time
 """
 
 
-@pytest.mark.parametrize("case", ["existing run", "bad architecture"])
+@pytest.mark.parametrize("case", ["existing run", "bad architecture", "out under /proc"])
 def test_a_refusal_before_the_model_never_imports_torch(finished_run: Path, tmp_path: Path, case: str) -> None:
     if case == "existing run":
         arguments = ["--out", str(finished_run)]
         message = f"Error: --out {finished_run} already holds a run: pass --resume to continue it, or another --out"
+    elif case == "out under /proc":
+        arguments = ["--out", "/proc/dsocr-x/run"]
+        message = "Error: --out /proc/dsocr-x/run: cannot create it (No such file or directory)"
     else:
         model = tmp_path / "bad.json"
         model.write_text(json.dumps(_with_text(hidden_size=64.5)))
@@ -494,3 +497,10 @@ def test_a_page_too_thin_for_the_processor_names_the_limit(tmp_path: Path, sampl
         f"{thin}: 1x5000: aspect ratio too extreme (5000:1; the limit is under 2048:1, "
         "as the processor scales the long side to 1024 pixels)"
     )
+
+
+def test_probing_a_new_out_leaves_nothing_behind(tmp_path: Path) -> None:
+    from dsocr.capture.outdir import check_out
+
+    check_out(tmp_path / "a" / "b" / "run")
+    assert list(tmp_path.iterdir()) == []
