@@ -53,6 +53,9 @@ def test_the_committed_gpu_capture_reads_as_a_typed_record() -> None:
     added_model = set(written["model"]) - set(original["model"])
     assert all(written["model"][key] is None for key in added_model), added_model
     written["model"] = {key: value for key, value in written["model"].items() if key not in added_model}
+    for rank, recorded in zip(written["ranks"], original["ranks"], strict=True):
+        new_keys = set(rank) - set(recorded)  # peak_gpu_mib: recorded from a later capture on
+        assert all(rank.pop(key) is None for key in new_keys), new_keys
     assert set(original) - set(written) == {"device_name"}
     assert {key: written[key] for key in original if key in written} == {
         key: value for key, value in original.items() if key != "device_name"

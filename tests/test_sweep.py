@@ -240,7 +240,8 @@ def test_the_try_command_of_a_finding_runs(swept: tuple[Path, dict[str, Any]], t
     command = finding["try_command"]
     pages = " ".join(rundir.read_run_json(run_dir).image_paths or ())
     assert command == (
-        f"dsocr sweep {pages} --out {run_dir}.sweep-cache --device cpu --max-new-tokens {TOKENS} "
+        f"dsocr sweep {pages} --out {run_dir}.sweep-cache --model embedded:tiny-deepseek-ocr2 --device cpu"
+        f" --max-new-tokens {TOKENS} "
         "--vary cache=dynamic,static"
     )
     argv = shlex.split(command)
