@@ -77,7 +77,8 @@ def _capture_args(parsed: typer.Context) -> list[str]:
     from dsocr.cli_capture import given_argv
 
     model = parsed.params.get("model")
-    values = {"model": model.resolve()} if model is not None else {}
+    # A file or folder is made absolute; `embedded:NAME` names no path and passes as it is.
+    values = {"model": model.resolve()} if model is not None and model.exists() else {}
     return given_argv(parsed, values=values)
 
 
