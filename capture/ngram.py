@@ -11,6 +11,7 @@ generate's step, so its cost is in the per-step timings (bench/ngram_guard.py me
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 
 import torch
@@ -45,6 +46,9 @@ class NoRepeatNGram(LogitsProcessor):
         self.allowed_ids = frozenset(allowed_ids)
         self.prompt_length = prompt_length
         self._allowed_on: dict[torch.device, torch.Tensor] = {}
+        #: Host nanoseconds spent in this processor's calls (its own cost inside each decode step:
+        #: the ops are only enqueued on cuda, so this is what the guard adds to the host's step).
+        self.host_ns = 0
 
     def banned(self, generated: list[int]) -> set[int]:
         """The tokens banned after ``generated``, by the vendor's own loop over the window (the
@@ -69,6 +73,13 @@ class NoRepeatNGram(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         """Set the banned tokens' scores to -inf, in place: O(window) work whatever the vocabulary,
         no tensor of the vocabulary's size made (capture's generate keeps neither scores nor logits)."""
+        started = time.perf_counter_ns()
+        try:
+            return self._ban(input_ids, scores)
+        finally:
+            self.host_ns += time.perf_counter_ns() - started
+
+    def _ban(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         size = self.ngram_size
         window = input_ids[:, max(self.prompt_length, input_ids.shape[1] - self.window_size) :]
         if window.shape[1] < size:

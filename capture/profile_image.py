@@ -27,7 +27,7 @@ from dsocr.errors import BadInputError
 from dsocr.loops import find_loop, loop_decode_ms
 from dsocr.records import PredictionRow
 from dsocr.rundir import content_sha256, path_md5
-from dsocr.vocab import ImageStatus, StopReason
+from dsocr.vocab import NS_PER_MS, ImageStatus, StopReason
 
 KIB_PER_MIB = 1024
 BYTES_PER_MIB = 1024 * KIB_PER_MIB
@@ -71,6 +71,12 @@ def logits_processors(config: CaptureConfig, loaded: LoadedModel, prompt_tokens:
         allowed = allowed_token_ids(loaded.processor.tokenizer, tuple(config.ngram_allow))
         processors.append(NoRepeatNGram(config.no_repeat_ngram, config.ngram_window, allowed, prompt_tokens))
     return processors
+
+
+def guard_host_ms(processors: LogitsProcessorList) -> float | None:
+    """Host ms the ``--no-repeat-ngram`` guard's own calls took during the image (None: guard off)."""
+    guards = [processor for processor in processors if isinstance(processor, NoRepeatNGram)]
+    return sum(guard.host_ns for guard in guards) / NS_PER_MS if guards else None
 
 
 def _source_columns(image_path: Path) -> PredictionRow:
@@ -284,6 +290,7 @@ def profile_image(
         "loop_ms": None if loop is None else loop_decode_ms(times.decode_step_ms, loop.start),
         "image_ms": clock.elapsed_ms(image_start, image_end),
         "image_sha256": input_sha256(image_path, page),
+        "ngram_guard_ms": guard_host_ms(processors),
     }
     if page is not None:
         row.update(source_path=str(page.pdf), page=page.page, page_count=page.page_count, render_ms=page.render_ms)

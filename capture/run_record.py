@@ -9,6 +9,7 @@ import logging
 import platform
 import sys
 from pathlib import Path
+from typing import Any
 
 from dsocr.capture.config import CaptureConfig
 from dsocr.capture.embedded_models import embedded_name
@@ -20,7 +21,7 @@ from dsocr.capture.pdf import discover_inputs
 from dsocr.errors import RunDirError
 from dsocr.records import ConfigRecord, ImageCounts, ModelRecord, RankRecord, RunRecord, SamplingRecord
 from dsocr.rundir import read_run_json
-from dsocr.vocab import RunKind, RunStatus
+from dsocr.vocab import US_PER_MS, ImageStatus, RunKind, RunStatus
 
 _PACKAGES = ("torch", "transformers", "nvtx", "pyarrow", "pillow", "typer", "rich")
 
@@ -152,12 +153,28 @@ def start_record(
     return record
 
 
+def guard_us_per_step(rows: list[dict[str, Any]]) -> float | None:
+    """The guard's host µs per decode step over the ok rows that ran it; None when none did."""
+    guarded = [row for row in rows if row.get("ngram_guard_ms") is not None and row.get("status") == ImageStatus.ok]
+    steps = sum(len(row.get("decode_step_ms") or ()) for row in guarded)
+    if not guarded or not steps:
+        return None
+    return sum(row["ngram_guard_ms"] for row in guarded) * US_PER_MS / steps
+
+
 def finish_record(
-    record: RunRecord, *, ok: int, failed: int, capture_seconds: float, ranks: list[RankRecord]
+    record: RunRecord,
+    *,
+    ok: int,
+    failed: int,
+    capture_seconds: float,
+    ranks: list[RankRecord],
+    ngram_guard_us_per_step: float | None = None,
 ) -> RunRecord:
     """run.json content at the end of a capture (capture_seconds: this session's image loop)."""
     return dataclasses.replace(
         record,
+        ngram_guard_us_per_step=ngram_guard_us_per_step,
         status=RunStatus.complete,
         finished_at=_now(),
         capture_seconds=capture_seconds,

@@ -27,7 +27,7 @@ from dsocr.capture.profile_image import (
     warm_up,
 )
 from dsocr.capture.result import CaptureResult, OnImage, OnStart
-from dsocr.capture.run_record import WarningCollector, check_resumable, finish_record, start_record
+from dsocr.capture.run_record import WarningCollector, check_resumable, finish_record, guard_us_per_step, start_record
 from dsocr.capture.samples import sample_image_paths, write_sample_images
 from dsocr.capture.signals import stop_once_on_signals
 from dsocr.capture.static_cache import DecodePath, check_static_support, prepare_decode
@@ -415,15 +415,16 @@ def _run(
                 raise
             statuses = table.column("status").to_pylist()
             ok = statuses.count(ImageStatus.ok)
+            rows = table.to_pylist()
             finished = finish_record(
                 replace(record, warnings=tuple(warnings)),
                 ok=ok,
                 failed=len(statuses) - ok,
                 capture_seconds=time.perf_counter() - loop_start,
                 ranks=per_rank,
+                ngram_guard_us_per_step=guard_us_per_step(rows),
             )
             write_run_json(run_dir, finished)
-            rows = table.to_pylist()
     return CaptureResult(
         run_dir=run_dir,
         model_id=loaded.model_id,

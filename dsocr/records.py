@@ -315,6 +315,9 @@ class RunRecord:
     profiler_env: dict[str, str | None] | None = None
     #: ``--cache static`` captures: the run's static cache and its warm-up (else null).
     static_cache: StaticCacheRecord | None = None
+    #: ``--no-repeat-ngram`` captures: host µs per decode step the guard's own calls took, over
+    #: every decode step of the run's ok images (predictions' ngram_guard_ms); else null.
+    ngram_guard_us_per_step: float | None = None
     # Imports only.
     source: str | None = None
     created_at: str | None = None
@@ -359,6 +362,7 @@ class RunRecord:
             warnings=reader.strings("warnings") or (),
             profiler_env=reader.mapping("profiler_env"),
             static_cache=None if static_cache is None else StaticCacheRecord.from_json(static_cache),
+            ngram_guard_us_per_step=reader.number("ngram_guard_us_per_step"),
             source=reader.text("source"),
             created_at=reader.text("created_at"),
         )
@@ -422,3 +426,4 @@ class PredictionRow(_RequiredPredictionKeys, total=False):
     loop_ms: float | None
     image_ms: float | None
     image_sha256: str | None
+    ngram_guard_ms: float | None

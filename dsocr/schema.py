@@ -109,6 +109,9 @@ PREDICTIONS = _versioned(
         pa.field("image_ms", pa.float64()),
         # sha256 of the image file's bytes: the same page at another path pairs in `dsocr compare`.
         pa.field("image_sha256", pa.string()),
+        # Host ms the --no-repeat-ngram guard's own calls took during the image's generate (inside
+        # its decode steps, so already part of decode_step_ms); null when the guard was off.
+        pa.field("ngram_guard_ms", pa.float64()),
     ],
 )
 

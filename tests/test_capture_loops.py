@@ -125,6 +125,18 @@ def test_no_repeat_ngram_stops_the_loop_and_is_recorded(tmp_path: Path, sample_p
     assert record.config.ngram_allow == ("<td>", "</td>")
     # The embedded tokenizer has no <td> token: said once, not per image.
     assert any("--ngram-allow <td>" in warning for warning in record.warnings)
+    # The guard's own host time: inside the decode steps (so below their sum), and per step in run.json.
+    assert 0 < row["ngram_guard_ms"] < row["decode_ms"]
+    assert record.ngram_guard_us_per_step == pytest.approx(row["ngram_guard_ms"] * 1000 / len(row["decode_step_ms"]))
+
+
+def test_the_guard_times_its_own_calls() -> None:
+    guard = NoRepeatNGram(ngram_size=3, window_size=8, allowed_ids=[], prompt_length=0)
+    assert guard.host_ns == 0
+    guard(torch.tensor([[5, 6, 7, 5, 6]]), torch.zeros(1, 12))
+    first = guard.host_ns
+    guard(torch.tensor([[5, 6, 7, 5, 6]]), torch.zeros(1, 12))
+    assert 0 < first < guard.host_ns
 
 
 def test_the_guard_bans_what_the_vendor_bans() -> None:
