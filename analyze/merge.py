@@ -19,9 +19,10 @@ import pyarrow as pa
 from dsocr.analyze.insights import run_peak
 from dsocr.analyze.keys import image_key
 from dsocr.analyze.runner import PARTIALS_VERSION, Analysis, RunSums, finish
+from dsocr.analyze.spool import table_spool
 from dsocr.analyze.steps import SOURCE_TRACE, STEPS
 
-from dsocr import rundir
+from dsocr import rundir, schema
 from dsocr.errors import BadInputError, RunDirError
 from dsocr.options import DEFAULT_TOP
 from dsocr.records import RunRecord
@@ -98,12 +99,16 @@ def merge_shards(
     if (counts > 1).any():
         rank, index = int(keys[counts > 1][0]) >> 32, int(keys[counts > 1][0]) & 0xFFFFFFFF
         raise BadInputError(f"image {index} of rank {rank} is in more than one shard: the shards overlap")
-    sums, has_trace = RunSums(), False
-    for shard in shards:
-        payload = _partials(shard)
-        has_trace = has_trace or bool(payload["has_trace"])
-        timings = rundir.read_checked(rundir.analysis_path(shard, AnalysisFile.timings), "timings")
-        sums.add_shard(payload, timings, _traced_steps(shard))
-    if write:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    return finish(out_dir, run, predictions, sums, has_trace=has_trace, peak=peak, top=top, write=write)
+    has_trace = False
+    # Each shard's timings rows go to disk as the shard is read, as a run's batches do (in the
+    # system's temp folder: nothing is made in out_dir before every shard has been read).
+    with table_spool(None, schema.TIMINGS) as spool:
+        sums = RunSums(timings=spool)
+        for shard in shards:
+            payload = _partials(shard)
+            has_trace = has_trace or bool(payload["has_trace"])
+            timings = rundir.read_checked(rundir.analysis_path(shard, AnalysisFile.timings), "timings")
+            sums.add_shard(payload, timings, _traced_steps(shard))
+        if write:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        return finish(out_dir, run, predictions, sums, has_trace=has_trace, peak=peak, top=top, write=write)

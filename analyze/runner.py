@@ -44,12 +44,13 @@ from dsocr.analyze.peaks import DevicePeak
 from dsocr.analyze.profiler_flops import StageFlops, add_stage_flops
 from dsocr.analyze.ranges import Ranges, clean_ranges
 from dsocr.analyze.reference import ok_predictions, timings_table
+from dsocr.analyze.spool import TableSpool, table_spool
 from dsocr.analyze.stages import MEASURED, measure_stages
 from dsocr.analyze.steps import STEPS, StepTables, prefer_images, reference_steps, steps_file_table, traced_steps
 from dsocr.analyze.summary import Summary, summarize, to_json
 from dsocr.analyze.threads import WorkerPool, ordered_map, worker_pool
 
-from dsocr import rundir
+from dsocr import rundir, schema
 from dsocr.options import DEFAULT_TOP
 from dsocr.records import RunRecord
 from dsocr.vocab import NS_PER_MS, STAGES, AnalysisFile, KernelKind
@@ -205,8 +206,10 @@ _NAME_SUMS = ("kernels", "operators", "cpu_operators")
 @dataclass
 class RunSums:
     """What analyze keeps between batches: sums per name and stage, trace figures, and the
-    per-image tables (a few rows per image), never the events."""
+    per-image tables (a few rows per image), never the events. The timings rows go to disk as
+    each batch (or shard) completes (``timings``, a spool), the others stay in memory."""
 
+    timings: TableSpool
     kernel_names: Vocabulary = field(default_factory=Vocabulary)
     operator_names: Vocabulary = field(default_factory=Vocabulary)
     #: Per stage: GPU time, per kernel name and per launching operator.
@@ -220,7 +223,6 @@ class RunSums:
     warm_steps: int = 0
     figures: TraceFigures = field(default_factory=TraceFigures)
     profiler_flops: dict[str, StageFlops] = field(default_factory=dict)
-    timings: list[pa.Table] = field(default_factory=list)
     traced_steps: list[pa.Table] = field(default_factory=list)
     latency: list[pa.Table] = field(default_factory=list)
     traced_images: list[np.ndarray] = field(default_factory=list)
@@ -235,7 +237,7 @@ class RunSums:
         self.figures.add_counts(side.figures)
         for stage, names in side.figures.copy_names.items():
             self.figures.copy_names[stage].merge(names, kernel_codes, kernel_count)
-        self.timings.append(side.timings)
+        self.timings.add(side.timings)
         self.traced_steps.append(side.traced_steps)
         self.latency.append(side.latency)
 
@@ -299,7 +301,7 @@ class RunSums:
             into.flops += entry["flops"]
             into.operators += entry["operators"]
             into.uncounted.update(entry["uncounted"])
-        self.timings.append(timings)
+        self.timings.add(timings)
         self.traced_steps.append(traced)
         self.latency.append(pa.Table.from_pylist(payload["latency"], schema=LATENCY))
 
@@ -377,10 +379,9 @@ def _analyze_batch(files: list[Path], pool: WorkerPool, sums: RunSums, predictio
     sums.add_cpu(totals, cold_totals, operator_codes)
 
 
-def _in_prediction_order(parts: list[pa.Table], predictions: pa.Table) -> pa.Table:
-    """``parts`` (rows keyed by rank and image_index) in the order of the ok prediction rows, each
-    image's rows in their own order: the order of one pass over every image."""
-    table = pa.concat_tables(parts)
+def _in_prediction_order(table: pa.Table, predictions: pa.Table) -> pa.Table:
+    """``table``'s rows (keyed by rank and image_index) in the order of the ok prediction rows,
+    each image's rows in their own order: the order of one pass over every image."""
     ok_keys = image_key(ok_predictions(predictions))
     order = np.argsort(ok_keys, kind="stable")
     position = order[np.clip(np.searchsorted(ok_keys[order], image_key(table)), 0, max(order.size - 1, 0))]
@@ -412,22 +413,29 @@ def analyze_run(
     peak = run_peak(run, peak_tflops=peak_tflops, peak_gbps=peak_gbps)
     predictions = rundir.read_predictions(run_dir, run)
     files = rundir.trace_files(run_dir)
-    sums = RunSums()
-    with worker_pool(jobs) as pool:
-        # A batch of whole images at a time: the events of one batch are in memory, never the run's.
-        for batch in image_batches(files, BATCH_BYTES if batch_bytes is None else batch_bytes):
-            _analyze_batch(batch, pool, sums, predictions)
-        no_ranges = clean_ranges(*_empty_trace(pool))
-    traced = np.concatenate(sums.traced_images) if sums.traced_images else np.zeros(0, dtype=np.int64)
-    # Images without trace files (--trace-images, failed conversions, imports): reference clock only.
-    untraced = predictions.filter(pa.array(~np.isin(image_key(predictions), traced)))
-    sums.timings.append(timings_table(untraced, MEASURED.empty_table(), no_ranges.table, has_trace=bool(files)))
-    sums.latency.append(latency_table(untraced, no_ranges.table))
-    # What `dsocr analyze --merge` combines this run by, as a shard of a larger job.
-    partials = sums.to_json(has_trace=bool(files), latency=sums.latency) if write else None
-    return finish(
-        run_dir, run, predictions, sums, has_trace=bool(files), peak=peak, top=top, write=write, partials=partials
-    )
+    # Each batch's timings rows go to disk as it completes (temp parts beside timings.parquet).
+    with table_spool(timings_path(run_dir) if write else None, schema.TIMINGS) as spool:
+        sums = RunSums(timings=spool)
+        with worker_pool(jobs) as pool:
+            # A batch of whole images at a time: the events of one batch are in memory, never the run's.
+            for batch in image_batches(files, BATCH_BYTES if batch_bytes is None else batch_bytes):
+                _analyze_batch(batch, pool, sums, predictions)
+            no_ranges = clean_ranges(*_empty_trace(pool))
+        traced = np.concatenate(sums.traced_images) if sums.traced_images else np.zeros(0, dtype=np.int64)
+        # Images without trace files (--trace-images, failed conversions, imports): reference clock only.
+        untraced = predictions.filter(pa.array(~np.isin(image_key(predictions), traced)))
+        sums.timings.add(timings_table(untraced, MEASURED.empty_table(), no_ranges.table, has_trace=bool(files)))
+        sums.latency.append(latency_table(untraced, no_ranges.table))
+        # What `dsocr analyze --merge` combines this run by, as a shard of a larger job.
+        partials = sums.to_json(has_trace=bool(files), latency=sums.latency) if write else None
+        return finish(
+            run_dir, run, predictions, sums, has_trace=bool(files), peak=peak, top=top, write=write, partials=partials
+        )
+
+
+def timings_path(run_dir: Path) -> Path:
+    """Where analyze writes ``run_dir``'s timings (its spool's parts go beside it)."""
+    return rundir.analysis_path(run_dir, AnalysisFile.timings)
 
 
 def finish(
@@ -445,7 +453,8 @@ def finish(
     """Every run-level figure from ``sums`` (of one run's batches, or of several shards' analyses)
     and the predictions; write ``run_dir/analysis/`` when ``write`` (``partials`` too, when
     given; summary.json last: its age stands for the whole analysis, dsocr/staleness.py)."""
-    timings = _in_prediction_order(sums.timings, predictions)
+    # Read back once, for the run-level figures (medians across images) and the final file.
+    timings = _in_prediction_order(sums.timings.read(), predictions)
     kernels = sums.kernels_table(_stage_cpu_ns(timings), top=top) if has_trace else kernels_table([])
     traced_table = pa.concat_tables([STEPS.empty_table(), *sums.traced_steps])
     reference = reference_steps(predictions)
@@ -460,7 +469,7 @@ def finish(
         launch=launch_figures(sums.figures) if device else None,
         copies=copy_figures(sums.figures, sums.kernel_names.names) if device else None,
         timings=timings,
-        latency=_in_prediction_order(sums.latency, predictions),
+        latency=_in_prediction_order(pa.concat_tables(sums.latency), predictions),
         kernels=kernels,
         cold_operators=sums.cold_operators() if has_trace else [],
         steps=decode_steps,
@@ -473,7 +482,7 @@ def finish(
     steps = steps_file_table(decode_steps.traced)
     output_dir = run_dir / rundir.ANALYSIS_DIR
     if write:
-        rundir.write_table_atomic(inputs.timings, rundir.analysis_path(run_dir, AnalysisFile.timings))
+        rundir.write_table_atomic(inputs.timings, timings_path(run_dir))
         rundir.write_table_atomic(kernels, rundir.analysis_path(run_dir, AnalysisFile.kernels))
         rundir.write_table_atomic(inputs.roofline, rundir.analysis_path(run_dir, AnalysisFile.roofline))
         rundir.write_table_atomic(steps, rundir.analysis_path(run_dir, AnalysisFile.steps))

@@ -5,9 +5,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from analyze_helpers import gpu_run_or_skip
+from dsocr.analyze import runner
 from dsocr.analyze.runner import analyze_run, image_batches
 from dsocr.analyze.summary import to_json
 
@@ -54,3 +56,55 @@ def test_batches_hold_whole_images_in_image_order(tmp_path: Path) -> None:
     other = tmp_path / "elsewhere.parquet"
     other.write_bytes(b"x")
     assert image_batches([*files, other], 20) == [[*files, other]]  # unknown layout: one batch
+
+
+def _spooled_images(analysis_dir: Path) -> list[tuple[int, int]]:
+    """The (rank, image) of every timings row in the spool's part files on disk now."""
+    parts = sorted(analysis_dir.glob(".timings.parquet.*.tmp/part-*.parquet"))
+    rows = pq.read_table(parts).to_pylist() if parts else []
+    return [(row["rank"], row["image_index"]) for row in rows]
+
+
+def test_timings_rows_are_on_disk_as_each_batch_completes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gpu_run_or_skip()
+    run_dir = shutil.copytree(FIXTURES / "gpu-run", tmp_path / "run")
+    batches = image_batches(rundir.trace_files(run_dir), 1)
+    assert len(batches) >= 2  # one image per batch
+    seen_at_batch: list[list[tuple[int, int]]] = []
+    load_files = runner.load_files
+
+    def load_and_look(files: list[Path], pool: runner.WorkerPool) -> runner.TraceTables:
+        if files:  # each batch's read: what earlier batches left on disk
+            seen_at_batch.append(_spooled_images(run_dir / rundir.ANALYSIS_DIR))
+        return load_files(files, pool)
+
+    monkeypatch.setattr(runner, "load_files", load_and_look)
+    analysis = analyze_run(run_dir, batch_bytes=1)
+    # Before batch k is read, the timings rows of batches 0..k-1 (and only those) are on disk.
+    image_of = [(int(b[0].parent.name.split("=")[1]), int(b[0].name[5:12])) for b in batches]
+    stages = len({row["stage"] for row in analysis.timings.to_pylist()})
+    for index, seen in enumerate(seen_at_batch):
+        assert sorted(set(seen)) == sorted(image_of[:index])
+        assert len(seen) == index * stages
+    written = pq.read_table(run_dir / rundir.ANALYSIS_DIR / "timings.parquet")
+    assert written.equals(analysis.timings)
+    assert not list((run_dir / rundir.ANALYSIS_DIR).glob(".*.tmp"))  # the spool is gone
+
+
+def test_a_failed_analysis_leaves_no_spool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gpu_run_or_skip()
+    run_dir = shutil.copytree(FIXTURES / "gpu-run", tmp_path / "run")
+    load_files = runner.load_files
+    loads: list[int] = []
+
+    def fail_on_second(files: list[Path], pool: runner.WorkerPool) -> runner.TraceTables:
+        loads.append(len(files))
+        if len(loads) == 2:
+            raise pa.ArrowInvalid("damaged trace file")
+        return load_files(files, pool)
+
+    monkeypatch.setattr(runner, "load_files", fail_on_second)
+    with pytest.raises(pa.ArrowInvalid):
+        analyze_run(run_dir, batch_bytes=1)
+    # The first batch's rows had been spooled: the spool is removed, and no timings.parquet written.
+    assert not list((run_dir / rundir.ANALYSIS_DIR).iterdir())
