@@ -15,7 +15,7 @@ from dsocr.capture.ngram import NoRepeatNGram
 from dsocr.capture.result import CaptureResult
 from dsocr.capture.runner import run
 from emit_helpers import run_cli
-from transformers import LogitsProcessor
+from forced_tokens import ForcedTokens
 
 from dsocr.rundir import read_predictions, read_run_json
 
@@ -23,28 +23,13 @@ from dsocr.rundir import read_predictions, read_run_json
 PREFIX = [40, 41, 42, 43, 44, 45, 46]
 UNIT = [50, 51, 52]
 MAX_NEW_TOKENS = 60
-BONUS = 1e4
 
 
-class ForcedLoop(LogitsProcessor):
-    """Test only: pushes greedy decoding to write PREFIX, then UNIT over and over.
+class ForcedLoop(ForcedTokens):
+    """Test only: pushes greedy decoding to write PREFIX, then UNIT over and over."""
 
-    A bonus, not a ban of every other token: a later processor (the guard) can still ban the
-    pushed token, and the model then picks its own.
-    """
-
-    def __init__(self) -> None:
-        self.prompt_length: int | None = None
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        length = input_ids.shape[1]
-        if self.prompt_length is None or length <= self.prompt_length:
-            self.prompt_length = length  # a new image's first step
-        step = length - self.prompt_length
-        token = PREFIX[step] if step < len(PREFIX) else UNIT[(step - len(PREFIX)) % len(UNIT)]
-        scores = scores.clone()
-        scores[:, token] += BONUS
-        return scores
+    def token_at(self, step: int) -> int:
+        return PREFIX[step] if step < len(PREFIX) else UNIT[(step - len(PREFIX)) % len(UNIT)]
 
 
 def _result(run_dir: Path, row: dict) -> CaptureResult:

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from capture_helpers import run_capture
 from dsocr.capture.config import CaptureConfig, Device, ProfileMode
 from dsocr.capture.distributed import image_size_bytes, shard
@@ -15,8 +14,8 @@ from dsocr.capture.images import ImageReadError
 from dsocr.capture.pdf import discover_inputs, load_input, page_key, parse_pages
 from dsocr.capture.runner import run
 from emit_helpers import run_cli
+from forced_tokens import ForcedTokens
 from PIL import Image, ImageChops
-from transformers import LogitsProcessor
 
 from dsocr.errors import BadInputError
 from dsocr.rundir import path_md5, read_predictions, read_run_json
@@ -27,7 +26,6 @@ PAGE_POINTS = (300, 400)  # the PDF's page size in points (Pillow: one pixel per
 DPI = 108  # a scale of 1.5: whole pixels (PDFium rounds a fraction up)
 #: The grounding the test processor makes the model write: one box, pixel = int(v / 999 * size).
 GROUNDING = "<|ref|>text<|/ref|><|det|>[[100, 200, 600, 700]]<|/det|>\nhello"
-BONUS = 1e4
 #: Pillow stores an RGB page as JPEG inside the PDF, and emit writes JPEG: colours match this closely.
 COLOUR_TOLERANCE = 12
 #: A pixel emit drew on differs from the rendered page by more than this (JPEG noise is below).
@@ -106,21 +104,15 @@ def encrypted_pdf(path: Path, user_password: bytes = b"secret", owner_password: 
     return path
 
 
-class ForcedText(LogitsProcessor):
+class ForcedText(ForcedTokens):
     """Test only: makes greedy decoding write ``token_ids`` then EOS, whatever the model thinks."""
 
     def __init__(self, token_ids: list[int], eos_token_id: int) -> None:
+        super().__init__()
         self.token_ids = [*token_ids, eos_token_id]
-        self.prompt_length: int | None = None
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        length = input_ids.shape[1]
-        if self.prompt_length is None or length <= self.prompt_length:
-            self.prompt_length = length  # a new image's first step
-        step = length - self.prompt_length
-        scores = scores.clone()
-        scores[:, self.token_ids[min(step, len(self.token_ids) - 1)]] += BONUS
-        return scores
+    def token_at(self, step: int) -> int:
+        return self.token_ids[min(step, len(self.token_ids) - 1)]
 
 
 @pytest.fixture(scope="module")
