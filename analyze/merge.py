@@ -10,7 +10,6 @@ figures once, as one analyze over every shard's trace would (tests/test_analyze_
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +44,7 @@ def _partials(shard: Path) -> dict[str, Any]:
         )
     if analysis_is_stale(shard):
         raise RunDirError(f"{shard}: its analysis is older than its run; run `dsocr analyze {shard}` again")
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RunDirError(f"{path}: unreadable ({exc})") from exc
+    payload = rundir.read_json(path)
     version = payload.get("schema_version") if isinstance(payload, dict) else None
     if version != PARTIALS_VERSION:
         raise RunDirError(

@@ -259,18 +259,22 @@ def write_table_atomic(table: pa.Table, path: Path) -> None:
         discard(temp)
 
 
+def read_json(path: Path) -> Any:
+    """The parsed JSON file; RunDirError naming ``path`` when it cannot be read or parsed."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"{path}: unreadable ({exc})") from exc
+    except RecursionError:  # [[[[... nested deeper than Python's parser recurses
+        raise RunDirError(f"{path}: unreadable (JSON nested too deeply)") from None
+
+
 def read_run_json(run_dir: Path) -> RunRecord:
     """Read, version-check and validate ``run.json``."""
     path = run_dir / RUN_JSON
     if not path.is_file():
         raise RunDirError(f"{run_dir}: not a dsocr run directory (no {RUN_JSON})")
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RunDirError(f"{path}: unreadable ({exc})") from exc
-    except RecursionError:  # [[[[... nested deeper than Python's parser recurses
-        raise RunDirError(f"{path}: unreadable (JSON nested too deeply)") from None
-    return RunRecord.from_json(payload, source=str(path))
+    return RunRecord.from_json(read_json(path), source=str(path))
 
 
 def write_run_json(run_dir: Path, record: RunRecord) -> None:

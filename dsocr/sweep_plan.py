@@ -11,7 +11,6 @@ caches, clocks, a neighbour's load) would favour or penalise it.
 from __future__ import annotations
 
 import itertools
-import json
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -203,11 +202,7 @@ def read_manifest(sweep_dir: Path) -> SweepManifest:
     path = sweep_dir / SWEEP_JSON
     if not path.is_file():
         raise RunDirError(f"{sweep_dir} holds no {SWEEP_JSON}: not a sweep directory")
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:
-        raise RunDirError(f"{path}: unreadable ({exc})") from None
-    return SweepManifest.from_json(payload, str(path))
+    return SweepManifest.from_json(rundir.read_json(path), str(path))
 
 
 def is_sweep_dir(path: Path) -> bool:

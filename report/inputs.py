@@ -6,7 +6,6 @@ The report reads the run through the contract package (run.json, predictions) an
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,10 +46,7 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
     path = run_dir / rundir.ANALYSIS_DIR / SUMMARY_FILE
     if not path.is_file():
         raise RunDirError(f"{run_dir}: no {rundir.ANALYSIS_DIR}/{SUMMARY_FILE} (run `dsocr analyze {run_dir}` first)")
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RunDirError(f"{path}: unreadable ({exc})") from exc
+    payload = rundir.read_json(path)
     if not isinstance(payload, dict) or payload.get("schema_version") != schema.ANALYSIS_SCHEMA_VERSION:
         found = payload.get("schema_version") if isinstance(payload, dict) else type(payload).__name__
         raise SchemaMismatchError(
