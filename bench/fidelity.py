@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED_CONFIG = ROOT / "capture" / "embedded" / "tiny-deepseek-ocr2.json"
 KIB = 1024
 
-#: name -> (capture flags, environment). TEARDOWN_CUPTI unset means dsocr's default ("1").
+#: name -> (capture flags, environment). TEARDOWN_CUPTI unset means dsocr's default for the mode
+#: ("1" sampled, "0" full: capture/tracing.py).
 VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
     "off": (["--profile", "off"], {}),
     "sampled": (["--profile", "sampled"], {}),
@@ -43,8 +44,10 @@ VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
     ),
     "full": (["--profile", "full"], {}),
     "full-with-flops": (["--profile", "full", "--with-flops"], {}),
-    # Full mode's later sessions lost their GPU side with teardown on the H200 (docs/performance.md).
+    # Full mode's later sessions lost their GPU side with teardown (docs/performance.md): full's
+    # default since 2026-12-07 is "0"; `full-teardown` reproduces the loss.
     "full-no-teardown": (["--profile", "full"], {"TEARDOWN_CUPTI": "0"}),
+    "full-teardown": (["--profile", "full"], {"TEARDOWN_CUPTI": "1"}),
     "full-image-session-no-teardown": (
         ["--profile", "full", "--profiler-sessions", "image"],
         {"TEARDOWN_CUPTI": "0"},

@@ -371,7 +371,7 @@ def _run(
             log.info("removed %s, left half-written by an earlier capture that was stopped", path)
         if config.profile is not ProfileMode.off:
             # Set before the first profiler starts: Kineto reads it then.
-            teardown_cupti_setting(loaded.device)
+            teardown_cupti_setting(loaded.device, config.profile)
             record = replace(record, profiler_env=profiler_env(loaded.device))
         done = _done_indices(run_dir)
         ranks.barrier()  # every rank has read what is done before anything new is written

@@ -2,7 +2,7 @@
 
 One profiler *session* per traced window (sampled mode) or per chunk (full mode), started right
 before the window's first step and stopped right after its last. Between sessions no profiler
-exists, and with ``TEARDOWN_CUPTI=1`` Kineto finalizes CUPTI at each stop, so untraced steps run
+exists, and with ``TEARDOWN_CUPTI=1`` (sampled mode) Kineto finalizes CUPTI at each stop, so untraced steps run
 with no CUPTI callback and no RecordFunction observer: measured on an H200, one long-lived
 session with a cyclic schedule kept CUPTI subscribed between windows and slowed every untraced
 step (docs/performance.md has the figures).
@@ -35,7 +35,12 @@ CONVERTER_PROCESSES = 1
 #: Kineto reads it when a profiler starts: "1" finalizes CUPTI at every stop (no callbacks left
 #: on between sessions). A value the user set is kept (and recorded in run.json).
 TEARDOWN_CUPTI_ENV = "TEARDOWN_CUPTI"
-TEARDOWN_CUPTI_DEFAULT = "1"
+#: Sampled mode: untraced steps between windows run with no CUPTI subscriber (docs/performance.md).
+TEARDOWN_CUPTI_SAMPLED = "1"
+#: Full mode: its sessions follow each other with no untraced step between, so teardown buys
+#: nothing, and it lost the GPU activities of every session after an image's first (H100,
+#: 2026-12-07: 3 of 6 sessions without a kernel with teardown, 0 of 6 without; docs/performance.md).
+TEARDOWN_CUPTI_FULL = "0"
 #: Set by torch itself (to "1", with TEARDOWN_CUPTI "0") when CUDA graphs are compiled on CUDA < 12.6.
 DISABLE_CUPTI_LAZY_REINIT_ENV = "DISABLE_CUPTI_LAZY_REINIT"
 # Per-image sessions use a cyclic schedule whose cycles are flushed on purpose.
@@ -60,11 +65,22 @@ def kineto_json_path(run_dir: Path, rank: int, image_index: int, chunk: int) -> 
     return run_dir / TRACE_DIR / KINETO_DIR / _json_name(rank, image_index, chunk)
 
 
-def teardown_cupti_setting(device: torch.device) -> str | None:
-    """Make Kineto tear CUPTI down at each stop (CUDA only); return the value in force."""
+#: The value this process's last capture set, so that a later capture in the same process (tests,
+#: sweeps run in-process) sets its own mode's value while a user's or torch's value is kept.
+_teardown_set_by_dsocr: str | None = None
+
+
+def teardown_cupti_setting(device: torch.device, profile: ProfileMode) -> str | None:
+    """Set Kineto's CUPTI teardown for ``profile`` unless someone else set it (CUDA only); return it."""
+    global _teardown_set_by_dsocr
     if device.type != "cuda":
         return None
-    return os.environ.setdefault(TEARDOWN_CUPTI_ENV, TEARDOWN_CUPTI_DEFAULT)
+    current = os.environ.get(TEARDOWN_CUPTI_ENV)
+    if current is None or current == _teardown_set_by_dsocr:
+        wanted = TEARDOWN_CUPTI_FULL if profile is ProfileMode.full else TEARDOWN_CUPTI_SAMPLED
+        os.environ[TEARDOWN_CUPTI_ENV] = wanted
+        _teardown_set_by_dsocr = wanted
+    return os.environ[TEARDOWN_CUPTI_ENV]
 
 
 def profiler_env(device: torch.device) -> dict[str, str | None]:

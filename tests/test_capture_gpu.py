@@ -19,7 +19,7 @@ from trace_helpers import read_trace  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from dsocr._app import app  # noqa: E402
-from dsocr.rundir import read_predictions  # noqa: E402
+from dsocr.rundir import read_predictions, read_run_json  # noqa: E402
 
 GPU_OP_CATS = ["kernel", "gpu_memcpy", "gpu_memset"]
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -87,3 +87,24 @@ def test_cuda_sampled_sessions_trace_only_the_planned_steps(tmp_path: Path, samp
     coverage = json.loads(analyzed.output)["coverage"]
     assert coverage["kernels_start_before_launch"] == len(early)
     assert coverage["gpu_ops"] == trace.filter(pc.is_in(trace["cat"], pa.array(GPU_OP_CATS))).num_rows - len(early)
+
+
+def test_cuda_full_mode_keeps_kernels_in_every_session(tmp_path: Path, sample_pages: list[Path]) -> None:
+    """Back-to-back full-mode sessions each record their GPU side: with CUPTI torn down at every
+    stop, each image's sessions after the first recorded no kernel (docs/performance.md)."""
+    run_dir = tmp_path / "run"
+    result = run_capture(
+        *sample_pages[:2], "--out", run_dir, "--device", "cuda", "--max-new-tokens", "13",
+        "--profile", "full", "--full-chunk-steps", "4",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert read_run_json(run_dir).profiler_env["TEARDOWN_CUPTI"] == "0"
+    trace = read_trace(run_dir, columns=["image_index", "chunk", "cat"])
+    sessions = set(zip(trace["image_index"].to_pylist(), trace["chunk"].to_pylist(), strict=True))
+    kernels = trace.filter(pc.equal(trace["cat"], "kernel"))
+    with_kernels = set(zip(kernels["image_index"].to_pylist(), kernels["chunk"].to_pylist(), strict=True))
+    assert len(sessions) >= 2 * 3  # two images, at least three sessions each
+    assert sessions == with_kernels
+    analyzed = CliRunner().invoke(app, ["analyze", str(run_dir), "--json"])
+    assert analyzed.exit_code == 0, analyzed.output
+    assert json.loads(analyzed.output)["coverage"]["chunks_without_device_work"] == 0

@@ -63,3 +63,18 @@ def test_static_uncompiled_matches_the_dynamic_text(tmp_path: Path, sample_pages
         assert result.exit_code == 0, result.output
         texts[cache] = read_predictions(run_dir).to_pylist()[0]["text_raw"]
     assert texts["static"] == texts["dynamic"]
+
+
+def test_compiled_decode_in_full_mode_keeps_kernels_in_every_session(tmp_path: Path, sample_pages: list[Path]) -> None:
+    """CUDA graph replays in back-to-back full-mode sessions: each session records its kernels."""
+    run_dir = tmp_path / "run"
+    result = run_capture(
+        sample_pages[0], "--out", run_dir, "--device", "cuda", "--max-new-tokens", "13",
+        "--cache", "static", "--compile", "auto", "--profile", "full", "--full-chunk-steps", "4",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    trace = read_trace(run_dir, columns=["chunk", "cat"])
+    sessions = set(trace["chunk"].to_pylist())
+    with_kernels = set(trace.filter(pc.equal(trace["cat"], "kernel"))["chunk"].to_pylist())
+    assert len(sessions) >= 3
+    assert sessions == with_kernels

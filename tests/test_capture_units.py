@@ -6,6 +6,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
+from dsocr.capture import tracing
 from dsocr.capture.config import SamplingSchedule, parse_max_new_tokens
 from dsocr.capture.images import discover_images
 from dsocr.capture.limits import FALLBACK_DECODE_CEILING, ContextLimit, find_context_limit, resolve_cap, stop_reason
@@ -16,6 +18,7 @@ from torch.profiler import ProfilerAction
 from transformers import MistralConfig
 
 from dsocr.errors import BadInputError
+from dsocr.vocab import ProfileMode
 
 
 @pytest.mark.parametrize(("text", "expected"), [("inf", None), ("INF", None), (" Inf ", None), ("1", 1), ("512", 512)])
@@ -195,3 +198,19 @@ def test_the_converter_starts_warm_and_light() -> None:
         assert imported.result() == [True, False]
     finally:
         pool.shutdown()
+
+
+def test_cupti_teardown_is_on_for_sampled_off_for_full_and_a_users_value_is_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Full mode's back-to-back sessions lost their GPU activities with teardown (docs/performance.md)."""
+    cuda = torch.device("cuda")  # a device object only: nothing runs on it
+    monkeypatch.delenv(tracing.TEARDOWN_CUPTI_ENV, raising=False)
+    monkeypatch.setattr(tracing, "_teardown_set_by_dsocr", None)
+    assert tracing.teardown_cupti_setting(cuda, ProfileMode.full) == "0"
+    # A later capture in the same process sets its own mode's value over dsocr's earlier one.
+    assert tracing.teardown_cupti_setting(cuda, ProfileMode.sampled) == "1"
+    assert tracing.teardown_cupti_setting(cuda, ProfileMode.full) == "0"
+    monkeypatch.setenv(tracing.TEARDOWN_CUPTI_ENV, "1")
+    assert tracing.teardown_cupti_setting(cuda, ProfileMode.full) == "1"
+    assert tracing.teardown_cupti_setting(torch.device("cpu"), ProfileMode.full) is None
