@@ -201,7 +201,7 @@ def roofline_table(
             "stage": pa.array([Stage.decode] * decode.num_rows, pa.string()),
             "step": pa.nulls(decode.num_rows, pa.int32()),
             "tokens": pa.nulls(decode.num_rows, pa.int64()),
-            **{name: decode[name].cast(_BASE.field(name).type) for name in _SUMMED},
+            **{name: _to_type(decode[name], _BASE.field(name).type) for name in _SUMMED},
         },
         schema=_BASE,
     )
@@ -209,6 +209,14 @@ def roofline_table(
 
 
 _SUMMED = ("flops", "bytes", "attention_flops", "wall_ms", "gpu_busy_ms", "kernel_count")
+
+
+def _to_type(column: pa.Array, target: pa.DataType) -> pa.Array:
+    """A per-token mean in the table's type: counts are rounded (steps of a compiled run launch
+    different numbers of kernels, so their mean is fractional and a plain cast refuses it)."""
+    return (pc.round(column) if pa.types.is_integer(target) else column).cast(target)
+
+
 #: Column of ``_sums(..., count=True)``: the rows each group summed.
 _ROWS = "rows"
 

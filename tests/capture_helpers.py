@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner, Result
@@ -24,3 +26,14 @@ def with_fast_model(args: list[str]) -> list[str]:
 def run_capture(*args: str | Path) -> Result:
     """`dsocr capture ARGS...` (on FAST_MODEL unless ARGS name one) through the real CLI."""
     return CliRunner().invoke(app, ["capture", *with_fast_model(list(map(str, args)))])
+
+
+def run_capture_process(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`dsocr capture ARGS...` in a process of its own, as a user runs it: GPU tests use it because
+    Kineto's CUPTI settings (``TEARDOWN_CUPTI``, set per profile mode) are process-wide state that
+    one capture would leave to the next in a shared test process. ``cwd`` must not be the
+    repository root, whose ``dsocr/`` folder would shadow the installed package."""
+    command = [sys.executable, "-c", "from dsocr.cli import main; main()", "capture"]
+    return subprocess.run(
+        [*command, *with_fast_model(list(map(str, args)))], cwd=cwd, capture_output=True, text=True, check=False
+    )

@@ -16,6 +16,7 @@ from dsocr.analyze import findings as findings_module
 from dsocr.analyze.flops import architecture, decode_step_cost, tiles_from_image_tokens
 from dsocr.analyze.gpu_figures import COPY_PATTERN
 from dsocr.analyze.peaks import PEAKS, device_peak, find_peak
+from dsocr.analyze.roofline import roofline_table
 from dsocr.analyze.steps import STEPS
 from trace_helpers import read_trace
 
@@ -171,6 +172,24 @@ def test_decode_steps_add_up_to_the_stage(gpu_run: Path) -> None:
         # Attention grows with the cache: each step costs a little more than the one before.
         flops = [row["flops"] for row in steps]
         assert flops == sorted(flops) and flops[0] < flops[-1]
+
+
+def test_decode_kernel_count_per_token_is_rounded_when_steps_differ(gpu_run: Path) -> None:
+    """A compiled run's steps launch different numbers of kernels (graph replays, a few eager
+    ops): the per-token mean is fractional and the integer column takes it rounded."""
+    run = rundir.read_run_json(gpu_run)
+    steps = pq.read_table(gpu_run / "analysis" / "steps.parquet")
+    uneven = pa.array([69 + (index % 5 < 3) for index in range(steps.num_rows)], pa.int64())  # mean 69.6
+    steps = steps.set_column(steps.schema.get_field_index("kernel_count"), "kernel_count", uneven)
+    table = roofline_table(
+        architecture(run.model.architecture), run.model.dtype, device_peak(H200, run.model.dtype),
+        rundir.read_predictions(gpu_run), pq.read_table(gpu_run / "analysis" / "timings.parquet"), steps,
+    )  # fmt: skip
+    decode = table.filter(pc.equal(table["stage"], "decode")).to_pylist()
+    for point in decode:
+        image_steps = [count for image, count in zip(steps["image_index"].to_pylist(), uneven.to_pylist(), strict=True)
+                       if image == point["image_index"]]  # fmt: skip
+        assert point["kernel_count"] == round(sum(image_steps) / len(image_steps))
 
 
 def test_findings_on_the_gpu_capture(gpu_run: Path) -> None:

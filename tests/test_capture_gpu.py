@@ -14,7 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from capture_helpers import run_capture  # noqa: E402
+from capture_helpers import run_capture_process  # noqa: E402
 from trace_helpers import read_trace  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
@@ -27,10 +27,19 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 def test_cuda_capture_has_kernels_linked_to_launches(tmp_path: Path, sample_pages: list[Path]) -> None:
     run_dir = tmp_path / "run"
-    result = run_capture(
-        sample_pages[0], "--out", run_dir, "--device", "cuda", "--max-new-tokens", "6", "--profile", "full"
+    result = run_capture_process(
+        sample_pages[0],
+        "--out",
+        run_dir,
+        "--device",
+        "cuda",
+        "--max-new-tokens",
+        "6",
+        "--profile",
+        "full",
+        cwd=tmp_path,
     )
-    assert result.exit_code == 0, result.output
+    assert result.returncode == 0, result.stdout + result.stderr
     row = read_predictions(run_dir).to_pylist()[0]
     assert row["timing_clock"] == "cuda_event"
     assert row["generated_tokens"] == 6
@@ -53,10 +62,10 @@ def test_cuda_sampled_sessions_trace_only_the_planned_steps(tmp_path: Path, samp
     analyze and left out of its GPU figures."""
     run_dir = tmp_path / "run"
     arguments = ["--out", run_dir, "--device", "cuda", "--max-new-tokens", "12", "--profile", "sampled"]
-    result = run_capture(
-        sample_pages[0], *arguments, "--first-steps", "2", "--window-every", "6", "--window-steps", "2"
+    result = run_capture_process(
+        sample_pages[0], *arguments, "--first-steps", "2", "--window-every", "6", "--window-steps", "2", cwd=tmp_path
     )
-    assert result.exit_code == 0, result.output
+    assert result.returncode == 0, result.stdout + result.stderr
     row = read_predictions(run_dir).to_pylist()[0]
     traced = [step for step, on in enumerate(row["decode_step_traced"], start=1) if on]
     assert traced == [1, 2, 6, 7]
@@ -93,11 +102,12 @@ def test_cuda_full_mode_keeps_kernels_in_every_session(tmp_path: Path, sample_pa
     """Back-to-back full-mode sessions each record their GPU side: with CUPTI torn down at every
     stop, each image's sessions after the first recorded no kernel (docs/performance.md)."""
     run_dir = tmp_path / "run"
-    result = run_capture(
+    result = run_capture_process(
         *sample_pages[:2], "--out", run_dir, "--device", "cuda", "--max-new-tokens", "13",
         "--profile", "full", "--full-chunk-steps", "4",
+        cwd=tmp_path,
     )  # fmt: skip
-    assert result.exit_code == 0, result.output
+    assert result.returncode == 0, result.stdout + result.stderr
     assert read_run_json(run_dir).profiler_env["TEARDOWN_CUPTI"] == "0"
     trace = read_trace(run_dir, columns=["image_index", "chunk", "cat"])
     sessions = set(zip(trace["image_index"].to_pylist(), trace["chunk"].to_pylist(), strict=True))

@@ -15,7 +15,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from capture_helpers import run_capture  # noqa: E402
+from capture_helpers import run_capture_process  # noqa: E402
 from trace_helpers import read_trace  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
@@ -29,12 +29,13 @@ def test_compiled_decode_under_many_profiler_windows_does_not_crash(tmp_path: Pa
     """CUDA graphs replayed under a fresh profiler session per window (CUPTI set up and torn down
     each time): every image completes, nothing recompiles, and the graphs' kernels land in steps."""
     run_dir = tmp_path / "run"
-    result = run_capture(
+    result = run_capture_process(
         *sample_pages[:2], "--out", run_dir, "--device", "cuda", "--max-new-tokens", "24",
         "--cache", "static", "--compile", "auto", "--profile", "sampled",
         "--first-steps", "2", "--window-steps", "2", "--window-every", "5",
+        cwd=tmp_path,
     )  # fmt: skip
-    assert result.exit_code == 0, result.output
+    assert result.returncode == 0, result.stdout + result.stderr
     record = read_run_json(run_dir)
     assert record.static_cache is not None and record.static_cache.compiled
     assert record.static_cache.compile_seconds > 0
@@ -56,11 +57,12 @@ def test_static_uncompiled_matches_the_dynamic_text(tmp_path: Path, sample_pages
     texts = {}
     for cache in ("dynamic", "static"):
         run_dir = tmp_path / cache
-        result = run_capture(
+        result = run_capture_process(
             sample_pages[0], "--out", run_dir, "--device", "cuda", "--max-new-tokens", "16", "--profile", "off",
             "--cache", cache, "--compile", "off", "--dtype", "fp32",
+            cwd=tmp_path,
         )  # fmt: skip
-        assert result.exit_code == 0, result.output
+        assert result.returncode == 0, result.stdout + result.stderr
         texts[cache] = read_predictions(run_dir).to_pylist()[0]["text_raw"]
     assert texts["static"] == texts["dynamic"]
 
@@ -68,11 +70,12 @@ def test_static_uncompiled_matches_the_dynamic_text(tmp_path: Path, sample_pages
 def test_compiled_decode_in_full_mode_keeps_kernels_in_every_session(tmp_path: Path, sample_pages: list[Path]) -> None:
     """CUDA graph replays in back-to-back full-mode sessions: each session records its kernels."""
     run_dir = tmp_path / "run"
-    result = run_capture(
+    result = run_capture_process(
         sample_pages[0], "--out", run_dir, "--device", "cuda", "--max-new-tokens", "13",
         "--cache", "static", "--compile", "auto", "--profile", "full", "--full-chunk-steps", "4",
+        cwd=tmp_path,
     )  # fmt: skip
-    assert result.exit_code == 0, result.output
+    assert result.returncode == 0, result.stdout + result.stderr
     trace = read_trace(run_dir, columns=["chunk", "cat"])
     sessions = set(trace["chunk"].to_pylist())
     with_kernels = set(trace.filter(pc.equal(trace["cat"], "kernel"))["chunk"].to_pylist())
