@@ -45,7 +45,7 @@ TOKENS_C_SDPA=${TOKENS_C_SDPA:-128}
 TOKENS_C_FULL=${TOKENS_C_FULL:-256}
 TOKENS_C_STATIC=${TOKENS_C_STATIC:-512}
 VARIANTS_C_SDPA=${VARIANTS_C_SDPA:-off,off-sdpa-efficient,off-sdpa-math}
-VARIANTS_C_FULL=${VARIANTS_C_FULL:-off,full,full-no-teardown}
+VARIANTS_C_FULL=${VARIANTS_C_FULL:-off,full,full-teardown}
 VARIANTS_C_STATIC=${VARIANTS_C_STATIC:-dynamic-off,static-off,static-sampled,dynamic-sampled}
 #: Seconds kept back at the end of the phase for packing the logs.
 PACK_SECONDS=20
