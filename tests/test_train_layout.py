@@ -62,7 +62,7 @@ def test_training_script_smoke_run(tmp_path: Path) -> None:
     config = _smoke_config(tmp_path)
     completed = subprocess.run(
         [
-            *(sys.executable, "-m", "train.train_layout", "--smoke", "--freeze-vision-fraction", "1"),
+            *(sys.executable, "-m", "train.train_layout", "--smoke"),
             *("--config", str(config), "--out", str(out)),
         ],
         cwd=ROOT,
@@ -80,8 +80,20 @@ def test_training_script_smoke_run(tmp_path: Path) -> None:
     assert all(point["loss"] > 0 for point in record["loss_curve"])
     assert record["reload_same_input_ids"] is True
     assert record["vision_readout_init"]["head_offsets"] == [256, 256, 144, 144]
+    # The default keeps the vision tower frozen throughout (it collapses when trained with the rest).
     assert (record["freeze_vision_fraction"], record["vision_unfrozen_at_step"]) == (1.0, None)
     assert len(record["image_feature_spread"]) == 2
+    # The metric that says whether the model reads the page: held-out loss with each page's own
+    # image against another page's image, printed with the progress and recorded.
+    assert "held-out loss matched" in completed.stdout and " gap " in completed.stdout
+    uses = record["image_use"]["points"]
+    assert [point["step"] for point in uses] == [1, 2]
+    for point in uses:
+        assert point["matched"] > 0 and point["shuffled"] > 0
+        assert point["gap"] == pytest.approx(point["shuffled"] - point["matched"], abs=1e-3)
+    from train.train_layout import DEFAULT_VISION_LR_SCALE
+
+    assert record["vision_lr_scale"] == DEFAULT_VISION_LR_SCALE
     assert all(point["page_difference"] > 0 for point in record["image_feature_spread"])
     with tarfile.open(out / "checkpoint.tar") as archive:
         members = {Path(member.name).name: member for member in archive.getmembers() if member.isfile()}
@@ -95,3 +107,26 @@ def test_training_script_smoke_run(tmp_path: Path) -> None:
     evaluation = json.loads((out / "eval.json").read_text())
     assert evaluation["held_out"]["pages"] == 1 and evaluation["other_code"]["pages"] == 1
     assert set(evaluation["samples"]) == {"text-page.png", "table-page.png", "figure-page.png"}
+
+
+def test_image_use_exchanges_the_pages_images(tmp_path: Path) -> None:
+    """The shuffled loss gives each page another page's image (global view and crops alike): the
+    same page twice has a gap of exactly 0; different pages (a random model already sees them
+    differently) a gap that is not 0."""
+    import torch
+    from dsocr.capture.models import load_random_weights
+
+    from train.train_layout import image_use, image_use_batch
+
+    loaded = load_random_weights(_smoke_config(tmp_path), device="cpu", dtype=torch.float32, seed=0)
+    processor, pad_id = loaded.processor, loaded.processor.tokenizer.pad_token_id
+    batch = image_use_batch(processor, loaded.family, 2, pad_id, torch.float32)
+    assert batch["num_local_patches"][0] == batch["num_local_patches"][1] > 0
+    different = image_use(loaded.model, batch)
+    assert different["gap"] != 0
+    twice = dict(batch)
+    crops = batch["num_local_patches"][0]
+    twice["pixel_values"] = batch["pixel_values"][:1].repeat(2, 1, 1, 1)
+    twice["pixel_values_local"] = batch["pixel_values_local"][:crops].repeat(2, 1, 1, 1)
+    same = image_use(loaded.model, twice)
+    assert same["gap"] == 0
