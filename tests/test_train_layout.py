@@ -87,7 +87,7 @@ def test_training_script_smoke_run(tmp_path: Path) -> None:
     # image against another page's image, printed with the progress and recorded.
     assert "held-out loss matched" in completed.stdout and " gap " in completed.stdout
     uses = record["image_use"]["points"]
-    assert [point["step"] for point in uses] == [1, 2]
+    assert [point["step"] for point in uses] == [0, 1, 2]  # before training, then each step
     for point in uses:
         assert point["matched"] > 0 and point["shuffled"] > 0
         assert point["gap"] == pytest.approx(point["shuffled"] - point["matched"], abs=1e-3)
@@ -130,3 +130,43 @@ def test_image_use_exchanges_the_pages_images(tmp_path: Path) -> None:
     twice["pixel_values_local"] = batch["pixel_values_local"][:crops].repeat(2, 1, 1, 1)
     same = image_use(loaded.model, twice)
     assert same["gap"] == 0
+
+
+def test_cell_targets_follow_the_processors_views() -> None:
+    """train/cells.py's geometry matches the processor: one target per image token (crops, global
+    view, separator), and the global-view token at a block's centre is labelled with that block."""
+    from dsocr.capture.tokenizer import build_tokenizer
+    from transformers import DeepseekOcr2Processor
+    from transformers.models.deepseek_ocr2.image_processing_pil_deepseek_ocr2 import DeepseekOcr2ImageProcessorPil
+
+    from train import cells
+    from train.pages import LABELS, draw_page, normalized
+    from train.train_layout import PROMPT
+
+    processor = DeepseekOcr2Processor(image_processor=DeepseekOcr2ImageProcessorPil(), tokenizer=build_tokenizer())
+    view = processor.image_processor.size["height"]
+    shapes = set()
+    for seed in range(6):
+        page = draw_page(seed)
+        width, height = page.image.size
+        shapes.add(width > height)
+        inputs = processor(images=page.image, text=PROMPT, return_tensors="pt")
+        centres = cells.token_centres(width, height, view, crops=True)
+        assert len(centres) == int((inputs["input_ids"] == processor.image_token_id).sum())
+        boxes = [(block.label, normalized(block.box, page.image.size)) for block in page.blocks]
+        targets = cells.cell_targets(centres, boxes)
+        label, box = max(boxes, key=lambda item: (item[1][2] - item[1][0]) * (item[1][3] - item[1][1]))
+        centre = ((box[0] + box[2]) / 2 / 999, (box[1] + box[3]) / 2 / 999)
+        side = view // cells.TOKEN_PIXELS
+        global_start = len(centres) - 1 - side * side
+        nearest = min(
+            range(global_start, len(centres) - 1),
+            key=lambda i: (
+                float("inf")
+                if centres[i] is None
+                else (centres[i][0] - centre[0]) ** 2 + (centres[i][1] - centre[1]) ** 2
+            ),
+        )
+        assert targets[nearest][0] == 1 + LABELS.index(label)
+        assert targets[-1] == (cells.IGNORE,) * 5  # the view separator
+    assert shapes == {True, False}  # landscape and portrait pages (padding on either side)

@@ -443,6 +443,12 @@ def main() -> None:
     last_print = train_started
     use_autocast = device.type == "cuda"
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast)
+    try:
+        with autocast:
+            image_uses.append({"step": 0, **image_use(model, probe)})
+        print(f"before training: held-out loss {image_uses[-1]}", flush=True)
+    except RuntimeError as exc:  # the first step's fp32 fallback below handles a failing bf16
+        print(f"before training: no held-out loss ({str(exc).splitlines()[0]})", flush=True)
     while step < args.max_steps:
         elapsed = time.perf_counter() - train_started
         if elapsed >= train_budget:
@@ -492,6 +498,7 @@ def main() -> None:
             use_autocast, pixel_dtype = False, torch.float32
             autocast = torch.autocast(device.type, enabled=False)
             ring = [_to_device(item, device, pixel_dtype) for item in ring]
+            probe = _to_device(probe, device, pixel_dtype)
             continue
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -531,6 +538,10 @@ def main() -> None:
             )
             last_print = now
     train_seconds = time.perf_counter() - train_started
+    if not image_uses or image_uses[-1]["step"] != step:
+        with autocast:
+            image_uses.append({"step": step, **image_use(model, probe)})
+    print(f"after training: held-out loss {image_uses[-1]}", flush=True)
     stop.set()
     for worker in workers:
         worker.terminate()
