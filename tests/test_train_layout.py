@@ -94,6 +94,9 @@ def test_training_script_smoke_run(tmp_path: Path) -> None:
     from train.train_layout import DEFAULT_VISION_LR_SCALE
 
     assert record["vision_lr_scale"] == DEFAULT_VISION_LR_SCALE
+    # The auxiliary cell loss is on by default and recorded with the answer loss.
+    assert record["cell_loss"]["weight"] == 1.0
+    assert all(point["cell_loss"] > 0 for point in record["loss_curve"])
     assert all(point["page_difference"] > 0 for point in record["image_feature_spread"])
     with tarfile.open(out / "checkpoint.tar") as archive:
         members = {Path(member.name).name: member for member in archive.getmembers() if member.isfile()}
