@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,32 @@ def test_cell_targets_follow_the_processors_views() -> None:
         assert targets[nearest][0] == 1 + LABELS.index(label)
         assert targets[-1] == (cells.IGNORE,) * 5  # the view separator
     assert shapes == {True, False}  # landscape and portrait pages (padding on either side)
+
+
+def test_crop_grid_copy_agrees_with_the_processor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copied crop-grid rule (used where transformers lays its modules out differently) picks the
+    processor's grid for every page shape the generators draw and more."""
+    from train import cells
+
+    sizes = [(w, h) for w in range(300, 2400, 97) for h in range(300, 2400, 89)]
+    expected = [cells.crop_grid(w, h) for w, h in sizes]
+    monkeypatch.setattr(cells, "get_optimal_tiled_canvas", None)
+    assert [cells.crop_grid(w, h) for w, h in sizes] == expected
+    assert len(set(expected)) > 3
+
+
+def test_a_step_waiting_for_dead_page_workers_fails_at_once() -> None:
+    """When every page worker has died, waiting for a batch is an error within seconds (the device
+    call would otherwise wait out its time limit and save nothing)."""
+    import multiprocessing
+
+    from train.train_layout import WORKER_CHECK_S, _next_batch
+
+    context = multiprocessing.get_context("fork")
+    worker = context.Process(target=sys.exit, args=(3,))
+    worker.start()
+    worker.join()
+    started = time.perf_counter()
+    with pytest.raises(RuntimeError, match="every page worker died"):
+        _next_batch(context.Queue(), [worker])
+    assert time.perf_counter() - started < 3 * WORKER_CHECK_S

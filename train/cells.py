@@ -18,7 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from transformers.models.deepseek_ocr2.image_processing_pil_deepseek_ocr2 import get_optimal_tiled_canvas
+try:  # the processor's own choice of the crop grid, whatever transformers' version
+    from transformers.models.deepseek_ocr2.image_processing_pil_deepseek_ocr2 import get_optimal_tiled_canvas
+except ImportError:  # pragma: no cover - another transformers layout: the same rule, copied (5.25)
+    get_optimal_tiled_canvas = None  # type: ignore[assignment]
 
 from train.pages import COORDINATE_SCALE, LABELS
 
@@ -33,12 +36,30 @@ CLASSES = 1 + len(LABELS)
 Box = tuple[float, float, float, float]
 
 
+def crop_grid(width: int, height: int) -> tuple[int, int]:
+    """(columns, rows) of the local crops the processor cuts from a page of this size."""
+    if get_optimal_tiled_canvas is not None:
+        return get_optimal_tiled_canvas((height, width), (TILE, TILE), MIN_CROPS, MAX_CROPS)
+    grids = sorted(
+        [(c, r) for c in range(1, MAX_CROPS + 1) for r in range(1, MAX_CROPS + 1) if MIN_CROPS <= c * r <= MAX_CROPS],
+        key=lambda grid: grid[0] * grid[1],
+    )
+    best, best_difference = (1, 1), float("inf")
+    for grid in grids:
+        difference = abs(width / height - grid[0] / grid[1])
+        if difference < best_difference:
+            best, best_difference = grid, difference
+        elif difference == best_difference and width * height > 0.5 * TILE * TILE * grid[0] * grid[1]:
+            best = grid
+    return best
+
+
 def token_centres(width: int, height: int, view: int, crops: bool) -> list[tuple[float, float] | None]:
     """Each image token's cell centre as a page fraction (x, y), in the model's feature order;
     None for a global-view token on the padding and for the separator."""
     centres: list[tuple[float, float] | None] = []
     if crops and max(width, height) > TILE:
-        columns, rows = get_optimal_tiled_canvas((height, width), (TILE, TILE), MIN_CROPS, MAX_CROPS)
+        columns, rows = crop_grid(width, height)
         side = TILE // TOKEN_PIXELS
         for tile in range(columns * rows):
             column, row = tile % columns, tile // columns
