@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,7 @@ def test_training_script_smoke_run(tmp_path: Path) -> None:
     config = _smoke_config(tmp_path)
     completed = subprocess.run(
         [
-            *(sys.executable, "-m", "train.train_layout", "--smoke", "--freeze-vision-fraction", "1"),
+            *(sys.executable, "-m", "train.train_layout", "--smoke"),
             *("--config", str(config), "--out", str(out)),
         ],
         cwd=ROOT,
@@ -80,8 +81,23 @@ def test_training_script_smoke_run(tmp_path: Path) -> None:
     assert all(point["loss"] > 0 for point in record["loss_curve"])
     assert record["reload_same_input_ids"] is True
     assert record["vision_readout_init"]["head_offsets"] == [256, 256, 144, 144]
+    # The default keeps the vision tower frozen throughout (it collapses when trained with the rest).
     assert (record["freeze_vision_fraction"], record["vision_unfrozen_at_step"]) == (1.0, None)
     assert len(record["image_feature_spread"]) == 2
+    # The metric that says whether the model reads the page: held-out loss with each page's own
+    # image against another page's image, printed with the progress and recorded.
+    assert "held-out loss matched" in completed.stdout and " gap " in completed.stdout
+    uses = record["image_use"]["points"]
+    assert [point["step"] for point in uses] == [0, 1, 2]  # before training, then each step
+    for point in uses:
+        assert point["matched"] > 0 and point["shuffled"] > 0
+        assert point["gap"] == pytest.approx(point["shuffled"] - point["matched"], abs=1e-3)
+    from train.train_layout import DEFAULT_VISION_LR_SCALE
+
+    assert record["vision_lr_scale"] == DEFAULT_VISION_LR_SCALE
+    # The auxiliary cell loss is on by default and recorded with the answer loss.
+    assert record["cell_loss"]["weight"] == 1.0
+    assert all(point["cell_loss"] > 0 for point in record["loss_curve"])
     assert all(point["page_difference"] > 0 for point in record["image_feature_spread"])
     with tarfile.open(out / "checkpoint.tar") as archive:
         members = {Path(member.name).name: member for member in archive.getmembers() if member.isfile()}
@@ -95,3 +111,95 @@ def test_training_script_smoke_run(tmp_path: Path) -> None:
     evaluation = json.loads((out / "eval.json").read_text())
     assert evaluation["held_out"]["pages"] == 1 and evaluation["other_code"]["pages"] == 1
     assert set(evaluation["samples"]) == {"text-page.png", "table-page.png", "figure-page.png"}
+
+
+def test_image_use_exchanges_the_pages_images(tmp_path: Path) -> None:
+    """The shuffled loss gives each page another page's image (global view and crops alike): the
+    same page twice has a gap of exactly 0; different pages (a random model already sees them
+    differently) a gap that is not 0."""
+    import torch
+    from dsocr.capture.models import load_random_weights
+
+    from train.train_layout import image_use, image_use_batch
+
+    loaded = load_random_weights(_smoke_config(tmp_path), device="cpu", dtype=torch.float32, seed=0)
+    processor, pad_id = loaded.processor, loaded.processor.tokenizer.pad_token_id
+    batch = image_use_batch(processor, loaded.family, 2, pad_id, torch.float32)
+    assert batch["num_local_patches"][0] == batch["num_local_patches"][1] > 0
+    different = image_use(loaded.model, batch)
+    assert different["gap"] != 0
+    twice = dict(batch)
+    crops = batch["num_local_patches"][0]
+    twice["pixel_values"] = batch["pixel_values"][:1].repeat(2, 1, 1, 1)
+    twice["pixel_values_local"] = batch["pixel_values_local"][:crops].repeat(2, 1, 1, 1)
+    same = image_use(loaded.model, twice)
+    assert same["gap"] == 0
+
+
+def test_cell_targets_follow_the_processors_views() -> None:
+    """train/cells.py's geometry matches the processor: one target per image token (crops, global
+    view, separator), and the global-view token at a block's centre is labelled with that block."""
+    from dsocr.capture.tokenizer import build_tokenizer
+    from transformers import DeepseekOcr2Processor
+    from transformers.models.deepseek_ocr2.image_processing_pil_deepseek_ocr2 import DeepseekOcr2ImageProcessorPil
+
+    from train import cells
+    from train.pages import LABELS, draw_page, normalized
+    from train.train_layout import PROMPT
+
+    processor = DeepseekOcr2Processor(image_processor=DeepseekOcr2ImageProcessorPil(), tokenizer=build_tokenizer())
+    view = processor.image_processor.size["height"]
+    shapes = set()
+    for seed in range(6):
+        page = draw_page(seed)
+        width, height = page.image.size
+        shapes.add(width > height)
+        inputs = processor(images=page.image, text=PROMPT, return_tensors="pt")
+        centres = cells.token_centres(width, height, view, crops=True)
+        assert len(centres) == int((inputs["input_ids"] == processor.image_token_id).sum())
+        boxes = [(block.label, normalized(block.box, page.image.size)) for block in page.blocks]
+        targets = cells.cell_targets(centres, boxes)
+        label, box = max(boxes, key=lambda item: (item[1][2] - item[1][0]) * (item[1][3] - item[1][1]))
+        centre = ((box[0] + box[2]) / 2 / 999, (box[1] + box[3]) / 2 / 999)
+        side = view // cells.TOKEN_PIXELS
+        global_start = len(centres) - 1 - side * side
+        nearest = min(
+            range(global_start, len(centres) - 1),
+            key=lambda i: (
+                float("inf")
+                if centres[i] is None
+                else (centres[i][0] - centre[0]) ** 2 + (centres[i][1] - centre[1]) ** 2
+            ),
+        )
+        assert targets[nearest][0] == 1 + LABELS.index(label)
+        assert targets[-1] == (cells.IGNORE,) * 5  # the view separator
+    assert shapes == {True, False}  # landscape and portrait pages (padding on either side)
+
+
+def test_crop_grid_copy_agrees_with_the_processor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copied crop-grid rule (used where transformers lays its modules out differently) picks the
+    processor's grid for every page shape the generators draw and more."""
+    from train import cells
+
+    sizes = [(w, h) for w in range(300, 2400, 97) for h in range(300, 2400, 89)]
+    expected = [cells.crop_grid(w, h) for w, h in sizes]
+    monkeypatch.setattr(cells, "get_optimal_tiled_canvas", None)
+    assert [cells.crop_grid(w, h) for w, h in sizes] == expected
+    assert len(set(expected)) > 3
+
+
+def test_a_step_waiting_for_dead_page_workers_fails_at_once() -> None:
+    """When every page worker has died, waiting for a batch is an error within seconds (the device
+    call would otherwise wait out its time limit and save nothing)."""
+    import multiprocessing
+
+    from train.train_layout import WORKER_CHECK_S, _next_batch
+
+    context = multiprocessing.get_context("fork")
+    worker = context.Process(target=sys.exit, args=(3,))
+    worker.start()
+    worker.join()
+    started = time.perf_counter()
+    with pytest.raises(RuntimeError, match="every page worker died"):
+        _next_batch(context.Queue(), [worker])
+    assert time.perf_counter() - started < 3 * WORKER_CHECK_S

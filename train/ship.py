@@ -43,6 +43,10 @@ TRAINING_KEYS = (
     "distinct_pages",
     "train_seconds",
     "vision_readout_init",
+    "freeze_vision_fraction",
+    "vision_lr_scale",
+    "cell_loss",
+    "image_use",
 )
 
 

@@ -46,10 +46,11 @@ import torch  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 import torch.nn.functional as functional  # noqa: E402
 from dsocr.capture.models import LoadedModel, load_checkpoint, load_random_weights  # noqa: E402
+from dsocr.capture.tokenizer import IMAGE_TOKEN  # noqa: E402
 
 from dsocr.families import DEEPSEEK_OCR2  # noqa: E402
-from train import evaluate  # noqa: E402
-from train.pages import page_and_target  # noqa: E402
+from train import cells, evaluate  # noqa: E402
+from train.pages import draw_page, normalized, target_text  # noqa: E402
 
 CONFIG = ROOT / "train" / "layout-config.json"
 PROMPT = DEEPSEEK_OCR2.default_prompt
@@ -63,9 +64,25 @@ FINAL_LR_FRACTION = 0.05
 SMOKE_STEPS = 2
 SMOKE_BATCH = 2
 PAGES_COMPARED = 2
+#: Held-out pages whose matched vs shuffled loss is printed with each progress line.
+IMAGE_USE_PAGES = 8
 SMOKE_EVAL_TOKENS = 4
 #: Seconds kept after training for saving, reloading and evaluating (the device call is limited).
 DEFAULT_EVAL_RESERVE_S = 150.0
+#: The vision tower (SAM and the vision encoder) stays frozen for this fraction of the training
+#: time: all of it. On CPU (train/cpu_probe.py, docs/layout-model.md) AdamW at the decoder's
+#: learning rate collapses the tower within 4 steps (two pages' projected features: 0.63 of their
+#: norm apart at init, 0.04 after 4 steps; 0.19 after 8 with SAM frozen and the encoder trained);
+#: frozen, they stay page-dependent and the decoder learns to read them.
+DEFAULT_FREEZE_VISION_FRACTION = 1.0
+#: Once unfrozen (``--freeze-vision-fraction`` < 1), the tower trains at this fraction of the
+#: learning rate: at 0.01 the features stayed 0.48 of their norm apart after 12 CPU steps.
+DEFAULT_VISION_LR_SCALE = 0.01
+#: Weight of the auxiliary cell loss (train/cells.py) beside the answer loss. On CPU (frozen tower,
+#: pages of at most 5 blocks, 2 decoder layers, 350 steps of 8 pages) it lowered the held-out
+#: answer loss from 0.773 to 0.740 and kept two pages' features 0.33 of their norm apart (0.19
+#: without); neither run reached a clear matched/shuffled gap (docs/layout-model.md).
+DEFAULT_CELL_LOSS_WEIGHT = 1.0
 
 
 #: The rotary offsets the first vision-encoder layer's heads read at initialisation: a learned query
@@ -131,18 +148,68 @@ def feature_spread(model: torch.nn.Module, pixel_values: torch.Tensor) -> dict[s
     }
 
 
-def _encode_page(processor: Any, family: Any, seed: int) -> dict[str, Any]:
+def image_use_batch(processor: Any, family: Any, pages: int, pad_id: int, dtype: torch.dtype) -> dict[str, Any]:
+    """``pages`` held-out pages (never trained on) with the same number of crops, as one batch.
+
+    The same crop count gives every page the same number of image placeholders, so the pages'
+    images can be exchanged (:func:`image_use`) without changing any token.
+    """
+    by_crops: dict[int, list[dict[str, Any]]] = {}
+    seed = 0
+    while True:
+        example = _encode_page(processor, family, seed, held_out=True)
+        group = by_crops.setdefault(example["num_local_patches"], [])
+        group.append(example)
+        if len(group) == pages:
+            return collate(group, pad_id, dtype)
+        seed += 1
+
+
+def image_use(model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, float]:
+    """Does the model read the page? Held-out answer loss per token with each page's own image
+    (``matched``) and with the images rolled by one page (``shuffled``: another page's image, the
+    same answer). An average-layout model (runs 1 and 2 of docs/layout-model.md) has a gap
+    (shuffled - matched) of ~0; a model that reads the page, a clearly positive one."""
+    rolled = dict(batch)
+    rolled["pixel_values"] = batch["pixel_values"].roll(1, dims=0)
+    if batch["pixel_values_local"] is not None:
+        crops = batch["num_local_patches"][0]  # the same for every page of the batch
+        rolled["pixel_values_local"] = batch["pixel_values_local"].roll(crops, dims=0)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        matched = float(answer_loss(model, batch))
+        shuffled = float(answer_loss(model, rolled))
+    model.train(was_training)
+    return {"matched": round(matched, 4), "shuffled": round(shuffled, 4), "gap": round(shuffled - matched, 4)}
+
+
+def _encode_page(processor: Any, family: Any, seed: int, held_out: bool = False) -> dict[str, Any]:
     """One training example through capture's processor call: prompt ids, answer ids, pixels."""
-    image, target = page_and_target(seed)
+    if held_out != (seed < evaluate.HELD_OUT_SEED_LIMIT):
+        raise ValueError(f"seed {seed} is on the wrong side of {evaluate.HELD_OUT_SEED_LIMIT}")
+    page = draw_page(seed)
+    image = page.image
     inputs = family.build_inputs(processor, image, PROMPT)
     tokenizer = processor.tokenizer
-    answer = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    answer = tokenizer(target_text(page.blocks, image.size), add_special_tokens=False)["input_ids"]
+    answer.append(tokenizer.eos_token_id)
+    view = processor.image_processor.size["height"]
+    centres = cells.token_centres(image.width, image.height, view, crops=True)
+    boxes = [(block.label, normalized(block.box, image.size)) for block in page.blocks]
+    cell_targets = torch.tensor(cells.cell_targets(centres, boxes), dtype=torch.long)
+    image_tokens = int((inputs["input_ids"] == tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)).sum())
+    if len(cell_targets) != image_tokens:
+        # Another processor geometry than train/cells.py's: this page trains without cell targets.
+        print(f"page {seed}: {len(cell_targets)} cell targets for {image_tokens} image tokens; none used", flush=True)
+        cell_targets = torch.full((image_tokens, 5), cells.IGNORE, dtype=torch.long)
     return {
         "prompt_ids": inputs["input_ids"][0],
         "answer_ids": torch.tensor(answer, dtype=torch.long),
         "pixel_values": inputs["pixel_values"],
         "pixel_values_local": inputs.get("pixel_values_local"),
         "num_local_patches": int(inputs["num_local_patches"][0]),
+        "cells": cell_targets,
     }
 
 
@@ -167,6 +234,7 @@ def collate(examples: list[dict[str, Any]], pad_id: int, pixel_dtype: torch.dtyp
         "pixel_values": torch.cat([e["pixel_values"] for e in examples]).to(pixel_dtype),
         "pixel_values_local": torch.cat(locals_).to(pixel_dtype) if locals_ else None,
         "num_local_patches": [e["num_local_patches"] for e in examples],
+        "cells": torch.cat([e["cells"] for e in examples]),
         "answer_tokens": int(sum(len(e["answer_ids"]) for e in examples)),
     }
 
@@ -202,6 +270,21 @@ def _worker(
                 continue
 
 
+#: How often a step waiting for its first batch checks that a page worker is still alive.
+WORKER_CHECK_S = 5.0
+
+
+def _next_batch(batches: Any, workers: list[Any]) -> dict[str, Any]:
+    """The next batch from the page workers; an error (not a silent wait) when every worker died."""
+    while True:
+        try:
+            return batches.get(timeout=WORKER_CHECK_S)
+        except queue.Empty:
+            if not any(worker.is_alive() for worker in workers):
+                codes = sorted({worker.exitcode for worker in workers}, key=str)
+                raise RuntimeError(f"every page worker died (exit codes {codes}); see their errors above") from None
+
+
 def lr_at(fraction: float, peak: float) -> float:
     """Linear warm-up over WARMUP_FRACTION of the budget, then cosine to FINAL_LR_FRACTION of peak."""
     if fraction < WARMUP_FRACTION:
@@ -210,8 +293,11 @@ def lr_at(fraction: float, peak: float) -> float:
     return peak * (FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def answer_loss(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-    """Mean cross-entropy of the next token over answer positions only."""
+def answer_loss(
+    model: torch.nn.Module, batch: dict[str, Any], cell_head: torch.nn.Module | None = None
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy of the next token over answer positions only; with ``cell_head``, also the
+    auxiliary cell loss (train/cells.py) on the decoder's last hidden state at the image tokens."""
     output = model(
         input_ids=batch["input_ids"],
         attention_mask=batch["attention_mask"],
@@ -219,10 +305,32 @@ def answer_loss(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         pixel_values_local=batch["pixel_values_local"],
         num_local_patches=batch["num_local_patches"],
         use_cache=False,
+        output_hidden_states=cell_head is not None,
     )
     logits = output.logits[:, :-1].float()
     targets = batch["labels"][:, 1:]
-    return functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
+    loss = functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
+    if cell_head is None:
+        return loss
+    image_mask = batch["input_ids"] == model.config.image_token_id
+    return loss, cells_loss(cell_head, output.hidden_states[-1][image_mask].float(), batch["cells"])
+
+
+def cells_loss(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the cell head per image token: the covering block's label class (or none),
+    plus a quarter of each of its four box coordinates' bins (train/cells.py)."""
+    logits = head(hidden)
+
+    def mean_cross_entropy(part: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
+        # Summed, then divided: 0 (not NaN) when every target is ignored, and no host sync.
+        summed = functional.cross_entropy(part, wanted, ignore_index=cells.IGNORE, reduction="sum")
+        return summed / (wanted != cells.IGNORE).sum().clamp(min=1)
+
+    loss = mean_cross_entropy(logits[:, : cells.CLASSES], targets[:, 0])
+    for k in range(4):
+        start = cells.CLASSES + k * cells.BOX_BINS
+        loss = loss + mean_cross_entropy(logits[:, start : start + cells.BOX_BINS], targets[:, 1 + k]) / 4
+    return loss
 
 
 def _to_device(batch: dict[str, Any], device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
@@ -269,9 +377,22 @@ def main() -> None:
     parser.add_argument(
         "--freeze-vision-fraction",
         type=float,
-        default=0.0,
-        help="train with the vision tower frozen for this fraction of the time budget (0: never)",
+        default=DEFAULT_FREEZE_VISION_FRACTION,
+        help="train with the vision tower frozen for this fraction of the time budget (0: never, 1: always)",
     )
+    parser.add_argument(
+        "--vision-lr-scale",
+        type=float,
+        default=DEFAULT_VISION_LR_SCALE,
+        help="learning rate of SAM and the vision encoder / the rest's",
+    )
+    parser.add_argument(
+        "--cell-loss-weight",
+        type=float,
+        default=DEFAULT_CELL_LOSS_WEIGHT,
+        help="weight of the auxiliary cell loss (train/cells.py; 0: off)",
+    )
+    parser.add_argument("--image-use-pages", type=int, default=IMAGE_USE_PAGES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--no-readout-init", dest="readout_init", action="store_false", help="keep the random vision readout"
@@ -285,6 +406,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.max_steps, args.batch, args.workers, args.ring = SMOKE_STEPS, SMOKE_BATCH, 1, 1
+        args.image_use_pages = SMOKE_BATCH
         args.eval_pages, args.eval_batch, args.eval_max_new_tokens = 1, 1, SMOKE_EVAL_TOKENS
     started = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
@@ -312,23 +434,53 @@ def main() -> None:
     ]
     for worker in workers:
         worker.start()
+    probe = _to_device(
+        image_use_batch(processor, family, args.image_use_pages, processor.tokenizer.pad_token_id, pixel_dtype),
+        device,
+        pixel_dtype,
+    )
     model.to(device)
     model.train()
+    vision = list(model.model.vision_tower.parameters())
+    vision_ids = {id(parameter) for parameter in vision}
+    hidden_size = model.config.text_config.hidden_size
+    # The cell head is the auxiliary loss's alone: it is not part of the model and is not saved.
+    cell_head = torch.nn.Linear(hidden_size, cells.CLASSES + 4 * cells.BOX_BINS).to(device)
+    groups = [
+        {"params": vision, "lr_scale": args.vision_lr_scale},
+        {"params": [p for p in model.parameters() if id(p) not in vision_ids], "lr_scale": 1.0},
+        {"params": list(cell_head.parameters()), "lr_scale": 1.0},
+    ]
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=args.weight_decay, fused=device.type == "cuda"
+        groups, lr=args.lr, betas=(0.9, 0.98), weight_decay=args.weight_decay, fused=device.type == "cuda"
     )
     train_budget = max(1.0, args.budget_s - args.eval_reserve_s - (time.perf_counter() - started))
     train_started = time.perf_counter()
     ring: list[dict[str, Any]] = []
     spreads: list[dict[str, Any]] = []
+    image_uses: list[dict[str, Any]] = []
     frozen_now, unfrozen_at_step = False, None
     loss_curve: list[dict[str, Any]] = []
     step = fresh = replayed = pages_seen = distinct_pages = 0
     wait_s = 0.0
-    loss_sum, loss_count = 0.0, 0
+    loss_sum, loss_count, cell_sum = 0.0, 0, 0.0
     last_print = train_started
     use_autocast = device.type == "cuda"
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast)
+    if args.cell_loss_weight > 0:
+        try:  # one forward with the cell head first: a transformers without hidden states trains without it
+            with torch.no_grad(), autocast:
+                first_cell_loss = float(answer_loss(model, probe, cell_head)[1])
+            print(f"cell loss before training: {first_cell_loss:.4f}", flush=True)
+        except (RuntimeError, TypeError, AttributeError, IndexError) as exc:
+            print(f"the cell loss is off: {type(exc).__name__}: {str(exc).splitlines()[0]}", flush=True)
+            args.cell_loss_weight = 0.0
+    try:
+        with autocast:
+            image_uses.append({"step": 0, **image_use(model, probe)})
+        print(f"before training: held-out loss {image_uses[-1]}", flush=True)
+    except RuntimeError as exc:  # the first step's fp32 fallback below handles a failing bf16
+        print(f"before training: no held-out loss ({str(exc).splitlines()[0]})", flush=True)
     while step < args.max_steps:
         elapsed = time.perf_counter() - train_started
         if elapsed >= train_budget:
@@ -339,7 +491,7 @@ def main() -> None:
             batch = None
         if batch is None and (not ring or args.smoke):
             waited = time.perf_counter()
-            batch = batches.get(timeout=600)
+            batch = _next_batch(batches, workers)
             wait_s += time.perf_counter() - waited
         if batch is not None:
             batch = _to_device(evaluate.unpacked(batch), device, pixel_dtype)
@@ -360,12 +512,16 @@ def main() -> None:
                 unfrozen_at_step = step
                 print(f"vision tower trainable from step {step}", flush=True)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(elapsed / train_budget, args.lr)
+            group["lr"] = lr_at(elapsed / train_budget, args.lr) * group["lr_scale"]
         optimizer.zero_grad(set_to_none=True)
         try:
             with autocast:
-                loss = answer_loss(model, batch)
-            loss.backward()
+                if args.cell_loss_weight > 0:
+                    loss, cell_loss = answer_loss(model, batch, cell_head)
+                    total = loss + args.cell_loss_weight * cell_loss
+                else:
+                    loss = total = answer_loss(model, batch)
+            total.backward()
         except RuntimeError as exc:
             if step > 0 or not use_autocast:
                 raise
@@ -374,12 +530,15 @@ def main() -> None:
             use_autocast, pixel_dtype = False, torch.float32
             autocast = torch.autocast(device.type, enabled=False)
             ring = [_to_device(item, device, pixel_dtype) for item in ring]
+            probe = _to_device(probe, device, pixel_dtype)
             continue
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         step += 1
         pages_seen += len(batch["num_local_patches"])
         loss_sum += float(loss.detach())
+        if args.cell_loss_weight > 0:
+            cell_sum += float(cell_loss.detach())
         loss_count += 1
         if step % LOSS_CURVE_EVERY == 0 or args.smoke:
             loss_curve.append(
@@ -388,25 +547,33 @@ def main() -> None:
                     "seconds": round(time.perf_counter() - train_started, 1),
                     "pages_seen": pages_seen,
                     "loss": round(loss_sum / loss_count, 4),
-                    "lr": round(optimizer.param_groups[0]["lr"], 6),
+                    "cell_loss": round(cell_sum / loss_count, 4) if args.cell_loss_weight > 0 else None,
+                    "lr": round(optimizer.param_groups[-1]["lr"], 6),
                 }
             )
-            loss_sum, loss_count = 0.0, 0
+            loss_sum, loss_count, cell_sum = 0.0, 0, 0.0
         now = time.perf_counter()
         if now - last_print >= PRINT_EVERY_S or args.smoke:
             last = loss_curve[-1] if loss_curve else {}
             with autocast:
                 spread = feature_spread(model, batch["pixel_values"])
+                use = image_use(model, probe)
             if spread is not None:
                 spreads.append({"step": step, **spread})
+            image_uses.append({"step": step, **use})
             print(
                 f"step {step} {now - train_started:.0f}s loss {last.get('loss')} lr {last.get('lr')} "
                 f"fresh {fresh} replayed {replayed} distinct pages {distinct_pages} waited {wait_s:.1f}s "
-                f"image features {spread}",
+                f"image features {spread} held-out loss matched {use['matched']} shuffled {use['shuffled']} "
+                f"gap {use['gap']}",
                 flush=True,
             )
             last_print = now
     train_seconds = time.perf_counter() - train_started
+    if not image_uses or image_uses[-1]["step"] != step:
+        with autocast:
+            image_uses.append({"step": step, **image_use(model, probe)})
+    print(f"after training: held-out loss {image_uses[-1]}", flush=True)
     stop.set()
     for worker in workers:
         worker.terminate()
@@ -428,8 +595,21 @@ def main() -> None:
         "widths": {k: v for k, v in widths.items() if k != "_comment"},
         "vision_readout_init": readout,
         "freeze_vision_fraction": args.freeze_vision_fraction,
-        "vision_unfrozen_at_step": unfrozen_at_step if args.freeze_vision_fraction > 0 else None,
+        "vision_unfrozen_at_step": unfrozen_at_step,
+        "vision_lr_scale": args.vision_lr_scale,
+        "cell_loss": {
+            "weight": args.cell_loss_weight,
+            "what": "auxiliary cross-entropy on the decoder's last hidden state at each image token: the label of "
+            f"the block covering its cell and that block's box in {cells.BOX_BINS} bins per coordinate "
+            "(train/cells.py); the head is not saved",
+        },
         "image_feature_spread": spreads,
+        "image_use": {
+            "what": f"held-out answer loss per token on {args.image_use_pages} pages (seeds from 0, one crop count) "
+            "with their own images (matched) and with the images rolled by one page (shuffled); gap = shuffled - "
+            "matched: ~0 for a model that ignores the page",
+            "points": image_uses,
+        },
         "parameters": loaded.num_parameters,
         "context_limit": loaded.context_limit.tokens,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
