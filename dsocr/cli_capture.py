@@ -162,7 +162,8 @@ def capture(
         typer.Option(
             help="Local model folder (DeepSeek-OCR-2, or another registered family), an architecture "
             ".json (random weights), or embedded:NAME (a model shipped inside dsocr). "
-            "Default: the embedded tiny DeepSeek-OCR-2 (embedded:tiny-deepseek-ocr2).",
+            "Default: the embedded layout model (embedded:layout-deepseek-ocr2, trained on synthetic "
+            "pages: block boxes and labels, no text); embedded:tiny-deepseek-ocr2 is the fastest.",
             show_default=False,
         ),
     ] = None,
