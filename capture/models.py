@@ -11,9 +11,11 @@ Two sources:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import platform
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from dsocr.capture.embedded_models import model_id as embedded_model_id
 from dsocr.capture.families import LoadOptions, ModelFamily, family_for
 from dsocr.capture.limits import ContextLimit
 from PIL import Image
+from transformers.utils import logging as hf_logging
 
 from dsocr.errors import BadInputError, ModelLoadError
 
@@ -236,6 +239,19 @@ def load_random_weights(
     return _finish(model, processor, family, torch_device, model_id, "random-weights")
 
 
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """transformers draws a "Loading weights" bar on stderr: capture's own progress (and the
+    Python API, which prints nothing) must not get it."""
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_checkpoint(
     folder: Path, *, device: str, dtype: torch.dtype, attn_implementation: str | None = None
 ) -> LoadedModel:
@@ -247,7 +263,10 @@ def load_checkpoint(
     family = family_for(config_dict.get("model_type"), where=where)
     torch_device = _check_device(device)
     try:
-        model, processor = family.checkpoint(folder, LoadOptions(dtype=dtype, attn_implementation=attn_implementation))
+        with _no_progress_bars():
+            model, processor = family.checkpoint(
+                folder, LoadOptions(dtype=dtype, attn_implementation=attn_implementation)
+            )
     except ImportError as exc:  # transformers' answer to an attention kernel that is not installed
         if attn_implementation is None:
             raise

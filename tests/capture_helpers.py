@@ -14,6 +14,8 @@ from dsocr._app import app
 #: The fastest model (random weights, tiny widths). Tests use it unless they name a model, so they
 #: stay on it whatever the embedded default becomes (a trained layout model: docs/layout-model.md).
 FAST_MODEL = ("--model", "embedded:tiny-deepseek-ocr2")
+#: The same, for a ``CaptureConfig(model=...)`` in tests that capture in-process.
+FAST_MODEL_PATH = Path(FAST_MODEL[1])
 
 
 def with_fast_model(args: list[str]) -> list[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from capture_helpers import run_capture
+from capture_helpers import FAST_MODEL_PATH, run_capture
 from dsocr.capture.models import EMBEDDED_CONFIG
 from PIL import Image
 from trace_helpers import assert_steps_match_clock, read_trace
@@ -234,9 +234,10 @@ def test_the_gpus_preflight_resumes_a_run_of_the_familys_default_prompt(
     from dsocr.capture.preflight import preflight
 
     images = tuple(map(str, sample_pages[:2]))
-    preflight(CaptureConfig(images=images, out=eight_run, max_new_tokens=8, profile=ProfileMode.full, resume=True))
+    preflight(CaptureConfig(images=images, out=eight_run, max_new_tokens=8, profile=ProfileMode.full, resume=True,
+                          model=FAST_MODEL_PATH))  # fmt: skip
     other = CaptureConfig(images=images, out=eight_run, max_new_tokens=8, profile=ProfileMode.full, resume=True,
-                          prompt="<image>\nFree OCR.")  # fmt: skip
+                          prompt="<image>\nFree OCR.", model=FAST_MODEL_PATH)  # fmt: skip
     with pytest.raises(RunDirError, match=r"differs in prompt\)"):
         preflight(other)
 

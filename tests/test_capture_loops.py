@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from capture_helpers import run_capture
+from capture_helpers import FAST_MODEL_PATH, run_capture
 from dsocr.capture.config import CaptureConfig, ProfileMode
 from dsocr.capture.models import load_model
 from dsocr.capture.ngram import NoRepeatNGram
@@ -43,6 +43,7 @@ def _capture(run_dir: Path, sample: Path, **options: object) -> Path:
         max_new_tokens=MAX_NEW_TOKENS,
         profile=ProfileMode.sampled,
         extra_logits_processors=(ForcedLoop(),),
+        model=FAST_MODEL_PATH,
         **options,  # type: ignore[arg-type]
     )
     result = run(config, loaded=load_model(config))

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from capture_helpers import run_capture
+from capture_helpers import FAST_MODEL_PATH, run_capture
 from dsocr.capture.config import CaptureConfig, Device, ProfileMode
 from dsocr.capture.distributed import image_size_bytes, shard
 from dsocr.capture.images import ImageReadError
@@ -125,12 +125,13 @@ def pdf_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]
     run_dir = folder / "run"
     from dsocr.capture.models import load_model
 
-    base = CaptureConfig(images=(), out=run_dir)
+    base = CaptureConfig(images=(), out=run_dir, model=FAST_MODEL_PATH)
     loaded = load_model(base)
     forced = ForcedText(loaded.processor.tokenizer.encode(GROUNDING, add_special_tokens=False), loaded.eos_token_id)
     config = CaptureConfig(
         images=(str(document), str(damaged)),
         out=run_dir,
+        model=FAST_MODEL_PATH,
         device=Device.cpu,
         max_new_tokens=64,
         profile=ProfileMode.off,

@@ -16,7 +16,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from capture_helpers import run_capture  # noqa: E402
+from capture_helpers import FAST_MODEL_PATH, run_capture  # noqa: E402
 from dsocr.capture import static_cache  # noqa: E402
 from dsocr.capture.config import CacheKind, CaptureConfig, CompileMode  # noqa: E402
 from dsocr.capture.models import load_model  # noqa: E402
@@ -140,7 +140,7 @@ def test_the_compiled_path_compiles_in_the_warm_up_and_never_per_image(
 ) -> None:
     config = CaptureConfig(
         images=tuple(map(str, pages)), out=tmp_path / "run", max_new_tokens=TOKENS, profile=ProfileMode.off,
-        cache=CacheKind.static, compile=CompileMode.auto, compile_backend="eager",
+        cache=CacheKind.static, compile=CompileMode.auto, compile_backend="eager", model=FAST_MODEL_PATH,
     )  # fmt: skip
     result = run(config)
     cache = result.static_cache
@@ -185,7 +185,7 @@ def test_a_static_run_resumes_only_as_a_static_run(static_run: Path, pages: list
 def test_a_compile_that_fails_is_refused_in_one_line(tmp_path: Path, sample_pages: list[Path]) -> None:
     config = CaptureConfig(
         images=(str(sample_pages[0]),), out=tmp_path / "run", max_new_tokens=2, profile=ProfileMode.off,
-        cache=CacheKind.static, compile_backend="no_such_backend",
+        cache=CacheKind.static, compile_backend="no_such_backend", model=FAST_MODEL_PATH,
     )  # fmt: skip
     with pytest.raises(BadInputError) as refused:
         run(config)

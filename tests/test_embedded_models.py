@@ -32,4 +32,6 @@ def test_an_unknown_embedded_name_is_one_error_line(tmp_path: Path, sample_pages
     arguments = [str(sample_pages[0]), "--out", str(tmp_path / "run"), "--model", "embedded:nope"]
     result = CliRunner().invoke(app, ["capture", *arguments])
     assert result.exit_code == 1
-    assert result.output == ("Error: --model embedded:nope: no such embedded model (embedded: tiny-deepseek-ocr2)\n")
+    assert result.output == (
+        "Error: --model embedded:nope: no such embedded model (embedded: layout-deepseek-ocr2, tiny-deepseek-ocr2)\n"
+    )

@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from capture_helpers import FAST_MODEL
 from dsocr.analyze import findings as findings_module
 from dsocr.analyze.compare import compare_runs
 from typer.testing import CliRunner, Result
@@ -40,7 +41,9 @@ BASE, OTHER = "sdpa-backend=auto", "sdpa-backend=math"
 
 
 def sweep(*args: str | Path) -> Result:
-    return CliRunner().invoke(app, ["sweep", *map(str, args)])
+    """`dsocr sweep ARGS...` on FAST_MODEL unless ARGS name a model (resumes must name the same)."""
+    arguments = list(map(str, args))
+    return CliRunner().invoke(app, ["sweep", *arguments, *([] if "--model" in arguments else FAST_MODEL)])
 
 
 @pytest.fixture(scope="module")
