@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from dsocr.analyze.keys import dense_codes, image_key
+from dsocr.analyze.step_figures import ColdSteps
 
 from dsocr.vocab import NS_PER_MS
 
@@ -136,38 +137,63 @@ def warm_steps_ms(ok_rows: list[dict[str, Any]]) -> list[float]:
 
 def cold_impact(ok_rows: list[dict[str, Any]], top_operators: list[dict[str, Any]]) -> ColdImpact | None:
     """Run-level cold-step figures of the ok prediction rows (None when capture recorded no flags)."""
-    flagged_rows = _flagged_rows(ok_rows)
-    if not flagged_rows:
+    cold = ColdSteps()
+    cold.add_rows(ok_rows)
+    images = [
+        {
+            "image_index": row["image_index"],
+            "rank": row.get("rank") or 0,
+            "steps": len(row["decode_step_ms"]),
+            "tpot_mean_ms": sum(row["decode_step_ms"]) / len(row["decode_step_ms"]),
+        }
+        for row in _flagged_rows(ok_rows)
+        if row["decode_step_ms"]
+    ]
+    return cold_impact_of(cold, images, top_operators)
+
+
+def cold_image_rows(latency: pa.Table) -> list[dict[str, Any]]:
+    """What ``cold_impact_of`` reads per image, from the latency table (analyze.latency.LATENCY)."""
+    return latency.select(["image_index", "rank", "steps", "tpot_mean_ms"]).to_pylist()
+
+
+def cold_impact_of(
+    cold: ColdSteps, images: list[dict[str, Any]], top_operators: list[dict[str, Any]]
+) -> ColdImpact | None:
+    """Run-level cold-step figures from the run's cold steps (``cold``) and its images in order
+    (``image_index``, ``rank``, ``steps``, ``tpot_mean_ms``: summary.json images[]); None when
+    capture recorded no flags. The warm median is the sketch's (exact up to its EXACT_VALUES)."""
+    if not cold.flagged_images:
         return None
-    warm = warm_steps_ms(flagged_rows)
-    cold_count = sum(sum(row["decode_step_cold"]) for row in flagged_rows)
-    warm_p50 = _median(warm)
+    warm_p50 = cold.warm_ms.median()
     added = upper = None
     flagged: list[dict[str, Any]] = []
     if warm_p50 is not None:
         added = upper = 0.0
-        for row in flagged_rows:
-            steps, cold = row["decode_step_ms"], row["decode_step_cold"]
-            image_added = cold_excess_ms(steps, cold, warm_p50)
+        for row in images:
+            cold_ms = cold.cold_ms.get(((row["rank"] or 0) << 32) | int(row["image_index"]))
+            if not cold_ms:
+                continue  # no cold step: nothing added, TPOT unchanged
+            image_added = len(cold_ms) * max(float(np.median(cold_ms)) - warm_p50, 0.0)
             added += image_added
-            upper += cold_excess_upper_ms(steps, cold, warm_p50)
-            if not steps:
+            upper += sum(max(ms - warm_p50, 0.0) for ms in cold_ms)
+            steps, tpot = row["steps"], row["tpot_mean_ms"]
+            if not steps or tpot is None:
                 continue
-            tpot = sum(steps) / len(steps)
-            tpot_if_warm = tpot - image_added / len(steps)
+            tpot_if_warm = tpot - image_added / steps
             if tpot_if_warm > 0 and tpot / tpot_if_warm - 1 > COLD_TPOT_FLAG_SHARE:
                 flagged.append(
                     {
                         "image_index": row["image_index"],
-                        "rank": row.get("rank") or 0,
-                        "cold_steps": sum(cold),
+                        "rank": row["rank"] or 0,
+                        "cold_steps": len(cold_ms),
                         "tpot_ms": tpot,
                         "tpot_if_warm_ms": tpot_if_warm,
                     }
                 )
     return ColdImpact(
-        cold_steps=cold_count,
-        warm_steps=len(warm),
+        cold_steps=cold.flags,
+        warm_steps=cold.warm_ms.count,
         warm_step_p50_ms=warm_p50,
         cold_added_ms=added,
         cold_added_upper_ms=upper,

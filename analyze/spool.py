@@ -39,6 +39,12 @@ class TableSpool:
         rundir.write_table_atomic(table.cast(self.schema), path)
         self.parts.append(path)
 
+    def tables(self) -> Iterator[pa.Table]:
+        """Each part's rows, in the order added, one part at a time."""
+        for path in self.parts:
+            with rundir.reading(path):
+                yield pq.read_table(path, schema=self.schema)
+
     def read(self) -> pa.Table:
         """Every row added, in the order added (an empty table of the schema when none was)."""
         tables = []

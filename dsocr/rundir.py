@@ -259,6 +259,23 @@ def write_table_atomic(table: pa.Table, path: Path) -> None:
         discard(temp)
 
 
+def write_tables_atomic(tables: Iterable[pa.Table], table_schema: pa.Schema, path: Path) -> None:
+    """Write ``tables`` (each cast to ``table_schema``) as one Parquet file, one at a time and
+    atomically (temp file, then rename): what is written is never held whole."""
+    temp = temp_beside(path)
+    try:
+        with writing(path):
+            with pq.ParquetWriter(
+                temp, table_schema, compression=PARQUET_COMPRESSION, write_page_checksum=PAGE_CHECKSUMS
+            ) as writer:
+                for table in tables:
+                    if table.num_rows:
+                        writer.write_table(table.cast(table_schema))
+            os.replace(temp, path)
+    finally:
+        discard(temp)
+
+
 def read_json(path: Path) -> Any:
     """The parsed JSON file; RunDirError naming ``path`` when it cannot be read or parsed."""
     try:
