@@ -269,8 +269,10 @@ class RunSums:
     figures: TraceFigures = field(default_factory=TraceFigures)
     profiler_flops: dict[str, StageFlops] = field(default_factory=dict)
     steps: StepFigures = field(default_factory=StepFigures)
-    #: The (first, last) image key of each traced-steps part, to write steps.parquet part by part.
-    step_key_ranges: list[tuple[int, int]] = field(default_factory=list)
+    #: The last image key of the traced-steps parts so far, and whether every part's images came
+    #: after the previous part's (steps.parquet is then written part by part).
+    last_step_key: int = -1
+    steps_in_order: bool = True
 
     def add_images(self, predictions: pa.Table, timings: pa.Table, traced: pa.Table, latency: pa.Table) -> None:
         """Add whole images: their prediction rows, timings rows, traced steps and latency rows.
@@ -293,7 +295,8 @@ class RunSums:
             traced = steps_file_table(traced)
             keys = image_key(traced)
             self.spools.traced_steps.add(traced)
-            self.step_key_ranges.append((int(keys[0]), int(keys[-1])))
+            self.steps_in_order = self.steps_in_order and int(keys[0]) > self.last_step_key
+            self.last_step_key = max(self.last_step_key, int(keys[-1]))
 
     def add_gpu(self, side: _GpuSide, operator_codes: np.ndarray, predictions: pa.Table) -> None:
         kernel_codes = self.kernel_names.codes(side.kernel_names)
@@ -587,8 +590,7 @@ def _steps_in_order(sums: RunSums) -> Iterator[pa.Table]:
     """analysis/steps.parquet's rows (traced steps by rank, image and step), a part at a time when
     the parts follow each other in that order (a run's batches do: they are in image order), else
     sorted whole (a merge of shards whose images interleave)."""
-    ranges = sums.step_key_ranges
-    if all(ranges[index][1] < ranges[index + 1][0] for index in range(len(ranges) - 1)):
+    if sums.steps_in_order:
         yield from sums.spools.traced_steps.tables()
         return
     yield steps_file_table(sums.spools.traced_steps.read())
