@@ -64,7 +64,7 @@ class ColdImpact:
     warm_steps: int
     warm_step_p50_ms: float | None
     #: Sum over images of cold steps x (their median - the run's warm median): what the first
-    #: pass over new lengths cost (cold_excess_ms).
+    #: pass over new lengths cost.
     cold_added_ms: float | None
     #: Sum over cold steps of (step - the run's warm median), never below zero per step: the upper
     #: bound, which also charges cold steps slowed by something else.
@@ -88,23 +88,6 @@ class ColdImpact:
         }
 
 
-def _cold_ms(steps_ms: list[float], cold: list[bool]) -> list[float]:
-    return [ms for ms, is_cold in zip(steps_ms, cold, strict=True) if is_cold and ms is not None]
-
-
-def cold_excess_ms(steps_ms: list[float], cold: list[bool], warm_p50_ms: float) -> float:
-    """What one image's cold steps add over the warm median: their count times their median's excess."""
-    cold_ms = _cold_ms(steps_ms, cold)
-    if not cold_ms:
-        return 0.0
-    return len(cold_ms) * max(float(np.median(cold_ms)) - warm_p50_ms, 0.0)
-
-
-def cold_excess_upper_ms(steps_ms: list[float], cold: list[bool], warm_p50_ms: float) -> float:
-    """Each cold step's own excess over the warm median, summed: an upper bound of cold_excess_ms's cost."""
-    return sum(max(ms - warm_p50_ms, 0.0) for ms in _cold_ms(steps_ms, cold))
-
-
 def _flagged_rows(ok_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows whose every decode step carries a cold flag."""
     return [
@@ -113,26 +96,6 @@ def _flagged_rows(ok_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if row.get("decode_step_cold") is not None
         and len(row["decode_step_cold"]) == len(row.get("decode_step_ms") or [])
     ]
-
-
-def _steps_ms(ok_rows: list[dict[str, Any]], *, cold: bool) -> list[float]:
-    """Every cold (or warm) decode step of the rows that carry cold flags."""
-    return [
-        ms
-        for row in _flagged_rows(ok_rows)
-        for ms, is_cold in zip(row["decode_step_ms"], row["decode_step_cold"], strict=True)
-        if is_cold == cold and ms is not None
-    ]
-
-
-def cold_steps_ms(ok_rows: list[dict[str, Any]]) -> list[float]:
-    """Every cold decode step of the rows that carry cold flags."""
-    return _steps_ms(ok_rows, cold=True)
-
-
-def warm_steps_ms(ok_rows: list[dict[str, Any]]) -> list[float]:
-    """Every warm decode step of the rows that carry cold flags."""
-    return _steps_ms(ok_rows, cold=False)
 
 
 def cold_impact(ok_rows: list[dict[str, Any]], top_operators: list[dict[str, Any]]) -> ColdImpact | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Iterable, Iterator
@@ -206,7 +207,7 @@ def _gpu_side(
 PARTIALS_VERSION = 2
 #: Untraced images (and a shard's images, in a merge) are added this many at a time: their
 #: decode steps (reference clock) are in memory a chunk at a time, never the run's.
-IMAGE_CHUNK = 512
+IMAGE_CHUNK = 128
 #: The RunSums fields that hold NameTotals per stage.
 _NAME_SUMS = ("kernels", "operators", "cpu_operators")
 
@@ -561,10 +562,8 @@ def finish(
         rundir.write_table_atomic(inputs.timings, timings_path(run_dir))
         rundir.write_table_atomic(kernels, rundir.analysis_path(run_dir, AnalysisFile.kernels))
         # The rows per step, a part at a time: the images' rows, then every step row.
-        roofline_parts_in_order = (
-            roofline_images,
-            *spooled.roofline_traced.tables(),
-            *spooled.roofline_reference.tables(),
+        roofline_parts_in_order = itertools.chain(
+            [roofline_images], spooled.roofline_traced.tables(), spooled.roofline_reference.tables()
         )
         roofline_path = rundir.analysis_path(run_dir, AnalysisFile.roofline)
         rundir.write_tables_atomic(roofline_parts_in_order, schema.ROOFLINE, roofline_path)

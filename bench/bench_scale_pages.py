@@ -110,11 +110,13 @@ def build_page(source: Path, tokens: int, events_per_page: int) -> tuple[pa.Tabl
     return page.cast(schema.TRACE), sorted(traced)
 
 
-def _write_pages(args: tuple[Path, Path, int, int, int, int]) -> None:
-    """Write pages ``first`` .. ``last`` - 1 of the run (a worker process)."""
-    page_path, out, first, last, extent, id_stride = args
+def _write_pages(args: tuple[Path, Path, int, int, int, int, int]) -> None:
+    """Write the traced pages among ``first`` .. ``last`` - 1 of the run (a worker process)."""
+    page_path, out, first, last, extent, id_stride, trace_every = args
     page = pq.read_table(page_path)
     for index in range(first, last):
+        if index % trace_every:
+            continue  # as --trace-images: no trace, the reference clock only
         part = page.set_column(0, "image_index", pa.array(np.full(page.num_rows, index, np.int32)))
         part = part.set_column(part.schema.get_field_index("ts_ns"), "ts_ns", pc.add(part["ts_ns"], index * extent))
         for column in ("correlation", "external_id"):
@@ -124,7 +126,7 @@ def _write_pages(args: tuple[Path, Path, int, int, int, int]) -> None:
         rundir.write_parquet(part.cast(schema.TRACE), path)
 
 
-def _predictions(source: Path, pages: int, tokens: int, traced: list[int], events: int) -> pa.Table:
+def _predictions(source: Path, pages: int, tokens: int, traced: list[int], events: int, trace_every: int) -> pa.Table:
     """Prediction rows of ``pages`` pages of ``tokens`` tokens from image 0's row."""
     row = next(r for r in rundir.read_predictions(source).to_pylist() if r["image_index"] == 0)
     rng = np.random.default_rng(SEED)
@@ -148,16 +150,18 @@ def _predictions(source: Path, pages: int, tokens: int, traced: list[int], event
             "decode_ms": float(step_ms.sum()),
             "decode_step_seq_len": seq_len,
             "decode_step_cold": [index == 0] * steps,  # a process's first pass over each length
-            "decode_step_traced": traced_flags,
+            "decode_step_traced": traced_flags if index % trace_every == 0 else [False] * steps,
             "profile_mode": "sampled",
-            "trace_events": events,
+            "trace_events": events if index % trace_every == 0 else 0,
         }
         for name in columns:
             columns[name].append(values.get(name))
     return pa.table(columns, schema=schema.PREDICTIONS)
 
 
-def build_run(source: Path, out: Path, pages: int, tokens: int, events_per_page: int, workers: int) -> dict[str, Any]:
+def build_run(
+    source: Path, out: Path, pages: int, tokens: int, events_per_page: int, workers: int, trace_every: int = 1
+) -> dict[str, Any]:
     """Write the run; return what it holds."""
     shutil.rmtree(out, ignore_errors=True)
     (out / rundir.TRACE_DIR / "rank=0").mkdir(parents=True)
@@ -167,21 +171,25 @@ def build_run(source: Path, out: Path, pages: int, tokens: int, events_per_page:
     extent = pc.max(pc.add(page["ts_ns"], page["dur_ns"])).as_py() - pc.min(page["ts_ns"]).as_py() + GAP_NS
     id_stride = max(pc.max(page["correlation"]).as_py() or 0, pc.max(page["external_id"]).as_py() or 0) + 1
     bounds = np.linspace(0, pages, workers * 8 + 1).astype(int)
-    jobs = [(page_path, out, int(a), int(b), extent, id_stride) for a, b in itertools.pairwise(bounds)]
+    jobs = [(page_path, out, int(a), int(b), extent, id_stride, trace_every) for a, b in itertools.pairwise(bounds)]
     with ProcessPoolExecutor(workers) as pool:
         list(pool.map(_write_pages, jobs))
     page_path.unlink()
     run = json.loads((source / rundir.RUN_JSON).read_text())
+    run["config"] = {**(run.get("config") or {}), "trace_images": trace_every}
     rundir.write_json_atomic(out / rundir.RUN_JSON, {**run, "replicated_from": str(source), "pages": pages})
-    rundir.write_table_atomic(_predictions(source, pages, tokens, traced, page.num_rows), out / rundir.PREDICTIONS_FILE)
+    predictions = _predictions(source, pages, tokens, traced, page.num_rows, trace_every)
+    rundir.write_table_atomic(predictions, out / rundir.PREDICTIONS_FILE)
     files = rundir.trace_files(out)
     return {
         "pages": pages,
+        "trace_every": trace_every,
+        "traced_pages": len(files),
         "tokens_per_page": tokens,
         "reference_steps": pages * (tokens - 1),
         "traced_steps_per_page": len(traced),
         "events_per_page": page.num_rows,
-        "events": page.num_rows * pages,
+        "events": page.num_rows * len(files),
         "trace_parquet_mib": sum(path.stat().st_size for path in files) / MIB,
         "predictions_mib": (out / rundir.PREDICTIONS_FILE).stat().st_size / MIB,
     }
@@ -195,17 +203,33 @@ def main() -> None:
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "dsocr-bench-scale-pages")
     parser.add_argument("--build-workers", type=int, default=2)
+    parser.add_argument(
+        "--trace-every", type=int, default=1, help="Trace every Nth page only, as capture --trace-images N (default 1)."
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="A folder holding another dsocr package (dsocr/ with analyze/ inside) to analyze the same run with"
+        " first, side by side (its peak RSS and time against this tree's).",
+    )
     parser.add_argument("--keep", action="store_true", help="Keep the generated run under --work.")
     parser.add_argument("--json", type=Path, help="Also write every figure here.")
     args = parser.parse_args()
     run_dir = args.work / f"run-{args.pages}x{args.tokens}"
     load_before_build = os.getloadavg()
     start = time.perf_counter()
-    row = build_run(args.source, run_dir, args.pages, args.tokens, args.events_per_page, args.build_workers)
+    row = build_run(
+        args.source, run_dir, args.pages, args.tokens, args.events_per_page, args.build_workers, args.trace_every
+    )
     row["build_s"] = time.perf_counter() - start
     print(f"built {row['events']:,} events in {row['build_s']:.0f} s", file=sys.stderr, flush=True)
     load_before = os.getloadavg()
     try:
+        if args.baseline:
+            row["baseline"] = {"pythonpath": str(args.baseline), "load_average_before": os.getloadavg()}
+            row["baseline"] |= measure(run_dir, None, pythonpath=args.baseline)
+            shutil.rmtree(run_dir / rundir.ANALYSIS_DIR)
+            load_before = os.getloadavg()
         row["analyze"] = measure(run_dir, None)
         row["analysis_mib"] = {
             path.name: path.stat().st_size / MIB for path in sorted((run_dir / rundir.ANALYSIS_DIR).iterdir())
@@ -219,6 +243,14 @@ def main() -> None:
         f" ({row['trace_parquet_mib']:,.0f} MiB): analyze {analyze['analyze_s']:.1f} s, CPU {analyze['cpu_s']:.1f} s,"
         f" peak RSS {analyze['peak_rss_mib']:,.0f} MiB, {analyze['events_per_s'] / 1e6:.2f} M events/s"
     )
+    if "baseline" in row:
+        baseline = row["baseline"]
+        rss_ratio, cpu_ratio = analyze["peak_rss_mib"] / baseline["peak_rss_mib"], analyze["cpu_s"] / baseline["cpu_s"]
+        print(
+            f"baseline {args.baseline}: analyze {baseline['analyze_s']:.1f} s, CPU {baseline['cpu_s']:.1f} s,"
+            f" peak RSS {baseline['peak_rss_mib']:,.0f} MiB; this tree's: peak RSS {rss_ratio:.2f}x,"
+            f" CPU {cpu_ratio:.2f}x"
+        )
     if args.json:
         machine = {
             "cpus": os.cpu_count(),
