@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -205,3 +206,39 @@ def test_what_analyze_holds_between_batches_does_not_grow_with_images(
         assert one_batch[0]["roofline"]["decode_step"] is None  # the synthetic model has no architecture
     # The trace's sums only (names, totals): not one entry per image or step.
     assert partials_bytes[24] <= partials_bytes[6] * 1.05
+
+
+def test_per_step_parts_are_written_one_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """steps.parquet and roofline.parquet are written from the spooled parts as they are read:
+    when the writer takes a part, no later part has been read yet."""
+    gpu_run_or_skip()
+    run_dir = shutil.copytree(FIXTURES / "gpu-run", tmp_path / "run")
+    read: list[int] = []
+    spool_tables = runner.TableSpool.tables
+
+    def counted(spool: runner.TableSpool) -> Iterator[pa.Table]:
+        for table in spool_tables(spool):
+            read.append(table.num_rows)
+            yield table
+
+    taken: dict[str, list[tuple[int, int]]] = {}
+    write_tables = rundir.write_tables_atomic
+
+    def check_as_written(tables: Iterable[pa.Table], table_schema: pa.Schema, path: Path) -> None:
+        def pulled() -> Iterator[pa.Table]:
+            for index, table in enumerate(tables):
+                taken.setdefault(path.name, []).append((index, len(read)))
+                yield table
+
+        write_tables(pulled(), table_schema, path)
+
+    monkeypatch.setattr(runner.TableSpool, "tables", counted)
+    monkeypatch.setattr(runner.rundir, "write_tables_atomic", check_as_written)
+    analyze_run(run_dir, batch_bytes=1)
+    parts = len({path.name.split("-")[0] for path in rundir.trace_files(run_dir)})
+    # roofline: the rows per image (read back whole before), then one traced part per batch.
+    roofline = taken["roofline.parquet"]
+    assert len(roofline) == 1 + parts
+    first_read = roofline[0][1]
+    assert [count - first_read for _, count in roofline[1:]] == list(range(1, parts + 1))
+    assert len(taken["steps.parquet"]) == parts
