@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from dsocr.analyze.keys import dense_codes, image_key
+from dsocr.analyze.step_figures import ColdSteps
 
 from dsocr.vocab import NS_PER_MS
 
@@ -63,7 +64,7 @@ class ColdImpact:
     warm_steps: int
     warm_step_p50_ms: float | None
     #: Sum over images of cold steps x (their median - the run's warm median): what the first
-    #: pass over new lengths cost (cold_excess_ms).
+    #: pass over new lengths cost.
     cold_added_ms: float | None
     #: Sum over cold steps of (step - the run's warm median), never below zero per step: the upper
     #: bound, which also charges cold steps slowed by something else.
@@ -87,23 +88,6 @@ class ColdImpact:
         }
 
 
-def _cold_ms(steps_ms: list[float], cold: list[bool]) -> list[float]:
-    return [ms for ms, is_cold in zip(steps_ms, cold, strict=True) if is_cold and ms is not None]
-
-
-def cold_excess_ms(steps_ms: list[float], cold: list[bool], warm_p50_ms: float) -> float:
-    """What one image's cold steps add over the warm median: their count times their median's excess."""
-    cold_ms = _cold_ms(steps_ms, cold)
-    if not cold_ms:
-        return 0.0
-    return len(cold_ms) * max(float(np.median(cold_ms)) - warm_p50_ms, 0.0)
-
-
-def cold_excess_upper_ms(steps_ms: list[float], cold: list[bool], warm_p50_ms: float) -> float:
-    """Each cold step's own excess over the warm median, summed: an upper bound of cold_excess_ms's cost."""
-    return sum(max(ms - warm_p50_ms, 0.0) for ms in _cold_ms(steps_ms, cold))
-
-
 def _flagged_rows(ok_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows whose every decode step carries a cold flag."""
     return [
@@ -114,60 +98,65 @@ def _flagged_rows(ok_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _steps_ms(ok_rows: list[dict[str, Any]], *, cold: bool) -> list[float]:
-    """Every cold (or warm) decode step of the rows that carry cold flags."""
-    return [
-        ms
-        for row in _flagged_rows(ok_rows)
-        for ms, is_cold in zip(row["decode_step_ms"], row["decode_step_cold"], strict=True)
-        if is_cold == cold and ms is not None
-    ]
-
-
-def cold_steps_ms(ok_rows: list[dict[str, Any]]) -> list[float]:
-    """Every cold decode step of the rows that carry cold flags."""
-    return _steps_ms(ok_rows, cold=True)
-
-
-def warm_steps_ms(ok_rows: list[dict[str, Any]]) -> list[float]:
-    """Every warm decode step of the rows that carry cold flags."""
-    return _steps_ms(ok_rows, cold=False)
-
-
 def cold_impact(ok_rows: list[dict[str, Any]], top_operators: list[dict[str, Any]]) -> ColdImpact | None:
     """Run-level cold-step figures of the ok prediction rows (None when capture recorded no flags)."""
-    flagged_rows = _flagged_rows(ok_rows)
-    if not flagged_rows:
+    cold = ColdSteps()
+    cold.add_rows(ok_rows)
+    images = [
+        {
+            "image_index": row["image_index"],
+            "rank": row.get("rank") or 0,
+            "steps": len(row["decode_step_ms"]),
+            "tpot_mean_ms": sum(row["decode_step_ms"]) / len(row["decode_step_ms"]),
+        }
+        for row in _flagged_rows(ok_rows)
+        if row["decode_step_ms"]
+    ]
+    return cold_impact_of(cold, images, top_operators)
+
+
+def cold_image_rows(latency: pa.Table) -> list[dict[str, Any]]:
+    """What ``cold_impact_of`` reads per image, from the latency table (analyze.latency.LATENCY)."""
+    return latency.select(["image_index", "rank", "steps", "tpot_mean_ms"]).to_pylist()
+
+
+def cold_impact_of(
+    cold: ColdSteps, images: list[dict[str, Any]], top_operators: list[dict[str, Any]]
+) -> ColdImpact | None:
+    """Run-level cold-step figures from the run's cold steps (``cold``) and its images in order
+    (``image_index``, ``rank``, ``steps``, ``tpot_mean_ms``: summary.json images[]); None when
+    capture recorded no flags. The warm median is the sketch's (exact up to its EXACT_VALUES)."""
+    if not cold.flagged_images:
         return None
-    warm = warm_steps_ms(flagged_rows)
-    cold_count = sum(sum(row["decode_step_cold"]) for row in flagged_rows)
-    warm_p50 = _median(warm)
+    warm_p50 = cold.warm_ms.median()
     added = upper = None
     flagged: list[dict[str, Any]] = []
     if warm_p50 is not None:
         added = upper = 0.0
-        for row in flagged_rows:
-            steps, cold = row["decode_step_ms"], row["decode_step_cold"]
-            image_added = cold_excess_ms(steps, cold, warm_p50)
+        for row in images:
+            cold_ms = cold.cold_ms.get(((row["rank"] or 0) << 32) | int(row["image_index"]))
+            if not cold_ms:
+                continue  # no cold step: nothing added, TPOT unchanged
+            image_added = len(cold_ms) * max(float(np.median(cold_ms)) - warm_p50, 0.0)
             added += image_added
-            upper += cold_excess_upper_ms(steps, cold, warm_p50)
-            if not steps:
+            upper += sum(max(ms - warm_p50, 0.0) for ms in cold_ms)
+            steps, tpot = row["steps"], row["tpot_mean_ms"]
+            if not steps or tpot is None:
                 continue
-            tpot = sum(steps) / len(steps)
-            tpot_if_warm = tpot - image_added / len(steps)
+            tpot_if_warm = tpot - image_added / steps
             if tpot_if_warm > 0 and tpot / tpot_if_warm - 1 > COLD_TPOT_FLAG_SHARE:
                 flagged.append(
                     {
                         "image_index": row["image_index"],
-                        "rank": row.get("rank") or 0,
-                        "cold_steps": sum(cold),
+                        "rank": row["rank"] or 0,
+                        "cold_steps": len(cold_ms),
                         "tpot_ms": tpot,
                         "tpot_if_warm_ms": tpot_if_warm,
                     }
                 )
     return ColdImpact(
-        cold_steps=cold_count,
-        warm_steps=len(warm),
+        cold_steps=cold.flags,
+        warm_steps=cold.warm_ms.count,
         warm_step_p50_ms=warm_p50,
         cold_added_ms=added,
         cold_added_upper_ms=upper,

@@ -19,12 +19,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from dsocr.analyze.cold import cold_impact, cold_steps_ms
-from dsocr.analyze.keys import image_key
+from dsocr.analyze.cold import cold_impact_of
 from dsocr.analyze.reference import ok_predictions
 from dsocr.analyze.roofline import Roofline
-from dsocr.analyze.stats import MEDIAN, grouped_quantiles
-from dsocr.analyze.steps import prefer_images, step_codes
+from dsocr.analyze.step_figures import AFTER_WINDOW_STEPS, STEP_OUTLIER_FACTOR, StepFigures
 
 from dsocr.options import DEFAULT_NGRAM_WINDOW, VENDOR_NO_REPEAT_NGRAM, CacheKind, CompileMode, SdpaBackend
 from dsocr.records import RunRecord
@@ -42,12 +40,8 @@ LAUNCH_SHARE = 0.5
 COPY_SHARE = 0.10
 #: Reported when one operator takes this share of a stage's CPU time.
 OPERATOR_SHARE = 0.20
-#: A step or image is an outlier above this multiple of its median (steps: of its image's).
-STEP_OUTLIER_FACTOR = 3.0
+#: An image is an outlier above this multiple of the median (steps: STEP_OUTLIER_FACTOR, analyze/step_figures.py).
 IMAGE_OUTLIER_FACTOR = 1.5
-#: Untraced steps this close after a traced one run while that window's trace is converted in
-#: capture's converter process (on the 2-core CPU box, slow steps came 1 to 10 steps after).
-AFTER_WINDOW_STEPS = 10
 MIN_IMAGES_FOR_OUTLIERS = 3
 #: Reported when traced steps are this much slower than untraced ones (relative).
 OVERHEAD_SHARE = 0.05
@@ -68,13 +62,17 @@ class FindingInputs:
 
     predictions: pa.Table
     timings: pa.Table
-    steps: pa.Table
     top: list[dict[str, Any]]
     #: The run's roofline (None: not computed).
     roofline: Roofline | None
-    #: Every step of every image by the reference clock, and the traced steps (both STEPS tables).
-    reference_steps: pa.Table
-    traced_steps: pa.Table
+    #: The run-level figures over decode steps, as analyze adds them a group of images at a time.
+    step_figures: StepFigures | None = None
+    #: Or, where ``step_figures`` is None, every step of every image by the reference clock and
+    #: the traced steps (both STEPS tables), from which they are computed.
+    reference_steps: pa.Table | None = None
+    traced_steps: pa.Table | None = None
+    #: summary.json ``images`` (latency rows, in prediction order), for the cold steps; None: from the predictions.
+    images: list[dict[str, Any]] | None = None
     launch: Mapping[str, Mapping[str, Any]] | None = None
     copies: Mapping[str, Mapping[str, Any]] | None = None
     #: The run (directory and run.json), for the `dsocr sweep` command a finding proposes.
@@ -266,13 +264,42 @@ def host_bound_decode(inputs: FindingInputs) -> list[dict[str, Any]]:
     return [_scaled(finding, inputs.timings, Stage.decode)]
 
 
-def cold_steps(inputs: FindingInputs) -> list[dict[str, Any]]:
+def _step_figures(inputs: FindingInputs) -> StepFigures:
+    """The run's step figures: analyze's, or computed here from the tables the inputs hold."""
+    if inputs.step_figures is not None:
+        return inputs.step_figures
+    figures = StepFigures()
+    reference, traced = inputs.reference_steps, inputs.traced_steps
+    if reference is not None and traced is not None and (reference.num_rows or traced.num_rows):
+        figures.add_steps(reference, traced)
+    ok = ok_predictions(inputs.predictions) if "status" in inputs.predictions.column_names else inputs.predictions
+    columns = [
+        name for name in ("image_index", "rank", "decode_step_ms", "decode_step_cold") if name in ok.column_names
+    ]
+    figures.cold.add_rows(ok.select(columns).to_pylist())
+    return figures
+
+
+def _image_rows(inputs: FindingInputs) -> list[dict[str, Any]]:
+    """Per image (in prediction order): ``image_index``, ``rank``, ``steps``, ``tpot_mean_ms``."""
+    if inputs.images is not None:
+        return inputs.images
     ok = ok_predictions(inputs.predictions)
-    if "decode_step_cold" not in ok.column_names:
+    columns = [name for name in ("image_index", "rank", "decode_step_ms") if name in ok.column_names]
+    return [
+        {"image_index": row["image_index"], "rank": row.get("rank") or 0, "steps": len(row["decode_step_ms"]),
+         "tpot_mean_ms": sum(row["decode_step_ms"]) / len(row["decode_step_ms"])}
+        for row in ok.select(columns).to_pylist()
+        if row.get("decode_step_ms") and None not in row["decode_step_ms"]
+    ]  # fmt: skip
+
+
+def cold_steps(inputs: FindingInputs) -> list[dict[str, Any]]:
+    if "decode_step_cold" not in inputs.predictions.column_names:
         return []
-    rows = ok.to_pylist()
+    cold = _step_figures(inputs).cold
     # The run's cold figures as summary.json ``cold`` has them: one formula for both.
-    impact, cold_ms = cold_impact(rows, top_operators=[]), cold_steps_ms(rows)
+    impact, cold_ms = cold_impact_of(cold, _image_rows(inputs), top_operators=[]), cold.all_cold_ms()
     if impact is None or not cold_ms or not impact.warm_steps or not impact.cold_added_ms:
         return []  # no flags, no warm steps to compare with, or cold steps no slower by their medians
     excess, upper, warm = impact.cold_added_ms, impact.cold_added_upper_ms, impact.warm_step_p50_ms
@@ -360,63 +387,30 @@ def dominant_cpu_operator(inputs: FindingInputs) -> list[dict[str, Any]]:
     return found
 
 
-def _every_step(inputs: FindingInputs) -> pa.Table:
-    """Every decode step by the reference clock; traced steps only for images it does not time."""
-    reference = inputs.reference_steps.filter(pc.is_valid(inputs.reference_steps["wall_ms"]))
-    traced = inputs.traced_steps.filter(pc.is_valid(inputs.traced_steps["wall_ms"]))
-    return prefer_images(reference, traced)
-
-
-def _traced_codes(steps: pa.Table, traced: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    """One code per (image, step) of ``steps`` and, on the same scale, the sorted codes of ``traced``."""
-    images = np.unique(np.concatenate([image_key(steps), image_key(traced)]))
-    codes = step_codes(images, image_key(steps), steps["step"].to_numpy())
-    return codes, np.unique(step_codes(images, image_key(traced), traced["step"].to_numpy()))
-
-
-def _after_trace_window(steps: pa.Table, traced: pa.Table) -> np.ndarray:
-    """Per step: untraced, and within AFTER_WINDOW_STEPS after a traced step of its image."""
-    if traced.num_rows == 0 or steps.num_rows == 0:
-        return np.zeros(steps.num_rows, dtype=bool)
-    codes, traced_codes = _traced_codes(steps, traced)
-    follows = np.zeros(codes.size, dtype=bool)
-    for distance in range(1, AFTER_WINDOW_STEPS + 1):
-        follows |= np.isin(codes - distance, traced_codes)
-    return follows & ~np.isin(codes, traced_codes)
-
-
 def outlier_steps(inputs: FindingInputs) -> list[dict[str, Any]]:
-    steps = _every_step(inputs)
-    if steps.num_rows == 0:
+    outliers = _step_figures(inputs).outliers
+    if outliers.steps == 0 or outliers.slow == 0:
         return []
-    keys = image_key(steps)
-    wall = steps["wall_ms"].to_numpy()
-    unique, medians = grouped_quantiles(keys, wall, (MEDIAN,))
-    typical = medians[np.searchsorted(unique, keys), 0]
-    slow = wall > STEP_OUTLIER_FACTOR * typical
-    if not slow.any():
-        return []
-    excess = float((wall[slow] - typical[slow]).sum())
-    numbers = steps["step"].to_numpy()[slow]
-    after_window = _after_trace_window(steps, inputs.traced_steps)[slow]
+    excess = outliers.excess_ms.value
+    after_window_excess = outliers.after_window_excess_ms.value
     evidence = {
-        "steps": int(slow.sum()),
-        "of_steps": int(wall.size),
+        "steps": outliers.slow,
+        "of_steps": outliers.steps,
         "excess_ms": excess,
-        "slowest_ms": float(wall[slow].max()),
-        "median_step_ms": float(np.median(medians)),
-        "step_numbers": sorted({int(n) for n in numbers[:1000]})[:20],
-        "after_trace_window": int(after_window.sum()),
-        "after_trace_window_excess_ms": float((wall[slow] - typical[slow])[after_window].sum()),
+        "slowest_ms": outliers.slowest_ms,
+        "median_step_ms": outliers.image_medians.median(),
+        "step_numbers": sorted(set(outliers.numbers))[:20],
+        "after_trace_window": outliers.after_window,
+        "after_trace_window_excess_ms": after_window_excess,
         "source": SOURCE_EVERY_STEP,
     }
     message = (
-        f"{int(slow.sum())} decode steps took over {STEP_OUTLIER_FACTOR:.0f}x their image's median step"
-        f" ({excess:.0f} ms beyond the median in all; the slowest {wall[slow].max():.1f} ms)."
+        f"{outliers.slow} decode steps took over {STEP_OUTLIER_FACTOR:.0f}x their image's median step"
+        f" ({excess:.0f} ms beyond the median in all; the slowest {outliers.slowest_ms:.1f} ms)."
     )
-    if after_window.any():
+    if outliers.after_window:
         message += (
-            f" {int(after_window.sum())} of them ({evidence['after_trace_window_excess_ms']:.0f} ms) are untraced"
+            f" {outliers.after_window} of them ({after_window_excess:.0f} ms) are untraced"
             f" steps within {AFTER_WINDOW_STEPS} steps after a traced window, while capture converts that"
             " window's trace in another process beside decode; a --profile off run shows whether they stay."
         )
@@ -458,20 +452,15 @@ def outlier_images(inputs: FindingInputs) -> list[dict[str, Any]]:
 
 
 def profiler_overhead(inputs: FindingInputs) -> list[dict[str, Any]]:
-    reference, traced_steps = inputs.reference_steps, inputs.traced_steps
-    reference = reference.filter(pc.is_valid(reference["wall_ms"]))
-    if reference.num_rows == 0 or traced_steps.num_rows == 0:
-        return []
-    codes, traced_codes = _traced_codes(reference, traced_steps)
-    is_traced = np.isin(codes, traced_codes)
-    wall = reference["wall_ms"].to_numpy()
-    if is_traced.all() or not is_traced.any():
-        return []
-    traced_p50, untraced_p50 = float(np.median(wall[is_traced])), float(np.median(wall[~is_traced]))
+    overhead = _step_figures(inputs).overhead
+    traced_count, untraced_count = overhead.traced.count, overhead.untraced.count
+    if not traced_count or not untraced_count:
+        return []  # every step traced, or none: nothing to compare
+    traced_p50, untraced_p50 = overhead.traced.median() or 0.0, overhead.untraced.median() or 0.0
     share = traced_p50 / untraced_p50 - 1
     if share < OVERHEAD_SHARE:
         return []
-    stake = (traced_p50 - untraced_p50) * int(is_traced.sum())
+    stake = (traced_p50 - untraced_p50) * traced_count
     message = (
         f"traced decode steps took {traced_p50:.2f} ms (p50) against {untraced_p50:.2f} ms untraced"
         f" (+{_pct(share)}): figures from traced steps include the profiler's cost. Use the reference"
@@ -480,8 +469,8 @@ def profiler_overhead(inputs: FindingInputs) -> list[dict[str, Any]]:
     evidence = {
         "traced_p50_ms": traced_p50,
         "untraced_p50_ms": untraced_p50,
-        "traced_steps": int(is_traced.sum()),
-        "untraced_steps": int((~is_traced).sum()),
+        "traced_steps": traced_count,
+        "untraced_steps": untraced_count,
         "source": "predictions.decode_step_ms (reference clock), split by the trace's decode-step ranges",
     }
     return [_finding("profiler_overhead", stake, message, evidence)]

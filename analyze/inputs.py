@@ -13,7 +13,7 @@ import pyarrow as pa
 from dsocr.analyze.partials import TraceFigures
 from dsocr.analyze.peaks import DevicePeak
 from dsocr.analyze.profiler_flops import StageFlops
-from dsocr.analyze.steps import StepTables
+from dsocr.analyze.step_figures import StepFigures
 
 from dsocr.records import RunRecord
 
@@ -42,11 +42,12 @@ class AnalysisInputs:
     kernels: pa.Table
     #: CPU operators whose self time per step differs most between cold and warm traced steps.
     cold_operators: list[dict[str, Any]]
-    #: Decode steps: traced, by the reference clock, and the two merged (roofline, findings).
-    steps: StepTables
+    #: The run-level figures over decode steps (counts, exact sums, sketches), added per group of images.
+    steps: StepFigures
     #: The device's peaks: the peaks table by run.json's device name, or --peak-tflops/--peak-gbps.
     peak: DevicePeak
-    #: analysis/roofline.parquet (schema ROOFLINE): per image and stage, then per decode step.
+    #: analysis/roofline.parquet's rows per image (schema ROOFLINE); its rows per decode step are
+    #: on disk, summed in ``steps.roofline``.
     roofline: pa.Table
     #: The profiler's FLOP counts per stage (none with a counted operator: the trace carries none).
     profiler_flops: dict[str, StageFlops]

@@ -3,14 +3,13 @@ table and device peaks that the runner computes once for them."""
 
 from __future__ import annotations
 
-import pyarrow as pa
+from dsocr.analyze.cold import cold_image_rows
 from dsocr.analyze.findings import Finding, FindingInputs, typed_findings
 from dsocr.analyze.flops import DTYPE_BYTES, architecture
 from dsocr.analyze.inputs import AnalysisInputs
 from dsocr.analyze.peaks import DevicePeak, device_peak
 from dsocr.analyze.profiler_flops import profiler_check
-from dsocr.analyze.roofline import Roofline, roofline_summary, roofline_table
-from dsocr.analyze.steps import StepTables
+from dsocr.analyze.roofline import Roofline, roofline_summary
 
 from dsocr.records import RunRecord
 
@@ -25,14 +24,6 @@ def run_peak(run: RunRecord, *, peak_tflops: float | None, peak_gbps: float | No
         reason = "CPU run: the peaks table holds GPUs; pass --peak-tflops and --peak-gbps for this CPU"
         return DevicePeak(**{**peak.__dict__, "reason": reason})
     return peak
-
-
-def run_roofline_table(
-    run: RunRecord, peak: DevicePeak, predictions: pa.Table, timings: pa.Table, steps: StepTables
-) -> pa.Table:
-    """The ROOFLINE table of a run (empty when run.json records no architecture or dtype width)."""
-    model = run.model
-    return roofline_table(architecture(model.architecture), model.dtype, peak, predictions, timings, steps.steps)
 
 
 def _reason(run: RunRecord, peak: DevicePeak) -> str | None:
@@ -54,7 +45,8 @@ def roofline_figures(inputs: AnalysisInputs) -> Roofline:
         inputs.roofline,
         inputs.peak,
         reason=_reason(inputs.run, inputs.peak),
-        profiler=profiler_check(inputs.profiler_flops, inputs.roofline),
+        profiler=profiler_check(inputs.profiler_flops, inputs.roofline, inputs.steps.roofline),
+        decode_steps=inputs.steps.roofline,
     )
 
 
@@ -64,14 +56,13 @@ def finding_list(inputs: AnalysisInputs) -> list[Finding]:
         FindingInputs(
             predictions=inputs.predictions,
             timings=inputs.timings,
-            steps=inputs.steps.steps,
             top=inputs.kernels.to_pylist(),
             # Recomputed rather than read from the summary: metrics only read inputs (small table).
             roofline=roofline_figures(inputs),
             launch=inputs.launch,
             copies=inputs.copies,
-            reference_steps=inputs.steps.reference,
-            traced_steps=inputs.steps.traced,
+            step_figures=inputs.steps,
+            images=cold_image_rows(inputs.latency),
             run_dir=inputs.run_dir,
             run=inputs.run,
             compiled_decode=inputs.run.static_cache is not None and inputs.run.static_cache.compiled,

@@ -2,9 +2,11 @@
 own analyses, without reading a trace again.
 
 Each shard's ``dsocr analyze`` writes, beside its outputs, ``analysis/partials.json``: the sums
-every run-level figure is computed from (analyze/partials.py) and its latency rows. The merge adds
-the shards' sums, concatenates their predictions, timings and traced steps, and computes the
-figures once, as one analyze over every shard's trace would (tests/test_analyze_merge.py).
+of its trace every run-level trace figure is computed from (analyze/partials.py). The merge adds
+the shards' sums, and their images a chunk at a time as a run's batches are added: the per-image
+rows their analyses wrote (timings.parquet, summary.json ``images``, steps.parquet) and the decode
+steps of their predictions; then it computes the figures once, as one analyze over every shard's
+trace would (tests/test_analyze_merge.py).
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ import numpy as np
 import pyarrow as pa
 from dsocr.analyze.insights import run_peak
 from dsocr.analyze.keys import image_key
-from dsocr.analyze.runner import PARTIALS_VERSION, Analysis, RunSums, finish
-from dsocr.analyze.spool import table_spool
+from dsocr.analyze.latency import LATENCY
+from dsocr.analyze.runner import IMAGE_CHUNK, PARTIALS_VERSION, Analysis, RunSums, finish, spools
 from dsocr.analyze.steps import SOURCE_TRACE, STEPS
 
-from dsocr import rundir, schema
+from dsocr import rundir
 from dsocr.errors import BadInputError, RunDirError
 from dsocr.options import DEFAULT_TOP
 from dsocr.records import RunRecord
@@ -96,15 +98,42 @@ def merge_shards(
         rank, index = int(keys[counts > 1][0]) >> 32, int(keys[counts > 1][0]) & 0xFFFFFFFF
         raise BadInputError(f"image {index} of rank {rank} is in more than one shard: the shards overlap")
     has_trace = False
-    # Each shard's timings rows go to disk as the shard is read, as a run's batches do (in the
-    # system's temp folder: nothing is made in out_dir before every shard has been read).
-    with table_spool(None, schema.TIMINGS) as spool:
-        sums = RunSums(timings=spool)
-        for shard in shards:
+    # Each shard's rows go to disk as the shard is read, as a run's batches do (in the system's
+    # temp folder: nothing is made in out_dir before every shard has been read).
+    with spools(None) as spooled:
+        sums = RunSums(spools=spooled, run=run, peak=peak)
+        for shard, shard_run in zip(shards, runs, strict=True):
             payload = _partials(shard)
             has_trace = has_trace or bool(payload["has_trace"])
-            timings = rundir.read_checked(rundir.analysis_path(shard, AnalysisFile.timings), "timings")
-            sums.add_shard(payload, timings, _traced_steps(shard))
+            sums.add_shard(payload)
+            _add_shard_images(sums, shard, rundir.read_predictions(shard, shard_run))
         if write:
             out_dir.mkdir(parents=True, exist_ok=True)
         return finish(out_dir, run, predictions, sums, has_trace=has_trace, peak=peak, top=top, write=write)
+
+
+def _add_shard_images(sums: RunSums, shard: Path, predictions: pa.Table) -> None:
+    """A shard's images, a chunk at a time: its per-image rows as its analysis wrote them
+    (timings, summary.json images, traced steps), its decode steps from its predictions."""
+    timings = rundir.read_checked(rundir.analysis_path(shard, AnalysisFile.timings), "timings")
+    traced = _traced_steps(shard)
+    latency = _latency(shard)
+    timing_keys, traced_keys, latency_keys = image_key(timings), image_key(traced), image_key(latency)
+    for start in range(0, max(predictions.num_rows, 1), IMAGE_CHUNK):
+        chunk = predictions.slice(start, IMAGE_CHUNK)
+        keys = image_key(chunk)
+        sums.add_images(
+            chunk,
+            timings.filter(pa.array(np.isin(timing_keys, keys))),
+            traced.filter(pa.array(np.isin(traced_keys, keys))),
+            latency.filter(pa.array(np.isin(latency_keys, keys))),
+        )
+
+
+def _latency(shard: Path) -> pa.Table:
+    """A shard's latency rows: its summary.json ``images`` (analyze.latency.LATENCY)."""
+    summary = rundir.read_json(rundir.analysis_path(shard, AnalysisFile.summary))
+    images = summary.get("images") if isinstance(summary, dict) else None
+    if not isinstance(images, list):
+        raise RunDirError(f"{shard}: its analysis has no summary.json images; run `dsocr analyze {shard}` again")
+    return pa.Table.from_pylist(images, schema=LATENCY)

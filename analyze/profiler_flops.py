@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from dsocr.analyze.roofline import STAGE_DECODE_STEP
 from dsocr.analyze.stages import stage_masks
+from dsocr.analyze.step_figures import DecodeStepRoofline
 
 from dsocr.vocab import Stage
 
@@ -72,7 +73,9 @@ def _without_counted_children(ops: pa.Table, candidates: np.ndarray, carried: np
     return kept
 
 
-def profiler_check(totals: dict[str, StageFlops], roofline: pa.Table) -> dict[str, Any] | None:
+def profiler_check(
+    totals: dict[str, StageFlops], roofline: pa.Table, decode_steps: DecodeStepRoofline | None = None
+) -> dict[str, Any] | None:
     """Per stage: the profiler's FLOPs (matrix products from recorded shapes), the model's outside
     attention (SDPA carries no shapes-based estimate), ``rel_diff = (profiler - model) / model``,
     and the calls of matrix products the profiler cannot count.
@@ -85,12 +88,15 @@ def profiler_check(totals: dict[str, StageFlops], roofline: pa.Table) -> dict[st
         profiler, operators = entry.flops, entry.operators
         # decode's model count over the steps the profiler saw: the sum of its step rows (the
         # decode rows are per token).
-        if stage == Stage.decode:
-            rows = roofline.filter(pc.equal(roofline["stage"], STAGE_DECODE_STEP))
+        if stage == Stage.decode and decode_steps is not None:  # the step rows, summed as analyze read them
+            total, attention = decode_steps.total("flops"), decode_steps.total("attention_flops")
         else:
-            rows = roofline.filter(pc.and_(pc.equal(roofline["stage"], stage), pc.is_null(roofline["step"])))
-        total = pc.sum(rows["flops"]).as_py() if rows.num_rows else None
-        attention = pc.sum(rows["attention_flops"]).as_py() if rows.num_rows else None
+            if stage == Stage.decode:
+                rows = roofline.filter(pc.equal(roofline["stage"], STAGE_DECODE_STEP))
+            else:
+                rows = roofline.filter(pc.and_(pc.equal(roofline["stage"], stage), pc.is_null(roofline["step"])))
+            total = pc.sum(rows["flops"]).as_py() if rows.num_rows else None
+            attention = pc.sum(rows["attention_flops"]).as_py() if rows.num_rows else None
         model = total - attention if total is not None and attention is not None else None
         result[stage] = {
             "profiler_flops": profiler,

@@ -30,7 +30,7 @@ from dsocr.analyze.flops import (
 from dsocr.analyze.keys import image_key
 from dsocr.analyze.peaks import DevicePeak
 from dsocr.analyze.reference import ok_predictions
-from dsocr.analyze.stats import describe
+from dsocr.analyze.step_figures import DecodeStepRoofline
 
 from dsocr import schema
 from dsocr.vocab import NS_PER_US, STAGES, Stage
@@ -171,10 +171,19 @@ def roofline_table(
     steps: pa.Table,
 ) -> pa.Table:  # fmt: skip
     """The ROOFLINE table: stage rows per image, then one row per decode step (stage decode_step)."""
+    return pa.concat_tables(roofline_parts(arch, dtype, peak, predictions, timings, steps))
+
+
+def roofline_parts(
+    arch: Architecture | None, dtype: str | None, peak: DevicePeak, predictions: pa.Table, timings: pa.Table,
+    steps: pa.Table,
+) -> tuple[pa.Table, pa.Table]:  # fmt: skip
+    """The ROOFLINE table of some whole images in two parts: the rows per image (vision,
+    prefill_text and prefill, then decode per token) and the rows per decode step."""
     width = _width(dtype)
     ok = ok_predictions(predictions)
     if arch is None or width is None:
-        return schema.ROOFLINE.empty_table()
+        return schema.ROOFLINE.empty_table(), schema.ROOFLINE.empty_table()
     stage_rows = pa.Table.from_pylist(_stage_rows(arch, width, ok, timings), schema=_BASE)
     step_costs = _step_columns(arch, width, ok, steps)
     step_rows = pa.table(
@@ -205,7 +214,7 @@ def roofline_table(
         },
         schema=_BASE,
     )
-    return with_derived(pa.concat_tables([stage_rows, decode_rows, step_rows]), peak)
+    return with_derived(pa.concat_tables([stage_rows, decode_rows]), peak), with_derived(step_rows, peak)
 
 
 _SUMMED = ("flops", "bytes", "attention_flops", "wall_ms", "gpu_busy_ms", "kernel_count")
@@ -341,40 +350,50 @@ def _figures(row: Mapping[str, Any]) -> StageRoofline:
     return StageRoofline(**{name: _clean(row.get(name)) for name in _FIGURES})
 
 
-def _run_totals(table: pa.Table, peak: DevicePeak) -> dict[str, StageRoofline]:
+def _run_totals(table: pa.Table, peak: DevicePeak, decode_steps: DecodeStepRoofline) -> dict[str, StageRoofline]:
     """Per stage over all images: summed FLOPs, bytes and times, then the derived figures;
-    decode per token (the mean over every traced step of every image)."""
+    decode per token (the mean over every traced step of every image, from ``decode_steps``)."""
     sums = _SUMMED
-    stages = table.filter(pc.not_equal(table["stage"], Stage.decode))
-    per_token = _per_step(_sums(table.filter(pc.equal(table["stage"], STAGE_DECODE_STEP)), ["stage"], count=True))
-    per_token = per_token.set_column(0, "stage", pa.array([Stage.decode] * per_token.num_rows, pa.string()))
-    base = pa.concat_tables([_sums(stages, ["stage"]).cast(per_token.schema), per_token])
-    base = base.filter(pc.not_equal(base["stage"], STAGE_DECODE_STEP))
-    columns = {name: _numbers(base, name) for name in sums}
+    stages = table.filter(pc.and_(pc.not_equal(table["stage"], Stage.decode), pc.is_null(table["step"])))
+    base = _sums(stages, ["stage"]) if stages.num_rows else None
+    names = base["stage"].to_pylist() if base is not None else []
+    columns = {name: _numbers(base, name) if base is not None else np.zeros(0) for name in sums}
+    if decode_steps.rows:
+        names.append(Stage.decode)
+        for name in sums:
+            total = decode_steps.total(name)
+            if name == "kernel_count" and total is not None:
+                total = float(int(total))  # an integer column's sum, as Arrow's cast gives it
+            per_token = total / decode_steps.rows if total is not None else np.nan
+            columns[name] = np.append(columns[name], per_token)
     derived = derive(columns, peak)
     result = {}
-    for index, stage in enumerate(base["stage"].to_pylist()):
+    for index, stage in enumerate(names):
         row = {name: columns[name][index] for name in sums} | {name: derived[name][index] for name in derived}
         row["kernel_count"] = None if np.isnan(row["kernel_count"]) else round(row["kernel_count"])
         result[stage] = _figures({key: _clean(value) for key, value in row.items()})
     return result
 
 
-def _step_distribution(steps: pa.Table) -> dict[str, Any]:
-    figures: dict[str, Any] = {"steps": steps.num_rows}
-    for name in ("flops", "bytes", "wall_ms", "gpu_busy_ms", "mfu", "mfu_wall", "mbu", "mbu_wall"):
-        figures[name] = describe(steps[name].to_pylist())
-    bounds = [value for value in steps["bound"].to_pylist() if value is not None]
-    figures["bound"] = {name: bounds.count(name) for name in sorted(set(bounds))}
-    return figures
+def decode_step_sums(table: pa.Table) -> DecodeStepRoofline:
+    """The decode-step rows of a whole ROOFLINE table, summed and sketched."""
+    sums = DecodeStepRoofline()
+    sums.add(table.filter(pc.equal(table["stage"], STAGE_DECODE_STEP)))
+    return sums
 
 
 def roofline_summary(
-    table: pa.Table, peak: DevicePeak, *, reason: str | None, profiler: dict[str, Any] | None
+    table: pa.Table,
+    peak: DevicePeak,
+    *,
+    reason: str | None,
+    profiler: dict[str, Any] | None,
+    decode_steps: DecodeStepRoofline | None = None,
 ) -> Roofline:
-    """summary.json ``roofline`` from the ROOFLINE table."""
-    totals = _run_totals(table, peak) if table.num_rows else {}
-    steps = table.filter(pc.equal(table["stage"], STAGE_DECODE_STEP))
+    """summary.json ``roofline`` from the ROOFLINE table: its rows per image, and its decode-step
+    rows summed in ``decode_steps`` (None: from the table's own step rows)."""
+    steps = decode_steps if decode_steps is not None else decode_step_sums(table)
+    totals = _run_totals(table, peak, steps) if table.num_rows or steps.rows else {}
     images: dict[tuple[int, int], dict[str, Any]] = {}
     for row in table.filter(pc.is_null(table["step"])).to_pylist():
         entry = images.setdefault(
@@ -385,7 +404,7 @@ def roofline_summary(
         device=peak,
         reason=reason,
         **{stage: totals.get(stage) for stage in STAGES},
-        decode_step=_step_distribution(steps) if steps.num_rows else None,
+        decode_step=steps.distribution() if steps.rows else None,
         images=[images[key] for key in sorted(images)],
         profiler_flops=profiler,
     )

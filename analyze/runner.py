@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -12,11 +14,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from dsocr.analyze.attribution import attribute_gpu_ops, lane_ids, operator_rows, place
 from dsocr.analyze.cold import ColdOperatorTotals, cold_top
 from dsocr.analyze.cpu_self import self_time_ns, whole_call_trees
+from dsocr.analyze.flops import architecture
 from dsocr.analyze.inputs import AnalysisInputs
-from dsocr.analyze.insights import run_peak, run_roofline_table
+from dsocr.analyze.insights import run_peak
 from dsocr.analyze.kernels import (
     CpuOperatorTotals,
     StageGpuTotals,
@@ -44,16 +48,18 @@ from dsocr.analyze.peaks import DevicePeak
 from dsocr.analyze.profiler_flops import StageFlops, add_stage_flops
 from dsocr.analyze.ranges import Ranges, clean_ranges
 from dsocr.analyze.reference import ok_predictions, timings_table
+from dsocr.analyze.roofline import roofline_parts
 from dsocr.analyze.spool import TableSpool, table_spool
 from dsocr.analyze.stages import MEASURED, measure_stages
-from dsocr.analyze.steps import STEPS, StepTables, prefer_images, reference_steps, steps_file_table, traced_steps
+from dsocr.analyze.step_figures import StepFigures
+from dsocr.analyze.steps import STEPS, prefer_images, reference_steps, steps_file_table, traced_steps
 from dsocr.analyze.summary import Summary, summarize, to_json
 from dsocr.analyze.threads import WorkerPool, ordered_map, worker_pool
 
 from dsocr import rundir, schema
 from dsocr.options import DEFAULT_TOP
 from dsocr.records import RunRecord
-from dsocr.vocab import NS_PER_MS, STAGES, AnalysisFile, KernelKind
+from dsocr.vocab import NS_PER_MS, STAGES, AnalysisFile, KernelKind, Stage
 
 
 @dataclass(frozen=True)
@@ -198,18 +204,58 @@ def _gpu_side(
 
 
 #: analysis/partials.json's version: readers refuse another (docs/run-format.md).
-PARTIALS_VERSION = 1
+PARTIALS_VERSION = 2
+#: Untraced images (and a shard's images, in a merge) are added this many at a time: their
+#: decode steps (reference clock) are in memory a chunk at a time, never the run's.
+IMAGE_CHUNK = 128
 #: The RunSums fields that hold NameTotals per stage.
 _NAME_SUMS = ("kernels", "operators", "cpu_operators")
 
 
 @dataclass
-class RunSums:
-    """What analyze keeps between batches: sums per name and stage, trace figures, and the
-    per-image tables (a few rows per image), never the events. The timings rows go to disk as
-    each batch (or shard) completes (``timings``, a spool), the others stay in memory."""
+class Spools:
+    """Where the per-image and per-step rows go as each batch (or shard) completes: Parquet part
+    files on disk (analyze/spool.py), read back once at the end, one part at a time where the
+    rows are per step."""
 
     timings: TableSpool
+    latency: TableSpool
+    traced_steps: TableSpool
+    #: ROOFLINE rows per image (stage rows, decode per token).
+    roofline_images: TableSpool
+    #: ROOFLINE rows per decode step: from traced steps, then from the reference clock.
+    roofline_traced: TableSpool
+    roofline_reference: TableSpool
+
+
+@contextmanager
+def spools(beside: Path | None) -> Iterator[Spools]:
+    """Every spool of an analysis: beside ``beside`` (analysis/timings.parquet), or in the system's
+    temp folder (None: an analysis that writes nothing into the run, or a merge), removed on exit."""
+    with ExitStack() as stack:
+
+        def spool(name: str, table_schema: pa.Schema) -> TableSpool:
+            return stack.enter_context(table_spool(beside.with_name(name) if beside else None, table_schema))
+
+        yield Spools(
+            timings=spool(beside.name if beside else "timings", schema.TIMINGS),
+            latency=spool("latency", LATENCY),
+            traced_steps=spool("steps", schema.STEPS),
+            roofline_images=spool("roofline-images", schema.ROOFLINE),
+            roofline_traced=spool("roofline-traced", schema.ROOFLINE),
+            roofline_reference=spool("roofline-reference", schema.ROOFLINE),
+        )
+
+
+@dataclass
+class RunSums:
+    """What analyze keeps between batches: sums per name and stage, trace figures, the run-level
+    step figures (counts, exact sums, sketches: analyze/step_figures.py), never the events. The
+    per-image and per-step rows go to disk as each batch (or shard) completes (``spools``)."""
+
+    spools: Spools
+    run: RunRecord
+    peak: DevicePeak
     kernel_names: Vocabulary = field(default_factory=Vocabulary)
     operator_names: Vocabulary = field(default_factory=Vocabulary)
     #: Per stage: GPU time, per kernel name and per launching operator.
@@ -223,11 +269,37 @@ class RunSums:
     warm_steps: int = 0
     figures: TraceFigures = field(default_factory=TraceFigures)
     profiler_flops: dict[str, StageFlops] = field(default_factory=dict)
-    traced_steps: list[pa.Table] = field(default_factory=list)
-    latency: list[pa.Table] = field(default_factory=list)
-    traced_images: list[np.ndarray] = field(default_factory=list)
+    steps: StepFigures = field(default_factory=StepFigures)
+    #: The last image key of the traced-steps parts so far, and whether every part's images came
+    #: after the previous part's (steps.parquet is then written part by part).
+    last_step_key: int = -1
+    steps_in_order: bool = True
 
-    def add_gpu(self, side: _GpuSide, operator_codes: np.ndarray) -> None:
+    def add_images(self, predictions: pa.Table, timings: pa.Table, traced: pa.Table, latency: pa.Table) -> None:
+        """Add whole images: their prediction rows, timings rows, traced steps and latency rows.
+        Their decode steps are computed here and leave as part files and run-level figures."""
+        self.spools.timings.add(timings)
+        self.spools.latency.add(latency)
+        ok = ok_predictions(predictions)
+        reference = reference_steps(ok)
+        steps = prefer_images(traced, reference)
+        model = self.run.model
+        image_rows, step_rows = roofline_parts(
+            architecture(model.architecture), model.dtype, self.peak, ok, timings, steps
+        )
+        self.spools.roofline_images.add(image_rows)
+        if step_rows.num_rows:  # the traced rows come first in ``steps``
+            self.spools.roofline_traced.add(step_rows.slice(0, traced.num_rows))
+            self.spools.roofline_reference.add(step_rows.slice(traced.num_rows))
+        self.steps.add(ok, traced, reference, step_rows if step_rows.num_rows else None)
+        if traced.num_rows:
+            traced = steps_file_table(traced)
+            keys = image_key(traced)
+            self.spools.traced_steps.add(traced)
+            self.steps_in_order = self.steps_in_order and int(keys[0]) > self.last_step_key
+            self.last_step_key = max(self.last_step_key, int(keys[-1]))
+
+    def add_gpu(self, side: _GpuSide, operator_codes: np.ndarray, predictions: pa.Table) -> None:
         kernel_codes = self.kernel_names.codes(side.kernel_names)
         kernel_count, operator_count = len(self.kernel_names.names), len(self.operator_names.names)
         for stage, totals in side.gpu_totals.items():
@@ -237,9 +309,7 @@ class RunSums:
         self.figures.add_counts(side.figures)
         for stage, names in side.figures.copy_names.items():
             self.figures.copy_names[stage].merge(names, kernel_codes, kernel_count)
-        self.timings.add(side.timings)
-        self.traced_steps.append(side.traced_steps)
-        self.latency.append(side.latency)
+        self.add_images(predictions, side.timings, side.traced_steps, side.latency)
 
     def add_cpu(self, totals: CpuOperatorTotals, cold: ColdOperatorTotals, operator_codes: np.ndarray) -> None:
         count = len(self.operator_names.names)
@@ -253,8 +323,10 @@ class RunSums:
         self.cold_steps += cold_steps
         self.warm_steps += warm_steps
 
-    def to_json(self, *, has_trace: bool, latency: list[pa.Table]) -> dict[str, Any]:
-        """analysis/partials.json: these sums and the latency rows, for ``dsocr analyze --merge``."""
+    def to_json(self, *, has_trace: bool) -> dict[str, Any]:
+        """analysis/partials.json: the trace's sums, for ``dsocr analyze --merge`` (its size depends
+        on the names in the trace, not on the images or steps: a merge recomputes the per-image
+        and per-step figures from each shard's predictions and outputs)."""
         return {
             "schema_version": PARTIALS_VERSION,
             "has_trace": has_trace,
@@ -271,11 +343,10 @@ class RunSums:
                 stage: {"flops": entry.flops, "operators": entry.operators, "uncounted": dict(entry.uncounted)}
                 for stage, entry in self.profiler_flops.items()
             },
-            "latency": pa.concat_tables(latency).to_pylist() if latency else [],
         }
 
-    def add_shard(self, payload: dict[str, Any], timings: pa.Table, traced: pa.Table) -> None:
-        """Add one shard's analysis: its partials.json ``payload``, timings and traced steps."""
+    def add_shard(self, payload: dict[str, Any]) -> None:
+        """Add one shard's trace sums: its partials.json ``payload`` (its images are added by ``add_images``)."""
         kernel_codes = self.kernel_names.codes(payload["kernel_names"])
         operator_codes = self.operator_names.codes(payload["operator_names"])
         sizes = {"kernels": len(self.kernel_names.names), "operators": len(self.operator_names.names)}
@@ -301,9 +372,6 @@ class RunSums:
             into.flops += entry["flops"]
             into.operators += entry["operators"]
             into.uncounted.update(entry["uncounted"])
-        self.timings.add(timings)
-        self.traced_steps.append(traced)
-        self.latency.append(pa.Table.from_pylist(payload["latency"], schema=LATENCY))
 
     def kernels_table(self, stage_cpu_ns: dict[str, float], *, top: int) -> pa.Table:
         """KERNELS from the sums, in the order a single pass writes it."""
@@ -348,7 +416,9 @@ class RunSums:
         )
 
 
-def _analyze_batch(files: list[Path], pool: WorkerPool, sums: RunSums, predictions: pa.Table) -> None:
+def _analyze_batch(
+    files: list[Path], pool: WorkerPool, sums: RunSums, predictions: pa.Table, traced_rows: np.ndarray
+) -> None:
     """Read one batch of whole images, compute its share of every figure, add it to ``sums``.
 
     The GPU side and the placing of cpu_ops (a chunk at a time) run on ``pool`` side by side;
@@ -357,8 +427,9 @@ def _analyze_batch(files: list[Path], pool: WorkerPool, sums: RunSums, predictio
     trace = load_files(files, pool)
     ranges = clean_ranges(trace.ranges, trace.chunks)
     images = np.unique(image_key(trace.chunks))
-    sums.traced_images.append(images)
-    mine = predictions.filter(pa.array(np.isin(image_key(predictions), images)))
+    in_batch = np.isin(image_key(predictions), images)
+    traced_rows |= in_batch  # one flag per prediction row: which images a batch has read
+    mine = predictions.filter(pa.array(in_batch))
     # Name codes once for all cpu_ops (the chunks share one dictionary), sliced per chunk below.
     op_codes, op_names = name_codes(trace.cpu_ops["name"])
     operator_codes = sums.operator_names.codes(op_names)
@@ -375,7 +446,7 @@ def _analyze_batch(files: list[Path], pool: WorkerPool, sums: RunSums, predictio
         cold_totals.merge(placed.cold)
         if carries_flops:
             add_stage_flops(sums.profiler_flops, placed.ops)
-    sums.add_gpu(gpu_side.result(), operator_codes)
+    sums.add_gpu(gpu_side.result(), operator_codes, mine)
     sums.add_cpu(totals, cold_totals, operator_codes)
 
 
@@ -413,21 +484,28 @@ def analyze_run(
     peak = run_peak(run, peak_tflops=peak_tflops, peak_gbps=peak_gbps)
     predictions = rundir.read_predictions(run_dir, run)
     files = rundir.trace_files(run_dir)
-    # Each batch's timings rows go to disk as it completes (temp parts beside timings.parquet).
-    with table_spool(timings_path(run_dir) if write else None, schema.TIMINGS) as spool:
-        sums = RunSums(timings=spool)
+    # Each batch's per-image and per-step rows go to disk as it completes (temp parts beside timings.parquet).
+    with spools(timings_path(run_dir) if write else None) as spooled:
+        sums = RunSums(spools=spooled, run=run, peak=peak)
+        traced_rows = np.zeros(predictions.num_rows, dtype=bool)
         with worker_pool(jobs) as pool:
             # A batch of whole images at a time: the events of one batch are in memory, never the run's.
             for batch in image_batches(files, BATCH_BYTES if batch_bytes is None else batch_bytes):
-                _analyze_batch(batch, pool, sums, predictions)
+                _analyze_batch(batch, pool, sums, predictions, traced_rows)
             no_ranges = clean_ranges(*_empty_trace(pool))
-        traced = np.concatenate(sums.traced_images) if sums.traced_images else np.zeros(0, dtype=np.int64)
-        # Images without trace files (--trace-images, failed conversions, imports): reference clock only.
-        untraced = predictions.filter(pa.array(~np.isin(image_key(predictions), traced)))
-        sums.timings.add(timings_table(untraced, MEASURED.empty_table(), no_ranges.table, has_trace=bool(files)))
-        sums.latency.append(latency_table(untraced, no_ranges.table))
+        # Images without trace files (--trace-images, failed conversions, imports): reference clock
+        # only, a chunk of images at a time (their decode steps are read from predictions).
+        untraced = predictions.filter(pa.array(~traced_rows))
+        for start in range(0, max(untraced.num_rows, 1), IMAGE_CHUNK):
+            chunk = untraced.slice(start, IMAGE_CHUNK)
+            sums.add_images(
+                chunk,
+                timings_table(chunk, MEASURED.empty_table(), no_ranges.table, has_trace=bool(files)),
+                STEPS.empty_table(),
+                latency_table(chunk, no_ranges.table),
+            )
         # What `dsocr analyze --merge` combines this run by, as a shard of a larger job.
-        partials = sums.to_json(has_trace=bool(files), latency=sums.latency) if write else None
+        partials = sums.to_json(has_trace=bool(files)) if write else None
         return finish(
             run_dir, run, predictions, sums, has_trace=bool(files), peak=peak, top=top, write=write, partials=partials
         )
@@ -453,12 +531,13 @@ def finish(
     """Every run-level figure from ``sums`` (of one run's batches, or of several shards' analyses)
     and the predictions; write ``run_dir/analysis/`` when ``write`` (``partials`` too, when
     given; summary.json last: its age stands for the whole analysis, dsocr/staleness.py)."""
-    # Read back once, for the run-level figures (medians across images) and the final file.
-    timings = _in_prediction_order(sums.timings.read(), predictions)
+    # The per-image rows, read back once: the run-level figures across images (medians) need
+    # them, summary.json lists every image, and the final files are in prediction order.
+    spooled = sums.spools
+    timings = _in_prediction_order(spooled.timings.read(), predictions)
     kernels = sums.kernels_table(_stage_cpu_ns(timings), top=top) if has_trace else kernels_table([])
-    traced_table = pa.concat_tables([STEPS.empty_table(), *sums.traced_steps])
-    reference = reference_steps(predictions)
-    decode_steps = StepTables(traced=traced_table, reference=reference, steps=prefer_images(traced_table, reference))
+    latency = _in_prediction_order(spooled.latency.read(), predictions)
+    roofline_images = _roofline_image_rows(spooled.roofline_images.read(), predictions)
     device = sums.figures.gpu_ops > 0
     inputs = AnalysisInputs(
         run_dir=run_dir,
@@ -469,27 +548,51 @@ def finish(
         launch=launch_figures(sums.figures) if device else None,
         copies=copy_figures(sums.figures, sums.kernel_names.names) if device else None,
         timings=timings,
-        latency=_in_prediction_order(pa.concat_tables(sums.latency), predictions),
+        latency=latency,
         kernels=kernels,
         cold_operators=sums.cold_operators() if has_trace else [],
-        steps=decode_steps,
+        steps=sums.steps,
         peak=peak,
-        roofline=run_roofline_table(run, peak, predictions, timings, decode_steps),
+        roofline=roofline_images,
         profiler_flops=sums.profiler_flops,
     )
     summary = summarize(inputs)
-    # Per traced decode step, for the report's busy/idle plot: the traced steps computed above.
-    steps = steps_file_table(decode_steps.traced)
     output_dir = run_dir / rundir.ANALYSIS_DIR
     if write:
         rundir.write_table_atomic(inputs.timings, timings_path(run_dir))
         rundir.write_table_atomic(kernels, rundir.analysis_path(run_dir, AnalysisFile.kernels))
-        rundir.write_table_atomic(inputs.roofline, rundir.analysis_path(run_dir, AnalysisFile.roofline))
-        rundir.write_table_atomic(steps, rundir.analysis_path(run_dir, AnalysisFile.steps))
+        # The rows per step, a part at a time: the images' rows, then every step row.
+        roofline_parts_in_order = itertools.chain(
+            [roofline_images], spooled.roofline_traced.tables(), spooled.roofline_reference.tables()
+        )
+        roofline_path = rundir.analysis_path(run_dir, AnalysisFile.roofline)
+        rundir.write_tables_atomic(roofline_parts_in_order, schema.ROOFLINE, roofline_path)
+        rundir.write_tables_atomic(
+            _steps_in_order(sums), schema.STEPS, rundir.analysis_path(run_dir, AnalysisFile.steps)
+        )
         if partials is not None:
             rundir.write_json_atomic(rundir.analysis_path(run_dir, AnalysisFile.partials), partials)
         rundir.write_json_atomic(rundir.analysis_path(run_dir, AnalysisFile.summary), to_json(summary))
     return Analysis(summary=summary, timings=inputs.timings, kernels=kernels, output_dir=output_dir)
+
+
+def _roofline_image_rows(rows: pa.Table, predictions: pa.Table) -> pa.Table:
+    """The ROOFLINE rows per image as one pass writes them: the stage rows in prediction order,
+    then the decode rows (per token) by rank and image."""
+    is_decode = pc.equal(rows["stage"], Stage.decode)
+    stages = _in_prediction_order(rows.filter(pc.invert(is_decode)), predictions)
+    decode = rows.filter(is_decode).sort_by([("rank", "ascending"), ("image_index", "ascending")])
+    return pa.concat_tables([stages, decode])
+
+
+def _steps_in_order(sums: RunSums) -> Iterator[pa.Table]:
+    """analysis/steps.parquet's rows (traced steps by rank, image and step), a part at a time when
+    the parts follow each other in that order (a run's batches do: they are in image order), else
+    sorted whole (a merge of shards whose images interleave)."""
+    if sums.steps_in_order:
+        yield from sums.spools.traced_steps.tables()
+        return
+    yield steps_file_table(sums.spools.traced_steps.read())
 
 
 def _empty_trace(pool: WorkerPool) -> tuple[pa.Table, pa.Table]:

@@ -31,21 +31,29 @@ class TableSpool:
     def __init__(self, folder: Path, schema: pa.Schema) -> None:
         self.folder = folder
         self.schema = schema
-        self.parts: list[Path] = []
+        #: Parts written (their names follow from their numbers: nothing kept per part).
+        self.count = 0
 
     def add(self, table: pa.Table) -> None:
-        """Write ``table`` (one batch's rows) to the next part file, atomically."""
-        path = self.folder / _PART.format(len(self.parts))
-        rundir.write_table_atomic(table.cast(self.schema), path)
-        self.parts.append(path)
+        """Write ``table`` (one batch's rows) to the next part file, atomically (an empty one: none)."""
+        if table.num_rows == 0:
+            return
+        rundir.write_table_atomic(table.cast(self.schema), self._part(self.count))
+        self.count += 1
+
+    def _part(self, number: int) -> Path:
+        return self.folder / _PART.format(number)
+
+    def tables(self) -> Iterator[pa.Table]:
+        """Each part's rows, in the order added, one part at a time."""
+        for number in range(self.count):
+            path = self._part(number)
+            with rundir.reading(path):
+                yield pq.read_table(path, schema=self.schema)
 
     def read(self) -> pa.Table:
         """Every row added, in the order added (an empty table of the schema when none was)."""
-        tables = []
-        for path in self.parts:
-            with rundir.reading(path):
-                tables.append(pq.read_table(path, schema=self.schema))
-        return pa.concat_tables([self.schema.empty_table(), *tables])
+        return pa.concat_tables([self.schema.empty_table(), *self.tables()])
 
 
 @contextmanager

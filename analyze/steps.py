@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -122,26 +120,3 @@ def prefer_images(preferred: pa.Table, fallback: pa.Table) -> pa.Table:
     """Every row of ``preferred``, and ``fallback``'s rows of the images ``preferred`` lacks (STEPS tables)."""
     keep = ~np.isin(image_key(fallback), np.unique(image_key(preferred)))
     return pa.concat_tables([preferred, fallback.filter(pa.array(keep)).cast(preferred.schema)])
-
-
-def decode_steps(traced: pa.Table, reference: pa.Table) -> pa.Table:
-    """Traced steps for images that have decode-step ranges, reference steps for the others."""
-    return prefer_images(traced, reference)
-
-
-@dataclass(frozen=True)
-class StepTables:
-    """Decode steps three ways (STEPS tables), computed once for the roofline and the findings."""
-
-    #: The traced decode-step ranges (GPU columns null without device time).
-    traced: pa.Table
-    #: Every step of every processed image by the reference clock.
-    reference: pa.Table
-    #: Traced steps where an image has them, reference steps for the others.
-    steps: pa.Table
-
-
-def step_tables(ranges: pa.Table, work: pa.Table | None, predictions: pa.Table) -> StepTables:
-    """``ranges``: clean ranges; ``work``: attributed GPU work or None."""
-    traced, reference = traced_steps(ranges, work), reference_steps(predictions)
-    return StepTables(traced=traced, reference=reference, steps=decode_steps(traced, reference))

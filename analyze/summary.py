@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 from dsocr.analyze.clock import STAGE_FIGURE
-from dsocr.analyze.cold import ColdImpact, cold_impact
+from dsocr.analyze.cold import ColdImpact, cold_image_rows, cold_impact_of
 from dsocr.analyze.coverage import Coverage, coverage_figures
 from dsocr.analyze.findings import Finding
 from dsocr.analyze.inputs import AnalysisInputs
@@ -240,7 +240,7 @@ def top_entries(inputs: AnalysisInputs) -> list[TopEntry]:
 
 def cold_figures(inputs: AnalysisInputs) -> ColdImpact | None:
     """Cold decode steps across the run (None when capture recorded no cold flags)."""
-    return cold_impact(ok_predictions(inputs.predictions).to_pylist(), inputs.cold_operators)
+    return cold_impact_of(inputs.steps.cold, cold_image_rows(inputs.latency), inputs.cold_operators)
 
 
 @dataclass(frozen=True)

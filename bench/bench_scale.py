@@ -44,20 +44,24 @@ CHILD = textwrap.dedent(
     from pathlib import Path
     from dsocr.no_pandas import hide_pandas
     hide_pandas()  # as `dsocr analyze` does
+    from dsocr.analyze import runner
     from dsocr.analyze.runner import analyze_run
     start = time.perf_counter()
     batch_bytes = int(sys.argv[2]) if sys.argv[2] != "default" else None
     analysis = analyze_run(Path(sys.argv[1]), batch_bytes=batch_bytes)
     print(json.dumps({"analyze_s": time.perf_counter() - start,
-                      "events": analysis.summary.coverage.trace_events}))
+                      "events": analysis.summary.coverage.trace_events, "code": runner.__file__}))
     """
 )
 
 
-def measure(run_dir: Path, batch_bytes: int | None) -> dict[str, Any]:
-    """One analyze process on ``run_dir``: its figures."""
+def measure(run_dir: Path, batch_bytes: int | None, pythonpath: Path | None = None) -> dict[str, Any]:
+    """One analyze process on ``run_dir``: its figures (``pythonpath``: import dsocr from there, run
+    from there too: a child's working folder comes first on its path, and this repository's holds
+    a dsocr/ of its own)."""
     command = [sys.executable, "-c", CHILD, str(run_dir), "default" if batch_bytes is None else str(batch_bytes)]
-    child, wall, rss, cpu = run_child(command, ROOT)
+    where, env = (pythonpath, {"PYTHONPATH": str(pythonpath)}) if pythonpath else (ROOT, None)
+    child, wall, rss, cpu = run_child(command, where, env)
     return {
         "wall_s": wall,
         "analyze_s": child["analyze_s"],
@@ -67,6 +71,8 @@ def measure(run_dir: Path, batch_bytes: int | None) -> dict[str, Any]:
         "events_per_s": child["events"] / child["analyze_s"],
         # On a shared box wall time moves with the load; CPU time much less.
         "events_per_cpu_s": child["events"] / cpu,
+        # Which analyze ran (the module's file).
+        "code": child["code"],
     }
 
 

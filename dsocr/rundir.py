@@ -238,9 +238,17 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write UTF-8 JSON (non-ASCII kept, newline-terminated) atomically."""
-    text = json.dumps(payload, ensure_ascii=False, indent=2, sort_keys=False) + "\n"
-    write_bytes_atomic(path, text.encode("utf-8"))
+    """Write UTF-8 JSON (non-ASCII kept, newline-terminated) atomically, streamed to the temp
+    file as it is encoded (a summary of 10,000 pages is 35 MB: never held whole as text)."""
+    temp = temp_beside(path)
+    try:
+        with writing(path):
+            with temp.open("w", encoding="utf-8") as file:
+                json.dump(payload, file, ensure_ascii=False, indent=2, sort_keys=False)
+                file.write("\n")
+            os.replace(temp, path)
+    finally:
+        discard(temp)
 
 
 def write_parquet(table: pa.Table, where: str | Path | pa.NativeFile) -> None:
@@ -254,6 +262,23 @@ def write_table_atomic(table: pa.Table, path: Path) -> None:
     try:
         with writing(path):
             write_parquet(table, temp)
+            os.replace(temp, path)
+    finally:
+        discard(temp)
+
+
+def write_tables_atomic(tables: Iterable[pa.Table], table_schema: pa.Schema, path: Path) -> None:
+    """Write ``tables`` (each cast to ``table_schema``) as one Parquet file, one at a time and
+    atomically (temp file, then rename): what is written is never held whole."""
+    temp = temp_beside(path)
+    try:
+        with writing(path):
+            with pq.ParquetWriter(
+                temp, table_schema, compression=PARQUET_COMPRESSION, write_page_checksum=PAGE_CHECKSUMS
+            ) as writer:
+                for table in tables:
+                    if table.num_rows:
+                        writer.write_table(table.cast(table_schema))
             os.replace(temp, path)
     finally:
         discard(temp)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import shutil
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from analyze_helpers import gpu_run_or_skip
+from analyze_helpers import ImageSpec, gpu_run_or_skip, write_run
 from dsocr.analyze import runner
 from dsocr.analyze.runner import analyze_run, image_batches
+from dsocr.analyze.sketch import EXACT_VALUES
+from dsocr.analyze.step_figures import StepFigures
 from dsocr.analyze.summary import to_json
 
 from dsocr import rundir
@@ -108,3 +112,133 @@ def test_a_failed_analysis_leaves_no_spool(tmp_path: Path, monkeypatch: pytest.M
         analyze_run(run_dir, batch_bytes=1)
     # The first batch's rows had been spooled: the spool is removed, and no timings.parquet written.
     assert not list((run_dir / rundir.ANALYSIS_DIR).iterdir())
+
+
+def _held_rows(value: object, seen: set[int] | None = None) -> int:
+    """Arrow rows reachable from ``value`` (tables and arrays, in attributes, dicts and lists)."""
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return 0
+    seen.add(id(value))
+    if isinstance(value, pa.Table | pa.RecordBatch | pa.Array | pa.ChunkedArray):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_held_rows(item, seen) for item in value.values())
+    if isinstance(value, list | tuple):
+        return sum(_held_rows(item, seen) for item in value)
+    if hasattr(value, "__dict__") and not isinstance(value, type):
+        return sum(_held_rows(item, seen) for item in vars(value).values())
+    return 0
+
+
+def _sketched_values(steps: StepFigures) -> list[int]:
+    """Values each quantile sketch of the run-level step figures holds (exact mode)."""
+    sketches = [
+        *steps.roofline.quantiles.values(),
+        steps.outliers.image_medians,
+        steps.overhead.traced,
+        steps.overhead.untraced,
+        steps.cold.warm_ms,
+    ]
+    return [sum(part.size for part in sketch._values or []) for sketch in sketches]
+
+
+def _synthetic_run(run_dir: Path, images: int) -> Path:
+    """``images`` sampled images of 40 tokens (5 traced steps each); every third has no trace
+    (as under --trace-images), so its steps come from the reference clock alone."""
+    specs = [ImageSpec(index, generated_tokens=40, traced_steps=[1, 2, 3, 20, 21]) for index in range(images)]
+    write_run(run_dir, specs, seed=images)
+    rundir.finalize_predictions(run_dir)
+    for path in rundir.trace_files(run_dir):
+        if int(path.name[5:12]) % 3 == 2:
+            path.unlink()
+    return run_dir
+
+
+def _held_between_batches(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], list[int]]:
+    """Analyze ``run_dir`` one image per batch, two untraced images per chunk; after each batch
+    and each add of images: the Arrow rows RunSums holds, and the most values a sketch holds."""
+    held: list[int] = []
+    sketched: list[int] = []
+    analyze_batch, add_images = runner._analyze_batch, runner.RunSums.add_images
+
+    def look(sums: runner.RunSums) -> None:
+        held.append(_held_rows(sums))
+        sketched.append(max(_sketched_values(sums.steps)))
+
+    def batch_and_look(*args: object) -> None:
+        analyze_batch(*args)
+        look(args[2])
+
+    def images_and_look(sums: runner.RunSums, *args: object) -> None:
+        add_images(sums, *args)
+        look(sums)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "_analyze_batch", batch_and_look)
+        patch.setattr(runner.RunSums, "add_images", images_and_look)
+        patch.setattr(runner, "IMAGE_CHUNK", 2)
+        analyze_run(run_dir, batch_bytes=1)
+    return held, sketched
+
+
+def test_what_analyze_holds_between_batches_does_not_grow_with_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After every batch no per-image or per-step row is held in memory (they are on disk), the
+    step sketches hold at most their exact limit, partials.json does not grow with the run, and
+    the figures are those of one batch."""
+    partials_bytes = {}
+    for images in (6, 24):
+        run_dir = _synthetic_run(tmp_path / f"run{images}", images)
+        one_batch = _analysis(run_dir, None)
+        partials_bytes[images] = (run_dir / rundir.ANALYSIS_DIR / "partials.json").stat().st_size
+        held, sketched = _held_between_batches(run_dir, monkeypatch)
+        traced = images - images // 3
+        # Each traced batch (its images added, then the batch done), and each chunk of untraced images.
+        assert len(held) == 2 * traced + math.ceil(images // 3 / 2)
+        assert set(held) == {0}
+        assert 0 < max(sketched) <= EXACT_VALUES
+        with monkeypatch.context() as patch:
+            patch.setattr(runner, "IMAGE_CHUNK", 2)
+            assert _analysis(run_dir, 1) == one_batch
+        assert one_batch[0]["coverage"]["images_with_trace"] == traced
+        assert one_batch[0]["roofline"]["decode_step"] is None  # the synthetic model has no architecture
+    # The trace's sums only (names, totals): not one entry per image or step.
+    assert partials_bytes[24] <= partials_bytes[6] * 1.05
+
+
+def test_per_step_parts_are_written_one_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """steps.parquet and roofline.parquet are written from the spooled parts as they are read:
+    when the writer takes a part, no later part has been read yet."""
+    gpu_run_or_skip()
+    run_dir = shutil.copytree(FIXTURES / "gpu-run", tmp_path / "run")
+    read: list[int] = []
+    spool_tables = runner.TableSpool.tables
+
+    def counted(spool: runner.TableSpool) -> Iterator[pa.Table]:
+        for table in spool_tables(spool):
+            read.append(table.num_rows)
+            yield table
+
+    taken: dict[str, list[tuple[int, int]]] = {}
+    write_tables = rundir.write_tables_atomic
+
+    def check_as_written(tables: Iterable[pa.Table], table_schema: pa.Schema, path: Path) -> None:
+        def pulled() -> Iterator[pa.Table]:
+            for index, table in enumerate(tables):
+                taken.setdefault(path.name, []).append((index, len(read)))
+                yield table
+
+        write_tables(pulled(), table_schema, path)
+
+    monkeypatch.setattr(runner.TableSpool, "tables", counted)
+    monkeypatch.setattr(runner.rundir, "write_tables_atomic", check_as_written)
+    analyze_run(run_dir, batch_bytes=1)
+    parts = len({path.name.split("-")[0] for path in rundir.trace_files(run_dir)})
+    # roofline: the rows per image (read back whole before), then one traced part per batch.
+    roofline = taken["roofline.parquet"]
+    assert len(roofline) == 1 + parts
+    first_read = roofline[0][1]
+    assert [count - first_read for _, count in roofline[1:]] == list(range(1, parts + 1))
+    assert len(taken["steps.parquet"]) == parts

@@ -316,7 +316,7 @@ def _predictions(step_ms: list[list[float]], cold: list[list[bool]] | None = Non
 def _inputs(predictions: pa.Table, reference: pa.Table, traced: pa.Table) -> findings_module.FindingInputs:
     empty = pa.table({"stage": pa.array([], pa.string()), "cpu_ms": pa.array([], pa.float64())})
     return findings_module.FindingInputs(
-        predictions=predictions, timings=empty, steps=reference, top=[], roofline=None,
+        predictions=predictions, timings=empty, top=[], roofline=None,
         reference_steps=reference, traced_steps=traced,
     )  # fmt: skip
 
@@ -365,7 +365,7 @@ def test_outlier_steps_cover_untraced_steps_and_name_those_after_a_trace_window(
     traced = _steps([(0, step, ms[step - 1]) for step in range(1, 9)])
     inputs = findings_module.FindingInputs(
         predictions=_predictions([ms]), timings=_inputs(_predictions([]), reference, traced).timings,
-        steps=traced, top=[], roofline=None, reference_steps=reference, traced_steps=traced,
+        top=[], roofline=None, reference_steps=reference, traced_steps=traced,
     )  # fmt: skip
     (found,) = findings_module.outlier_steps(inputs)
     evidence = found["evidence"]
@@ -375,7 +375,7 @@ def test_outlier_steps_cover_untraced_steps_and_name_those_after_a_trace_window(
     assert "2 of them (120 ms) are untraced steps within 10 steps after a traced window" in found["message"]
     # The traced steps alone (what the finding read before) hold no outlier at all.
     traced_only = findings_module.FindingInputs(
-        predictions=_predictions([]), timings=inputs.timings, steps=traced, top=[], roofline=None,
+        predictions=_predictions([]), timings=inputs.timings, top=[], roofline=None,
         reference_steps=_steps([]), traced_steps=traced,
     )  # fmt: skip
     assert findings_module.outlier_steps(traced_only) == []

@@ -229,7 +229,7 @@ def _host_bound_inputs(run_dir: Path) -> findings_module.FindingInputs:
     )
     empty = pa.table({"rank": pa.array([], pa.int32())})
     return findings_module.FindingInputs(
-        predictions=empty, timings=timings, steps=empty, top=[], roofline=None,
+        predictions=empty, timings=timings, top=[], roofline=None,
         reference_steps=empty, traced_steps=empty, run_dir=run_dir, run=rundir.read_run_json(run_dir),
     )  # fmt: skip
 
