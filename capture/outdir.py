@@ -6,6 +6,7 @@ the runner runs them again (library use) and holds the lock while it writes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,19 +50,28 @@ def check_out(run_dir: Path) -> None:
 
 def _probe_creatable(run_dir: Path, existing: Path) -> None:
     """Create the missing folders of ``run_dir`` and remove them again: only that tells, before the
-    model loads, that a writable-looking place refuses folders (``/proc/x``, a read-only mount)."""
+    model loads, that a writable-looking place refuses folders (``/proc/x``, a read-only mount).
+
+    Every rank of a ``--gpus N`` capture probes at once: a folder another rank made meanwhile
+    proves the place takes folders, and one that another rank has filled meanwhile is its run, left
+    in place."""
     created: list[Path] = []
+    missing = [existing / folder for folder in reversed(run_dir.relative_to(existing).parents[:-1])]
     try:
-        for folder in reversed(run_dir.relative_to(existing).parents[:-1]):
-            (existing / folder).mkdir()
-            created.append(existing / folder)
-        run_dir.mkdir()
-        created.append(run_dir)
+        for folder in [*missing, run_dir]:
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                if folder.is_dir():
+                    continue
+                raise
+            created.append(folder)
     except OSError as exc:
         raise RunDirError(f"--out {run_dir}: cannot create it ({exc.strerror or exc})") from None
     finally:
         for folder in reversed(created):
-            folder.rmdir()
+            with contextlib.suppress(OSError):  # not empty: another rank's run is starting in it
+                folder.rmdir()
 
 
 def _written_paths(run_dir: Path) -> Iterator[Path]:

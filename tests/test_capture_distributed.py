@@ -95,16 +95,19 @@ def test_resume_after_killing_one_rank(tmp_path: Path, sample_pages: list[Path])
             shutil.copy(page, images[-1])
     run_dir = tmp_path / "run"
     arguments = [*map(str, images), "--out", str(run_dir), "--max-new-tokens", "24", "--profile", "off"]
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "dsocr.cli", "capture", *with_fast_model(arguments), "--gpus", "2"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    launcher_log = tmp_path / "launcher.log"
+    with launcher_log.open("wb") as log:
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "dsocr.cli", "capture", *with_fast_model(arguments), "--gpus", "2"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + RANK_FILE_TIMEOUT_S
     parts = run_dir / PREDICTIONS_PARTS_DIR
     while not (parts.is_dir() and any(parts.glob("rank001-*.parquet"))):
-        assert launcher.poll() is None, "the run ended before rank 1 finished an image"
+        ended = launcher.poll() is not None
+        assert not ended, f"the run ended before rank 1 finished an image:\n{launcher_log.read_text()[-3000:]}"
         assert time.monotonic() < deadline, "rank 1 finished no image in time"
         time.sleep(0.05)
     os.kill(_rank_pid(1, run_dir), signal.SIGKILL)

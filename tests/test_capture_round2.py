@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from capture_helpers import run_capture
-from dsocr.capture.outdir import CAPTURE_LOCK, capture_lock
+from dsocr.capture.outdir import CAPTURE_LOCK, capture_lock, check_out
 from PIL import Image, ImageDraw
 
 from dsocr.rundir import read_predictions, read_run_json
@@ -214,6 +214,31 @@ def test_a_refusal_before_the_model_never_imports_torch(finished_run: Path, tmp_
     )
     assert child.stderr.strip() == message
     assert "torch imported: False exit: 1" in child.stdout
+
+
+def test_ranks_probing_a_new_out_at_once_both_pass_and_leave_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every rank of a --gpus capture probes --out: another rank's mkdir between this one's check
+    and its own mkdir is no refusal (torchrun ranks failed with "cannot create it (File exists)"),
+    and a folder another rank filled meanwhile stays."""
+    run_dir = tmp_path / "new" / "run"
+    real_mkdir = Path.mkdir
+
+    def another_rank_first(self: Path, *args: object, **kwargs: object) -> None:
+        if self == run_dir and not self.exists():
+            real_mkdir(self)  # the other rank's probe, between this rank's check and its mkdir
+            (self / "run.json").write_text("{}")  # ... and its run starting in it
+        real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", another_rank_first)
+    check_out(run_dir)
+    assert (run_dir / "run.json").is_file()  # the other rank's folder was not removed
+    monkeypatch.setattr(Path, "mkdir", real_mkdir)
+    (run_dir / "run.json").unlink()
+    run_dir.rmdir()
+    check_out(run_dir)  # alone, the probe still leaves nothing behind
+    assert not run_dir.exists()
 
 
 # ---- pixel formats reach the model as a person sees them ----
