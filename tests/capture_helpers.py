@@ -35,7 +35,7 @@ def run_capture_process(*args: str | Path, cwd: Path) -> subprocess.CompletedPro
     Kineto's CUPTI settings (``TEARDOWN_CUPTI``, set per profile mode) are process-wide state that
     one capture would leave to the next in a shared test process. ``cwd`` must not be the
     repository root, whose ``dsocr/`` folder would shadow the installed package."""
-    command = [sys.executable, "-c", "from dsocr.cli import main; main()", "capture"]
+    command = [sys.executable, "-m", "dsocr.cli", "capture"]
     return subprocess.run(
         [*command, *with_fast_model(list(map(str, args)))], cwd=cwd, capture_output=True, text=True, check=False
     )

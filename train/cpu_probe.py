@@ -195,20 +195,6 @@ def measure(model: torch.nn.Module, held: list[dict[str, Any]], pad_id: int, dig
     }
 
 
-def cells_loss(
-    head: torch.nn.Module, hidden: torch.Tensor, image_mask: torch.Tensor, targets: torch.Tensor
-) -> torch.Tensor:
-    """Cross-entropy of the cell head: label class, then the four box bins (train/cells.py)."""
-    logits = head(hidden[image_mask].float())
-    loss = functional.cross_entropy(logits[:, : cells.CLASSES], targets[:, 0], ignore_index=cells.IGNORE)
-    for k in range(4):
-        start = cells.CLASSES + k * cells.BOX_BINS
-        part = logits[:, start : start + cells.BOX_BINS]
-        if (targets[:, 1 + k] != cells.IGNORE).any():
-            loss = loss + functional.cross_entropy(part, targets[:, 1 + k], ignore_index=cells.IGNORE) / 4
-    return loss
-
-
 def main() -> None:
     """Command line: one probe, one JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -294,9 +280,8 @@ def main() -> None:
         weights = torch.where(torch.isin(targets[keep], digit_ids), args.coord_weight, 1.0)
         loss = (losses * weights).sum() / weights.sum()
         if args.cell_loss_weight > 0:
-            cell_loss = cells_loss(
-                head, batch["hidden"], batch["input_ids"] == model.config.image_token_id, batch["cells"]
-            )
+            image_mask = batch["input_ids"] == model.config.image_token_id
+            cell_loss = train_layout.cells_loss(head, batch["hidden"][image_mask].float(), batch["cells"])
             loss = loss + args.cell_loss_weight * cell_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
