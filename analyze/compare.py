@@ -66,7 +66,7 @@ def _content_keys(run_dir: Path) -> tuple[dict[tuple[int, int], str], dict[tuple
     """Per image: the sha256 of its bytes (recorded by capture, else read from its file while
     it is there), else the md5 of its path; and how each was keyed (content or path)."""
     columns = ["rank", "image_index", "image_md5", "image_path", "image_sha256"]
-    rows = rundir.read_predictions(run_dir).select(columns).to_pylist()
+    rows = rundir.read_predictions(run_dir, columns=columns).to_pylist()
     keys, how = {}, {}
     for row in rows:
         image = (row["rank"] or 0, row["image_index"])

@@ -295,8 +295,7 @@ def _image_rows(inputs: FindingInputs) -> list[dict[str, Any]]:
 
 
 def cold_steps(inputs: FindingInputs) -> list[dict[str, Any]]:
-    if "decode_step_cold" not in inputs.predictions.column_names:
-        return []
+    # No cold flags (capture recorded none, or the predictions lack the column): no figures below.
     cold = _step_figures(inputs).cold
     # The run's cold figures as summary.json ``cold`` has them: one formula for both.
     impact, cold_ms = cold_impact_of(cold, _image_rows(inputs), top_operators=[]), cold.all_cold_ms()

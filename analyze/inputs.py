@@ -25,7 +25,8 @@ class AnalysisInputs:
     run_dir: Path
     #: run.json as read and validated.
     run: RunRecord
-    #: predictions (schema PREDICTIONS), every row, failed images included.
+    #: predictions, every row, failed images included: their scalar columns
+    #: (``prediction_store.SCALAR_COLUMNS``; the per-step lists are read a group of images at a time).
     predictions: pa.Table
     #: The trace's counts and sums over every image (analyze reads it a batch of images at a time).
     trace: TraceFigures

@@ -26,6 +26,7 @@ from dsocr.analyze.steps import SOURCE_TRACE, STEPS
 from dsocr import rundir
 from dsocr.errors import BadInputError, RunDirError
 from dsocr.options import DEFAULT_TOP
+from dsocr.prediction_store import SCALAR_COLUMNS, PredictionStore
 from dsocr.records import RunRecord
 from dsocr.staleness import analysis_is_stale
 from dsocr.vocab import AnalysisFile
@@ -90,9 +91,9 @@ def merge_shards(
     runs = [rundir.read_run_json(shard) for shard in shards]
     run = _one_job(runs, shards)
     peak = run_peak(run, peak_tflops=peak_tflops, peak_gbps=peak_gbps)
-    predictions = pa.concat_tables(
-        [rundir.read_predictions(shard, shard_run) for shard, shard_run in zip(shards, runs, strict=True)]
-    )
+    stores = [rundir.open_predictions(shard, shard_run) for shard, shard_run in zip(shards, runs, strict=True)]
+    # Every shard's scalar columns; whole rows (per-step lists) a chunk of one shard's images at a time.
+    predictions = pa.concat_tables([store.read(SCALAR_COLUMNS) for store in stores])
     keys, counts = np.unique(image_key(predictions), return_counts=True)
     if (counts > 1).any():
         rank, index = int(keys[counts > 1][0]) >> 32, int(keys[counts > 1][0]) & 0xFFFFFFFF
@@ -102,17 +103,17 @@ def merge_shards(
     # temp folder: nothing is made in out_dir before every shard has been read).
     with spools(None) as spooled:
         sums = RunSums(spools=spooled, run=run, peak=peak)
-        for shard, shard_run in zip(shards, runs, strict=True):
+        for shard, store in zip(shards, stores, strict=True):
             payload = _partials(shard)
             has_trace = has_trace or bool(payload["has_trace"])
             sums.add_shard(payload)
-            _add_shard_images(sums, shard, rundir.read_predictions(shard, shard_run))
+            _add_shard_images(sums, shard, store)
         if write:
             out_dir.mkdir(parents=True, exist_ok=True)
         return finish(out_dir, run, predictions, sums, has_trace=has_trace, peak=peak, top=top, write=write)
 
 
-def _add_shard_images(sums: RunSums, shard: Path, predictions: pa.Table) -> None:
+def _add_shard_images(sums: RunSums, shard: Path, predictions: PredictionStore) -> None:
     """A shard's images, a chunk at a time: its per-image rows as its analysis wrote them
     (timings, summary.json images, traced steps), its decode steps from its predictions."""
     timings = rundir.read_checked(rundir.analysis_path(shard, AnalysisFile.timings), "timings")
@@ -120,7 +121,7 @@ def _add_shard_images(sums: RunSums, shard: Path, predictions: pa.Table) -> None
     latency = _latency(shard)
     timing_keys, traced_keys, latency_keys = image_key(timings), image_key(traced), image_key(latency)
     for start in range(0, max(predictions.num_rows, 1), IMAGE_CHUNK):
-        chunk = predictions.slice(start, IMAGE_CHUNK)
+        chunk = predictions.rows(predictions.image_index[start : start + IMAGE_CHUNK])
         keys = image_key(chunk)
         sums.add_images(
             chunk,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 from dsocr.analyze.inputs import AnalysisInputs
 
 from dsocr.vocab import STAGES, Stage
@@ -73,12 +75,21 @@ def _rank_figures(rank: int, entry: dict[str, Any], capture_seconds: float | Non
     )
 
 
+#: Timings rows made into Python objects together (the run's are never made at once).
+_ROWS_AT_ONCE = 4096
+
+
+def _rows(table: pa.Table) -> Iterator[dict[str, Any]]:
+    for batch in table.to_batches(max_chunksize=_ROWS_AT_ONCE):
+        yield from batch.to_pylist()
+
+
 def rank_figures(inputs: AnalysisInputs) -> Ranks:
     """Per rank: images, stage totals and medians; the slowest rank and the load imbalance."""
     run = inputs.run
     seconds_by_rank = {entry.rank: entry.capture_seconds for entry in run.ranks or ()}
     per_rank: dict[int, dict[str, Any]] = {}
-    for row in inputs.timings.to_pylist():
+    for row in _rows(inputs.timings.select(["rank", "image_index", "stage", *_MEASURES])):
         measure, value = _measure(row)
         entry = per_rank.setdefault(row["rank"], {"images": set(), "stages": {}})
         entry["images"].add(row["image_index"])

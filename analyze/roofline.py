@@ -12,7 +12,7 @@ then compute or memory (whichever of flops/peak_flops and bytes/peak_bandwidth i
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from dsocr.analyze.keys import image_key
 from dsocr.analyze.peaks import DevicePeak
 from dsocr.analyze.reference import ok_predictions
 from dsocr.analyze.step_figures import DecodeStepRoofline
+from dsocr.analyze.table_rows import TableRows
 
 from dsocr import schema
 from dsocr.vocab import NS_PER_US, STAGES, Stage
@@ -336,8 +337,8 @@ class Roofline:
     decode: StageRoofline | None
     #: ``steps``, ``{median, p90}`` across steps of flops, bytes, times, MFU/MBU, and ``bound`` counts.
     decode_step: dict[str, Any] | None
-    #: Per image: ``rank``, ``image_index`` and a StageRoofline per stage.
-    images: list[dict[str, Any]]
+    #: Per image: ``rank``, ``image_index`` and a StageRoofline per stage (made as they are read).
+    images: Sequence[dict[str, Any]]
     #: Per stage: the profiler's FLOPs against the model's (None: the trace carries no counts).
     profiler_flops: dict[str, Any] | None
 
@@ -375,6 +376,25 @@ def _run_totals(table: pa.Table, peak: DevicePeak, decode_steps: DecodeStepRoofl
     return result
 
 
+def image_rooflines(rows: pa.Table) -> TableRows:
+    """Per image (by rank and image_index): ``rank``, ``image_index`` and a StageRoofline per stage
+    row of ``rows`` (each image's rows in their order), made as they are read."""
+    order = np.lexsort(
+        (rows["image_index"].to_numpy(zero_copy_only=False), rows["rank"].to_numpy(zero_copy_only=False))
+    )
+    rows = rows.take(pa.array(order, type=pa.int64()))
+    ranks, indexes = rows["rank"].to_numpy(zero_copy_only=False), rows["image_index"].to_numpy(zero_copy_only=False)
+    new_image = np.flatnonzero((ranks[1:] != ranks[:-1]) | (indexes[1:] != indexes[:-1])) + 1
+    starts = np.concatenate([[0], new_image, [rows.num_rows]]) if rows.num_rows else np.zeros(1, dtype=np.int64)
+    return TableRows(rows, starts, _image_roofline)
+
+
+def _image_roofline(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"rank": rows[0]["rank"], "image_index": rows[0]["image_index"]} | {
+        row["stage"]: _figures(row) for row in rows
+    }
+
+
 def decode_step_sums(table: pa.Table) -> DecodeStepRoofline:
     """The decode-step rows of a whole ROOFLINE table, summed and sketched."""
     sums = DecodeStepRoofline()
@@ -394,17 +414,11 @@ def roofline_summary(
     rows summed in ``decode_steps`` (None: from the table's own step rows)."""
     steps = decode_steps if decode_steps is not None else decode_step_sums(table)
     totals = _run_totals(table, peak, steps) if table.num_rows or steps.rows else {}
-    images: dict[tuple[int, int], dict[str, Any]] = {}
-    for row in table.filter(pc.is_null(table["step"])).to_pylist():
-        entry = images.setdefault(
-            (row["rank"], row["image_index"]), {"rank": row["rank"], "image_index": row["image_index"]}
-        )
-        entry[row["stage"]] = _figures(row)
     return Roofline(
         device=peak,
         reason=reason,
         **{stage: totals.get(stage) for stage in STAGES},
         decode_step=steps.distribution() if steps.rows else None,
-        images=[images[key] for key in sorted(images)],
+        images=image_rooflines(table.filter(pc.is_null(table["step"]))),
         profiler_flops=profiler,
     )

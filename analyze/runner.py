@@ -58,6 +58,7 @@ from dsocr.analyze.threads import WorkerPool, ordered_map, worker_pool
 
 from dsocr import rundir, schema
 from dsocr.options import DEFAULT_TOP
+from dsocr.prediction_store import SCALAR_COLUMNS, PredictionStore
 from dsocr.records import RunRecord
 from dsocr.vocab import NS_PER_MS, STAGES, AnalysisFile, KernelKind, Stage
 
@@ -417,7 +418,12 @@ class RunSums:
 
 
 def _analyze_batch(
-    files: list[Path], pool: WorkerPool, sums: RunSums, predictions: pa.Table, traced_rows: np.ndarray
+    files: list[Path],
+    pool: WorkerPool,
+    sums: RunSums,
+    predictions: pa.Table,
+    store: PredictionStore,
+    traced_rows: np.ndarray,
 ) -> None:
     """Read one batch of whole images, compute its share of every figure, add it to ``sums``.
 
@@ -429,7 +435,8 @@ def _analyze_batch(
     images = np.unique(image_key(trace.chunks))
     in_batch = np.isin(image_key(predictions), images)
     traced_rows |= in_batch  # one flag per prediction row: which images a batch has read
-    mine = predictions.filter(pa.array(in_batch))
+    # The batch's whole prediction rows (per-step lists included): read for its images only.
+    mine = store.rows(predictions["image_index"].to_numpy()[in_batch])
     # Name codes once for all cpu_ops (the chunks share one dictionary), sliced per chunk below.
     op_codes, op_names = name_codes(trace.cpu_ops["name"])
     operator_codes = sums.operator_names.codes(op_names)
@@ -482,7 +489,9 @@ def analyze_run(
         rundir.analysis_dir(run_dir)
     # First: a bad --peak-tflops/--peak-gbps is an error before any trace is read.
     peak = run_peak(run, peak_tflops=peak_tflops, peak_gbps=peak_gbps)
-    predictions = rundir.read_predictions(run_dir, run)
+    # Every image's scalar columns; whole rows (per-step lists, text) are read a group of images at a time.
+    store = rundir.open_predictions(run_dir, run)
+    predictions = store.read(SCALAR_COLUMNS)
     files = rundir.trace_files(run_dir)
     # Each batch's per-image and per-step rows go to disk as it completes (temp parts beside timings.parquet).
     with spools(timings_path(run_dir) if write else None) as spooled:
@@ -491,13 +500,13 @@ def analyze_run(
         with worker_pool(jobs) as pool:
             # A batch of whole images at a time: the events of one batch are in memory, never the run's.
             for batch in image_batches(files, BATCH_BYTES if batch_bytes is None else batch_bytes):
-                _analyze_batch(batch, pool, sums, predictions, traced_rows)
+                _analyze_batch(batch, pool, sums, predictions, store, traced_rows)
             no_ranges = clean_ranges(*_empty_trace(pool))
         # Images without trace files (--trace-images, failed conversions, imports): reference clock
         # only, a chunk of images at a time (their decode steps are read from predictions).
-        untraced = predictions.filter(pa.array(~traced_rows))
-        for start in range(0, max(untraced.num_rows, 1), IMAGE_CHUNK):
-            chunk = untraced.slice(start, IMAGE_CHUNK)
+        untraced = predictions["image_index"].to_numpy()[~traced_rows]
+        for start in range(0, max(untraced.size, 1), IMAGE_CHUNK):
+            chunk = store.rows(untraced[start : start + IMAGE_CHUNK])
             sums.add_images(
                 chunk,
                 timings_table(chunk, MEASURED.empty_table(), no_ranges.table, has_trace=bool(files)),
@@ -572,7 +581,7 @@ def finish(
         )
         if partials is not None:
             rundir.write_json_atomic(rundir.analysis_path(run_dir, AnalysisFile.partials), partials)
-        rundir.write_json_atomic(rundir.analysis_path(run_dir, AnalysisFile.summary), to_json(summary))
+        rundir.write_json_atomic(rundir.analysis_path(run_dir, AnalysisFile.summary), to_json(summary, streamed=True))
     return Analysis(summary=summary, timings=inputs.timings, kernels=kernels, output_dir=output_dir)
 
 

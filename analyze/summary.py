@@ -29,8 +29,10 @@ from dsocr.analyze.per_rank import Ranks, rank_figures
 from dsocr.analyze.reference import ok_predictions
 from dsocr.analyze.roofline import Roofline
 from dsocr.analyze.stats import describe
+from dsocr.analyze.table_rows import TableRows
 
 from dsocr import rundir, schema
+from dsocr.json_stream import RowStream
 from dsocr.vocab import TIME_STAGES, ProfileMode, RunKind, Stage
 
 Metric = Callable[[AnalysisInputs], Any]
@@ -229,9 +231,10 @@ def latency_figures(inputs: AnalysisInputs) -> Latency:
     return Latency(**{item.name: _spread(_column(inputs.latency, item.name)) for item in fields(Latency)})
 
 
-def image_rows(inputs: AnalysisInputs) -> list[dict[str, Any]]:
-    """One object per image: the columns of the latency table (analyze.latency.LATENCY)."""
-    return inputs.latency.to_pylist()
+def image_rows(inputs: AnalysisInputs) -> TableRows:
+    """One object per image: the columns of the latency table (analyze.latency.LATENCY), made as
+    they are read (summary.json is written as they are made: no object per image is held)."""
+    return TableRows(inputs.latency)
 
 
 def top_entries(inputs: AnalysisInputs) -> list[TopEntry]:
@@ -253,7 +256,7 @@ class Summary:
     stages: dict[str, StageFigures] = field(metadata=metric(stage_figures))
     latency: Latency = field(metadata=metric(latency_figures))
     coverage: Coverage = field(metadata=metric(coverage_figures))
-    images: list[dict[str, Any]] = field(metadata=metric(image_rows))
+    images: TableRows = field(metadata=metric(image_rows))
     top: list[TopEntry] = field(metadata=metric(top_entries))
     ranks: Ranks = field(metadata=metric(rank_figures))
     cold: ColdImpact | None = field(metadata=metric(cold_figures))
@@ -270,21 +273,28 @@ def summarize(inputs: AnalysisInputs) -> Summary:
     return Summary(**{name: compute(inputs) for name, compute in METRICS})
 
 
-def to_json(value: Any) -> Any:
+def to_json(value: Any, *, streamed: bool = False) -> Any:
     """A summary (or any part of it) as JSON-able values: dataclasses become objects (a part
-    with its own ``to_dict()`` is rendered by it)."""
+    with its own ``to_dict()`` is rendered by it). ``streamed``: its lists per image become
+    ``RowStream``s, made item by item while ``rundir.write_json_atomic`` writes them (else lists)."""
+
+    def convert(item: Any) -> Any:
+        return to_json(item, streamed=streamed)
+
     if callable(getattr(value, "to_dict", None)):
-        return to_json(value.to_dict())
+        return convert(value.to_dict())
     if is_dataclass(value) and not isinstance(value, type):
         return {
-            item.name: to_json(getattr(value, item.name))
+            item.name: convert(getattr(value, item.name))
             for item in fields(value)
             if not (item.metadata.get(_OMIT_NONE) and getattr(value, item.name) is None)
         }
     if isinstance(value, dict):
-        return {str(key): to_json(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_json(item) for item in value]
+        return {str(key): convert(item) for key, item in value.items()}
+    if streamed and isinstance(value, TableRows):
+        return RowStream(len(value), lambda: (convert(item) for item in value))
+    if isinstance(value, list | tuple | TableRows):
+        return [convert(item) for item in value]
     if isinstance(value, enum.Enum):
         return value.value
     return value

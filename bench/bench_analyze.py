@@ -4,7 +4,7 @@ For each size the real event mix of a capture (default: the committed H200 captu
 tests/data/gpu-run) is replicated into a run of that many events: copy i becomes image i,
 its times shifted past copy i-1 and its correlation and External ids shifted by i times the
 source's largest id. Then, each tool in its own process (peak memory is that process's
-ru_maxrss, CPU time its ru_utime + ru_stime):
+ru_maxrss, CPU time its ru_utime + ru_stime, both measured by a small launcher: ``run_child``):
 
 - dsocr analyze: ``analyze_run`` on the Parquet, everything ``dsocr analyze`` computes and
   writes (the process wall time includes Python start-up and imports; the ``analyze_run``
@@ -166,23 +166,45 @@ def parse_size(text: str) -> int:
     return int(text)
 
 
+#: Runs the command after its first argument and writes that command's own peak RSS (KiB), CPU
+#: seconds and exit status to the file named by its first argument. Linux keeps a process's RSS
+#: high-water mark across fork and exec (the forked copy starts at its parent's RSS): a child
+#: started straight from a bench that built a run of gigabytes in memory reported the bench's
+#: peak, not its own. Started from this small launcher, the child starts at the launcher's (~10 MiB).
+LAUNCHER = textwrap.dedent(
+    """
+    import json, os, subprocess, sys
+    process = subprocess.Popen(sys.argv[2:])
+    _, status, usage = os.wait4(process.pid, 0)
+    with open(sys.argv[1], "w") as out:
+        json.dump({"status": status, "maxrss_kib": usage.ru_maxrss, "cpu_s": usage.ru_utime + usage.ru_stime}, out)
+    """
+)
+
+
 def run_child(
     command: list[str], cwd: Path, extra_env: dict[str, str] | None = None
 ) -> tuple[dict[str, Any], float, float, float]:
-    """Run a child process; return (its JSON line, wall seconds, peak RSS MiB, CPU seconds)."""
+    """Run a child process; return (its JSON line, wall seconds, peak RSS MiB, CPU seconds),
+    its peak RSS and CPU time measured by ``LAUNCHER``."""
     start = time.perf_counter()
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(extra_env or {})}
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        process = subprocess.Popen(command, stdout=out, stderr=err, cwd=cwd, env=env)
-        _, status, usage = os.wait4(process.pid, 0)
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.NamedTemporaryFile(suffix=".json") as usage_file,
+    ):
+        launched = [sys.executable, "-c", LAUNCHER, usage_file.name, *command]
+        subprocess.run(launched, stdout=out, stderr=err, cwd=cwd, env=env, check=False)
         wall = time.perf_counter() - start
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(), err.read().decode()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{command[0]} failed ({os.waitstatus_to_exitcode(status)}):\n{stderr[-3000:]}")
-    cpu = usage.ru_utime + usage.ru_stime
-    return json.loads(stdout.strip().splitlines()[-1]), wall, usage.ru_maxrss / KIB, cpu
+        usage = json.loads(Path(usage_file.name).read_text() or "{}")
+    code = os.waitstatus_to_exitcode(usage["status"]) if "status" in usage else None
+    if code != 0:
+        raise SystemExit(f"{command[0]} failed ({code}):\n{stderr[-3000:]}")
+    return json.loads(stdout.strip().splitlines()[-1]), wall, usage["maxrss_kib"] / KIB, usage["cpu_s"]
 
 
 def replicate(source: Path, out: Path, events: int) -> int:
@@ -213,7 +235,7 @@ def replicate(source: Path, out: Path, events: int) -> int:
                 rundir.write_table_atomic(part.filter(pc.equal(part["chunk"], chunk)).cast(schema.TRACE), path)
         for row in predictions.to_pylist():
             rows.append({**row, "image_index": copy * len(images) + images.index(row["image_index"])})
-    rundir.write_table_atomic(rundir.rows_to_table(rows, schema.PREDICTIONS), out / rundir.PREDICTIONS_FILE)
+    rundir.write_predictions(rundir.rows_to_table(rows, schema.PREDICTIONS), out)
     return copies * trace.num_rows
 
 

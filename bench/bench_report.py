@@ -91,7 +91,7 @@ def build_run(run_dir: Path, images: int, tokens: int, seed: int = 0) -> None:
          "calls": 1000 - rank, "total_ms_traced": 100.0 / (rank + 1), "mean_us": 5.0, "share": 0.1}
         for stage in STAGES for kind in KINDS for rank in range(TOP)
     ]  # fmt: skip
-    rundir.write_table_atomic(rundir.rows_to_table(predictions, schema.PREDICTIONS), run_dir / rundir.PREDICTIONS_FILE)
+    rundir.write_predictions(rundir.rows_to_table(predictions, schema.PREDICTIONS), run_dir)
     analysis = run_dir / rundir.ANALYSIS_DIR
     rundir.write_table_atomic(rundir.rows_to_table(timings, schema.TIMINGS), analysis / "timings.parquet")
     rundir.write_table_atomic(rundir.rows_to_table(kernels, schema.KERNELS), analysis / "kernels.parquet")

@@ -19,6 +19,12 @@ unless ``--keep``::
 
     nice -n 10 python bench/bench_scale_pages.py --pages 1000 --json /tmp/estimate.json
     nice -n 10 python bench/bench_scale_pages.py --pages 10000 --json bench/results/cpu-scale-10k.json
+
+``--page-counts 1000,10000,40000 --traced-pages 10`` builds one run per count with the same 10
+pages traced (so the trace, one batch, is the same in each) and the others on the reference clock
+alone: only the page count grows, and the last line is the peak RSS at the largest count over the
+smallest (issue 26: peak memory independent of the number of images). Each child's peak RSS is
+measured from a small launcher (bench_analyze.run_child): this process holds the run it built.
 """
 
 from __future__ import annotations
@@ -179,7 +185,7 @@ def build_run(
     run["config"] = {**(run.get("config") or {}), "trace_images": trace_every}
     rundir.write_json_atomic(out / rundir.RUN_JSON, {**run, "replicated_from": str(source), "pages": pages})
     predictions = _predictions(source, pages, tokens, traced, page.num_rows, trace_every)
-    rundir.write_table_atomic(predictions, out / rundir.PREDICTIONS_FILE)
+    rundir.write_predictions(predictions, out)
     files = rundir.trace_files(out)
     return {
         "pages": pages,
@@ -195,9 +201,56 @@ def build_run(
     }
 
 
+def measure_pages(args: argparse.Namespace, pages: int, trace_every: int) -> dict[str, Any]:
+    """Build a run of ``pages`` pages, analyze it (with ``--baseline`` first), remove it; its figures."""
+    run_dir = args.work / f"run-{pages}x{args.tokens}"
+    load_before_build = os.getloadavg()
+    start = time.perf_counter()
+    row = build_run(args.source, run_dir, pages, args.tokens, args.events_per_page, args.build_workers, trace_every)
+    row["build_s"] = time.perf_counter() - start
+    row["load_average_before_build"] = load_before_build
+    print(f"built {row['events']:,} events in {row['build_s']:.0f} s", file=sys.stderr, flush=True)
+    row["load_average_before"] = os.getloadavg()
+    try:
+        if args.baseline:
+            row["baseline"] = {"pythonpath": str(args.baseline), "load_average_before": os.getloadavg()}
+            row["baseline"] |= measure(run_dir, None, pythonpath=args.baseline)
+            shutil.rmtree(run_dir / rundir.ANALYSIS_DIR)
+            row["load_average_before"] = os.getloadavg()
+        row["analyze"] = measure(run_dir, None)
+        row["analysis_mib"] = {
+            path.name: path.stat().st_size / MIB for path in sorted((run_dir / rundir.ANALYSIS_DIR).iterdir())
+        }
+    finally:
+        if not args.keep:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    row["load_average_after"] = os.getloadavg()
+    analyze = row["analyze"]
+    print(
+        f"{row['pages']:,} pages x {row['tokens_per_page']} tokens, {row['events']:,} events"
+        f" ({row['trace_parquet_mib']:,.0f} MiB): analyze {analyze['analyze_s']:.1f} s, CPU {analyze['cpu_s']:.1f} s,"
+        f" peak RSS {analyze['peak_rss_mib']:,.0f} MiB, {analyze['events_per_s'] / 1e6:.2f} M events/s"
+    )
+    if "baseline" in row:
+        baseline = row["baseline"]
+        rss_ratio, cpu_ratio = analyze["peak_rss_mib"] / baseline["peak_rss_mib"], analyze["cpu_s"] / baseline["cpu_s"]
+        print(
+            f"baseline {args.baseline}: analyze {baseline['analyze_s']:.1f} s, CPU {baseline['cpu_s']:.1f} s,"
+            f" peak RSS {baseline['peak_rss_mib']:,.0f} MiB; this tree's: peak RSS {rss_ratio:.2f}x,"
+            f" CPU {cpu_ratio:.2f}x"
+        )
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pages", type=int, default=1000)
+    parser.add_argument(
+        "--page-counts",
+        help="Comma-separated page counts, each its own run with --traced-pages of them traced (the same"
+        " trace in every run, so only the page count grows): peak RSS per count and largest/smallest.",
+    )
+    parser.add_argument("--traced-pages", type=int, default=10, help="Traced pages per run of --page-counts.")
     parser.add_argument("--tokens", type=int, default=DEFAULT_TOKENS)
     parser.add_argument("--events-per-page", type=int, default=SAMPLED_EVENTS_PER_PAGE)
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
@@ -215,50 +268,20 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="Keep the generated run under --work.")
     parser.add_argument("--json", type=Path, help="Also write every figure here.")
     args = parser.parse_args()
-    run_dir = args.work / f"run-{args.pages}x{args.tokens}"
-    load_before_build = os.getloadavg()
-    start = time.perf_counter()
-    row = build_run(
-        args.source, run_dir, args.pages, args.tokens, args.events_per_page, args.build_workers, args.trace_every
-    )
-    row["build_s"] = time.perf_counter() - start
-    print(f"built {row['events']:,} events in {row['build_s']:.0f} s", file=sys.stderr, flush=True)
-    load_before = os.getloadavg()
-    try:
-        if args.baseline:
-            row["baseline"] = {"pythonpath": str(args.baseline), "load_average_before": os.getloadavg()}
-            row["baseline"] |= measure(run_dir, None, pythonpath=args.baseline)
-            shutil.rmtree(run_dir / rundir.ANALYSIS_DIR)
-            load_before = os.getloadavg()
-        row["analyze"] = measure(run_dir, None)
-        row["analysis_mib"] = {
-            path.name: path.stat().st_size / MIB for path in sorted((run_dir / rundir.ANALYSIS_DIR).iterdir())
-        }
-    finally:
-        if not args.keep:
-            shutil.rmtree(run_dir, ignore_errors=True)
-    analyze = row["analyze"]
-    print(
-        f"{row['pages']:,} pages x {row['tokens_per_page']} tokens, {row['events']:,} events"
-        f" ({row['trace_parquet_mib']:,.0f} MiB): analyze {analyze['analyze_s']:.1f} s, CPU {analyze['cpu_s']:.1f} s,"
-        f" peak RSS {analyze['peak_rss_mib']:,.0f} MiB, {analyze['events_per_s'] / 1e6:.2f} M events/s"
-    )
-    if "baseline" in row:
-        baseline = row["baseline"]
-        rss_ratio, cpu_ratio = analyze["peak_rss_mib"] / baseline["peak_rss_mib"], analyze["cpu_s"] / baseline["cpu_s"]
+    machine: dict[str, Any] = {"cpus": os.cpu_count()}
+    if args.page_counts:
+        counts = [int(count) for count in args.page_counts.split(",")]
+        rows = [measure_pages(args, pages, max(1, pages // args.traced_pages)) for pages in counts]
+        smallest, largest = rows[0]["analyze"]["peak_rss_mib"], rows[-1]["analyze"]["peak_rss_mib"]
         print(
-            f"baseline {args.baseline}: analyze {baseline['analyze_s']:.1f} s, CPU {baseline['cpu_s']:.1f} s,"
-            f" peak RSS {baseline['peak_rss_mib']:,.0f} MiB; this tree's: peak RSS {rss_ratio:.2f}x,"
-            f" CPU {cpu_ratio:.2f}x"
+            f"peak RSS at {counts[-1]:,} pages / at {counts[0]:,}: {largest / smallest:.2f}x"
+            f" ({smallest:,.0f} -> {largest:,.0f} MiB; {args.traced_pages} traced pages in each run)"
         )
+        payload: dict[str, Any] = {"machine": machine, "runs": rows, "peak_rss_ratio": largest / smallest}
+    else:
+        payload = {"machine": machine, "run": measure_pages(args, args.pages, args.trace_every)}
     if args.json:
-        machine = {
-            "cpus": os.cpu_count(),
-            "load_average_before_build": load_before_build,
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-        }
-        args.json.write_text(json.dumps({"machine": machine, "run": row}, indent=2) + "\n")
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ SCRIPTS = (
     ["bench_analyze.py"],
     ["analyze_threads.py", "--size", "0.3M", "--repeats", "3"],
     ["bench_scale.py", "--sizes", "0.3M,1M", "--one-batch-max", "1M"],
+    ["bench_scale_pages.py", "--page-counts", "500,5000", "--traced-pages", "5", "--tokens", "256"],
     ["bench_compare.py", "--sizes", "0.3M"],
     ["bench_emit.py"],
     ["bench_report.py"],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +10,7 @@ import typer
 
 from dsocr._app import JsonOption, PeakGbpsOption, PeakTflopsOption, RunDirArg, app
 from dsocr.errors import BadInputError
+from dsocr.json_stream import write_json
 from dsocr.options import DEFAULT_TOP
 
 #: image_index is an int32 column: a larger --image cannot name an image (and cannot be compared with one).
@@ -80,7 +81,9 @@ def analyze(
 
         report_line = write_report(run_dir)
     if as_json:
-        typer.echo(json.dumps(to_json(analysis.summary), ensure_ascii=False, indent=2))
+        write_json(
+            to_json(analysis.summary, streamed=True), sys.stdout
+        )  # streamed: its per-image lists are made as written
         return
     console = Console()
     print_report(analysis.summary, console, wide=wide)

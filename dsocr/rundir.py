@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,12 +28,15 @@ import pyarrow.parquet as pq
 
 from dsocr import options, schema
 from dsocr.errors import OutputError, RunDirError, SchemaMismatchError
+from dsocr.json_stream import write_json
 from dsocr.records import PredictionRow, RunRecord
 from dsocr.tempnames import temp_path
 from dsocr.vocab import AnalysisFile, RunStatus
 
 if TYPE_CHECKING:
     import pyarrow.dataset
+
+    from dsocr.prediction_store import PredictionStore
 
 RUN_JSON = "run.json"
 CAPTURE_LOG = "capture.log"
@@ -239,29 +242,36 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write UTF-8 JSON (non-ASCII kept, newline-terminated) atomically, streamed to the temp
-    file as it is encoded (a summary of 10,000 pages is 35 MB: never held whole as text)."""
+    file as it is encoded (a summary of 10,000 pages is 35 MB: never held whole as text; its
+    lists per image are ``json_stream.RowStream``s, made while they are written)."""
     temp = temp_beside(path)
     try:
         with writing(path):
             with temp.open("w", encoding="utf-8") as file:
-                json.dump(payload, file, ensure_ascii=False, indent=2, sort_keys=False)
-                file.write("\n")
+                write_json(payload, file)
             os.replace(temp, path)
     finally:
         discard(temp)
 
 
-def write_parquet(table: pa.Table, where: str | Path | pa.NativeFile) -> None:
-    """Write ``table`` as dsocr writes every Parquet file: zstd-compressed, page checksums on."""
-    pq.write_table(table, where, compression=PARQUET_COMPRESSION, write_page_checksum=PAGE_CHECKSUMS)
+def write_parquet(table: pa.Table, where: str | Path | pa.NativeFile, *, row_group_rows: int | None = None) -> None:
+    """Write ``table`` as dsocr writes every Parquet file: zstd-compressed, page checksums on
+    (``row_group_rows``: rows per row group; default pyarrow's)."""
+    pq.write_table(
+        table,
+        where,
+        compression=PARQUET_COMPRESSION,
+        write_page_checksum=PAGE_CHECKSUMS,
+        row_group_size=row_group_rows,
+    )
 
 
-def write_table_atomic(table: pa.Table, path: Path) -> None:
+def write_table_atomic(table: pa.Table, path: Path, *, row_group_rows: int | None = None) -> None:
     """Write a Parquet file atomically (temp file, then rename), zstd-compressed."""
     temp = temp_beside(path)
     try:
         with writing(path):
-            write_parquet(table, temp)
+            write_parquet(table, temp, row_group_rows=row_group_rows)
             os.replace(temp, path)
     finally:
         discard(temp)
@@ -366,39 +376,64 @@ def write_prediction_part(run_dir: Path, row: PredictionRow) -> Path:
     return path
 
 
-def read_predictions(run_dir: Path, run: RunRecord | None = None) -> pa.Table:
-    """All prediction rows of a run, finished file and in-progress parts together, sorted by image.
+def prediction_files(run_dir: Path, run: RunRecord | None = None) -> list[Path]:
+    """The run's predictions files (the finished file, then the in-progress parts by name), each
+    checked to be a predictions table of a version this reader knows.
 
-    A part written after the finished file (a resumed run) replaces that image's row. With
-    ``run`` (its run.json), a run that says it finished with images but has no row at all (its
+    With ``run`` (its run.json), a run that says it finished with images but has no row at all (its
     predictions.parquet deleted) is refused: RunDirError, not figures computed from nothing.
     """
-    tables = []
+    files = []
     main_file = run_dir / PREDICTIONS_FILE
     if main_file.exists():
-        tables.extend(read_checked(path, "predictions") for path in _regular_files([main_file]))
+        files.extend(_regular_files([main_file]))
     parts_dir = run_dir / PREDICTIONS_PARTS_DIR
     if parts_dir.is_dir():
-        tables.extend(read_checked(part, "predictions") for part in _regular_files(parts_dir.glob("*.parquet")))
-    if not tables:
-        if run is not None and run.status == RunStatus.complete and run.images.ok + run.images.failed:
-            raise RunDirError(
-                f"{main_file}: missing, though {RUN_JSON} says the run finished "
-                f"{run.images.ok + run.images.failed} images: restore it, or capture the run again"
-            )
-        return schema.PREDICTIONS.empty_table()
-    combined = pa.concat_tables(tables)
-    # Keep the last row per image_index: later tables (parts) win over the finished file.
-    indices = combined.column("image_index").to_pylist()
-    last_position = {image_index: position for position, image_index in enumerate(indices)}
-    keep = sorted(last_position.values(), key=lambda position: indices[position])
-    return combined.take(pa.array(keep, type=pa.int64()))
+        files.extend(_regular_files(parts_dir.glob("*.parquet")))
+    for path in files:
+        try:
+            file_schema = pq.read_schema(path)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise RunDirError(f"{path}: unreadable Parquet ({exc})") from exc
+        schema.check_table(file_schema, "predictions", source=str(path))
+    if not files and run is not None and run.status == RunStatus.complete and run.images.ok + run.images.failed:
+        raise RunDirError(
+            f"{main_file}: missing, though {RUN_JSON} says the run finished "
+            f"{run.images.ok + run.images.failed} images: restore it, or capture the run again"
+        )
+    return files
+
+
+def open_predictions(run_dir: Path, run: RunRecord | None = None) -> PredictionStore:
+    """The run's prediction rows, to read by column (every image) or by image (whole rows)."""
+    from dsocr.prediction_store import open_predictions as open_store  # it reads through this module
+
+    return open_store(prediction_files(run_dir, run))
+
+
+def read_predictions(run_dir: Path, run: RunRecord | None = None, columns: Sequence[str] | None = None) -> pa.Table:
+    """All prediction rows of a run, finished file and in-progress parts together, sorted by image:
+    ``columns`` of them (default: all; only those are read).
+
+    A part written after the finished file (a resumed run) replaces that image's row. ``run``:
+    see ``prediction_files``.
+    """
+    return open_predictions(run_dir, run).read(columns)
+
+
+def write_predictions(table: pa.Table, run_dir: Path) -> None:
+    """Write ``run_dir/predictions.parquet`` atomically, in row groups of
+    ``prediction_store.ROW_GROUP_ROWS`` rows: readers decode a few images' per-step lists at a
+    time, never the run's."""
+    from dsocr.prediction_store import ROW_GROUP_ROWS
+
+    write_table_atomic(table, run_dir / PREDICTIONS_FILE, row_group_rows=ROW_GROUP_ROWS)
 
 
 def finalize_predictions(run_dir: Path) -> pa.Table:
     """Merge the parts into ``predictions.parquet`` atomically, then remove the parts."""
     table = read_predictions(run_dir)
-    write_table_atomic(table, run_dir / PREDICTIONS_FILE)
+    write_predictions(table, run_dir)
     parts_dir = run_dir / PREDICTIONS_PARTS_DIR
     if parts_dir.is_dir():
         for part in parts_dir.glob("*.parquet"):

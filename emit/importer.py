@@ -33,7 +33,13 @@ from dsocr.errors import BadInputError, RunDirError
 from dsocr.families import facts_for
 from dsocr.options import DEFAULT_FAMILY, DEFAULT_MODEL_ID
 from dsocr.records import ImageCounts, ModelRecord, PredictionRow, RunRecord
-from dsocr.rundir import PREDICTIONS_FILE, content_sha256, path_md5, rows_to_table, write_run_json, write_table_atomic
+from dsocr.rundir import (
+    content_sha256,
+    path_md5,
+    rows_to_table,
+    write_predictions,
+    write_run_json,
+)
 from dsocr.vocab import REFERENCE_STAGES, ImageStatus, RunKind, RunStatus, StopReason
 
 INTEGER_KEYS = ("prompt_tokens", "generated_tokens")
@@ -279,7 +285,7 @@ def import_outputs(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunDirError(f"--out {out} exists and is not an empty folder")
     rows = read_outputs(jsonl)
-    write_table_atomic(rows_to_table(rows, schema.PREDICTIONS), out / PREDICTIONS_FILE)
+    write_predictions(rows_to_table(rows, schema.PREDICTIONS), out)
     # run.json last: a run directory whose run.json says complete has all its files.
     write_run_json(out, _run_record(jsonl, model_id, family, rows))
     unreadable = [row["image_path"] for row in rows if row["width"] is None and row["status"] == ImageStatus.ok]

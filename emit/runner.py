@@ -267,7 +267,7 @@ def render_run(run_dir: Path, options: EmitOptions) -> EmitSummary:
     """
     started = time.perf_counter()
     run = read_run_json(run_dir)
-    table = read_predictions(run_dir).select(COLUMNS)
+    table = read_predictions(run_dir, columns=COLUMNS)
     if table.num_rows == 0:
         raise RunDirError(f"{run_dir}: no predictions to emit")
     md5_paths = list(zip(table.column("image_md5").to_pylist(), table.column("image_path").to_pylist(), strict=True))

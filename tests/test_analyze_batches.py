@@ -17,7 +17,8 @@ from dsocr.analyze.sketch import EXACT_VALUES
 from dsocr.analyze.step_figures import StepFigures
 from dsocr.analyze.summary import to_json
 
-from dsocr import rundir
+from dsocr import prediction_store, rundir
+from dsocr.prediction_store import BULK_COLUMNS, SCALAR_COLUMNS, PredictionStore
 
 FIXTURES = Path(__file__).parent / "data"
 
@@ -242,3 +243,34 @@ def test_per_step_parts_are_written_one_at_a_time(tmp_path: Path, monkeypatch: p
     first_read = roofline[0][1]
     assert [count - first_read for _, count in roofline[1:]] == list(range(1, parts + 1))
     assert len(taken["steps.parquet"]) == parts
+
+
+def test_per_step_lists_are_read_a_group_of_images_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """analyze reads every image's scalar prediction columns at once, and whole rows (per-step
+    lists, output text) only for one batch's or one chunk's images: the analysis is the same."""
+    run_dir = _synthetic_run(tmp_path / "run", 24)
+    expected = _analysis(run_dir, None)
+    monkeypatch.setattr(prediction_store, "ROW_GROUP_ROWS", 4)  # six row groups
+    rundir.write_predictions(rundir.read_predictions(run_dir), run_dir)
+    asked: list[int] = []
+    read_columns: list[tuple[str, ...] | None] = []
+    rows, read = PredictionStore.rows, PredictionStore.read
+
+    def rows_spy(store: PredictionStore, image_indexes: object) -> pa.Table:
+        table = rows(store, image_indexes)
+        asked.append(table.num_rows)
+        return table
+
+    def read_spy(store: PredictionStore, columns: tuple[str, ...] | None = None) -> pa.Table:
+        read_columns.append(None if columns is None else tuple(columns))
+        return read(store, columns)
+
+    monkeypatch.setattr(PredictionStore, "rows", rows_spy)
+    monkeypatch.setattr(PredictionStore, "read", read_spy)
+    monkeypatch.setattr(runner, "IMAGE_CHUNK", 2)
+    assert _analysis(run_dir, 1) == expected
+    assert read_columns == [SCALAR_COLUMNS]
+    assert not set(BULK_COLUMNS) & set(SCALAR_COLUMNS)
+    # One traced image per batch, two untraced images per chunk; each image once.
+    assert max(asked) <= 2
+    assert sum(asked) == 24
