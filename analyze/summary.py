@@ -273,6 +273,10 @@ def summarize(inputs: AnalysisInputs) -> Summary:
     return Summary(**{name: compute(inputs) for name, compute in METRICS})
 
 
+#: Values that are their own JSON form (exact types: an enum subclassing str or int is not).
+_JSON_SCALARS = frozenset({str, int, float, bool})
+
+
 def to_json(value: Any, *, streamed: bool = False) -> Any:
     """A summary (or any part of it) as JSON-able values: dataclasses become objects (a part
     with its own ``to_dict()`` is rendered by it). ``streamed``: its lists per image become
@@ -281,6 +285,8 @@ def to_json(value: Any, *, streamed: bool = False) -> Any:
     def convert(item: Any) -> Any:
         return to_json(item, streamed=streamed)
 
+    if value is None or type(value) in _JSON_SCALARS:  # most values: checked first, cheaply
+        return value
     if callable(getattr(value, "to_dict", None)):
         return convert(value.to_dict())
     if is_dataclass(value) and not isinstance(value, type):
