@@ -113,15 +113,15 @@ def merge_shards(
         return finish(out_dir, run, predictions, sums, has_trace=has_trace, peak=peak, top=top, write=write)
 
 
-def _add_shard_images(sums: RunSums, shard: Path, predictions: PredictionStore) -> None:
+def _add_shard_images(sums: RunSums, shard: Path, store: PredictionStore) -> None:
     """A shard's images, a chunk at a time: its per-image rows as its analysis wrote them
     (timings, summary.json images, traced steps), its decode steps from its predictions."""
     timings = rundir.read_checked(rundir.analysis_path(shard, AnalysisFile.timings), "timings")
     traced = _traced_steps(shard)
     latency = _latency(shard)
     timing_keys, traced_keys, latency_keys = image_key(timings), image_key(traced), image_key(latency)
-    for start in range(0, max(predictions.num_rows, 1), IMAGE_CHUNK):
-        chunk = predictions.rows(predictions.image_index[start : start + IMAGE_CHUNK])
+    for start in range(0, max(store.num_rows, 1), IMAGE_CHUNK):
+        chunk = store.rows(store.image_index[start : start + IMAGE_CHUNK])
         keys = image_key(chunk)
         sums.add_images(
             chunk,

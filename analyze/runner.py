@@ -436,7 +436,7 @@ def _analyze_batch(
     in_batch = np.isin(image_key(predictions), images)
     traced_rows |= in_batch  # one flag per prediction row: which images a batch has read
     # The batch's whole prediction rows (per-step lists included): read for its images only.
-    mine = store.rows(predictions["image_index"].to_numpy()[in_batch])
+    mine = store.rows(store.image_index[in_batch])  # the store's rows are the predictions' rows
     # Name codes once for all cpu_ops (the chunks share one dictionary), sliced per chunk below.
     op_codes, op_names = name_codes(trace.cpu_ops["name"])
     operator_codes = sums.operator_names.codes(op_names)
@@ -504,7 +504,7 @@ def analyze_run(
             no_ranges = clean_ranges(*_empty_trace(pool))
         # Images without trace files (--trace-images, failed conversions, imports): reference clock
         # only, a chunk of images at a time (their decode steps are read from predictions).
-        untraced = predictions["image_index"].to_numpy()[~traced_rows]
+        untraced = store.image_index[~traced_rows]
         for start in range(0, max(untraced.size, 1), IMAGE_CHUNK):
             chunk = store.rows(untraced[start : start + IMAGE_CHUNK])
             sums.add_images(

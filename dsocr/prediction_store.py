@@ -95,7 +95,7 @@ class PredictionStore:
             return self._last_group[1]
         path = self.files[file_id]
         with rundir.reading(path), pq.ParquetFile(path, page_checksum_verification=rundir.PAGE_CHECKSUMS) as parquet:
-            table = _with_schema(parquet.read_row_group(group), list(schema.PREDICTIONS))
+            table = rundir.conform(parquet.read_row_group(group), schema.PREDICTIONS, schema.PREDICTIONS.metadata)
         self._last_group = ((file_id, group), table)
         return table
 
@@ -135,13 +135,4 @@ def open_predictions(files: Sequence[Path]) -> PredictionStore:
 def _read_columns(path: Path, fields: list[pa.Field]) -> pa.Table:
     with rundir.reading(path), pq.ParquetFile(path, page_checksum_verification=rundir.PAGE_CHECKSUMS) as parquet:
         present = [item.name for item in fields if item.name in parquet.schema_arrow.names]
-        return _with_schema(parquet.read(columns=present), fields)
-
-
-def _with_schema(table: pa.Table, fields: list[pa.Field]) -> pa.Table:
-    """``table`` as exactly ``fields``: a column an older file lacks is nulls."""
-    columns = [
-        table.column(item.name) if item.name in table.column_names else pa.nulls(table.num_rows, item.type)
-        for item in fields
-    ]
-    return pa.Table.from_arrays(columns, schema=pa.schema(fields, metadata=schema.PREDICTIONS.metadata))
+        return rundir.conform(parquet.read(columns=present), fields, schema.PREDICTIONS.metadata)

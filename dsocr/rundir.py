@@ -352,20 +352,30 @@ def parquet_format() -> pyarrow.dataset.ParquetFileFormat:
     return ds.ParquetFileFormat(default_fragment_scan_options=options)
 
 
-def read_checked(path: Path, expected: str) -> pa.Table:
-    """Read one dsocr Parquet file and check its table name and schema version."""
+def check_schema(path: Path, expected: str) -> None:
+    """Check that Parquet file ``path`` holds dsocr table ``expected`` of a version this reader knows."""
     try:
         file_schema = pq.read_schema(path)
     except (OSError, pa.ArrowInvalid) as exc:
         raise RunDirError(f"{path}: unreadable Parquet ({exc})") from exc
     schema.check_table(file_schema, expected, source=str(path))
-    table = read_parquet(path)
-    expected_schema = schema.SCHEMAS[expected]
+
+
+def conform(table: pa.Table, fields: Iterable[pa.Field], metadata: Mapping[bytes, bytes] | None) -> pa.Table:
+    """``table`` as exactly ``fields`` (with ``metadata``): a column an older file lacks is nulls."""
+    fields = list(fields)
     columns = [
-        table.column(field.name) if field.name in table.column_names else pa.nulls(table.num_rows, field.type)
-        for field in expected_schema
+        table.column(item.name) if item.name in table.column_names else pa.nulls(table.num_rows, item.type)
+        for item in fields
     ]
-    return pa.Table.from_arrays(columns, schema=expected_schema)
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields, metadata=metadata))
+
+
+def read_checked(path: Path, expected: str) -> pa.Table:
+    """Read one dsocr Parquet file and check its table name and schema version."""
+    check_schema(path, expected)
+    expected_schema = schema.SCHEMAS[expected]
+    return conform(read_parquet(path), expected_schema, expected_schema.metadata)
 
 
 def write_prediction_part(run_dir: Path, row: PredictionRow) -> Path:
@@ -391,11 +401,7 @@ def prediction_files(run_dir: Path, run: RunRecord | None = None) -> list[Path]:
     if parts_dir.is_dir():
         files.extend(_regular_files(parts_dir.glob("*.parquet")))
     for path in files:
-        try:
-            file_schema = pq.read_schema(path)
-        except (OSError, pa.ArrowInvalid) as exc:
-            raise RunDirError(f"{path}: unreadable Parquet ({exc})") from exc
-        schema.check_table(file_schema, "predictions", source=str(path))
+        check_schema(path, "predictions")
     if not files and run is not None and run.status == RunStatus.complete and run.images.ok + run.images.failed:
         raise RunDirError(
             f"{main_file}: missing, though {RUN_JSON} says the run finished "
