@@ -15,6 +15,7 @@ window made 122 cold steps "cost" 305 ms while their median equalled the warm on
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from dsocr.analyze.keys import dense_codes, image_key
+from dsocr.analyze.ordered import Slices
 from dsocr.analyze.step_figures import ColdSteps
 
 from dsocr.vocab import NS_PER_MS
@@ -115,13 +117,15 @@ def cold_impact(ok_rows: list[dict[str, Any]], top_operators: list[dict[str, Any
     return cold_impact_of(cold, images, top_operators)
 
 
-def cold_image_rows(latency: pa.Table) -> list[dict[str, Any]]:
-    """What ``cold_impact_of`` reads per image, from the latency table (analyze.latency.LATENCY)."""
-    return latency.select(["image_index", "rank", "steps", "tpot_mean_ms"]).to_pylist()
+def cold_image_rows(latency: Slices) -> Iterator[dict[str, Any]]:
+    """What ``cold_impact_of`` reads per image, from the latency rows (analyze.latency.LATENCY),
+    in their order, a slice at a time."""
+    for table in latency.columns("image_index", "rank", "steps", "tpot_mean_ms"):
+        yield from table.to_pylist()
 
 
 def cold_impact_of(
-    cold: ColdSteps, images: list[dict[str, Any]], top_operators: list[dict[str, Any]]
+    cold: ColdSteps, images: Iterable[dict[str, Any]], top_operators: list[dict[str, Any]]
 ) -> ColdImpact | None:
     """Run-level cold-step figures from the run's cold steps (``cold``) and its images in order
     (``image_index``, ``rank``, ``steps``, ``tpot_mean_ms``: summary.json images[]); None when

@@ -156,7 +156,7 @@ def _clock(a: Analysis, b: Analysis, keys_a: dict, keys_b: dict) -> dict[str, An
 def _traced_rows(analysis: Analysis, stage: str) -> list[dict[str, Any]]:
     """The stage's traced figures per image; decode's per traced step."""
     rows = []
-    for row in analysis.timings.to_pylist():
+    for row in (row for table in analysis.timings for row in table.to_pylist()):
         if row["stage"] != stage or row["cpu_ms_traced"] is None:
             continue
         steps = row["steps_traced"] if stage == Stage.decode else 1

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import pyarrow.compute as pc
+from dsocr.analyze.findings import decode_coverage
 from dsocr.analyze.inputs import AnalysisInputs
 
-from dsocr.vocab import NS_PER_MS, ImageStatus, Stage
+from dsocr.vocab import NS_PER_MS, ImageStatus
 
 
 @dataclass(frozen=True)
@@ -50,11 +51,12 @@ class Coverage:
 
 def coverage_figures(inputs: AnalysisInputs) -> Coverage:
     """The counts of summary.json ``coverage`` (GPU counts stay 0 on a trace without device time)."""
-    trace, timings = inputs.trace, inputs.timings
-    decode = timings.filter(pc.and_(pc.equal(timings["stage"], Stage.decode), pc.is_valid(timings["cpu_ms_traced"])))
-    statuses = inputs.predictions["status"].to_pylist()
-    steps_traced = int(pc.sum(decode["steps_traced"]).as_py() or 0)
-    steps_total = int(pc.sum(decode["steps_total"]).as_py() or 0)
+    trace = inputs.trace
+    images = images_ok = 0
+    for table in inputs.predictions.columns("status"):
+        images += table.num_rows
+        images_ok += int(pc.sum(pc.equal(table["status"], ImageStatus.ok)).as_py() or 0)
+    steps_traced, steps_total = decode_coverage(inputs.timings)
     figures = Coverage(
         trace_events=trace.events,
         trace_files=trace.files,
@@ -62,8 +64,8 @@ def coverage_figures(inputs: AnalysisInputs) -> Coverage:
         flush_gaps=trace.flush_chunks - trace.images_with_trace,
         images_with_trace=trace.images_with_trace,
         trace_images_every=inputs.run.config.traced_every if inputs.run.config is not None else 1,
-        images_ok=statuses.count(ImageStatus.ok),
-        images_failed=len(statuses) - statuses.count(ImageStatus.ok),
+        images_ok=images_ok,
+        images_failed=images - images_ok,
         ranges=trace.ranges,
         ranges_cut_by_flush=trace.ranges_cut_by_flush,
         duplicate_ranges=trace.duplicate_ranges,

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from dsocr.analyze.cold import cold_impact_of
+from dsocr.analyze.cold import cold_image_rows, cold_impact_of
+from dsocr.analyze.ordered import Slices
 from dsocr.analyze.reference import ok_predictions
 from dsocr.analyze.roofline import Roofline
+from dsocr.analyze.sketch import ExactSum, QuantileSketch
 from dsocr.analyze.step_figures import AFTER_WINDOW_STEPS, STEP_OUTLIER_FACTOR, StepFigures
 
 from dsocr.options import DEFAULT_NGRAM_WINDOW, VENDOR_NO_REPEAT_NGRAM, CacheKind, CompileMode, SdpaBackend
@@ -60,8 +63,10 @@ SOURCE_EVERY_STEP = (
 class FindingInputs:
     """Everything the detectors read: analyze's own tables and figures, nothing recomputed."""
 
-    predictions: pa.Table
-    timings: pa.Table
+    #: The prediction rows (their scalar columns, in analyze; ``Slices.of(table)`` for a table in memory).
+    predictions: Slices
+    #: analysis/timings.parquet's rows (``Slices.of(table)`` for a table in memory).
+    timings: Slices
     top: list[dict[str, Any]]
     #: The run's roofline (None: not computed).
     roofline: Roofline | None
@@ -72,7 +77,7 @@ class FindingInputs:
     reference_steps: pa.Table | None = None
     traced_steps: pa.Table | None = None
     #: summary.json ``images`` (latency rows, in prediction order), for the cold steps; None: from the predictions.
-    images: list[dict[str, Any]] | None = None
+    images: Slices | None = None
     launch: Mapping[str, Mapping[str, Any]] | None = None
     copies: Mapping[str, Mapping[str, Any]] | None = None
     #: The run (directory and run.json), for the `dsocr sweep` command a finding proposes.
@@ -164,25 +169,38 @@ def _measured(try_command: str | None) -> str:
     return MEASURED_BY_TRY if try_command else NOT_MEASURED
 
 
-def _stage(timings: pa.Table, stage: str) -> pa.Table:
-    """The traced rows of a stage."""
-    rows = timings.filter(pc.equal(timings["stage"], stage))
-    return rows.filter(pc.is_valid(rows["cpu_ms_traced"]))
+def _stage(timings: Slices, stage: str, *columns: str) -> Iterator[pa.Table]:
+    """The traced rows of a stage (``columns`` of them), a slice at a time."""
+    for table in timings.columns("stage", "cpu_ms_traced", *columns):
+        yield table.filter(pc.and_(pc.equal(table["stage"], stage), pc.is_valid(table["cpu_ms_traced"])))
 
 
-def _clock_rows(timings: pa.Table, stage: str) -> pa.Table:
-    """The rows of a stage that the reference clock timed (every image, every profile mode)."""
-    rows = timings.filter(pc.equal(timings["stage"], stage))
-    return rows.filter(pc.is_valid(rows["clock_ms"]))
+def _clock_rows(timings: Slices) -> Iterator[pa.Table]:
+    """The rows the reference clock timed (every image, every profile mode), a slice at a time."""
+    for table in timings.columns("stage", "image_index", "clock_ms", "steps_total"):
+        yield table.filter(pc.is_valid(table["clock_ms"]))
 
 
-def decode_coverage(timings: pa.Table) -> tuple[int, int]:
+#: decode_coverage per timings read (one pass each, however many findings scale by it).
+_DECODE_COVERAGE: weakref.WeakKeyDictionary[Slices, tuple[int, int]] = weakref.WeakKeyDictionary()
+
+
+def decode_coverage(timings: Slices) -> tuple[int, int]:
     """(decode steps traced, decode steps of the traced images): what a trace figure of decode covers."""
-    rows = _stage(timings, Stage.decode)
-    return int(_sum(rows, "steps_traced")), int(_sum(rows, "steps_total"))
+    if timings not in _DECODE_COVERAGE:
+        _DECODE_COVERAGE[timings] = _decode_coverage(timings)
+    return _DECODE_COVERAGE[timings]
 
 
-def _scale_to_run(timings: pa.Table, stage: str) -> tuple[float, str | None]:
+def _decode_coverage(timings: Slices) -> tuple[int, int]:
+    traced = total = 0
+    for rows in _stage(timings, Stage.decode, "steps_traced", "steps_total"):
+        traced += int(_sum(rows, "steps_traced"))
+        total += int(_sum(rows, "steps_total"))
+    return traced, total
+
+
+def _scale_to_run(timings: Slices, stage: str) -> tuple[float, str | None]:
     """The factor from a traced figure of ``stage`` to an estimate of the whole stage, and the
     note that says so: decode traced on N of M steps scales by M/N; the other stages are traced whole."""
     if stage != Stage.decode:
@@ -193,7 +211,7 @@ def _scale_to_run(timings: pa.Table, stage: str) -> tuple[float, str | None]:
     return total / traced, f"estimated from {traced} of {total} decode steps"
 
 
-def _scaled(finding: dict[str, Any], timings: pa.Table, stage: str) -> dict[str, Any]:
+def _scaled(finding: dict[str, Any], timings: Slices, stage: str) -> dict[str, Any]:
     """``finding`` with its time at stake scaled from the traced steps to the whole stage."""
     factor, note = _scale_to_run(timings, stage)
     if note is not None:
@@ -223,13 +241,18 @@ def short_name(name: str) -> str:
 
 
 def host_bound_decode(inputs: FindingInputs) -> list[dict[str, Any]]:
-    rows = _stage(inputs.timings, Stage.decode)
-    rows = rows.filter(pc.is_valid(rows["gpu_busy_ms_traced"]))
-    wall, busy = _sum(rows, "cpu_ms_traced"), _sum(rows, "gpu_busy_ms_traced")
-    steps = int(_sum(rows, "steps_traced"))
+    names = ("cpu_ms_traced", "gpu_busy_ms_traced", "steps_traced", "kernel_count_traced", "steps_total")
+    exact = {name: ExactSum() for name in names}  # correctly rounded: the same for any slicing
+    for rows in _stage(inputs.timings, Stage.decode, *names):
+        rows = rows.filter(pc.is_valid(rows["gpu_busy_ms_traced"]))
+        for name in names:
+            exact[name].add(rows[name].cast(pa.float64()).fill_null(0.0).to_numpy())
+    sums = {name: total.value for name, total in exact.items()}
+    wall, busy = sums["cpu_ms_traced"], sums["gpu_busy_ms_traced"]
+    steps = int(sums["steps_traced"])
     if not wall or not steps or 1 - busy / wall < HOST_IDLE_SHARE:
         return []
-    kernels = _sum(rows, "kernel_count_traced")
+    kernels = sums["kernel_count_traced"]
     idle = 1 - busy / wall
     gap_us = (wall - busy) / kernels * 1000 if kernels else None
     evidence = {
@@ -239,7 +262,7 @@ def host_bound_decode(inputs: FindingInputs) -> list[dict[str, Any]]:
         "kernels_per_step": kernels / steps,
         "idle_us_per_kernel": gap_us,
         "steps_traced": steps,
-        "steps_total": int(_sum(rows, "steps_total")),
+        "steps_total": int(sums["steps_total"]),
         "source": SOURCE_TIMINGS,
     }
     measured = (
@@ -272,7 +295,8 @@ def _step_figures(inputs: FindingInputs) -> StepFigures:
     reference, traced = inputs.reference_steps, inputs.traced_steps
     if reference is not None and traced is not None and (reference.num_rows or traced.num_rows):
         figures.add_steps(reference, traced)
-    ok = ok_predictions(inputs.predictions) if "status" in inputs.predictions.column_names else inputs.predictions
+    predictions = inputs.predictions.read()
+    ok = ok_predictions(predictions) if "status" in predictions.column_names else predictions
     columns = [
         name for name in ("image_index", "rank", "decode_step_ms", "decode_step_cold") if name in ok.column_names
     ]
@@ -280,11 +304,11 @@ def _step_figures(inputs: FindingInputs) -> StepFigures:
     return figures
 
 
-def _image_rows(inputs: FindingInputs) -> list[dict[str, Any]]:
+def _image_rows(inputs: FindingInputs) -> Iterable[dict[str, Any]]:
     """Per image (in prediction order): ``image_index``, ``rank``, ``steps``, ``tpot_mean_ms``."""
     if inputs.images is not None:
-        return inputs.images
-    ok = ok_predictions(inputs.predictions)
+        return cold_image_rows(inputs.images)
+    ok = ok_predictions(inputs.predictions.read())
     columns = [name for name in ("image_index", "rank", "decode_step_ms") if name in ok.column_names]
     return [
         {"image_index": row["image_index"], "rank": row.get("rank") or 0, "steps": len(row["decode_step_ms"]),
@@ -417,35 +441,58 @@ def outlier_steps(inputs: FindingInputs) -> list[dict[str, Any]]:
     return [_finding("outlier_steps", excess, message, evidence)]
 
 
+def _image_walls(rows: pa.Table, stage: str) -> tuple[pa.Table, np.ndarray]:
+    """A slice's clock rows of ``stage`` (decode: those with steps) and their wall times (decode:
+    per step, as images generate different token counts)."""
+    rows = rows.filter(pc.equal(rows["stage"], stage))
+    if stage == Stage.decode:
+        rows = rows.filter(pc.greater(rows["steps_total"].fill_null(0), 0))
+    wall = rows["clock_ms"].to_numpy()
+    return rows, wall / rows["steps_total"].to_numpy() if stage == Stage.decode else wall
+
+
+_OUTLIER_STAGES = (Stage.vision, Stage.prefill_text, Stage.decode)
+
+
 def outlier_images(inputs: FindingInputs) -> list[dict[str, Any]]:
+    """Images slower than IMAGE_OUTLIER_FACTOR times the median image, per stage: the medians
+    (exact up to the sketch's EXACT_VALUES images) in one pass over the timings rows, the slow
+    images in another."""
+    walls = {stage: QuantileSketch() for stage in _OUTLIER_STAGES}
+    for table in _clock_rows(inputs.timings):
+        for stage in _OUTLIER_STAGES:
+            walls[stage].add(_image_walls(table, stage)[1])
+    medians = {
+        stage: sketch.median() or 0.0 for stage, sketch in walls.items() if sketch.count >= MIN_IMAGES_FOR_OUTLIERS
+    }
+    slow_rows: dict[str, list[pa.Table]] = {stage: [] for stage in medians}
+    slow_walls: dict[str, list[np.ndarray]] = {stage: [] for stage in medians}
+    if medians:
+        for table in _clock_rows(inputs.timings):
+            for stage, median in medians.items():
+                rows, wall = _image_walls(table, stage)
+                slow = wall > IMAGE_OUTLIER_FACTOR * median
+                slow_rows[stage].append(rows.filter(pa.array(slow)))
+                slow_walls[stage].append(wall[slow])
     found = []
-    for stage in (Stage.vision, Stage.prefill_text, Stage.decode):
-        rows = _clock_rows(inputs.timings, stage)
-        if stage == Stage.decode:
-            rows = rows.filter(pc.greater(rows["steps_total"].fill_null(0), 0))
-        if rows.num_rows < MIN_IMAGES_FOR_OUTLIERS:
+    for stage, median in medians.items():
+        slow_wall = np.concatenate(slow_walls[stage])
+        if not slow_wall.size:
             continue
-        wall = rows["clock_ms"].to_numpy()
-        if stage == Stage.decode:
-            # Per step: images generate different token counts.
-            wall = wall / rows["steps_total"].to_numpy()
-        median = float(np.median(wall))
-        slow = wall > IMAGE_OUTLIER_FACTOR * median
-        if not slow.any():
-            continue
-        images = rows["image_index"].to_numpy()[slow].tolist()
+        slow_table = pa.concat_tables(slow_rows[stage])
+        images = slow_table["image_index"].to_numpy().tolist()
         per = " per step" if stage == Stage.decode else ""
-        excess = float((wall[slow] - median).sum())
+        excess = float((slow_wall - median).sum())
         message = (
             f"{len(images)} image(s) took over {IMAGE_OUTLIER_FACTOR}x the median {stage} time{per}"
             f" ({median:.1f} ms): images {images[:10]}. Check their sizes and token counts; the first image"
             " of a run also pays one-time set-up."
         )
-        evidence = {"stage": stage, "median_ms": median, "images": images, "ms": wall[slow].tolist()}
+        evidence = {"stage": stage, "median_ms": median, "images": images, "ms": slow_wall.tolist()}
         evidence["source"] = SOURCE_CLOCK
         if stage == Stage.decode:
             # The excess per step, over every step of those images.
-            excess = float(((wall[slow] - median) * rows["steps_total"].to_numpy()[slow]).sum())
+            excess = float(((slow_wall - median) * slow_table["steps_total"].to_numpy()).sum())
         found.append(_finding(f"outlier_images.{stage}", excess, message, evidence))
     return found
 
@@ -514,19 +561,21 @@ LOOP_IMAGES_SHOWN = 10
 def repetition_loop(inputs: FindingInputs) -> list[dict[str, Any]]:
     """Images whose output ends in a repetition loop (capture's dsocr.loops.find_loop): the
     tokens and the decode ms (reference clock) from each loop's start to the end of generation."""
-    ok = ok_predictions(inputs.predictions)
-    if "loop_start_step" not in ok.column_names:
+    if "loop_start_step" not in inputs.predictions.schema.names:
         return []
-    looped = ok.filter(pc.is_valid(ok["loop_start_step"]))
-    if looped.num_rows == 0:
+    names = ["image_index", "rank", "image_path", "generated_tokens", "stop_reason", "loop_start_step",
+             "loop_period_tokens", "loop_ms"]  # fmt: skip
+    rows: list[dict[str, Any]] = []
+    decode = ExactSum()
+    for table in inputs.predictions.columns("status", "decode_ms", *names):
+        ok = ok_predictions(table)
+        decode.add(ok["decode_ms"].cast(pa.float64()).fill_null(0.0).to_numpy())
+        rows += ok.filter(pc.is_valid(ok["loop_start_step"])).select(names).to_pylist()
+    if not rows:
         return []
-    rows = looped.select(
-        ["image_index", "rank", "image_path", "generated_tokens", "stop_reason", "loop_start_step",
-         "loop_period_tokens", "loop_ms"]
-    ).to_pylist()  # fmt: skip
+    decode_ms = decode.value
     tokens = sum((row["generated_tokens"] or 0) - row["loop_start_step"] for row in rows)
     loop_ms = sum(row["loop_ms"] or 0.0 for row in rows)
-    decode_ms = float(pc.sum(ok["decode_ms"]).as_py() or 0.0)
     images = [
         {
             "image_index": row["image_index"],
@@ -588,15 +637,16 @@ def findings(inputs: FindingInputs) -> list[dict[str, Any]]:
     return sorted(result, key=lambda finding: (-finding["time_at_stake_ms"], finding["id"]))
 
 
-def run_clock_ms(predictions: pa.Table) -> float:
+def run_clock_ms(predictions: Slices) -> float:
     """The run's time on the reference clock, in every profile mode: the images' wall times
     (``image_ms``), or their TTFT + decode where a capture did not record it."""
     total = 0.0
-    for row in ok_predictions(predictions).select(["image_ms", "prefill_ms", "decode_ms"]).to_pylist():
-        if row["image_ms"] is not None:
-            total += row["image_ms"]
-        else:
-            total += (row["prefill_ms"] or 0.0) + (row["decode_ms"] or 0.0)
+    for table in predictions.columns("status", "image_ms", "prefill_ms", "decode_ms"):
+        for row in ok_predictions(table).select(["image_ms", "prefill_ms", "decode_ms"]).to_pylist():
+            if row["image_ms"] is not None:
+                total += row["image_ms"]
+            else:
+                total += (row["prefill_ms"] or 0.0) + (row["decode_ms"] or 0.0)
     return total
 
 

@@ -3,7 +3,6 @@ table and device peaks that the runner computes once for them."""
 
 from __future__ import annotations
 
-from dsocr.analyze.cold import cold_image_rows
 from dsocr.analyze.findings import Finding, FindingInputs, typed_findings
 from dsocr.analyze.flops import DTYPE_BYTES, architecture
 from dsocr.analyze.inputs import AnalysisInputs
@@ -45,7 +44,7 @@ def roofline_figures(inputs: AnalysisInputs) -> Roofline:
         inputs.roofline,
         inputs.peak,
         reason=_reason(inputs.run, inputs.peak),
-        profiler=profiler_check(inputs.profiler_flops, inputs.roofline, inputs.steps.roofline),
+        profiler=profiler_check(inputs.profiler_flops, inputs.roofline.stages, inputs.steps.roofline),
         decode_steps=inputs.steps.roofline,
     )
 
@@ -62,7 +61,7 @@ def finding_list(inputs: AnalysisInputs) -> list[Finding]:
             launch=inputs.launch,
             copies=inputs.copies,
             step_figures=inputs.steps,
-            images=cold_image_rows(inputs.latency),
+            images=inputs.latency,
             run_dir=inputs.run_dir,
             run=inputs.run,
             compiled_decode=inputs.run.static_cache is not None and inputs.run.static_cache.compiled,

@@ -20,13 +20,13 @@ import pyarrow as pa
 from dsocr.analyze.insights import run_peak
 from dsocr.analyze.keys import image_key
 from dsocr.analyze.latency import LATENCY
-from dsocr.analyze.runner import IMAGE_CHUNK, PARTIALS_VERSION, Analysis, RunSums, finish, spools
+from dsocr.analyze.runner import IMAGE_CHUNK, PARTIALS_VERSION, Analysis, RunSums, finish, scalar_slices, spools
 from dsocr.analyze.steps import SOURCE_TRACE, STEPS
 
 from dsocr import rundir
 from dsocr.errors import BadInputError, RunDirError
 from dsocr.options import DEFAULT_TOP
-from dsocr.prediction_store import SCALAR_COLUMNS, PredictionStore
+from dsocr.prediction_store import PredictionStore
 from dsocr.records import RunRecord
 from dsocr.staleness import analysis_is_stale
 from dsocr.vocab import AnalysisFile
@@ -92,9 +92,11 @@ def merge_shards(
     run = _one_job(runs, shards)
     peak = run_peak(run, peak_tflops=peak_tflops, peak_gbps=peak_gbps)
     stores = [rundir.open_predictions(shard, shard_run) for shard, shard_run in zip(shards, runs, strict=True)]
-    # Every shard's scalar columns; whole rows (per-step lists) a chunk of one shard's images at a time.
-    predictions = pa.concat_tables([store.read(SCALAR_COLUMNS) for store in stores])
-    keys, counts = np.unique(image_key(predictions), return_counts=True)
+    # Every shard's scalar columns a slice at a time; whole rows (per-step lists) a chunk of one
+    # shard's images at a time.
+    predictions = scalar_slices(*stores)
+    every_key = [image_key(table) for table in predictions.columns("rank", "image_index")]
+    keys, counts = np.unique(np.concatenate([np.zeros(0, dtype=np.int64), *every_key]), return_counts=True)
     if (counts > 1).any():
         rank, index = int(keys[counts > 1][0]) >> 32, int(keys[counts > 1][0]) & 0xFFFFFFFF
         raise BadInputError(f"image {index} of rank {rank} is in more than one shard: the shards overlap")

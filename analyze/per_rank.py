@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import pyarrow as pa
+import numpy as np
 from dsocr.analyze.inputs import AnalysisInputs
+from dsocr.analyze.ordered import Slices
+from dsocr.analyze.sketch import QuantileSketch
 
 from dsocr.vocab import STAGES, Stage
 
@@ -59,16 +61,12 @@ def _measure(row: dict[str, Any]) -> tuple[str | None, float | None]:
 
 def _rank_figures(rank: int, entry: dict[str, Any], capture_seconds: float | None) -> RankFigures:
     stages = {
-        name: RankStage(
-            measure=figures["measure"],
-            total_ms=sum(figures["values"]),
-            median_ms=statistics.median(figures["values"]) if figures["values"] else None,
-        )
+        name: RankStage(measure=figures["measure"], total_ms=figures["total"], median_ms=figures["values"].median())
         for name, figures in sorted(entry["stages"].items(), key=lambda item: STAGES.index(item[0]))
     }
     return RankFigures(
         rank=rank,
-        images=len(entry["images"]),
+        images=entry["images"],
         stage_ms=sum(stages[name].total_ms for name in _WHOLE_IMAGE_STAGES if name in stages),
         capture_seconds=capture_seconds,
         stages=stages,
@@ -79,23 +77,42 @@ def _rank_figures(rank: int, entry: dict[str, Any], capture_seconds: float | Non
 _ROWS_AT_ONCE = 4096
 
 
-def _rows(table: pa.Table) -> Iterator[dict[str, Any]]:
-    for batch in table.to_batches(max_chunksize=_ROWS_AT_ONCE):
-        yield from batch.to_pylist()
+def _rows(timings: Slices) -> Iterator[dict[str, Any]]:
+    for table in timings.columns("rank", "image_index", "stage", *_MEASURES):
+        for batch in table.to_batches(max_chunksize=_ROWS_AT_ONCE):
+            yield from batch.to_pylist()
+
+
+def _flush(stage: dict[str, Any]) -> None:
+    stage["values"].add(np.array(stage["pending"], dtype=np.float64))
+    stage["pending"].clear()
 
 
 def rank_figures(inputs: AnalysisInputs) -> Ranks:
-    """Per rank: images, stage totals and medians; the slowest rank and the load imbalance."""
+    """Per rank: images, stage totals and medians (exact up to the sketch's EXACT_VALUES images
+    a rank); the slowest rank and the load imbalance. One pass over the timings rows, whose rows
+    of an image come together."""
     run = inputs.run
     seconds_by_rank = {entry.rank: entry.capture_seconds for entry in run.ranks or ()}
     per_rank: dict[int, dict[str, Any]] = {}
-    for row in _rows(inputs.timings.select(["rank", "image_index", "stage", *_MEASURES])):
+    last_image: tuple[int, int] | None = None
+    for row in _rows(inputs.timings):
         measure, value = _measure(row)
-        entry = per_rank.setdefault(row["rank"], {"images": set(), "stages": {}})
-        entry["images"].add(row["image_index"])
-        stage = entry["stages"].setdefault(row["stage"], {"measure": measure, "values": []})
+        entry = per_rank.setdefault(row["rank"], {"images": 0, "stages": {}})
+        if (row["rank"], row["image_index"]) != last_image:
+            entry["images"] += 1
+            last_image = (row["rank"], row["image_index"])
+        stage = entry["stages"].setdefault(
+            row["stage"], {"measure": measure, "total": 0, "values": QuantileSketch(), "pending": []}
+        )
         if value is not None:
-            stage["values"].append(value)
+            stage["total"] += value  # in order: the float sum of one pass over the rank's images
+            stage["pending"].append(value)
+            if len(stage["pending"]) == _ROWS_AT_ONCE:
+                _flush(stage)
+    for entry in per_rank.values():
+        for stage in entry["stages"].values():
+            _flush(stage)
     ranks = [_rank_figures(rank, per_rank[rank], seconds_by_rank.get(rank)) for rank in sorted(per_rank)]
     world_size = run.world_size
     if not ranks:

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from dsocr.analyze.roofline import STAGE_DECODE_STEP
+from dsocr.analyze.ordered import Slices
+from dsocr.analyze.sketch import ExactSum
 from dsocr.analyze.stages import stage_masks
 from dsocr.analyze.step_figures import DecodeStepRoofline
 
@@ -73,30 +74,46 @@ def _without_counted_children(ops: pa.Table, candidates: np.ndarray, carried: np
     return kept
 
 
+def _stage_flops(stages: Slices) -> dict[str, tuple[float | None, float | None]]:
+    """Per stage: the model's FLOPs and attention FLOPs summed over its rows (correctly rounded,
+    the same for any slicing; None: no row has a value)."""
+    sums: dict[str, list[ExactSum | None]] = {}
+    for table in stages.columns("stage", "flops", "attention_flops"):
+        for stage in set(table["stage"].to_pylist()):
+            rows = table.filter(pc.equal(table["stage"], stage))
+            into = sums.setdefault(stage, [None, None])
+            for position, name in enumerate(("flops", "attention_flops")):
+                values = rows[name].drop_null()
+                if len(values):
+                    into[position] = into[position] or ExactSum()
+                    into[position].add(values.cast(pa.float64()).to_numpy())
+    return {
+        stage: (flops.value if flops else None, attention.value if attention else None)
+        for stage, (flops, attention) in sums.items()
+    }
+
+
 def profiler_check(
-    totals: dict[str, StageFlops], roofline: pa.Table, decode_steps: DecodeStepRoofline | None = None
+    totals: dict[str, StageFlops], stages: Slices, decode_steps: DecodeStepRoofline
 ) -> dict[str, Any] | None:
     """Per stage: the profiler's FLOPs (matrix products from recorded shapes), the model's outside
     attention (SDPA carries no shapes-based estimate), ``rel_diff = (profiler - model) / model``,
-    and the calls of matrix products the profiler cannot count.
+    and the calls of matrix products the profiler cannot count. The model's: ``stages`` (the
+    ROOFLINE stage rows per image, a slice at a time) and, for decode, the sums of the step rows.
 
     None when the trace carries no FLOP counts (captured without with_flops)."""
     if not any(entry.operators for entry in totals.values()):
         return None
+    model_sums = _stage_flops(stages)
     result: dict[str, Any] = {}
     for stage, entry in totals.items():
         profiler, operators = entry.flops, entry.operators
         # decode's model count over the steps the profiler saw: the sum of its step rows (the
         # decode rows are per token).
-        if stage == Stage.decode and decode_steps is not None:  # the step rows, summed as analyze read them
+        if stage == Stage.decode:
             total, attention = decode_steps.total("flops"), decode_steps.total("attention_flops")
         else:
-            if stage == Stage.decode:
-                rows = roofline.filter(pc.equal(roofline["stage"], STAGE_DECODE_STEP))
-            else:
-                rows = roofline.filter(pc.and_(pc.equal(roofline["stage"], stage), pc.is_null(roofline["step"])))
-            total = pc.sum(rows["flops"]).as_py() if rows.num_rows else None
-            attention = pc.sum(rows["attention_flops"]).as_py() if rows.num_rows else None
+            total, attention = model_sums.get(stage, (None, None))
         model = total - attention if total is not None and attention is not None else None
         result[stage] = {
             "profiler_flops": profiler,

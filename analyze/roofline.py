@@ -28,10 +28,11 @@ from dsocr.analyze.flops import (
     vision_cost,
 )
 from dsocr.analyze.keys import image_key
+from dsocr.analyze.ordered import Key, Order, Slices, by_rank_and_image
 from dsocr.analyze.peaks import DevicePeak
 from dsocr.analyze.reference import ok_predictions
 from dsocr.analyze.step_figures import DecodeStepRoofline
-from dsocr.analyze.table_rows import TableRows
+from dsocr.analyze.table_rows import SliceRows
 
 from dsocr import schema
 from dsocr.vocab import NS_PER_US, STAGES, Stage
@@ -351,14 +352,80 @@ def _figures(row: Mapping[str, Any]) -> StageRoofline:
     return StageRoofline(**{name: _clean(row.get(name)) for name in _FIGURES})
 
 
-def _run_totals(table: pa.Table, peak: DevicePeak, decode_steps: DecodeStepRoofline) -> dict[str, StageRoofline]:
+def is_decode_row(table: pa.Table) -> np.ndarray:
+    """Per ROOFLINE row: whether it is an image's decode row (per token)."""
+    return pc.equal(table["stage"], Stage.decode).fill_null(False).to_numpy(zero_copy_only=False)
+
+
+def _is_stage_row(table: pa.Table) -> np.ndarray:
+    return ~is_decode_row(table)
+
+
+_ROW_KEY = ("rank", "image_index", "stage")
+#: The rows per image as summary.json lists them: by rank and image, each image's stage rows first.
+BY_IMAGE = Order(_ROW_KEY, by_rank_and_image, then=is_decode_row)
+#: The decode rows per image, as roofline.parquet lists them after the stage rows.
+DECODE_BY_IMAGE = Order(_ROW_KEY, by_rank_and_image, where=is_decode_row)
+
+
+def stage_rows_in(position: Key) -> Order:
+    """The stage rows per image (vision, prefill_text, prefill) in the order ``position`` gives."""
+    return Order(_ROW_KEY, position, where=_is_stage_row)
+
+
+@dataclass(frozen=True)
+class RooflineRows:
+    """The ROOFLINE rows per image, read a slice at a time: ``stages`` (vision, prefill_text,
+    prefill) in prediction order and ``decode`` (per token) by rank and image, as
+    analysis/roofline.parquet lists them; ``by_image``: both, by rank and image, each image's
+    stage rows first (summary.json ``roofline.images``)."""
+
+    stages: Slices
+    decode: Slices
+    by_image: Slices
+
+    @classmethod
+    def of(cls, table: pa.Table) -> RooflineRows:
+        """From a whole ROOFLINE table (its step rows left out): its rows in their order."""
+        rows = table.filter(pc.is_null(table["step"]))
+        is_decode = pc.equal(rows["stage"], Stage.decode).to_numpy(zero_copy_only=False)
+        order = np.lexsort((is_decode, image_key(rows)))
+        return cls(
+            stages=Slices.of(rows.filter(pa.array(~is_decode))),
+            decode=Slices.of(
+                rows.filter(pa.array(is_decode)).take(
+                    pa.array(np.argsort(image_key(rows.filter(pa.array(is_decode))), kind="stable"))
+                )
+            ),
+            by_image=Slices.of(rows.take(pa.array(order, type=pa.int64()))),
+        )
+
+
+def _stage_sums(stages: Slices) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Per stage (sorted by name), each _SUMMED column summed over the rows (NaN: no row has a
+    value), a slice at a time. The values are added one at a time in row order: the float sums
+    of one pass over a whole table (``_sums``), whatever the slicing."""
+    totals: dict[str, dict[str, float]] = {}
+    for table in stages.columns("stage", *_SUMMED):
+        stage_of = table["stage"].to_numpy(zero_copy_only=False)
+        for stage in np.unique(stage_of).tolist():
+            into = totals.setdefault(stage, dict.fromkeys(_SUMMED, np.nan))
+            rows = table.filter(pa.array(stage_of == stage))
+            for name in _SUMMED:
+                values = rows[name].drop_null().cast(pa.float64()).to_numpy()
+                if values.size:
+                    start = [] if np.isnan(into[name]) else [into[name]]
+                    # add.accumulate adds one value at a time, in order (a reduce would pair them).
+                    into[name] = float(np.add.accumulate(np.concatenate([start, values]))[-1])
+    names = sorted(totals)
+    return names, {name: np.array([totals[stage][name] for stage in names], dtype=np.float64) for name in _SUMMED}
+
+
+def _run_totals(stages: Slices, peak: DevicePeak, decode_steps: DecodeStepRoofline) -> dict[str, StageRoofline]:
     """Per stage over all images: summed FLOPs, bytes and times, then the derived figures;
     decode per token (the mean over every traced step of every image, from ``decode_steps``)."""
     sums = _SUMMED
-    stages = table.filter(pc.and_(pc.not_equal(table["stage"], Stage.decode), pc.is_null(table["step"])))
-    base = _sums(stages, ["stage"]) if stages.num_rows else None
-    names = base["stage"].to_pylist() if base is not None else []
-    columns = {name: _numbers(base, name) if base is not None else np.zeros(0) for name in sums}
+    names, columns = _stage_sums(stages)
     if decode_steps.rows:
         names.append(Stage.decode)
         for name in sums:
@@ -376,17 +443,10 @@ def _run_totals(table: pa.Table, peak: DevicePeak, decode_steps: DecodeStepRoofl
     return result
 
 
-def image_rooflines(rows: pa.Table) -> TableRows:
-    """Per image (by rank and image_index): ``rank``, ``image_index`` and a StageRoofline per stage
-    row of ``rows`` (each image's rows in their order), made as they are read."""
-    order = np.lexsort(
-        (rows["image_index"].to_numpy(zero_copy_only=False), rows["rank"].to_numpy(zero_copy_only=False))
-    )
-    rows = rows.take(pa.array(order, type=pa.int64()))
-    ranks, indexes = rows["rank"].to_numpy(zero_copy_only=False), rows["image_index"].to_numpy(zero_copy_only=False)
-    new_image = np.flatnonzero((ranks[1:] != ranks[:-1]) | (indexes[1:] != indexes[:-1])) + 1
-    starts = np.concatenate([[0], new_image, [rows.num_rows]]) if rows.num_rows else np.zeros(1, dtype=np.int64)
-    return TableRows(rows, starts, _image_roofline)
+def image_rooflines(by_image: Slices) -> SliceRows:
+    """Per image (rows by rank and image_index, each image's together): ``rank``, ``image_index``
+    and a StageRoofline per stage row, made as they are read."""
+    return SliceRows(by_image, group=("rank", "image_index"), make=_image_roofline)
 
 
 def _image_roofline(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -403,22 +463,21 @@ def decode_step_sums(table: pa.Table) -> DecodeStepRoofline:
 
 
 def roofline_summary(
-    table: pa.Table,
+    rows: RooflineRows,
     peak: DevicePeak,
     *,
     reason: str | None,
     profiler: dict[str, Any] | None,
-    decode_steps: DecodeStepRoofline | None = None,
+    decode_steps: DecodeStepRoofline,
 ) -> Roofline:
-    """summary.json ``roofline`` from the ROOFLINE table: its rows per image, and its decode-step
-    rows summed in ``decode_steps`` (None: from the table's own step rows)."""
-    steps = decode_steps if decode_steps is not None else decode_step_sums(table)
-    totals = _run_totals(table, peak, steps) if table.num_rows or steps.rows else {}
+    """summary.json ``roofline`` from the ROOFLINE rows per image and its decode-step rows summed
+    in ``decode_steps``."""
+    totals = _run_totals(rows.stages, peak, decode_steps)
     return Roofline(
         device=peak,
         reason=reason,
         **{stage: totals.get(stage) for stage in STAGES},
-        decode_step=steps.distribution() if steps.rows else None,
-        images=image_rooflines(table.filter(pc.is_null(table["step"]))),
+        decode_step=decode_steps.distribution() if decode_steps.rows else None,
+        images=image_rooflines(rows.by_image),
         profiler_flops=profiler,
     )

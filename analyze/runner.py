@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import itertools
-import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -14,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from dsocr.analyze.attribution import attribute_gpu_ops, lane_ids, operator_rows, place
 from dsocr.analyze.cold import ColdOperatorTotals, cold_top
 from dsocr.analyze.cpu_self import self_time_ns, whole_call_trees
@@ -30,9 +28,10 @@ from dsocr.analyze.kernels import (
     operator_part,
     top_of_totals,
 )
-from dsocr.analyze.keys import image_key
+from dsocr.analyze.keys import image_key, split_image_key
 from dsocr.analyze.latency import LATENCY, latency_table
 from dsocr.analyze.load import TraceTables, load_files
+from dsocr.analyze.ordered import Key, Order, Slices
 from dsocr.analyze.partials import (
     NameTotals,
     TraceFigures,
@@ -48,8 +47,9 @@ from dsocr.analyze.peaks import DevicePeak
 from dsocr.analyze.profiler_flops import StageFlops, add_stage_flops
 from dsocr.analyze.ranges import Ranges, clean_ranges
 from dsocr.analyze.reference import ok_predictions, timings_table
-from dsocr.analyze.roofline import roofline_parts
-from dsocr.analyze.spool import TableSpool, table_spool
+from dsocr.analyze.roofline import BY_IMAGE, DECODE_BY_IMAGE, RooflineRows, roofline_parts, stage_rows_in
+from dsocr.analyze.sketch import ExactSum
+from dsocr.analyze.spool import TableSpool, kept_spool, table_spool
 from dsocr.analyze.stages import MEASURED, measure_stages
 from dsocr.analyze.step_figures import StepFigures
 from dsocr.analyze.steps import STEPS, prefer_images, reference_steps, steps_file_table, traced_steps
@@ -60,7 +60,7 @@ from dsocr import rundir, schema
 from dsocr.options import DEFAULT_TOP
 from dsocr.prediction_store import SCALAR_COLUMNS, PredictionStore
 from dsocr.records import RunRecord
-from dsocr.vocab import NS_PER_MS, STAGES, AnalysisFile, KernelKind, Stage
+from dsocr.vocab import NS_PER_MS, STAGES, AnalysisFile, KernelKind
 
 
 @dataclass(frozen=True)
@@ -68,19 +68,24 @@ class Analysis:
     """What ``analyze_run`` computed and where it wrote it."""
 
     summary: Summary
-    timings: pa.Table
+    #: analysis/timings.parquet's rows, read again for each pass (they are not held).
+    timings: Slices
     kernels: pa.Table
     output_dir: Path
 
 
-def _stage_cpu_ns(timings: pa.Table) -> dict[str, float]:
-    """CPU wall time per stage over every image (a few rows per image: no Arrow group_by). fsum:
-    the correctly rounded sum, the same in any order, so shards merge to the same figure."""
-    values_ms: dict[str, list[float]] = {}
-    for stage, cpu_ms in zip(timings["stage"].to_pylist(), timings["cpu_ms_traced"].to_pylist(), strict=True):
-        if cpu_ms is not None:
-            values_ms.setdefault(stage, []).append(cpu_ms)
-    return {stage: math.fsum(values) * NS_PER_MS for stage, values in values_ms.items()}
+def _stage_cpu_ns(timings: Slices) -> dict[str, float]:
+    """CPU wall time per stage over every image: the correctly rounded sum, the same in any order
+    and grouping, so shards merge to the same figure."""
+    sums: dict[str, ExactSum] = {}
+    for table in timings.columns("stage", "cpu_ms_traced"):
+        stages = table["stage"].to_numpy(zero_copy_only=False)
+        cpu_ms = table["cpu_ms_traced"].cast(pa.float64()).fill_null(np.nan).to_numpy()
+        for stage in np.unique(stages).tolist():
+            mine = cpu_ms[stages == stage]
+            if (~np.isnan(mine)).any():
+                sums.setdefault(stage, ExactSum()).add(mine)
+    return {stage: total.value * NS_PER_MS for stage, total in sums.items()}
 
 
 def _operator_codes(work: pa.Table, cpu_ops: pa.Table, codes: np.ndarray) -> np.ndarray:
@@ -216,8 +221,8 @@ _NAME_SUMS = ("kernels", "operators", "cpu_operators")
 @dataclass
 class Spools:
     """Where the per-image and per-step rows go as each batch (or shard) completes: Parquet part
-    files on disk (analyze/spool.py), read back once at the end, one part at a time where the
-    rows are per step."""
+    files on disk (analyze/spool.py), read back at the end in order, a few parts at a time
+    (analyze/ordered.py). The per-image ones live as long as the analysis that reads them."""
 
     timings: TableSpool
     latency: TableSpool
@@ -231,18 +236,20 @@ class Spools:
 
 @contextmanager
 def spools(beside: Path | None) -> Iterator[Spools]:
-    """Every spool of an analysis: beside ``beside`` (analysis/timings.parquet), or in the system's
-    temp folder (None: an analysis that writes nothing into the run, or a merge), removed on exit."""
+    """Every spool of an analysis. The per-step ones beside ``beside`` (analysis/timings.parquet),
+    or in the system's temp folder (None: an analysis that writes nothing into the run, or a
+    merge), removed on exit; the per-image ones in the system's temp folder, removed with the
+    analysis that reads them (``spool.kept_spool``)."""
     with ExitStack() as stack:
 
         def spool(name: str, table_schema: pa.Schema) -> TableSpool:
             return stack.enter_context(table_spool(beside.with_name(name) if beside else None, table_schema))
 
         yield Spools(
-            timings=spool(beside.name if beside else "timings", schema.TIMINGS),
-            latency=spool("latency", LATENCY),
+            timings=kept_spool(schema.TIMINGS),
+            latency=kept_spool(LATENCY),
             traced_steps=spool("steps", schema.STEPS),
-            roofline_images=spool("roofline-images", schema.ROOFLINE),
+            roofline_images=kept_spool(schema.ROOFLINE),
             roofline_traced=spool("roofline-traced", schema.ROOFLINE),
             roofline_reference=spool("roofline-reference", schema.ROOFLINE),
         )
@@ -421,7 +428,6 @@ def _analyze_batch(
     files: list[Path],
     pool: WorkerPool,
     sums: RunSums,
-    predictions: pa.Table,
     store: PredictionStore,
     traced_rows: np.ndarray,
 ) -> None:
@@ -433,10 +439,10 @@ def _analyze_batch(
     trace = load_files(files, pool)
     ranges = clean_ranges(trace.ranges, trace.chunks)
     images = np.unique(image_key(trace.chunks))
-    in_batch = np.isin(image_key(predictions), images)
+    in_batch = np.isin(store.image_index, split_image_key(images)[1])  # an image_index is the run's
     traced_rows |= in_batch  # one flag per prediction row: which images a batch has read
     # The batch's whole prediction rows (per-step lists included): read for its images only.
-    mine = store.rows(store.image_index[in_batch])  # the store's rows are the predictions' rows
+    mine = store.rows(store.image_index[in_batch])
     # Name codes once for all cpu_ops (the chunks share one dictionary), sliced per chunk below.
     op_codes, op_names = name_codes(trace.cpu_ops["name"])
     operator_codes = sums.operator_names.codes(op_names)
@@ -457,13 +463,23 @@ def _analyze_batch(
     sums.add_cpu(totals, cold_totals, operator_codes)
 
 
-def _in_prediction_order(table: pa.Table, predictions: pa.Table) -> pa.Table:
-    """``table``'s rows (keyed by rank and image_index) in the order of the ok prediction rows,
-    each image's rows in their own order: the order of one pass over every image."""
-    ok_keys = image_key(ok_predictions(predictions))
+def _prediction_order(predictions: Slices) -> Key:
+    """Per row of a per-image table (keyed by rank and image_index): its image's position among
+    the ok prediction rows, the order of one pass over every image (an index of 16 bytes per image)."""
+    ok_keys = np.concatenate(
+        [np.zeros(0, dtype=np.int64)]
+        + [image_key(ok_predictions(table)) for table in predictions.columns("rank", "image_index", "status")]
+    )
     order = np.argsort(ok_keys, kind="stable")
-    position = order[np.clip(np.searchsorted(ok_keys[order], image_key(table)), 0, max(order.size - 1, 0))]
-    return table.take(pa.array(np.argsort(position, kind="stable")))
+    sorted_keys = ok_keys[order]
+    last = max(order.size - 1, 0)
+
+    def position(table: pa.Table) -> np.ndarray:
+        if order.size == 0:
+            return np.zeros(table.num_rows, dtype=np.int64)
+        return order[np.clip(np.searchsorted(sorted_keys, image_key(table)), 0, last)]
+
+    return position
 
 
 def analyze_run(
@@ -489,18 +505,18 @@ def analyze_run(
         rundir.analysis_dir(run_dir)
     # First: a bad --peak-tflops/--peak-gbps is an error before any trace is read.
     peak = run_peak(run, peak_tflops=peak_tflops, peak_gbps=peak_gbps)
-    # Every image's scalar columns; whole rows (per-step lists, text) are read a group of images at a time.
+    # Where each image's prediction row is: whole rows (per-step lists, text) are read a group of
+    # images at a time, the scalar columns a slice of rows at a time (``scalar_slices``).
     store = rundir.open_predictions(run_dir, run)
-    predictions = store.read(SCALAR_COLUMNS)
     files = rundir.trace_files(run_dir)
-    # Each batch's per-image and per-step rows go to disk as it completes (temp parts beside timings.parquet).
+    # Each batch's per-image and per-step rows go to disk as it completes (temp part files).
     with spools(timings_path(run_dir) if write else None) as spooled:
         sums = RunSums(spools=spooled, run=run, peak=peak)
-        traced_rows = np.zeros(predictions.num_rows, dtype=bool)
+        traced_rows = np.zeros(store.num_rows, dtype=bool)
         with worker_pool(jobs) as pool:
             # A batch of whole images at a time: the events of one batch are in memory, never the run's.
             for batch in image_batches(files, BATCH_BYTES if batch_bytes is None else batch_bytes):
-                _analyze_batch(batch, pool, sums, predictions, store, traced_rows)
+                _analyze_batch(batch, pool, sums, store, traced_rows)
             no_ranges = clean_ranges(*_empty_trace(pool))
         # Images without trace files (--trace-images, failed conversions, imports): reference clock
         # only, a chunk of images at a time (their decode steps are read from predictions).
@@ -516,19 +532,38 @@ def analyze_run(
         # What `dsocr analyze --merge` combines this run by, as a shard of a larger job.
         partials = sums.to_json(has_trace=bool(files)) if write else None
         return finish(
-            run_dir, run, predictions, sums, has_trace=bool(files), peak=peak, top=top, write=write, partials=partials
+            run_dir,
+            run,
+            scalar_slices(store),
+            sums,
+            has_trace=bool(files),
+            peak=peak,
+            top=top,
+            write=write,
+            partials=partials,
         )
 
 
+def scalar_slices(*stores: PredictionStore) -> Slices:
+    """The stores' scalar prediction columns (``SCALAR_COLUMNS``), store after store, a slice at a time."""
+    table_schema = pa.schema([schema.PREDICTIONS.field(name) for name in SCALAR_COLUMNS])
+
+    def read(columns: Sequence[str] | None) -> Iterator[pa.Table]:
+        for store in stores:
+            yield from store.slices(SCALAR_COLUMNS if columns is None else columns)
+
+    return Slices(read, table_schema)
+
+
 def timings_path(run_dir: Path) -> Path:
-    """Where analyze writes ``run_dir``'s timings (its spool's parts go beside it)."""
+    """Where analyze writes ``run_dir``'s timings (the per-step spools' parts go beside it)."""
     return rundir.analysis_path(run_dir, AnalysisFile.timings)
 
 
 def finish(
     run_dir: Path,
     run: RunRecord,
-    predictions: pa.Table,
+    predictions: Slices,
     sums: RunSums,
     *,
     has_trace: bool,
@@ -540,13 +575,18 @@ def finish(
     """Every run-level figure from ``sums`` (of one run's batches, or of several shards' analyses)
     and the predictions; write ``run_dir/analysis/`` when ``write`` (``partials`` too, when
     given; summary.json last: its age stands for the whole analysis, dsocr/staleness.py)."""
-    # The per-image rows, read back once: the run-level figures across images (medians) need
-    # them, summary.json lists every image, and the final files are in prediction order.
+    # The per-image rows, read back in order a few parts at a time, once per figure that folds
+    # over them and once per file that lists them (analyze/ordered.py): never the run's at once.
     spooled = sums.spools
-    timings = _in_prediction_order(spooled.timings.read(), predictions)
+    position = _prediction_order(predictions)
+    in_prediction_order = Order(_KEY_COLUMNS, position)
+    timings = Slices.spooled(spooled.timings, in_prediction_order)
     kernels = sums.kernels_table(_stage_cpu_ns(timings), top=top) if has_trace else kernels_table([])
-    latency = _in_prediction_order(spooled.latency.read(), predictions)
-    roofline_images = _roofline_image_rows(spooled.roofline_images.read(), predictions)
+    roofline = RooflineRows(
+        stages=Slices.spooled(spooled.roofline_images, stage_rows_in(position)),
+        decode=Slices.spooled(spooled.roofline_images, DECODE_BY_IMAGE),
+        by_image=Slices.spooled(spooled.roofline_images, BY_IMAGE),
+    )
     device = sums.figures.gpu_ops > 0
     inputs = AnalysisInputs(
         run_dir=run_dir,
@@ -557,22 +597,23 @@ def finish(
         launch=launch_figures(sums.figures) if device else None,
         copies=copy_figures(sums.figures, sums.kernel_names.names) if device else None,
         timings=timings,
-        latency=latency,
+        latency=Slices.spooled(spooled.latency, in_prediction_order),
         kernels=kernels,
         cold_operators=sums.cold_operators() if has_trace else [],
         steps=sums.steps,
         peak=peak,
-        roofline=roofline_images,
+        roofline=roofline,
         profiler_flops=sums.profiler_flops,
     )
     summary = summarize(inputs)
     output_dir = run_dir / rundir.ANALYSIS_DIR
     if write:
-        rundir.write_table_atomic(inputs.timings, timings_path(run_dir))
+        rundir.write_tables_atomic(timings, schema.TIMINGS, timings_path(run_dir))
         rundir.write_table_atomic(kernels, rundir.analysis_path(run_dir, AnalysisFile.kernels))
-        # The rows per step, a part at a time: the images' rows, then every step row.
+        # The rows per image (stage rows in prediction order, then decode per token by rank and
+        # image), then every step row, a part at a time.
         roofline_parts_in_order = itertools.chain(
-            [roofline_images], spooled.roofline_traced.tables(), spooled.roofline_reference.tables()
+            roofline.stages, roofline.decode, spooled.roofline_traced.tables(), spooled.roofline_reference.tables()
         )
         roofline_path = rundir.analysis_path(run_dir, AnalysisFile.roofline)
         rundir.write_tables_atomic(roofline_parts_in_order, schema.ROOFLINE, roofline_path)
@@ -582,16 +623,11 @@ def finish(
         if partials is not None:
             rundir.write_json_atomic(rundir.analysis_path(run_dir, AnalysisFile.partials), partials)
         rundir.write_json_atomic(rundir.analysis_path(run_dir, AnalysisFile.summary), to_json(summary, streamed=True))
-    return Analysis(summary=summary, timings=inputs.timings, kernels=kernels, output_dir=output_dir)
+    return Analysis(summary=summary, timings=timings, kernels=kernels, output_dir=output_dir)
 
 
-def _roofline_image_rows(rows: pa.Table, predictions: pa.Table) -> pa.Table:
-    """The ROOFLINE rows per image as one pass writes them: the stage rows in prediction order,
-    then the decode rows (per token) by rank and image."""
-    is_decode = pc.equal(rows["stage"], Stage.decode)
-    stages = _in_prediction_order(rows.filter(pc.invert(is_decode)), predictions)
-    decode = rows.filter(is_decode).sort_by([("rank", "ascending"), ("image_index", "ascending")])
-    return pa.concat_tables([stages, decode])
+#: The columns that key a per-image row.
+_KEY_COLUMNS = ("rank", "image_index")
 
 
 def _steps_in_order(sums: RunSums) -> Iterator[pa.Table]:

@@ -17,19 +17,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
+import numpy as np
 from dsocr.analyze.clock import STAGE_FIGURE
 from dsocr.analyze.cold import ColdImpact, cold_image_rows, cold_impact_of
 from dsocr.analyze.coverage import Coverage, coverage_figures
 from dsocr.analyze.findings import Finding
 from dsocr.analyze.inputs import AnalysisInputs
 from dsocr.analyze.insights import finding_list, roofline_figures
+from dsocr.analyze.ordered import Slices
 from dsocr.analyze.per_rank import Ranks, rank_figures
 from dsocr.analyze.reference import ok_predictions
 from dsocr.analyze.roofline import Roofline
-from dsocr.analyze.stats import describe
-from dsocr.analyze.table_rows import TableRows
+from dsocr.analyze.sketch import QuantileSketch
+from dsocr.analyze.table_rows import SliceRows
 
 from dsocr import rundir, schema
 from dsocr.json_stream import RowStream
@@ -55,10 +55,6 @@ class Spread:
 
     median: float | None
     p90: float | None
-
-
-def _spread(values: list[Any]) -> Spread:
-    return Spread(**describe(values))
 
 
 @dataclass(frozen=True)
@@ -147,8 +143,12 @@ class TopEntry:
 
 
 def trace_state(inputs: AnalysisInputs) -> TraceState:
-    predictions = inputs.predictions
-    modes = sorted({mode for mode in predictions["profile_mode"].to_pylist() if mode})
+    modes_seen: set[str] = set()
+    clocks: set[str] = set()
+    for table in inputs.predictions.columns("profile_mode", "status", "timing_clock"):
+        modes_seen |= {mode for mode in table["profile_mode"].to_pylist() if mode}
+        clocks |= {clock for clock in ok_predictions(table)["timing_clock"].to_pylist() if clock}
+    modes = sorted(modes_seen)
     if inputs.has_trace:
         missing = None
     elif inputs.run.kind is RunKind.import_:
@@ -161,80 +161,155 @@ def trace_state(inputs: AnalysisInputs) -> TraceState:
         present=inputs.has_trace,
         missing_reason=missing,
         device_time=inputs.trace.device_time,
-        timing_clocks=sorted({c for c in ok_predictions(predictions)["timing_clock"].to_pylist() if c}),
+        timing_clocks=sorted(clocks),
         profile_modes=modes,
     )
 
 
-def _column(table: pa.Table, name: str) -> list[Any]:
-    return table[name].to_pylist()
+_TRACED_NAMES = ("cpu_ms", "gpu_busy_ms", "gpu_span_ms", "gpu_range_ms", "kernel_count", "memcpy_count", "memset_count")
+_TRACED_COLUMNS = (
+    "stage", "reference_rel_diff", "check_measure", "steps_traced", "steps_total",
+    *(f"{name}_traced" for name in _TRACED_NAMES),
+)  # fmt: skip
+
+
+def _values(values: list[Any]) -> np.ndarray:
+    """Python values (None: no value) as floats (NaN: none, which sketches skip)."""
+    return np.array([np.nan if value is None else value for value in values], dtype=np.float64)
+
+
+@dataclass
+class _TracedFold:
+    """One stage's traced figures, added a slice of timings rows at a time."""
+
+    stage: str
+    images: int = 0
+    diffs: QuantileSketch = field(default_factory=QuantileSketch)
+    max_abs_diff: float | None = None
+    measures: set[str] = field(default_factory=set)
+    spreads: dict[str, QuantileSketch] = field(default_factory=lambda: {n: QuantileSketch() for n in _TRACED_NAMES})
+    idle_share: QuantileSketch = field(default_factory=QuantileSketch)
+    steps_traced: int = 0
+    steps_total: int = 0
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        """Add this stage's rows (every row of the stage, measured or not)."""
+        diffs = [row["reference_rel_diff"] for row in rows if row["reference_rel_diff"] is not None]
+        self.diffs.add(_values(diffs))
+        for value in diffs:
+            self.max_abs_diff = abs(value) if self.max_abs_diff is None else max(self.max_abs_diff, abs(value))
+        self.measures |= {row["check_measure"] for row in rows if row["check_measure"] is not None}
+        measured = [row for row in rows if row["cpu_ms_traced"] is not None]
+        self.images += len(measured)
+        values = {name: [row[f"{name}_traced"] for row in measured] for name in _TRACED_NAMES}
+        if self.stage == Stage.decode:
+            steps = [row["steps_traced"] for row in measured]
+            busy, span = values["gpu_busy_ms"], values["gpu_span_ms"]
+            self.idle_share.add(_values([1 - b / s for b, s in zip(busy, span, strict=True) if b is not None and s]))
+            self.steps_traced += sum(value or 0 for value in steps)
+            self.steps_total += sum(row["steps_total"] or 0 for row in measured)
+            values = {name: _per_step(column, steps) for name, column in values.items()}
+        for name, column in values.items():
+            self.spreads[name].add(_values(column))
+
+    def figures(self) -> TracedFigures | None:
+        if self.images == 0:
+            return None
+        measures = sorted(self.measures)
+        check = StageCheck(
+            measure=measures[0] if len(measures) == 1 else measures or None,
+            rel_diff=Spread(**self.diffs.describe()),
+            max_abs_rel_diff=self.max_abs_diff,
+        )
+        decode: dict[str, Any] = {}
+        if self.stage == Stage.decode:
+            decode = {
+                "gpu_idle_share": Spread(**self.idle_share.describe()),
+                "steps_traced": self.steps_traced,
+                "steps_total": self.steps_total,
+            }
+        return TracedFigures(
+            per="traced step" if self.stage == Stage.decode else "image",
+            images=self.images,
+            **{name: Spread(**sketch.describe()) for name, sketch in self.spreads.items()},
+            check=check,
+            **decode,
+        )
 
 
 def _per_step(values: list[Any], steps: list[Any]) -> list[float | None]:
     return [value / count if value is not None and count else None for value, count in zip(values, steps, strict=True)]
 
 
-def _traced(timings: pa.Table, stage: str) -> TracedFigures | None:
-    """The trace's figures of one stage (None when no image of it was traced)."""
-    rows = timings.filter(pc.equal(timings["stage"], stage))
-    measured = rows.filter(pc.is_valid(rows["cpu_ms_traced"]))
-    if measured.num_rows == 0:
-        return None
-    diffs = [value for value in _column(rows, "reference_rel_diff") if value is not None]
-    measures = sorted({value for value in _column(rows, "check_measure") if value is not None})
-    check = StageCheck(
-        measure=measures[0] if len(measures) == 1 else measures or None,
-        rel_diff=_spread(diffs),
-        max_abs_rel_diff=max((abs(value) for value in diffs), default=None),
-    )
-    names = ("cpu_ms", "gpu_busy_ms", "gpu_span_ms", "gpu_range_ms", "kernel_count", "memcpy_count", "memset_count")
-    values = {name: _column(measured, f"{name}_traced") for name in names}
-    decode: dict[str, Any] = {}
-    per = "image"
-    if stage == Stage.decode:
-        per = "traced step"
-        steps = _column(measured, "steps_traced")
-        busy, span = values["gpu_busy_ms"], values["gpu_span_ms"]
-        decode["gpu_idle_share"] = _spread([1 - b / s for b, s in zip(busy, span, strict=True) if b is not None and s])
-        decode["steps_traced"] = sum(value or 0 for value in steps)
-        decode["steps_total"] = sum(value or 0 for value in _column(measured, "steps_total"))
-        values = {name: _per_step(column, steps) for name, column in values.items()}
-    return TracedFigures(
-        per=per,
-        images=measured.num_rows,
-        **{name: _spread(column) for name, column in values.items()},
-        check=check,
-        **decode,
-    )
+def traced_figures(timings: Slices) -> dict[str, TracedFigures | None]:
+    """Per stage of TIME_STAGES, the trace's figures (None when no image of it was traced), in
+    one pass over the timings rows."""
+    folds = {stage: _TracedFold(stage) for stage in TIME_STAGES}
+    for table in timings.columns(*_TRACED_COLUMNS):
+        by_stage: dict[str, list[dict[str, Any]]] = {}
+        for row in table.to_pylist():
+            by_stage.setdefault(row["stage"], []).append(row)
+        for stage, rows in by_stage.items():
+            if stage in folds:
+                folds[stage].add(rows)
+    return {stage: fold.figures() for stage, fold in folds.items()}
+
+
+@dataclass
+class _ClockFold:
+    """One clock figure across images: its count, its sum in image order, its spread."""
+
+    count: int = 0
+    total: float = 0
+    spread: QuantileSketch = field(default_factory=QuantileSketch)
+
+    def add(self, values: list[Any]) -> None:
+        present = [value for value in values if value is not None]
+        self.count += len(present)
+        for value in present:  # in order, one at a time: the same float sum as one pass over the images
+            self.total += value
+        self.spread.add(_values(present))
 
 
 def stage_figures(inputs: AnalysisInputs) -> dict[str, StageFigures]:
     """Per stage that adds up to the image (vision, prefill_text, decode, other) and the image:
     clock figures across images, run totals and shares, and the trace's figures."""
-    images = inputs.latency
-    image_total = sum(value for value in _column(images, "image_ms") if value is not None) or None
+    folds = {name: _ClockFold() for name in {*STAGE_FIGURE.values(), _IMAGE_MS}}
+    for table in inputs.latency.columns(*folds):
+        for name, fold in folds.items():
+            fold.add(table[name].to_pylist())
+    image_total = folds[_IMAGE_MS].total or None
+    traced = traced_figures(inputs.timings)
     result = {}
     for stage, name in STAGE_FIGURE.items():
-        values = [value for value in _column(images, name) if value is not None]
-        total = sum(values) if values else None
+        fold = folds[name]
+        total = fold.total if fold.count else None
         result[stage] = StageFigures(
-            images=len(values),
-            clock_ms=_spread(values),
+            images=fold.count,
+            clock_ms=Spread(**fold.spread.describe()),
             total_ms=total,
             share=total / image_total if total is not None and image_total else None,
-            trace=_traced(inputs.timings, stage) if stage in TIME_STAGES else None,
+            trace=traced[stage] if stage in TIME_STAGES else None,
         )
     return result
 
 
+_IMAGE_MS = "image_ms"
+
+
 def latency_figures(inputs: AnalysisInputs) -> Latency:
-    return Latency(**{item.name: _spread(_column(inputs.latency, item.name)) for item in fields(Latency)})
+    names = [item.name for item in fields(Latency)]
+    spreads = {name: QuantileSketch() for name in names}
+    for table in inputs.latency.columns(*names):
+        for name in names:
+            spreads[name].add(_values(table[name].to_pylist()))
+    return Latency(**{name: Spread(**spreads[name].describe()) for name in names})
 
 
-def image_rows(inputs: AnalysisInputs) -> TableRows:
+def image_rows(inputs: AnalysisInputs) -> SliceRows:
     """One object per image: the columns of the latency table (analyze.latency.LATENCY), made as
     they are read (summary.json is written as they are made: no object per image is held)."""
-    return TableRows(inputs.latency)
+    return SliceRows(inputs.latency)
 
 
 def top_entries(inputs: AnalysisInputs) -> list[TopEntry]:
@@ -256,7 +331,7 @@ class Summary:
     stages: dict[str, StageFigures] = field(metadata=metric(stage_figures))
     latency: Latency = field(metadata=metric(latency_figures))
     coverage: Coverage = field(metadata=metric(coverage_figures))
-    images: TableRows = field(metadata=metric(image_rows))
+    images: SliceRows = field(metadata=metric(image_rows))
     top: list[TopEntry] = field(metadata=metric(top_entries))
     ranks: Ranks = field(metadata=metric(rank_figures))
     cold: ColdImpact | None = field(metadata=metric(cold_figures))
@@ -297,9 +372,9 @@ def to_json(value: Any, *, streamed: bool = False) -> Any:
         }
     if isinstance(value, dict):
         return {str(key): convert(item) for key, item in value.items()}
-    if streamed and isinstance(value, TableRows):
+    if streamed and isinstance(value, SliceRows):
         return RowStream(len(value), lambda: (convert(item) for item in value))
-    if isinstance(value, list | tuple | TableRows):
+    if isinstance(value, list | tuple | SliceRows):
         return [convert(item) for item in value]
     if isinstance(value, enum.Enum):
         return value.value

@@ -1,16 +1,18 @@
-"""A run's prediction rows, read by column and by image: what lets analyze hold a 10,000-page run's
-predictions without its per-step lists.
+"""A run's prediction rows, read by column and by image: what lets analyze read a 10,000-page run's
+predictions without holding them.
 
 A row's bytes are mostly its per-step lists and its output text (``BULK_COLUMNS``: 12.3 bytes per
 decode step by the schema's types, 63 MB for 10,000 pages of 512 tokens). ``PredictionStore``
-reads the other columns of every image at once (``read``), and whole rows for a few images at a
-time (``rows``), a Parquet row group at a time: predictions.parquet is written in row groups of
-``ROW_GROUP_ROWS`` rows (``rundir.finalize_predictions``).
+reads some columns of every image at once (``read``, for readers that hold them: emit, compare)
+or a slice of rows at a time (``slices``, analyze), with Parquet projection, and whole rows for
+a few images at a time (``rows``), a Parquet row group at a time:
+predictions.parquet is written in row groups of ``ROW_GROUP_ROWS`` rows
+(``rundir.finalize_predictions``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +32,8 @@ SCALAR_COLUMNS = tuple(name for name in schema.PREDICTIONS.names if name not in 
 #: per-step lists at 512 tokens a page), small enough for any run, large enough that the
 #: per-row-group overhead of a Parquet file stays negligible.
 ROW_GROUP_ROWS = 256
+#: Rows of the scalar columns made into one table by ``slices``.
+SLICE_ROWS = 4096
 
 
 @dataclass
@@ -77,15 +81,38 @@ class PredictionStore:
         if not found.all():
             missing = wanted[~found][:3].tolist()
             raise RunDirError(f"predictions: no row for image_index {missing}")
+        return self._take(at, None)
+
+    def slices(self, columns: Sequence[str]) -> Iterator[pa.Table]:
+        """``columns`` of every kept row, sorted by image, ``SLICE_ROWS`` rows at a time (Parquet
+        projection, a row group at a time): a pass over the run's scalar columns that never holds them all."""
+        fields = [schema.PREDICTIONS.field(name) for name in columns]
+        if not self.num_rows:
+            yield pa.schema(fields).empty_table()
+            return
+        for start in range(0, self.num_rows, SLICE_ROWS):
+            yield self._take(np.arange(start, min(start + SLICE_ROWS, self.num_rows)), fields)
+
+    def _take(self, at: np.ndarray, fields: list[pa.Field] | None) -> pa.Table:
+        """The kept rows ``at`` (positions in the store), in this order, of ``fields`` (None: every
+        column, a row group at a time; else each file's row groups read together)."""
         groups = np.stack([self.file_of[at], self.group_of[at]], axis=1)
         order = np.lexsort((self.row_of[at], groups[:, 1], groups[:, 0]))
         pieces: list[pa.Table] = []
         piece_rows: list[np.ndarray] = []
+        by_file: dict[int, list[tuple[int, np.ndarray]]] = {}
         for key in np.unique(groups[order], axis=0):
             file_id, group = int(key[0]), int(key[1])
             members = order[(groups[order, 0] == file_id) & (groups[order, 1] == group)]
-            pieces.append(self._group(file_id, group).take(pa.array(self.row_of[at][members], type=pa.int64())))
-            piece_rows.append(members)
+            by_file.setdefault(file_id, []).append((group, members))
+        for file_id, wanted in by_file.items():
+            if fields is None:
+                tables = [self._group(file_id, group) for group, _ in wanted]
+            else:
+                tables = self._groups_columns(file_id, [group for group, _ in wanted], fields)
+            for table, (_, members) in zip(tables, wanted, strict=True):
+                pieces.append(table.take(pa.array(self.row_of[at][members], type=pa.int64())))
+                piece_rows.append(members)
         table = pa.concat_tables(pieces)
         # Back to the asked order: ``table``'s row k is the asked row ``concatenated[k]``.
         return table.take(pa.array(np.argsort(np.concatenate(piece_rows), kind="stable"), type=pa.int64()))
@@ -98,6 +125,16 @@ class PredictionStore:
             table = rundir.conform(parquet.read_row_group(group), schema.PREDICTIONS, schema.PREDICTIONS.metadata)
         self._last_group = ((file_id, group), table)
         return table
+
+    def _groups_columns(self, file_id: int, groups: list[int], fields: list[pa.Field]) -> list[pa.Table]:
+        """``fields`` of these row groups of one file (one open of the file)."""
+        path = self.files[file_id]
+        with rundir.reading(path), pq.ParquetFile(path, page_checksum_verification=rundir.PAGE_CHECKSUMS) as parquet:
+            present = [item.name for item in fields if item.name in parquet.schema_arrow.names]
+            return [
+                rundir.conform(parquet.read_row_group(group, columns=present), fields, schema.PREDICTIONS.metadata)
+                for group in groups
+            ]
 
 
 def open_predictions(files: Sequence[Path]) -> PredictionStore:

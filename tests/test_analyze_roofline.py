@@ -15,6 +15,7 @@ from analyze_helpers import gpu_run_or_skip, invoke
 from dsocr.analyze import findings as findings_module
 from dsocr.analyze.flops import architecture, decode_step_cost, tiles_from_image_tokens
 from dsocr.analyze.gpu_figures import COPY_PATTERN
+from dsocr.analyze.ordered import Slices
 from dsocr.analyze.peaks import PEAKS, device_peak, find_peak
 from dsocr.analyze.roofline import roofline_table
 from dsocr.analyze.steps import STEPS
@@ -316,7 +317,7 @@ def _predictions(step_ms: list[list[float]], cold: list[list[bool]] | None = Non
 def _inputs(predictions: pa.Table, reference: pa.Table, traced: pa.Table) -> findings_module.FindingInputs:
     empty = pa.table({"stage": pa.array([], pa.string()), "cpu_ms": pa.array([], pa.float64())})
     return findings_module.FindingInputs(
-        predictions=predictions, timings=empty, top=[], roofline=None,
+        predictions=Slices.of(predictions), timings=Slices.of(empty), top=[], roofline=None,
         reference_steps=reference, traced_steps=traced,
     )  # fmt: skip
 
@@ -364,7 +365,7 @@ def test_outlier_steps_cover_untraced_steps_and_name_those_after_a_trace_window(
     reference = _steps([(0, step, value) for step, value in enumerate(ms, start=1)])
     traced = _steps([(0, step, ms[step - 1]) for step in range(1, 9)])
     inputs = findings_module.FindingInputs(
-        predictions=_predictions([ms]), timings=_inputs(_predictions([]), reference, traced).timings,
+        predictions=Slices.of(_predictions([ms])), timings=_inputs(_predictions([]), reference, traced).timings,
         top=[], roofline=None, reference_steps=reference, traced_steps=traced,
     )  # fmt: skip
     (found,) = findings_module.outlier_steps(inputs)
@@ -375,7 +376,7 @@ def test_outlier_steps_cover_untraced_steps_and_name_those_after_a_trace_window(
     assert "2 of them (120 ms) are untraced steps within 10 steps after a traced window" in found["message"]
     # The traced steps alone (what the finding read before) hold no outlier at all.
     traced_only = findings_module.FindingInputs(
-        predictions=_predictions([]), timings=inputs.timings, top=[], roofline=None,
+        predictions=Slices.of(_predictions([])), timings=inputs.timings, top=[], roofline=None,
         reference_steps=_steps([]), traced_steps=traced,
     )  # fmt: skip
     assert findings_module.outlier_steps(traced_only) == []

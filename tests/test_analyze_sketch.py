@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import pyarrow as pa
 import pytest
+from dsocr.analyze import summary as summary_module
+from dsocr.analyze.ordered import Slices
 from dsocr.analyze.sketch import EXACT_VALUES, RELATIVE_ACCURACY, ExactSum, QuantileSketch
 from dsocr.analyze.stats import MEDIAN, P90, P99
 
@@ -100,3 +105,35 @@ def test_exact_sums_do_not_depend_on_the_grouping() -> None:
     empty = ExactSum()
     empty.add(np.array([np.nan, np.inf, 0.0]))
     assert empty.value == 0.0
+
+
+def _latency_rows(count: int, seed: int) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    names = [item.name for item in dataclasses.fields(summary_module.Latency)] + ["image_ms"]
+    return pa.table({name: rng.lognormal(mean=3.0, sigma=0.6, size=count) for name in names})
+
+
+@pytest.mark.parametrize("images", [EXACT_VALUES, EXACT_VALUES + 3000])
+def test_figures_across_images_are_numpys_up_to_the_limit_then_within_the_bound(images: int) -> None:
+    """summary.json's medians and p90s across images fold over slices of the rows: numpy's
+    exactly up to EXACT_VALUES images, within RELATIVE_ACCURACY beyond."""
+    table = _latency_rows(images, seed=images)
+    slices = Slices(
+        lambda columns: [table.slice(start, 1000).select(list(columns)) for start in range(0, images, 1000)],
+        table.schema,
+    )
+    inputs = SimpleNamespace(latency=slices)
+    spread = summary_module._ClockFold()
+    for part in slices.columns("image_ms"):
+        spread.add(part["image_ms"].to_pylist())
+    values = table["image_ms"].to_numpy()
+    assert spread.total == sum(values.tolist())  # the float sum of one pass in order
+    for name in ("tpot_mean_ms", "ttft_ms"):
+        figures = getattr(summary_module.latency_figures(inputs), name)
+        exact = table[name].to_numpy()
+        for got, q in ((figures.median, MEDIAN), (figures.p90, P90)):
+            want = float(np.quantile(exact, q))
+            if images <= EXACT_VALUES:
+                assert got == want
+            else:
+                assert abs(got - want) <= RELATIVE_ACCURACY * abs(want)

@@ -13,12 +13,14 @@ import pyarrow as pa
 import pytest
 from analyze_helpers import gpu_run_or_skip
 from dsocr.analyze import table_rows
-from dsocr.analyze.roofline import image_rooflines
+from dsocr.analyze.ordered import Slices
+from dsocr.analyze.roofline import BY_IMAGE, image_rooflines
 from dsocr.analyze.runner import analyze_run
+from dsocr.analyze.spool import TableSpool
 from dsocr.analyze.summary import to_json
-from dsocr.analyze.table_rows import TableRows
+from dsocr.analyze.table_rows import SliceRows
 
-from dsocr import rundir
+from dsocr import rundir, schema
 from dsocr.json_stream import RowStream, iter_json, write_json
 
 FIXTURES = Path(__file__).parent / "data"
@@ -65,10 +67,10 @@ def test_a_non_string_key_is_refused() -> None:
         "".join(iter_json({"a": object()}))
 
 
-def test_table_rows_make_items_a_slice_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_slice_rows_make_items_a_slice_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(table_rows, "SLICE_ITEMS", 3)
     table = pa.table({"image_index": list(range(8)), "value": [index / 2 for index in range(8)]})
-    rows = TableRows(table)
+    rows = SliceRows(Slices.of(table))
     assert len(rows) == 8
     assert list(rows) == table.to_pylist()
     assert rows == table.to_pylist()
@@ -76,27 +78,57 @@ def test_table_rows_make_items_a_slice_at_a_time(monkeypatch: pytest.MonkeyPatch
     assert rows[2:5] == table.to_pylist()[2:5]
     with pytest.raises(IndexError):
         rows[8]
-    assert list(TableRows(table.slice(0, 0))) == []
+    assert list(SliceRows(Slices.of(table.slice(0, 0)))) == []
 
 
-def test_image_rooflines_group_each_images_rows_by_rank_and_image() -> None:
-    """One object per image (sorted by rank, then image), its stages in their row order."""
-    rows = pa.table(
-        {
-            "rank": [1, 0, 0, 1, 0],
-            "image_index": [4, 2, 2, 4, 0],
-            "stage": ["vision", "vision", "prefill", "decode", "vision"],
-            "flops": [1.0, 2.0, 3.0, 4.0, 5.0],
-        }
+def test_slice_rows_group_an_items_rows_across_slices() -> None:
+    """An image's rows split between two slices still make one item."""
+    halves = [
+        pa.table({"rank": [0, 0, 0], "image_index": [1, 1, 2], "stage": ["a", "b", "a"]}),
+        pa.table({"rank": [0, 1], "image_index": [2, 2], "stage": ["b", "a"]}),
+    ]
+    slices = Slices(
+        lambda columns: [t if columns is None else t.select(list(columns)) for t in halves], halves[0].schema
     )
-    images = list(image_rooflines(rows))
+    rows = SliceRows(slices, group=("rank", "image_index"), make=lambda rows: [row["stage"] for row in rows])
+    assert list(rows) == [["a", "b"], ["a", "b"], ["a"]]
+    assert len(rows) == 3
+    # An item over three tables, one of them wholly its own.
+    thirds = [
+        pa.table({"rank": [0, 0], "image_index": [1, 1], "stage": ["a", "b"]}),
+        pa.table({"rank": [0], "image_index": [1], "stage": ["c"]}),
+        pa.table({"rank": [0, 0], "image_index": [1, 3], "stage": ["d", "a"]}),
+    ]
+    slices = Slices(
+        lambda columns: [t if columns is None else t.select(list(columns)) for t in thirds], thirds[0].schema
+    )
+    rows = SliceRows(slices, group=("rank", "image_index"), make=lambda rows: [row["stage"] for row in rows])
+    assert list(rows) == [["a", "b", "c", "d"], ["a"]]
+
+
+def test_image_rooflines_group_each_images_rows_by_rank_and_image(tmp_path: Path) -> None:
+    """One object per image (sorted by rank, then image), its stage rows first, from parts added
+    in another order (as a run's batches and untraced chunks add them)."""
+    spool = TableSpool(tmp_path, schema.ROOFLINE)
+    parts = [
+        [(1, 4, "vision", 1.0), (0, 2, "vision", 2.0), (1, 4, "decode", 4.0), (0, 2, "prefill", 3.0)],
+        [(0, 0, "decode", 6.0), (0, 0, "vision", 5.0)],
+    ]
+    for part in parts:
+        spool.add(
+            pa.Table.from_pylist(
+                [{"rank": r, "image_index": i, "stage": stage, "flops": flops} for r, i, stage, flops in part],
+                schema=schema.ROOFLINE,
+            )
+        )
+    images = list(image_rooflines(Slices.spooled(spool, BY_IMAGE)))
     assert [(image["rank"], image["image_index"], list(image)[2:]) for image in images] == [
-        (0, 0, ["vision"]),
+        (0, 0, ["vision", "decode"]),
         (0, 2, ["vision", "prefill"]),
         (1, 4, ["vision", "decode"]),
     ]
     assert images[1]["prefill"].flops == 3.0
-    assert list(image_rooflines(rows.slice(0, 0))) == []
+    assert list(image_rooflines(Slices.of(schema.ROOFLINE.empty_table()))) == []
 
 
 @pytest.mark.parametrize("fixture", ["gpu-run", "gpu-flops-run"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -59,26 +60,34 @@ def test_rows_are_whole_rows_of_the_asked_images_in_the_asked_order(
         store.rows([3, 40])
 
 
-def test_read_reads_the_asked_columns_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _all(store: prediction_store.PredictionStore, columns: list[str] | tuple[str, ...]) -> pa.Table:
+    return pa.concat_tables(store.slices(columns))
+
+
+def test_slices_read_the_asked_columns_a_slice_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _run(tmp_path, 12, 5, monkeypatch)
+    monkeypatch.setattr(prediction_store, "SLICE_ROWS", 5)
     store = rundir.open_predictions(tmp_path)
-    scalars = store.read(SCALAR_COLUMNS)
+    slices = list(store.slices(SCALAR_COLUMNS))
+    assert [table.num_rows for table in slices] == [5, 5, 2]
+    scalars = pa.concat_tables(slices)
     assert scalars.column_names == list(SCALAR_COLUMNS)
     assert not set(BULK_COLUMNS) & set(scalars.column_names)
-    assert scalars.equals(store.read().select(list(SCALAR_COLUMNS)))
+    assert scalars.equals(rundir.read_predictions(tmp_path).select(list(SCALAR_COLUMNS)))  # sorted by image
     # Parquet projection: the bulk columns' pages are not decoded (their bytes are most of the file).
-    read_columns: list[list[str]] = []
-    read = pq.ParquetFile.read
+    read_columns: list[list[str] | None] = []
+    read_row_group = pq.ParquetFile.read_row_group
 
-    def spy(parquet: pq.ParquetFile, columns: list[str] | None = None, **kwargs: object):
+    def spy(parquet: pq.ParquetFile, group: int, columns: list[str] | None = None, **kwargs: object):
         read_columns.append(columns)
-        return read(parquet, columns=columns, **kwargs)
+        return read_row_group(parquet, group, columns=columns, **kwargs)
 
-    monkeypatch.setattr(pq.ParquetFile, "read", spy)
-    store.read(SCALAR_COLUMNS)
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", spy)
+    _all(store, SCALAR_COLUMNS)
     assert read_columns and all(
         columns is not None and not set(BULK_COLUMNS) & set(columns) for columns in read_columns
     )
+    assert next(iter(rundir.open_predictions(tmp_path / "none").slices(["image_index"]))).num_rows == 0
 
 
 def test_rows_decode_each_row_group_they_touch_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,7 +115,7 @@ def test_a_part_replaces_the_finished_rows_image(tmp_path: Path, monkeypatch: py
     rundir.write_prediction_part(tmp_path, _row(6, 9, text="again"))
     rundir.write_prediction_part(tmp_path, _row(12, 4, text="new"))
     store = rundir.open_predictions(tmp_path)
-    whole = store.read()
+    whole = _all(store, schema.PREDICTIONS.names)
     assert whole["image_index"].to_pylist() == [*range(10), 12]
     assert whole.to_pylist()[6]["text_raw"] == "again 6"
     assert store.rows([12, 6]).to_pylist() == [whole.to_pylist()[10], whole.to_pylist()[6]]
@@ -118,7 +127,7 @@ def test_an_older_file_lacking_columns_reads_them_as_nulls(tmp_path: Path) -> No
     older = table.drop_columns(["image_sha256", "loop_ms"]).replace_schema_metadata(schema.PREDICTIONS.metadata)
     rundir.write_table_atomic(older, tmp_path / rundir.PREDICTIONS_FILE)
     store = rundir.open_predictions(tmp_path)
-    assert store.read(["image_index", "loop_ms"]).to_pylist() == [
+    assert _all(store, ["image_index", "loop_ms"]).to_pylist() == [
         {"image_index": 0, "loop_ms": None},
         {"image_index": 1, "loop_ms": None},
     ]

@@ -18,6 +18,7 @@ import pytest
 from capture_helpers import FAST_MODEL
 from dsocr.analyze import findings as findings_module
 from dsocr.analyze.compare import compare_runs
+from dsocr.analyze.ordered import Slices
 from typer.testing import CliRunner, Result
 
 import dsocr.cli  # noqa: F401  (registers every command)
@@ -229,7 +230,7 @@ def _host_bound_inputs(run_dir: Path) -> findings_module.FindingInputs:
     )
     empty = pa.table({"rank": pa.array([], pa.int32())})
     return findings_module.FindingInputs(
-        predictions=empty, timings=timings, top=[], roofline=None,
+        predictions=Slices.of(empty), timings=Slices.of(timings), top=[], roofline=None,
         reference_steps=empty, traced_steps=empty, run_dir=run_dir, run=rundir.read_run_json(run_dir),
     )  # fmt: skip
 
