@@ -6,7 +6,7 @@ import itertools
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from dsocr.analyze.kernels import (
 from dsocr.analyze.keys import image_key, split_image_key
 from dsocr.analyze.latency import LATENCY, latency_table
 from dsocr.analyze.load import TraceTables, load_files
-from dsocr.analyze.ordered import Key, Order, Slices
+from dsocr.analyze.ordered import BY_RANK_AND_IMAGE, Key, Order, Slices, ordered
 from dsocr.analyze.partials import (
     NameTotals,
     TraceFigures,
@@ -278,10 +278,6 @@ class RunSums:
     figures: TraceFigures = field(default_factory=TraceFigures)
     profiler_flops: dict[str, StageFlops] = field(default_factory=dict)
     steps: StepFigures = field(default_factory=StepFigures)
-    #: The last image key of the traced-steps parts so far, and whether every part's images came
-    #: after the previous part's (steps.parquet is then written part by part).
-    last_step_key: int = -1
-    steps_in_order: bool = True
 
     def add_images(self, predictions: pa.Table, timings: pa.Table, traced: pa.Table, latency: pa.Table) -> None:
         """Add whole images: their prediction rows, timings rows, traced steps and latency rows.
@@ -301,11 +297,7 @@ class RunSums:
             self.spools.roofline_reference.add(step_rows.slice(traced.num_rows))
         self.steps.add(ok, traced, reference, step_rows if step_rows.num_rows else None)
         if traced.num_rows:
-            traced = steps_file_table(traced)
-            keys = image_key(traced)
-            self.spools.traced_steps.add(traced)
-            self.steps_in_order = self.steps_in_order and int(keys[0]) > self.last_step_key
-            self.last_step_key = max(self.last_step_key, int(keys[-1]))
+            self.spools.traced_steps.add(steps_file_table(traced))
 
     def add_gpu(self, side: _GpuSide, operator_codes: np.ndarray, predictions: pa.Table) -> None:
         kernel_codes = self.kernel_names.codes(side.kernel_names)
@@ -630,14 +622,18 @@ def finish(
 _KEY_COLUMNS = ("rank", "image_index")
 
 
+def _step_number(table: pa.Table) -> np.ndarray:
+    return table["step"].to_numpy(zero_copy_only=False)
+
+
+#: analysis/steps.parquet's order: by rank, image and step. A run's batches add them in that order
+#: (one run of parts); a merge of shards whose images interleave adds a run per shard.
+_STEPS_ORDER = replace(BY_RANK_AND_IMAGE, columns=("rank", "image_index", "step"), then=_step_number)
+
+
 def _steps_in_order(sums: RunSums) -> Iterator[pa.Table]:
-    """analysis/steps.parquet's rows (traced steps by rank, image and step), a part at a time when
-    the parts follow each other in that order (a run's batches do: they are in image order), else
-    sorted whole (a merge of shards whose images interleave)."""
-    if sums.steps_in_order:
-        yield from sums.spools.traced_steps.tables()
-        return
-    yield steps_file_table(sums.spools.traced_steps.read())
+    """analysis/steps.parquet's rows in its order, a few parts at a time (analyze/ordered.py)."""
+    return ordered(sums.spools.traced_steps, _STEPS_ORDER)
 
 
 def _empty_trace(pool: WorkerPool) -> tuple[pa.Table, pa.Table]:

@@ -271,6 +271,10 @@ class _ClockFold:
         self.spread.add(_values(present))
 
 
+#: The latency column of an image's whole time (what each stage's share is of).
+_IMAGE_MS = "image_ms"
+
+
 def stage_figures(inputs: AnalysisInputs) -> dict[str, StageFigures]:
     """Per stage that adds up to the image (vision, prefill_text, decode, other) and the image:
     clock figures across images, run totals and shares, and the trace's figures."""
@@ -292,9 +296,6 @@ def stage_figures(inputs: AnalysisInputs) -> dict[str, StageFigures]:
             trace=traced[stage] if stage in TIME_STAGES else None,
         )
     return result
-
-
-_IMAGE_MS = "image_ms"
 
 
 def latency_figures(inputs: AnalysisInputs) -> Latency:

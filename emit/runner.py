@@ -170,19 +170,21 @@ def _chunks(jobs: list[RenderJob], size: int) -> Iterator[list[RenderJob]]:
 
 
 def _submit(pool: ProcessPoolExecutor, chunk: list[RenderJob]) -> Future[list[RenderOutcome]]:
-    """Submit one task; a worker the pool starts for it starts with Ctrl-C ignored.
+    """Submit one task; a worker the pool starts for it starts with Ctrl-C blocked.
 
     A terminal's Ctrl-C reaches the whole process group: a worker still importing when it
     arrives would print a KeyboardInterrupt traceback before its initializer could ignore it.
-    An ignored signal stays ignored across the exec that starts a "spawn" worker.
+    A blocked signal stays blocked across the exec that starts a "spawn" worker (its initializer
+    then ignores it, which drops one pending). Blocked, not ignored, here: a Ctrl-C that arrives
+    during the submit waits, and stops emit once it returns, where an ignored one was lost.
     """
     if threading.current_thread() is not threading.main_thread():
         return pool.submit(render_images, chunk)  # signals are the main thread's to set
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         return pool.submit(render_images, chunk)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _run_jobs(jobs: list[RenderJob], workers: int) -> Iterator[RenderOutcome]:

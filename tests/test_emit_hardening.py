@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from dsocr.emit import runner as emit_runner
 from dsocr.emit.folder import file_sha256
 from dsocr.emit.guard import LOCK_FILE, emit_lock
 from emit_helpers import GOLDEN_TEXT, draw_page, make_run, prediction_row, read_jsonl, run_cli, viz_folder
@@ -405,6 +406,22 @@ def test_ctrl_c_stops_emit_without_tracebacks_and_keeps_folders_whole(tmp_path: 
     assert process.returncode != 0
     assert "Traceback" not in stderr, stderr
     assert all(_consistent(folder) for folder in _folders(run_dir))
+
+
+def test_a_ctrl_c_during_a_submit_is_not_lost() -> None:
+    """The signal that arrives while emit hands a task to its pool (when a new worker may start)
+    waits, and stops emit as soon as the submit returns (it was ignored, and lost, before)."""
+
+    class Pool:
+        def submit(self, *args: object) -> str:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, mid-submit
+            time.sleep(0.05)  # a signal not blocked would be handled (or dropped) by now
+            return "submitted"
+
+    with pytest.raises(KeyboardInterrupt):
+        emit_runner._submit(Pool(), [])  # type: ignore[arg-type]
+        time.sleep(1)  # the pending Ctrl-C is delivered as soon as the submit returns
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
 
 
 # ---- issue 25: a full disk names the file it could not write ----
