@@ -36,10 +36,24 @@ def _emit(run_dir: Path, *args: str | Path):
     return run_cli("emit", run_dir, "--jobs", "1", *args)
 
 
+def _default_ctrl_c() -> None:
+    """In the child before exec: Ctrl-C's default action, as a terminal's command has it. A shell
+    starts a background job with SIGINT ignored, and an ignored signal stays ignored across exec:
+    run from one, the tests' emit would otherwise never see a Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _emit_process(run_dir: Path, *args: str) -> subprocess.Popen[str]:
     """`dsocr emit` in its own process (and process group), so that it can be killed."""
     command = [sys.executable, "-m", "dsocr.cli", "emit", str(run_dir), *args]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_default_ctrl_c,
+    )
 
 
 def _run(tmp_path: Path, count: int, text: str = GOLDEN_TEXT, size: tuple[int, int] = (400, 300)) -> Path:
@@ -418,9 +432,14 @@ def test_a_ctrl_c_during_a_submit_is_not_lost() -> None:
             time.sleep(0.05)  # a signal not blocked would be handled (or dropped) by now
             return "submitted"
 
-    with pytest.raises(KeyboardInterrupt):
-        emit_runner._submit(Pool(), [])  # type: ignore[arg-type]
-        time.sleep(1)  # the pending Ctrl-C is delivered as soon as the submit returns
+    # Python's Ctrl-C handler, as a terminal's command has it (a background job starts with it ignored).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            emit_runner._submit(Pool(), [])  # type: ignore[arg-type]
+            time.sleep(1)  # the pending Ctrl-C is delivered as soon as the submit returns
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
 
 
