@@ -39,10 +39,13 @@ class Order:
     then: Key | None = None
     where: Callable[[pa.Table], np.ndarray] | None = None
 
+    def selected(self, table: pa.Table) -> pa.Table:
+        """``table``'s rows that ``where`` selects."""
+        return table if self.where is None else table.filter(pa.array(self.where(table)))
+
     def sorted_part(self, table: pa.Table) -> tuple[pa.Table, np.ndarray]:
         """``table``'s selected rows sorted by key (stable), and their keys."""
-        if self.where is not None:
-            table = table.filter(pa.array(self.where(table)))
+        table = self.selected(table)
         keys = self.key(table)
         order = np.argsort(keys, kind="stable") if self.then is None else np.lexsort((self.then(table), keys))
         return table.take(pa.array(order, type=pa.int64())), keys[order]
@@ -61,8 +64,7 @@ def _runs(spool: TableSpool, order: Order) -> list[list[int]]:
     runs: list[list[int]] = []
     last = 0
     for number in range(spool.count):
-        table = spool.read_part(number, order.columns)
-        keys = order.key(table if order.where is None else table.filter(pa.array(order.where(table))))
+        keys = order.key(order.selected(spool.read_part(number, order.columns)))
         if keys.size == 0:
             continue
         if runs and int(keys.min()) > last:

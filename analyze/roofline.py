@@ -384,22 +384,6 @@ class RooflineRows:
     decode: Slices
     by_image: Slices
 
-    @classmethod
-    def of(cls, table: pa.Table) -> RooflineRows:
-        """From a whole ROOFLINE table (its step rows left out): its rows in their order."""
-        rows = table.filter(pc.is_null(table["step"]))
-        is_decode = pc.equal(rows["stage"], Stage.decode).to_numpy(zero_copy_only=False)
-        order = np.lexsort((is_decode, image_key(rows)))
-        return cls(
-            stages=Slices.of(rows.filter(pa.array(~is_decode))),
-            decode=Slices.of(
-                rows.filter(pa.array(is_decode)).take(
-                    pa.array(np.argsort(image_key(rows.filter(pa.array(is_decode))), kind="stable"))
-                )
-            ),
-            by_image=Slices.of(rows.take(pa.array(order, type=pa.int64()))),
-        )
-
 
 def _stage_sums(stages: Slices) -> tuple[list[str], dict[str, np.ndarray]]:
     """Per stage (sorted by name), each _SUMMED column summed over the rows (NaN: no row has a
@@ -453,13 +437,6 @@ def _image_roofline(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"rank": rows[0]["rank"], "image_index": rows[0]["image_index"]} | {
         row["stage"]: _figures(row) for row in rows
     }
-
-
-def decode_step_sums(table: pa.Table) -> DecodeStepRoofline:
-    """The decode-step rows of a whole ROOFLINE table, summed and sketched."""
-    sums = DecodeStepRoofline()
-    sums.add(table.filter(pc.equal(table["stage"], STAGE_DECODE_STEP)))
-    return sums
 
 
 def roofline_summary(

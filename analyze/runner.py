@@ -31,7 +31,7 @@ from dsocr.analyze.kernels import (
 from dsocr.analyze.keys import image_key, split_image_key
 from dsocr.analyze.latency import LATENCY, latency_table
 from dsocr.analyze.load import TraceTables, load_files
-from dsocr.analyze.ordered import BY_RANK_AND_IMAGE, Key, Order, Slices, ordered
+from dsocr.analyze.ordered import BY_RANK_AND_IMAGE, Key, Slices, ordered
 from dsocr.analyze.partials import (
     NameTotals,
     TraceFigures,
@@ -571,7 +571,7 @@ def finish(
     # over them and once per file that lists them (analyze/ordered.py): never the run's at once.
     spooled = sums.spools
     position = _prediction_order(predictions)
-    in_prediction_order = Order(_KEY_COLUMNS, position)
+    in_prediction_order = replace(BY_RANK_AND_IMAGE, key=position)
     timings = Slices.spooled(spooled.timings, in_prediction_order)
     kernels = sums.kernels_table(_stage_cpu_ns(timings), top=top) if has_trace else kernels_table([])
     roofline = RooflineRows(
@@ -616,10 +616,6 @@ def finish(
             rundir.write_json_atomic(rundir.analysis_path(run_dir, AnalysisFile.partials), partials)
         rundir.write_json_atomic(rundir.analysis_path(run_dir, AnalysisFile.summary), to_json(summary, streamed=True))
     return Analysis(summary=summary, timings=timings, kernels=kernels, output_dir=output_dir)
-
-
-#: The columns that key a per-image row.
-_KEY_COLUMNS = ("rank", "image_index")
 
 
 def _step_number(table: pa.Table) -> np.ndarray:

@@ -77,10 +77,6 @@ class TableSpool:
         for number in range(self.count):
             yield self.read_part(number)
 
-    def read(self) -> pa.Table:
-        """Every row added, in the order added (an empty table of the schema when none was)."""
-        return pa.concat_tables([self.schema.empty_table(), *self.tables()])
-
 
 @contextmanager
 def table_spool(beside: Path | None, schema: pa.Schema) -> Iterator[TableSpool]:

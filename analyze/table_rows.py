@@ -9,6 +9,7 @@ from typing import Any, overload
 
 import numpy as np
 import pyarrow as pa
+from dsocr.analyze.ordered import Slices
 
 #: Items made together when iterating: one Arrow-to-Python conversion per slice.
 SLICE_ITEMS = 1024
@@ -25,7 +26,7 @@ class SliceRows(Sequence[Any]):
 
     def __init__(
         self,
-        slices: Any,
+        slices: Slices,
         group: tuple[str, ...] | None = None,
         make: Callable[[list[dict[str, Any]]], Any] = _single_row,
     ) -> None:
@@ -37,7 +38,7 @@ class SliceRows(Sequence[Any]):
     def __len__(self) -> int:
         if self._length is None:
             if self.group is None:
-                self._length = sum(table.num_rows for table in self.slices.columns(*self.slices.schema.names[:1]))
+                self._length = self.slices.count()
             else:
                 self._length = sum(1 for _ in self._groups(self.slices.columns(*self.group)))
         return self._length
